@@ -1,0 +1,78 @@
+"""Frozen, typed results shared by every estimator."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON-safe: NaN and infinities become ``None``, numpy scalars plain."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class EffectEstimate:
+    """One comparison of HAT with OST, as written into ``results.json``.
+
+    Attributes
+    ----------
+    outcome : str
+        ``mortality``, ``overdose_mortality``, ``retention`` or ``crime``.
+    measure : str
+        ``HR``, ``IRR``, ``RR_12m``, ``RD_12m``, ``RMST_diff``, ``ratio_of_rate_ratios``...
+    method : str
+        The design and model, e.g. ``cox_matched``, ``cox_iptw``, ``cox_naive``.
+    estimate, ci_low, ci_high : float
+        Point estimate and confidence interval on the natural scale of the measure.
+    p_value : float
+        Two-sided p-value for no effect.
+    se : float
+        Standard error on the scale the interval was built on (log scale for ratios).
+    n_treated, n_control : int
+        Persons in each group that entered the model.
+    n_events : int or None
+        Events (deaths, discontinuations, charges) that entered the model.
+    primary : bool
+        Whether this is the pre-specified primary estimate for its outcome.
+    truth : float or None
+        The true value of the same estimand, when known (synthetic data).
+    details : dict
+        Method-specific extras (e.g. proportional-hazards test, dispersion).
+    """
+
+    outcome: str
+    measure: str
+    method: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    se: float = float("nan")
+    n_treated: int = 0
+    n_control: int = 0
+    n_events: int | None = None
+    primary: bool = False
+    truth: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def with_truth(self, truth: float | None) -> EffectEstimate:
+        """Return a copy with ``truth`` set."""
+        return replace(self, truth=truth)
+
+    def with_primary(self, primary: bool = True) -> EffectEstimate:
+        """Return a copy with ``primary`` set."""
+        return replace(self, primary=primary)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary (NaN becomes ``null``)."""
+        return _clean(asdict(self))
