@@ -1,0 +1,157 @@
+"""Study configuration: a validated, frozen model loaded from YAML.
+
+Every default lives here, once. Unknown keys are refused, so a typo such as
+``calliper:`` fails loudly with the key's name. The resolved configuration and
+its hash are written into the results manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used (unknown key, wrong type, bad value)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MatchingConfig(_Frozen):
+    """Propensity-score matching of OST comparators to HAT patients."""
+
+    k: int = Field(4, ge=1, le=20, description="controls per treated person (1:k)")
+    caliper: float = Field(
+        0.2,
+        gt=0,
+        description="caliper in standard deviations of the logit of the propensity score "
+        "(Austin 2011)",
+    )
+    replace: bool = Field(False, description="match with replacement")
+    exact: tuple[str, ...] = Field(("region",), description="covariates matched exactly")
+
+
+class SensitivityConfig(_Frozen):
+    """Alternative designs reported with ``primary: false``."""
+
+    caliper: float = Field(0.1, gt=0, description="alternative, narrower caliper")
+    one_to_one: bool = Field(True, description="also report 1:1 matching")
+    iptw: bool = Field(True, description="also report inverse probability weighting (ATT)")
+    iptw_trim: float | None = Field(
+        None, gt=0.5, le=1.0, description="quantile at which control IPT weights are capped"
+    )
+    naive: bool = Field(True, description="also report the unmatched, unadjusted comparison")
+
+
+class StudyConfig(_Frozen):
+    """Everything that decides a study's results, besides the data."""
+
+    seed: int = Field(20220101, ge=0, description="seed for every random step")
+    scenario: str = Field(
+        "default", description="synthetic scenario generated when no --data is given"
+    )
+    n_hat: int | None = Field(None, ge=1, description="override the scenario's HAT count")
+    n_ost: int | None = Field(None, ge=1, description="override the scenario's OST count")
+    gap_days: int = Field(30, ge=0, description="gap bridged within a treatment spell")
+    covariates: tuple[str, ...] = Field(
+        (
+            "age",
+            "sex",
+            "region",
+            "years_opioid_use",
+            "prior_ost_episodes",
+            "injecting",
+            "psychiatric_dx",
+            "homeless",
+            "prior_overdose",
+            "benzodiazepine_use",
+            "baseline_charges",
+        ),
+        description="baseline covariates of the propensity model",
+    )
+    matching: MatchingConfig = MatchingConfig()
+    sensitivity: SensitivityConfig = SensitivityConfig()
+    retention_time_days: float = Field(
+        365.25, gt=0, description="time at which retention is compared (12 months)"
+    )
+    rmst_tau_days: float = Field(730.0, gt=0, description="horizon of restricted mean time")
+    alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level")
+    n_bootstrap: int = Field(
+        200, ge=20, description="cluster-bootstrap replicates (retention at 12 months, RMST)"
+    )
+
+    @field_validator("covariates")
+    @classmethod
+    def _known_covariates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = set(StudyConfig.model_fields["covariates"].default)
+        unknown = [c for c in value if c not in allowed]
+        if unknown:
+            raise ValueError(f"unknown covariates {unknown}; allowed: {sorted(allowed)}")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready dictionary of the resolved configuration."""
+        return json.loads(self.model_dump_json())
+
+    def hash(self) -> str:
+        """SHA-256 of the resolved configuration (sorted keys)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> StudyConfig:
+    """Load and validate a configuration.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        YAML file; missing keys take their defaults, unknown keys are refused.
+    **overrides
+        Top-level values that take precedence (``None`` values are ignored), as
+        given on the command line.
+
+    Returns
+    -------
+    StudyConfig
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, invalid YAML, unknown key or invalid value, with the
+        key named.
+    """
+    data: dict[str, Any] = {}
+    where = "configuration"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read the file ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{where}: the top level must be a mapping of keys to values")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'")
+            else:
+                problems.append(f"key '{key}': {err['msg']}")
+        raise ConfigError(f"{where}: " + "; ".join(problems)) from None
