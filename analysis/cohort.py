@@ -1,0 +1,428 @@
+"""Cohort derivation: from a registry extract to one analysis row per person.
+
+:func:`derive_cohort` applies the definitions of the data contract
+(``shared/data-contract.md``, "Definitions"): follow-up, mortality, retention in
+treatment (episodes merged into spells), prison time and police-registered
+charges. It is vectorised: every date is turned into an integer day number and
+every per-person rule is a sort, a running maximum, a binary search or a
+``bincount`` over whole tables, so a million persons with millions of episode
+and charge rows take seconds.
+
+Dates are handled as calendar days; a window ``[a, b)`` includes ``a`` and
+excludes ``b`` unless said otherwise, as in the contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.contract import BOOLEAN_COVARIATES, DAYS_PER_YEAR, NUMERIC_COVARIATES
+from analysis.extract import Extract
+
+#: day number standing for "no date" (missing death or emigration date)
+_NO_DATE = np.iinfo(np.int64).max
+
+#: length of the window of baseline charges, in days before the index date
+BASELINE_DAYS = 730
+
+STAGE_COHORT = "cohort"
+STAGE_RETENTION = "retention"
+REASON_DIED = "died before index date"
+REASON_EMIGRATED = "emigrated before index date"
+REASON_NO_SPELL = "no treatment spell containing the index date"
+
+#: columns of :attr:`Cohort.table`, in order (ARCHITECTURE.md, "Cohort table")
+COHORT_COLUMNS = (
+    "person_id",
+    "group",
+    "treatment",
+    "index_date",
+    "followup_end",
+    "followup_days",
+    "followup_years",
+    "died",
+    "overdose_death",
+    "emigrated",
+    "in_retention",
+    "retention_days",
+    "discontinued",
+    "prison_days",
+    "crime_days",
+    "crime_years",
+    "baseline_charges",
+    "followup_charges",
+    "age",
+    "sex",
+    "region",
+    *NUMERIC_COVARIATES,
+    *BOOLEAN_COVARIATES,
+)
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The analysis cohort derived from an extract.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per analysed person, sorted by ``person_id``, with the columns:
+
+        - ``person_id`` (str), ``group`` (str, ``HAT``/``OST``),
+          ``treatment`` (int, 1 = HAT, 0 = OST).
+        - ``index_date`` (datetime64): start of follow-up.
+        - ``followup_end`` (datetime64): the first of the death date, the
+          emigration date and the extract date (a death or emigration on or
+          after the extract date does not end follow-up before it).
+        - ``followup_days`` (int): ``followup_end - index_date``;
+          ``followup_years`` (float): ``followup_days / 365.25``.
+        - ``died`` (int 0/1): follow-up ended by death (a death on the index
+          date counts, with 0 follow-up days); ``overdose_death`` (int 0/1): that
+          death had cause ``overdose``; ``emigrated`` (int 0/1): follow-up ended
+          by emigration (a death on the same day wins).
+        - ``in_retention`` (bool): a treatment spell contains the index date.
+        - ``retention_days`` (float, whole days): ``min(spell end,
+          followup_end) - index_date``; NaN where ``in_retention`` is False.
+        - ``discontinued`` (float 0.0/1.0): the spell ended before follow-up
+          ended (1) or not (0, censored); NaN where ``in_retention`` is False.
+        - ``prison_days`` (int): days of prison stays (merged, an open stay
+          ending at the extract date) inside ``[index_date, followup_end)``.
+        - ``crime_days`` (int): ``followup_days - prison_days``, the days at
+          risk of a charge; ``crime_years`` (float): ``crime_days / 365.25``.
+        - ``baseline_charges`` (int): charges dated from ``index_date - 730``
+          days to ``index_date - 1`` day, in prison or not.
+        - ``followup_charges`` (int): charges dated from ``index_date`` to
+          ``followup_end``, both included, except those dated inside a prison
+          stay (from its first day to the day before its end).
+        - ``age`` (int): year of ``index_date`` minus ``birth_year``.
+        - ``sex``, ``region`` (str) and the covariates ``years_opioid_use``,
+          ``prior_ost_episodes``, ``injecting``, ``psychiatric_dx``,
+          ``homeless``, ``prior_overdose``, ``benzodiazepine_use`` (float,
+          booleans 0.0/1.0, NaN = missing), copied from ``persons``.
+    exclusions : pandas.DataFrame
+        Columns ``stage, reason, n_hat, n_ost``. Stage ``cohort`` (left out of
+        every analysis): ``died before index date``, ``emigrated before index
+        date`` (each person counted once; a death before the index date takes
+        precedence). Stage ``retention`` (left out of the retention analysis
+        only): ``no treatment spell containing the index date``. Every row is
+        present even when its counts are 0.
+    n_read : int
+        Persons read from the extract.
+    gap_days : int
+        Largest gap between treatment episodes that still joins them into one
+        spell.
+    """
+
+    table: pd.DataFrame
+    exclusions: pd.DataFrame
+    n_read: int
+    gap_days: int
+
+    def flow(self) -> pd.DataFrame:
+        """Counts for a flow diagram, by group.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``step, stage, n_hat, n_ost, n_total``, one row per box in
+            order: ``persons read``, one ``excluded: <reason>`` row per cohort
+            exclusion, ``analysed``, one ``excluded from retention: <reason>``
+            row per retention exclusion and ``in retention analysis``.
+        """
+        is_hat = self.table["treatment"].to_numpy() == 1
+        analysed = (int(is_hat.sum()), int((~is_hat).sum()))
+        in_ret = self.table["in_retention"].to_numpy(dtype=bool)
+        retained = (int((in_ret & is_hat).sum()), int((in_ret & ~is_hat).sum()))
+        ex = self.exclusions
+        cohort_ex = ex[ex["stage"] == STAGE_COHORT]
+        ret_ex = ex[ex["stage"] == STAGE_RETENTION]
+        read = (
+            analysed[0] + int(cohort_ex["n_hat"].sum()),
+            analysed[1] + int(cohort_ex["n_ost"].sum()),
+        )
+        rows = [("persons read", "read", *read)]
+        rows += [
+            (f"excluded: {r.reason}", STAGE_COHORT, int(r.n_hat), int(r.n_ost))
+            for r in cohort_ex.itertuples()
+        ]
+        rows.append(("analysed", "analysed", *analysed))
+        rows += [
+            (f"excluded from retention: {r.reason}", STAGE_RETENTION, int(r.n_hat), int(r.n_ost))
+            for r in ret_ex.itertuples()
+        ]
+        rows.append(("in retention analysis", "retention analysis", *retained))
+        out = pd.DataFrame(rows, columns=["step", "stage", "n_hat", "n_ost"])
+        out["n_total"] = out["n_hat"] + out["n_ost"]
+        return out.astype({"n_hat": "int64", "n_ost": "int64", "n_total": "int64"})
+
+
+def _days(values: pd.Series | pd.Index | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Day numbers (days since 1970-01-01, int64) and a mask of missing dates."""
+    arr = pd.to_datetime(pd.Series(values)).to_numpy(dtype="datetime64[ns]")
+    missing = np.isnat(arr)
+    return arr.astype("datetime64[D]").astype(np.int64), missing
+
+
+def _to_timestamps(days: np.ndarray) -> np.ndarray:
+    """Day numbers back to ``datetime64[ns]``."""
+    return days.astype("datetime64[D]").astype("datetime64[ns]")
+
+
+def _codes(ids: pd.Index, person_id: pd.Series, table: str) -> np.ndarray:
+    """Position of each row's person in the sorted ``persons`` table."""
+    codes = ids.get_indexer(person_id.astype(str))
+    if (codes < 0).any():
+        unknown = pd.unique(person_id[codes < 0].astype(str))[:5]
+        raise ValueError(
+            f"{table}: {int((codes < 0).sum())} rows with a person_id not in persons "
+            f"(e.g. {', '.join(unknown)})"
+        )
+    return codes.astype(np.int64)
+
+
+def _required_days(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
+    days, missing = _days(df[column])
+    if missing.any():
+        raise ValueError(f"{table}.{column}: {int(missing.sum())} missing dates")
+    return days
+
+
+@dataclass(frozen=True)
+class _Intervals:
+    """Merged intervals, sorted by person and start: ``code, start, end`` (day numbers)."""
+
+    code: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+
+def _merge_intervals(
+    code: np.ndarray, start: np.ndarray, end: np.ndarray, *, max_gap: int, origin: int, span: int
+) -> _Intervals:
+    """Merge each person's intervals whose gap to the running end is at most ``max_gap``.
+
+    Rows are sorted by person and start; an interval joins the current merged
+    interval when ``start - (running maximum of the previous ends) <= max_gap``.
+    The running maximum within persons is one ``np.maximum.accumulate`` over
+    ``code * span + (end - origin)``: every person's keys lie above every
+    earlier person's, so the maximum restarts with each person.
+    """
+    if len(code) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return _Intervals(empty, empty, empty)
+    order = np.lexsort((start, code))
+    code, start, end = code[order], start[order], end[order]
+    offset = code * span - origin
+    running_end = np.maximum.accumulate(end + offset) - offset
+    new = np.empty(len(code), dtype=bool)
+    new[0] = True
+    new[1:] = (code[1:] != code[:-1]) | (start[1:] - running_end[:-1] > max_gap)
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(code)) - 1
+    return _Intervals(code[first], start[first], running_end[last])
+
+
+def _containing(
+    intervals: _Intervals, code: np.ndarray, day: np.ndarray, *, origin: int, span: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each ``(code, day)``, the merged interval of that person containing ``day``.
+
+    The candidate is the person's latest merged interval starting on or before
+    ``day`` (merged intervals of a person are disjoint, so it is the only one).
+
+    Returns
+    -------
+    end : numpy.ndarray
+        End day of the candidate interval (0 where there is none).
+    found : numpy.ndarray of bool
+        A candidate exists; whether it contains ``day`` depends on the caller's
+        rule for the end (``day <= end`` for spells, ``day < end`` for stays).
+    """
+    if len(intervals.code) == 0:
+        return np.zeros(len(code), dtype=np.int64), np.zeros(len(code), dtype=bool)
+    keys = intervals.code * span + (intervals.start - origin)
+    pos = np.searchsorted(keys, code * span + (day - origin), side="right") - 1
+    found = pos >= 0
+    pos = np.where(found, pos, 0)
+    found &= intervals.code[pos] == code
+    return np.where(found, intervals.end[pos], 0), found
+
+
+def derive_cohort(extract: Extract, *, gap_days: int = 30) -> Cohort:
+    """Derive the person-level analysis table and the exclusions from an extract.
+
+    Parameters
+    ----------
+    extract : Extract
+        A validated registry extract (tables in any row order).
+    gap_days : int, default 30
+        Treatment episodes whose start is at most this many days after the
+        latest end of the previous episodes of the person join one spell.
+
+    Returns
+    -------
+    Cohort
+        ``table`` (one row per analysed person), ``exclusions``, ``n_read``
+        and ``gap_days``.
+
+    Raises
+    ------
+    ValueError
+        ``gap_days`` is negative; ``person_id`` is not unique in ``persons`` or
+        in ``deaths``; a row refers to a person not in ``persons``; a required
+        date is missing; an index date is after the extract date.
+
+    Notes
+    -----
+    The definitions of the data contract, with these readings of its ties:
+
+    - Follow-up runs from ``index_date`` to the first of the death date, the
+      emigration date and the extract date. A death or an emigration strictly
+      before the index date excludes the person. A death or an emigration on or
+      after the extract date does not end follow-up (censored at the extract
+      date, ``died = emigrated = 0``). A death on the index date gives 0 days
+      and ``died = 1``. A death and an emigration on the same day: died.
+    - Retention: each person's episodes of any medication (switches stay in
+      treatment), an open episode ending at the extract date and episodes
+      starting after the extract date ignored, are sorted by start and merged
+      while ``start - running maximum of previous ends <= gap_days``. The spell
+      with ``start <= index_date <= end`` gives ``retention_days =
+      min(end, followup_end) - index_date`` and ``discontinued = end <
+      followup_end``; a spell ending on or after the end of follow-up (death,
+      emigration, extract date, or episodes recorded beyond it) is censored.
+    - Prison: overlapping or adjacent stays are merged first, an open stay
+      ending at the extract date; ``prison_days`` is the overlap of
+      ``[start, end)`` with ``[index_date, followup_end)``. A charge dated from
+      a stay's first day to the day before its end is not counted in follow-up.
+    """
+    if gap_days < 0:
+        raise ValueError(f"gap_days must be >= 0, got {gap_days}")
+    persons = extract.persons.sort_values("person_id", kind="stable").reset_index(drop=True)
+    ids = pd.Index(persons["person_id"].astype(str))
+    if not ids.is_unique:
+        dup = ids[ids.duplicated()].unique()[:5]
+        raise ValueError(f"persons: person_id not unique (e.g. {', '.join(dup)})")
+    n = len(persons)
+    extract_day = int(_days(pd.Series([pd.Timestamp(extract.extract_date)]))[0][0])
+    index_day = _required_days(persons, "index_date", "persons")
+    if (index_day > extract_day).any():
+        raise ValueError(
+            f"persons.index_date: {int((index_day > extract_day).sum())} index dates after "
+            f"the extract date {pd.Timestamp(extract.extract_date).date()}"
+        )
+    is_hat = persons["group"].to_numpy() == "HAT"
+
+    # -- deaths and emigration: follow-up -------------------------------------------------
+    deaths = extract.deaths
+    d_code = _codes(ids, deaths["person_id"], "deaths")
+    if len(np.unique(d_code)) != len(d_code):
+        raise ValueError("deaths: person_id not unique")
+    death_day = np.full(n, _NO_DATE, dtype=np.int64)
+    death_day[d_code] = _required_days(deaths, "death_date", "deaths")
+    overdose = np.zeros(n, dtype=bool)
+    overdose[d_code] = deaths["cause"].to_numpy() == "overdose"
+    emig_day, emig_missing = _days(persons["emigration_date"])
+    emig_day[emig_missing] = _NO_DATE
+
+    died_before = death_day < index_day
+    emigrated_before = (emig_day < index_day) & ~died_before
+    keep = ~(died_before | emigrated_before)
+    followup_end = np.minimum(np.minimum(death_day, emig_day), extract_day)
+    # a death or emigration on the extract date is inside follow-up (its last day)
+    died = (death_day <= extract_day) & (death_day == followup_end)
+    emigrated = (emig_day <= extract_day) & (emig_day == followup_end) & ~died
+
+    # -- a common frame of day numbers for sort keys ------------------------------------
+    episodes = extract.treatment_episodes
+    e_code = _codes(ids, episodes["person_id"], "treatment_episodes")
+    e_start = _required_days(episodes, "start_date", "treatment_episodes")
+    e_end, e_open = _days(episodes["end_date"])
+    e_end[e_open] = extract_day
+    use = e_start <= extract_day
+    e_code, e_start, e_end = e_code[use], e_start[use], e_end[use]
+
+    stays = extract.incarcerations
+    s_code = _codes(ids, stays["person_id"], "incarcerations")
+    s_start = _required_days(stays, "start_date", "incarcerations")
+    s_end, s_open = _days(stays["end_date"])
+    s_end[s_open] = extract_day
+
+    charges = extract.charges
+    c_code = _codes(ids, charges["person_id"], "charges")
+    c_day = _required_days(charges, "charge_date", "charges")
+
+    all_days = (index_day, e_start, e_end, s_start, s_end, c_day, np.array([extract_day]))
+    origin = min(int(a.min()) for a in all_days if len(a))
+    span = max(int(a.max()) for a in all_days if len(a)) - origin + 1
+
+    # -- retention: spells containing the index date ------------------------------------
+    spells = _merge_intervals(e_code, e_start, e_end, max_gap=gap_days, origin=origin, span=span)
+    codes = np.arange(n, dtype=np.int64)
+    spell_end, in_retention = _containing(spells, codes, index_day, origin=origin, span=span)
+    in_retention &= index_day <= spell_end
+    retention_days = np.where(in_retention, np.minimum(spell_end, followup_end) - index_day, np.nan)
+    discontinued = np.where(in_retention, (spell_end < followup_end).astype(float), np.nan)
+
+    # -- prison ---------------------------------------------------------------------------
+    prison = _merge_intervals(s_code, s_start, s_end, max_gap=0, origin=origin, span=span)
+    overlap = np.minimum(prison.end, followup_end[prison.code]) - np.maximum(
+        prison.start, index_day[prison.code]
+    )
+    overlap = np.clip(overlap, 0, None).astype(np.float64)  # bincount sums exactly below 2**53
+    prison_days = np.bincount(prison.code, weights=overlap, minlength=n).astype(np.int64)
+
+    # -- charges --------------------------------------------------------------------------
+    c_index = index_day[c_code]
+    baseline = (c_day >= c_index - BASELINE_DAYS) & (c_day <= c_index - 1)
+    stay_end, in_stay = _containing(prison, c_code, c_day, origin=origin, span=span)
+    in_stay &= c_day < stay_end
+    counted = (c_day >= c_index) & (c_day <= followup_end[c_code]) & ~in_stay
+    baseline_charges = np.bincount(c_code[baseline], minlength=n).astype(np.int64)
+    followup_charges = np.bincount(c_code[counted], minlength=n).astype(np.int64)
+
+    # -- the table ------------------------------------------------------------------------
+    followup_days = followup_end - index_day
+    crime_days = followup_days - prison_days
+    index_year = _to_timestamps(index_day).astype("datetime64[Y]").astype(np.int64) + 1970
+    columns = {
+        "person_id": ids.to_numpy(dtype=object),
+        "group": persons["group"].to_numpy(dtype=object),
+        "treatment": is_hat.astype(np.int64),
+        "index_date": _to_timestamps(index_day),
+        "followup_end": _to_timestamps(followup_end),
+        "followup_days": followup_days,
+        "followup_years": followup_days / DAYS_PER_YEAR,
+        "died": died.astype(np.int64),
+        "overdose_death": (died & overdose).astype(np.int64),
+        "emigrated": emigrated.astype(np.int64),
+        "in_retention": in_retention,
+        "retention_days": retention_days,
+        "discontinued": discontinued,
+        "prison_days": prison_days,
+        "crime_days": crime_days,
+        "crime_years": crime_days / DAYS_PER_YEAR,
+        "baseline_charges": baseline_charges,
+        "followup_charges": followup_charges,
+        "age": index_year - persons["birth_year"].to_numpy(dtype=np.int64),
+        "sex": persons["sex"].to_numpy(dtype=object),
+        "region": persons["region"].to_numpy(dtype=object),
+    }
+    for col in (*NUMERIC_COVARIATES, *BOOLEAN_COVARIATES):
+        columns[col] = persons[col].to_numpy(dtype=np.float64)
+    table = pd.DataFrame({k: v[keep] for k, v in columns.items()}, columns=list(COHORT_COLUMNS))
+
+    def counts(mask: np.ndarray) -> tuple[int, int]:
+        return int((mask & is_hat).sum()), int((mask & ~is_hat).sum())
+
+    exclusions = pd.DataFrame(
+        [
+            (STAGE_COHORT, REASON_DIED, *counts(died_before)),
+            (STAGE_COHORT, REASON_EMIGRATED, *counts(emigrated_before)),
+            (STAGE_RETENTION, REASON_NO_SPELL, *counts(keep & ~in_retention)),
+        ],
+        columns=["stage", "reason", "n_hat", "n_ost"],
+    ).astype({"n_hat": "int64", "n_ost": "int64"})
+    return Cohort(table=table, exclusions=exclusions, n_read=n, gap_days=gap_days)
