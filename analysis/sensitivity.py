@@ -1,0 +1,175 @@
+"""Sensitivity to unmeasured confounding: E-values.
+
+The E-value is the minimum strength of association, on the risk-ratio scale, that an
+unmeasured confounder would need with both treatment and outcome, above the measured
+covariates, to fully explain away the observed association.
+
+References
+----------
+VanderWeele TJ, Ding P (2017). Sensitivity analysis in observational research:
+introducing the E-value. Ann Intern Med 167:268-274.
+VanderWeele TJ (2020). Optimal approximate conversions of odds ratios and hazard ratios
+to risk ratios. Biometrics 76:746-752.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from analysis.results import _clean
+
+#: measures read as risk ratios (rate ratios are treated as risk ratios, as in the paper)
+_RISK_RATIO_MEASURES = ("RR", "IRR", "ratio_of_rate_ratios")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EValue:
+    """E-values of one estimate.
+
+    Attributes
+    ----------
+    measure : str
+        Measure of the estimate (``HR``, ``RR``, ``IRR``, ``OR``, ``RR_12m``...).
+    estimate, ci_low, ci_high : float
+        The estimate and its interval as given.
+    rr, rr_ci_low, rr_ci_high : float
+        The same on the risk-ratio scale (after conversion, if any).
+    point : float
+        E-value of the point estimate.
+    ci : float or None
+        E-value of the confidence limit closer to 1 (1 when the interval includes 1;
+        None when no interval was given).
+    conversion : str
+        How the measure was put on the risk-ratio scale.
+    """
+
+    measure: str
+    estimate: float
+    ci_low: float | None
+    ci_high: float | None
+    rr: float
+    rr_ci_low: float | None
+    rr_ci_high: float | None
+    point: float
+    ci: float | None
+    rare: bool
+    conversion: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary (NaN becomes ``null``)."""
+        return _clean(asdict(self))
+
+
+def _e(rr: float) -> float:
+    """E-value of a risk ratio: RR + sqrt(RR (RR - 1)), after inverting RR < 1."""
+    if not math.isfinite(rr) or rr <= 0:
+        return float("nan")
+    if rr < 1:
+        rr = 1 / rr
+    return rr + math.sqrt(rr * (rr - 1))
+
+
+def _hr_to_rr(hr: float) -> float:
+    """VanderWeele (2020) conversion of a hazard ratio for a common outcome."""
+    return (1 - 0.5 ** math.sqrt(hr)) / (1 - 0.5 ** math.sqrt(1 / hr))
+
+
+def e_value(
+    estimate: float,
+    ci_low: float | None = None,
+    ci_high: float | None = None,
+    *,
+    measure: str,
+    rare: bool = True,
+) -> EValue:
+    """E-value for a ratio estimate and its confidence interval.
+
+    Parameters
+    ----------
+    estimate : float
+        Ratio estimate (> 0).
+    ci_low, ci_high : float, optional
+        Confidence limits.
+    measure : str
+        ``RR`` (also ``RR_<t>`` such as ``RR_12m``), ``IRR``, ``ratio_of_rate_ratios``,
+        ``HR`` or ``OR``.
+    rare : bool
+        Whether the outcome is rare (under about 15% by the end of follow-up). Only
+        matters for ``HR`` and ``OR``: a rare-outcome HR or OR approximates the RR; for
+        a common outcome the HR is converted with
+        ``RR = (1 - 0.5**sqrt(HR)) / (1 - 0.5**sqrt(1/HR))`` (VanderWeele 2020) and the
+        OR with ``RR = sqrt(OR)`` (VanderWeele 2017). Risk and rate ratios need no
+        conversion.
+
+    Returns
+    -------
+    EValue
+        ``point`` = RR + sqrt(RR (RR - 1)) for RR > 1 (RR inverted first when below 1);
+        ``ci`` = the same for the limit closer to 1, or 1 when the interval includes 1.
+
+    Examples
+    --------
+    VanderWeele & Ding (2017): formula feeding and respiratory death, RR 3.9
+    (1.8 to 8.7): E-values 7.26 and 3.00.
+
+    >>> ev = e_value(3.9, 1.8, 8.7, measure="RR")
+    >>> round(ev.point, 2), round(ev.ci, 2)
+    (7.26, 3.0)
+
+    References
+    ----------
+    VanderWeele TJ, Ding P (2017). Ann Intern Med 167:268-274.
+    VanderWeele TJ (2017). On a square-root transformation of the odds ratio for a common
+    outcome. Epidemiology 28:e58-e60.
+    VanderWeele TJ (2020). Biometrics 76:746-752.
+    """
+    kind = measure
+    if measure.startswith("RR_") or measure in _RISK_RATIO_MEASURES:
+        kind = "RR"
+    if kind not in ("RR", "HR", "OR"):
+        raise ValueError(
+            f"E-values are defined here for risk, rate, hazard and odds ratios, not {measure!r}"
+        )
+    convert: Callable[[float], float]
+    if kind == "RR" or rare:
+        convert = float
+        conversion = "none" if kind == "RR" else f"rare outcome: {kind} ~ RR"
+    elif kind == "HR":
+        convert, conversion = _hr_to_rr, "common outcome: VanderWeele (2020) HR conversion"
+    else:
+        convert, conversion = math.sqrt, "common outcome: RR ~ sqrt(OR)"
+
+    def on_rr(v: float | None) -> float | None:
+        if v is None or not math.isfinite(v) or v <= 0:
+            return None if v is None else float("nan")
+        return float(convert(v))
+
+    rr = on_rr(estimate)
+    rr = float("nan") if rr is None else rr
+    lo, hi = on_rr(ci_low), on_rr(ci_high)
+    point = _e(rr)
+    ci: float | None
+    if not math.isfinite(rr):
+        ci = float("nan") if (lo is not None or hi is not None) else None
+    elif rr > 1:
+        ci = None if lo is None else (1.0 if lo <= 1 else _e(lo))
+    elif rr < 1:
+        ci = None if hi is None else (1.0 if hi >= 1 else _e(hi))
+    else:
+        ci = None if lo is None and hi is None else 1.0
+    return EValue(
+        measure=measure,
+        estimate=float(estimate),
+        ci_low=None if ci_low is None else float(ci_low),
+        ci_high=None if ci_high is None else float(ci_high),
+        rr=rr,
+        rr_ci_low=lo,
+        rr_ci_high=hi,
+        point=point,
+        ci=ci,
+        rare=rare,
+        conversion=conversion,
+    )

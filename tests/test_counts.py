@@ -1,0 +1,319 @@
+"""Tests of analysis.counts: R reference values (MASS::glm.nb, glm poisson with a
+clustered sandwich), an independent Python fit (statsmodels' discrete NegativeBinomial),
+exact Poisson limits, simulated truth, invariances and edge cases.
+
+R values: ``tests/reference/make_reference.R`` on ``tests/reference/reference_data.csv``
+(see ``tests/test_survival.py``), frozen in ``r_values.json``. glm.nb was run with
+``glm.control(epsilon = 1e-13)``; observed discrepancies are below 1e-10 relative for
+coefficients, SEs (model-based, robust and clustered) and theta. Tolerances: 1e-6 for
+coefficients and theta, 1e-5 for SEs (margin for platform differences and stopping
+points); the SE of theta 1e-5 (R evaluates it at the last-but-one means of its
+alternating fit: observed difference 2e-6).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.counts import (
+    BeforeAfter,
+    PoissonRate,
+    before_after_ratio,
+    crude_rates,
+    negative_binomial_irr,
+    poisson_rate,
+)
+
+REF = Path(__file__).parent / "reference"
+R = json.loads((REF / "r_values.json").read_text())
+COEF_RTOL = 1e-6
+SE_RTOL = 1e-5
+TERMS = {"intercept": "(Intercept)", "treatment": "treatment", "age": "age"}
+
+
+@pytest.fixture(scope="module")
+def ref() -> pd.DataFrame:
+    return pd.read_csv(REF / "reference_data.csv")
+
+
+def _nb(df, **kw):
+    return negative_binomial_irr(
+        df, count="count", exposure="exposure", treatment="treatment", covariates=["age"],
+        method="nb_test", **kw,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- R: glm.nb
+
+
+@pytest.mark.parametrize(
+    ("key", "kw", "se_key"),
+    [
+        ("nb_unweighted", {}, "se"),
+        ("nb_unweighted", {"cluster": "match_set"}, "se_cluster"),
+        ("nb_weighted", {"weights": "weight"}, "se_robust"),
+        ("nb_weighted", {"weights": "weight", "cluster": "match_set"}, "se_cluster"),
+    ],
+)
+def test_negative_binomial_matches_r(ref, key, kw, se_key):
+    """R: glm.nb(count ~ treatment + age + offset(log(exposure)), [weights = weight]);
+    se = sqrt(diag(vcov(fit))); se_cluster / se_robust = bread %*% meat %*% bread with
+    bread = vcov(fit) and meat from rowsum(working weights x working residuals x X,
+    match_set / row), no small-sample factor."""
+    est = _nb(ref, **kw)
+    r = R[key]
+    for ours, theirs in TERMS.items():
+        got = est.details["coefficients"][ours]
+        assert got["coef"] == pytest.approx(r["coef"][theirs], rel=COEF_RTOL)
+        assert got["se"] == pytest.approx(r[se_key][theirs], rel=SE_RTOL)
+    assert est.details["theta"] == pytest.approx(r["theta"], rel=COEF_RTOL)
+    assert est.details["alpha"] == pytest.approx(1 / r["theta"], rel=COEF_RTOL)
+    assert est.details["theta_se"] == pytest.approx(r["se_theta"], rel=1e-5)
+    assert 2 * est.details["loglik"] == pytest.approx(r["twologlik"], rel=1e-9)
+    assert est.details["se_log_model"] == pytest.approx(r["se"]["treatment"], rel=SE_RTOL)
+    assert est.measure == "IRR" and est.outcome == "crime"
+    assert est.details["robust"] is bool(kw)
+
+
+def test_negative_binomial_matches_statsmodels(ref):
+    """Independent implementation: statsmodels' discrete NegativeBinomial (NB2, which
+    estimates alpha, unlike the GLM family) gives the same maximum-likelihood estimates."""
+    import statsmodels.api as sm
+
+    x = sm.add_constant(ref[["treatment", "age"]].astype(float))
+    fit = sm.NegativeBinomial(
+        ref["count"], x, loglike_method="nb2", offset=np.log(ref["exposure"])
+    ).fit(disp=0, maxiter=100, method="newton", tol=1e-12)
+    assert fit.mle_retvals["converged"]
+    est = _nb(ref)
+    assert est.details["coefficients"]["treatment"]["coef"] == pytest.approx(
+        fit.params["treatment"], rel=COEF_RTOL
+    )
+    assert est.details["alpha"] == pytest.approx(fit.params["alpha"], rel=COEF_RTOL)
+
+
+# ----------------------------------------------------------------------------- R: before/after
+
+
+@pytest.mark.parametrize(
+    ("key", "kw"),
+    [
+        ("before_after_person", {}),
+        ("before_after_weighted_match_set", {"weights": "weight", "cluster": "match_set"}),
+    ],
+)
+def test_before_after_matches_r(ref, key, kw):
+    """R: glm(y ~ after * treatment + offset(log(E)), family = poisson, [weights]) on the
+    stacked person-periods, clustered sandwich by person (id) or matched set."""
+    res = before_after_ratio(
+        ref, count_before="count_before", exposure_before="exposure_before",
+        count_after="count_after", exposure_after="exposure", treatment="treatment",
+        method="poisson_test", **kw,
+    )  # fmt: skip
+    assert isinstance(res, BeforeAfter)
+    per_group, ratio = res
+    hat, ost = per_group
+    r = R[key]
+    assert hat.details["group"] == "HAT" and ost.details["group"] == "OST"
+    for est, name in ((hat, "rr_hat"), (ost, "rr_ost"), (ratio, "ratio")):
+        assert math.log(est.estimate) == pytest.approx(r[f"log_{name}"], rel=COEF_RTOL)
+        assert est.se == pytest.approx(r[f"se_log_{name}"], rel=SE_RTOL)
+    assert hat.measure == "rate_ratio_after_vs_before"
+    assert ratio.measure == "ratio_of_rate_ratios"
+    assert ratio.estimate == pytest.approx(hat.estimate / ost.estimate, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- exact rates
+
+
+def test_poisson_rate_exact_limits():
+    """Garwood limits: 10 events -> (4.7954, 18.3904); 0 events -> (0, 3.6889)
+    (e.g. Ulm 1990, tables of exact Poisson limits)."""
+    r = poisson_rate(10, 1.0)
+    assert isinstance(r, PoissonRate)
+    assert r.ci_low == pytest.approx(4.7954, abs=1e-4)
+    assert r.ci_high == pytest.approx(18.3904, abs=1e-4)
+    z = poisson_rate(0, 2.0)
+    assert z.ci_low == 0 and z.ci_high == pytest.approx(3.6889 / 2, abs=1e-4)
+    with pytest.raises(ValueError):
+        poisson_rate(1.5, 1.0)
+    with pytest.raises(ValueError):
+        poisson_rate(1, 0.0)
+    json.dumps(r.to_dict())
+
+
+def test_crude_rates(ref):
+    rates = crude_rates(ref, events="event", person_years="exposure", group="treatment", per=1000)
+    assert list(rates["group"]) == [0, 1]
+    g1 = ref[ref["treatment"] == 1]
+    row = rates[rates["group"] == 1].iloc[0]
+    assert row["rate"] == pytest.approx(1000 * g1["event"].sum() / g1["exposure"].sum())
+    exact = poisson_rate(int(g1["event"].sum()), float(g1["exposure"].sum()))
+    assert row["ci_low"] == pytest.approx(1000 * exact.ci_low)
+    assert row["ci_high"] == pytest.approx(1000 * exact.ci_high)
+    # unit weights: the Fay-Feuer gamma interval reduces to Garwood's
+    unit = crude_rates(
+        ref.assign(w=1.0), events="event", person_years="exposure", group="treatment",
+        per=1000, weights="w",
+    )  # fmt: skip
+    for col in ("rate", "ci_low", "ci_high"):
+        np.testing.assert_allclose(unit[col], rates[col], rtol=1e-10)
+    weighted = crude_rates(
+        ref, events="count", person_years="exposure", group="treatment", per=1, weights="weight"
+    )
+    assert (weighted["ci_low"] < weighted["rate"]).all()
+    assert (weighted["rate"] < weighted["ci_high"]).all()
+
+
+# ----------------------------------------------------------------------------- simulated truth
+
+IRR_TRUE = 0.55
+THETA_TRUE = 1.5
+
+
+def _counts(seed: int, n: int = 4000) -> pd.DataFrame:
+    """Gamma-Poisson (NB2) counts with a known IRR, randomised treatment, exposure 0.2-3 y."""
+    rng = np.random.default_rng(seed)
+    treat = rng.binomial(1, 0.3, n)
+    expo = rng.uniform(0.2, 3.0, n)
+    base = rng.binomial(1, 0.5, n)
+    mu = expo * 1.3 * np.exp(np.log(IRR_TRUE) * treat + 0.4 * base)
+    y = rng.poisson(mu * rng.gamma(THETA_TRUE, 1 / THETA_TRUE, n))
+    return pd.DataFrame(
+        {"y": y, "expo": expo, "treatment": treat, "base": base, "w": rng.uniform(0.3, 1.5, n),
+         "set": np.arange(n) // 5}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("seed", "weighted"), [(41, False), (42, False), (43, True)])
+def test_truth_negative_binomial(seed, weighted):
+    df = _counts(seed)
+    kw = {"weights": "w", "cluster": "set"} if weighted else {}
+    est = negative_binomial_irr(
+        df, count="y", exposure="expo", treatment="treatment", covariates=["base"],
+        method="nb", **kw,
+    )  # fmt: skip
+    assert abs(math.log(est.estimate) - math.log(IRR_TRUE)) < 4 * est.se
+    alpha_se = est.details["theta_se"] / est.details["theta"] ** 2
+    if not weighted:  # model-based SE of theta is only valid unweighted
+        assert abs(est.details["alpha"] - 1 / THETA_TRUE) < 4 * alpha_se
+    assert est.details["converged"]
+
+
+def test_truth_before_after():
+    """Person frailty shared by both periods; after/before rate ratio 0.8 in OST and
+    0.8 x 0.5 in HAT, so the ratio of rate ratios is 0.5."""
+    rng = np.random.default_rng(51)
+    n = 4000
+    treat = rng.binomial(1, 0.3, n)
+    frail = rng.gamma(2.0, 0.5, n)
+    eb = np.full(n, 2.0)
+    ea = rng.uniform(0.3, 3.0, n)
+    df = pd.DataFrame(
+        {
+            "yb": rng.poisson(eb * 1.5 * frail),
+            "eb": eb,
+            "ya": rng.poisson(ea * 1.5 * frail * 0.8 * np.where(treat == 1, 0.5, 1.0)),
+            "ea": ea,
+            "treatment": treat,
+        }
+    )
+    (hat, ost), ratio = before_after_ratio(
+        df, count_before="yb", exposure_before="eb", count_after="ya", exposure_after="ea",
+        treatment="treatment", method="poisson",
+    )  # fmt: skip
+    assert abs(math.log(ratio.estimate) - math.log(0.5)) < 4 * ratio.se
+    assert abs(math.log(ost.estimate) - math.log(0.8)) < 4 * ost.se
+    assert abs(math.log(hat.estimate) - math.log(0.4)) < 4 * hat.se
+
+
+# ----------------------------------------------------------------------------- invariances
+
+
+def test_permuted_rows_and_unit_weights(ref):
+    perm = ref.sample(frac=1, random_state=7).reset_index(drop=True)
+    a, b = (
+        _nb(ref, weights="weight", cluster="match_set"),
+        _nb(perm, weights="weight", cluster="match_set"),
+    )
+    assert a.estimate == pytest.approx(b.estimate, rel=1e-9)
+    assert a.se == pytest.approx(b.se, rel=1e-8)
+    # unit weights: same fit; the variance becomes robust (= unweighted, person clusters)
+    unit = _nb(ref.assign(weight=1.0), weights="weight")
+    plain = _nb(ref)
+    robust = _nb(ref.assign(person=np.arange(len(ref))), cluster="person")
+    assert unit.estimate == pytest.approx(plain.estimate, rel=1e-10)
+    assert unit.details["theta"] == pytest.approx(plain.details["theta"], rel=1e-8)
+    assert unit.se == pytest.approx(robust.se, rel=1e-10)
+    kw = dict(count_before="count_before", exposure_before="exposure_before",
+              count_after="count_after", exposure_after="exposure", treatment="treatment",
+              method="m")  # fmt: skip
+    x = before_after_ratio(ref, **kw).ratio
+    y = before_after_ratio(perm, **kw).ratio
+    z = before_after_ratio(ref.assign(w=1.0), weights="w", **kw).ratio
+    for other in (y, z):
+        assert x.estimate == pytest.approx(other.estimate, rel=1e-12)
+        assert x.se == pytest.approx(other.se, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+
+def test_zero_exposure_rows_are_dropped_and_counted(ref):
+    df = ref.copy()
+    df.loc[:4, "exposure"] = 0.0
+    est = _nb(df, weights="weight", cluster="match_set")
+    assert est.details["n_dropped_zero_exposure"] == 5
+    assert est.details["events_dropped_zero_exposure"] == int(ref.loc[:4, "count"].sum())
+    same = _nb(ref.iloc[5:], weights="weight", cluster="match_set")
+    assert est.estimate == pytest.approx(same.estimate, rel=1e-10)
+    assert est.se == pytest.approx(same.se, rel=1e-10)
+    assert est.n_treated + est.n_control == len(ref) - 5
+
+
+def test_poisson_data_reach_the_boundary():
+    rng = np.random.default_rng(61)
+    n = 3000
+    treat = rng.binomial(1, 0.5, n)
+    expo = rng.uniform(0.5, 2, n)
+    df = pd.DataFrame({"y": rng.poisson(expo * np.exp(-0.5 * treat)), "e": expo, "t": treat})
+    est = negative_binomial_irr(df, count="y", exposure="e", treatment="t", method="nb")
+    assert est.details["alpha"] < 0.05
+    import statsmodels.api as sm
+
+    pois = sm.GLM(df["y"], sm.add_constant(df[["t"]].astype(float)), family=sm.families.Poisson(),
+                  offset=np.log(df["e"])).fit()  # fmt: skip
+    assert math.log(est.estimate) == pytest.approx(pois.params["t"], abs=2e-3)
+
+
+def test_no_events_in_a_group_and_bad_input(ref):
+    none = ref.assign(count=np.where(ref["treatment"] == 1, 0, ref["count"]))
+    est = _nb(none)
+    assert math.isnan(est.estimate) and "no events" in est.details["note"]
+    json.dumps(est.to_dict())
+    with pytest.raises(ValueError, match="negative"):
+        _nb(ref.assign(exposure=-ref["exposure"]))
+    with pytest.raises(ValueError, match="integers"):
+        _nb(ref.assign(count=ref["count"] + 0.5))
+    with pytest.raises(ValueError, match="missing"):
+        _nb(ref.assign(age=ref["age"].where(ref.index > 3)))
+
+
+def test_speed_at_scale():
+    """50,000 rows (the matched sample at scale) fit quickly."""
+    import time
+
+    df = pd.concat([_counts(s, n=10000) for s in range(5)], ignore_index=True)
+    df["set"] = np.arange(len(df)) // 5
+    start = time.perf_counter()
+    negative_binomial_irr(
+        df, count="y", exposure="expo", treatment="treatment", covariates=["base"],
+        weights="w", cluster="set", method="nb",
+    )  # fmt: skip
+    assert time.perf_counter() - start < 10
