@@ -1,0 +1,282 @@
+"""Generate a synthetic registry extract with known truth.
+
+``generate(spec, rng)`` returns the contract's tables and ``truth.json``'s contents;
+``write`` writes them with :func:`analysis.extract.write_extract`;
+``generate_extract`` does both for a named scenario (the evaluation pipeline's entry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis.contract import COLUMNS, DAYS_PER_YEAR, MEDICATIONS, OFFENCES, REGIONS
+from analysis.extract import write_extract
+from synthetic.outcomes import (
+    followup_charges,
+    history_charges,
+    prison_candidates,
+    prison_stays,
+    simulate_course,
+)
+from synthetic.population import (
+    EPOCH,
+    HAT_MED,
+    NO_DAY,
+    People,
+    day_number,
+    multipliers,
+    ost_candidates,
+)
+from synthetic.selection import draw_hat
+from synthetic.spec import Scenario, load_scenario
+from synthetic.truth import truth_json
+
+
+def _dates(days: np.ndarray) -> pd.Series:
+    """Day numbers (NaN or NO_DAY = missing) as a datetime64[s] series."""
+    days = np.asarray(days, dtype=float)
+    bad = np.isnan(days) | (days <= NO_DAY / 2)
+    out = (EPOCH + np.where(bad, 0, days).astype(np.int64)).astype("datetime64[s]")
+    out[bad] = np.datetime64("NaT")
+    return pd.Series(out)
+
+
+def _missing(values: np.ndarray, name: str, people: People, spec: Scenario, rng) -> np.ndarray:
+    """Apply the scenario's missingness to one covariate (returns float with NaN)."""
+    out = values.astype(float)
+    miss = spec.population.missing.get(name)
+    if miss is None or miss.share == 0:
+        return out
+    logit = np.log(miss.share / (1 - miss.share))
+    if miss.mechanism == "MAR":
+        # MAR on age (always observed): shift, then re-centre on the average share
+        lp = miss.age_slope * (people.age - spec.population.age_mean) / 10
+        p = 1 / (1 + np.exp(-(logit + lp - np.log(np.mean(np.exp(lp))))))
+    else:
+        p = np.full(len(people), miss.share)
+    out[rng.random(len(people)) < p] = np.nan
+    return out
+
+
+def generate(spec: Scenario, rng: np.random.Generator) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Generate an extract's tables and its truth.
+
+    Parameters
+    ----------
+    spec : Scenario
+    rng : numpy.random.Generator
+        Source of every random number of the data (the truth uses its own fixed seed,
+        ``spec.truth.seed``, so that it does not depend on the data's seed).
+
+    Returns
+    -------
+    tables : dict of str to DataFrame
+        ``persons``, ``treatment_episodes``, ``deaths``, ``charges``, ``incarcerations`` in
+        the contract's columns (dates as datetime64), sorted by ``person_id`` and date.
+    truth : dict
+        Contents of ``truth.json``.
+    """
+    r_hat, r_ost, r_course, r_events, r_ids = rng.spawn(5)
+    hat = draw_hat(spec.n_hat, spec, r_hat)
+    ost = ost_candidates(spec.n_ost, spec, r_ost)
+    people = People.concat([hat, ost])
+    n = len(people)
+    is_hat = np.r_[np.ones(spec.n_hat, bool), np.zeros(spec.n_ost, bool)]
+    mult = multipliers(people, spec)
+    extract_day = day_number(spec.extract_date)
+    admin_end = (extract_day - people.index_day) + 1.0
+    em_rate = spec.emigration.per_1000py / 1000 / DAYS_PER_YEAR
+    emig = r_events.exponential(1 / em_rate, n) if em_rate > 0 else np.full(n, np.inf)
+
+    # --- the course after index: HAT patients start HAT, OST candidates continue OST
+    course = simulate_course(
+        first_med=np.where(is_hat, HAT_MED, people.current_med).astype(np.int8),
+        first_start=np.where(is_hat, 0, people.current_start).astype(float),
+        treatment_mult=mult["treatment"],
+        mortality_mult=mult["mortality"],
+        admin_end=admin_end,
+        emigration_time=emig,
+        spec=spec,
+        rng=r_course,
+    )
+    cands = prison_candidates(mult["crime"], admin_end, spec, r_events)
+    stays = prison_stays(cands, course, spec, admin_end)
+    fu_p, fu_t = followup_charges(course, mult["crime"], stays, spec, r_events)
+    pre_p, pre_d = history_charges(people, mult["crime"], spec, r_events)
+
+    # --- identifiers: random order so that the id says nothing about the group
+    width = max(6, len(str(n)))
+    order = r_ids.permutation(n)
+    number = np.empty(n, dtype=np.int64)
+    number[order] = np.arange(1, n + 1)
+    ids = np.char.add("S", np.char.zfill(number.astype(np.str_), width)).astype(object)
+
+    idx = people.index_day
+
+    # --- treatment episodes: earlier episode, HAT patients' OST episode before index,
+    # then the simulated course (the OST candidates' first one began before index)
+    has_prev = people.prev_start != NO_DAY
+    pre_hat = is_hat & ~people.new_start
+    ep_person = np.concatenate(
+        [np.flatnonzero(has_prev), np.flatnonzero(pre_hat), course.ep_person]
+    )
+    ep_start = np.concatenate(
+        [
+            (idx + people.prev_start)[has_prev],
+            (idx + people.current_start)[pre_hat],
+            idx[course.ep_person] + np.floor(course.ep_start),
+        ]
+    )
+    ep_end = np.concatenate(
+        [
+            (idx + people.prev_end)[has_prev],
+            (idx - 1)[pre_hat],
+            idx[course.ep_person] + np.floor(course.ep_end),
+        ]
+    )
+    ep_med = np.concatenate([people.prev_med[has_prev], people.current_med[pre_hat], course.ep_med])
+
+    # --- persons (every table is ordered by person number, then date, with numpy)
+    by_person = np.argsort(number, kind="stable")
+    people_o = people.take(by_person)
+    idx_o = idx[by_person]
+    index_dates = _dates(idx_o)
+    index_year = index_dates.dt.year.to_numpy()
+    birth_year = np.floor(index_year + 0.5 - people_o.age).astype(np.int64)
+    emig_date = np.where(course.emigrated, idx + np.floor(np.minimum(emig, 1e9)), np.nan)
+    persons = pd.DataFrame(
+        {
+            "person_id": ids[by_person],
+            "group": np.where(is_hat, "HAT", "OST").astype(object)[by_person],
+            "index_date": index_dates,
+            "sex": np.where(people_o.female, "F", "M").astype(object),
+            "birth_year": birth_year,
+            "region": np.asarray(REGIONS, dtype=object)[people_o.region],
+        }
+    )
+    for name in (
+        "years_opioid_use",
+        "prior_ost_episodes",
+        "injecting",
+        "psychiatric_dx",
+        "homeless",
+        "prior_overdose",
+        "benzodiazepine_use",
+    ):
+        persons[name] = _missing(getattr(people_o, name), name, people_o, spec, r_ids)
+    persons["emigration_date"] = _dates(emig_date[by_person])
+
+    # --- deaths
+    dead = np.flatnonzero(course.died)
+    dead = dead[np.argsort(number[dead], kind="stable")]
+    deaths = pd.DataFrame(
+        {
+            "person_id": ids[dead],
+            "death_date": _dates(idx[dead] + np.floor(course.death_time[dead])),
+            "cause": np.where(course.overdose[dead], "overdose", "other").astype(object),
+        }
+    )
+
+    # --- charges
+    ch_person = np.concatenate([pre_p, fu_p])
+    ch_day = np.concatenate([idx[pre_p] + pre_d, idx[fu_p] + np.floor(fu_t)]).astype(np.int64)
+    shares = spec.crime.offence_shares
+    cum = np.cumsum([shares.get(o, 0.0) for o in OFFENCES])
+    offence = np.minimum(
+        np.searchsorted(cum, r_events.random(ch_person.size), side="right"), len(OFFENCES) - 1
+    )
+    o = _order(number[ch_person], ch_day, offence)
+    charges = pd.DataFrame(
+        {
+            "person_id": ids[ch_person[o]],
+            "charge_date": _dates(ch_day[o]),
+            "offence": np.asarray(OFFENCES, dtype=object)[offence[o]],
+        }
+    )
+    pr_start = idx[stays.person] + stays.start
+    o = _order(number[stays.person], pr_start)
+    prisons = pd.DataFrame(
+        {
+            "person_id": ids[stays.person[o]],
+            "start_date": _dates(pr_start[o]),
+            "end_date": _dates((idx[stays.person] + stays.recorded_end)[o]),
+        }
+    )
+    o = _order(number[ep_person], ep_start)
+    episodes = pd.DataFrame(
+        {
+            "person_id": ids[ep_person[o]],
+            "start_date": _dates(ep_start[o]),
+            "end_date": _dates(ep_end[o]),
+            "medication": np.asarray(MEDICATIONS, dtype=object)[ep_med[o]],
+        }
+    )
+    tables = {
+        "persons": persons,
+        "treatment_episodes": episodes,
+        "deaths": deaths,
+        "charges": charges,
+        "incarcerations": prisons,
+    }
+    tables = {name: df.loc[:, list(COLUMNS[name])] for name, df in tables.items()}
+    return tables, truth_json(spec)
+
+
+def _order(number: np.ndarray, day: np.ndarray, code: np.ndarray | None = None) -> np.ndarray:
+    """Order of rows by person number, then day, then a small code (one int64 key)."""
+    day = np.asarray(day, dtype=np.int64)
+    day = day - (day.min() if day.size else 0)
+    key = (number.astype(np.int64) << 20) + day  # days span < 2**18 here
+    key = key << 2
+    if code is not None:
+        key = key + code
+    return np.argsort(key, kind="stable")
+
+
+def write(
+    tables: dict[str, pd.DataFrame],
+    truth: dict | None,
+    out: str | Path,
+    *,
+    spec: Scenario,
+    format: Literal["csv", "parquet"] = "csv",
+) -> Path:
+    """Write an extract folder (tables, ``extract.yml``, ``truth.json``)."""
+    return write_extract(
+        tables,
+        out,
+        extract_date=pd.Timestamp(spec.extract_date),
+        description=f"synthetic scenario '{spec.name}', seed {spec.seed}: {spec.description}",
+        truth=truth,
+        format=format,
+    )
+
+
+def generate_extract(
+    scenario: str | Path = "default",
+    *,
+    out: str | Path,
+    seed: int | None = None,
+    n_hat: int | None = None,
+    n_ost: int | None = None,
+    format: Literal["csv", "parquet"] = "csv",
+) -> Path:
+    """Generate a scenario and write it as an extract folder; returns the folder.
+
+    Parameters
+    ----------
+    scenario : str or path-like
+        Bundled scenario name (``default``, ``pilot``, ``null``, ``large``, ``ci``) or YAML path.
+    out : path-like
+        Folder to write.
+    seed, n_hat, n_ost : int, optional
+        Override the scenario's seed and sizes.
+    format : {"csv", "parquet"}
+    """
+    spec = load_scenario(scenario, seed=seed, n_hat=n_hat, n_ost=n_ost)
+    tables, truth = generate(spec, np.random.default_rng(spec.seed))
+    return write(tables, truth, out, spec=spec, format=format)
