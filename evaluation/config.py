@@ -83,9 +83,6 @@ class StudyConfig(_Frozen):
     )
     rmst_tau_days: float = Field(730.0, gt=0, description="horizon of restricted mean time")
     alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level")
-    n_bootstrap: int = Field(
-        200, ge=20, description="cluster-bootstrap replicates (retention at 12 months, RMST)"
-    )
 
     @field_validator("covariates")
     @classmethod

@@ -1,0 +1,467 @@
+"""The study as a pure function: configuration + extract -> results.
+
+``run_study`` derives the cohort, builds the primary design (1:k propensity-score
+matching) and the sensitivity designs (IPTW, narrower caliper, 1:1, naive),
+fits every outcome model and returns the contents of ``results.json`` with the
+tables behind the report. It reads and writes no files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.balance import balance_table
+from analysis.cohort import Cohort, derive_cohort
+from analysis.contract import PRIMARY_OUTCOMES, SCHEMA_VERSION
+from analysis.counts import before_after_ratio, crude_rates, negative_binomial_irr
+from analysis.extract import Extract
+from analysis.matching import match
+from analysis.propensity import fit_propensity
+from analysis.results import EffectEstimate
+from analysis.sensitivity import e_value
+from analysis.survival import (
+    cox_hazard_ratio,
+    cumulative_incidence,
+    kaplan_meier,
+    logrank,
+    rmst_difference,
+    survival_at,
+)
+from analysis.weighting import att_weights
+from evaluation.config import StudyConfig
+from evaluation.progress import Steps
+
+
+class StudyError(ValueError):
+    """The extract is valid but the study cannot be done on it (e.g. nobody matched)."""
+
+
+#: the primary outcome models, each on the matched design
+OUTCOME_MODELS = {
+    "mortality": ("cox", "followup_days", "died"),
+    "overdose_mortality": ("cox", "followup_days", "overdose_death"),
+    "retention": ("cox", "retention_days", "discontinued"),
+    "crime": ("nb", "followup_charges", "crime_years"),
+}
+
+
+@dataclass(frozen=True)
+class Design:
+    """An analysis sample: cohort rows with a weight and a cluster per person.
+
+    Attributes
+    ----------
+    name : str
+        ``matched``, ``iptw``, ``matched_caliper0.1``, ``matched_1to1`` or ``naive``.
+    data : DataFrame
+        Cohort columns plus ``weight`` and ``cluster``.
+    weighted : bool
+        Whether the weights are not all one.
+    info : dict
+        Numbers describing the design (matched counts, ESS...).
+    """
+
+    name: str
+    data: pd.DataFrame
+    weighted: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Study:
+    """Results of a study: ``results`` (the JSON document) and ``tables`` for the report."""
+
+    results: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+
+    def figures(self) -> dict[str, Any]:
+        """Draw the report's figures from the tables."""
+        from evaluation.figures import all_figures
+
+        return all_figures(self.tables)
+
+
+def _matched_design(
+    name: str, df: pd.DataFrame, *, k: int, caliper: float, config: StudyConfig
+) -> Design:
+    matched = match(
+        df,
+        treatment="treatment",
+        score="ps_logit",
+        k=k,
+        caliper=caliper,
+        exact=config.matching.exact,
+        replace=config.matching.replace,
+    )
+    data = matched.data[["person_id", "match_set", "weight"]]
+    sample = df.merge(data, on="person_id", how="inner", validate="one_to_one")
+    cluster = "person_id" if config.matching.replace else "match_set"
+    sample = sample.assign(cluster=sample[cluster])
+    info = {
+        "k": k,
+        "caliper_sd": caliper,
+        "replace": config.matching.replace,
+        "exact": list(config.matching.exact),
+        "n_treated": int(matched.n_treated),
+        "n_treated_matched": int(matched.n_treated_matched),
+        "n_control_matched": int(matched.n_control_matched),
+        "share_treated_matched": matched.n_treated_matched / max(matched.n_treated, 1),
+    }
+    return Design(name=name, data=sample, weighted=True, info=info)
+
+
+def build_designs(df: pd.DataFrame, config: StudyConfig) -> dict[str, Design]:
+    """Primary and sensitivity designs for a cohort table with ``ps``/``ps_logit`` columns."""
+    designs = {
+        "matched": _matched_design(
+            "matched", df, k=config.matching.k, caliper=config.matching.caliper, config=config
+        )
+    }
+    if designs["matched"].info["n_treated_matched"] == 0:
+        raise StudyError(
+            "no HAT person could be matched to an OST comparator within the caliper "
+            f"({config.matching.caliper} SD) and exact on {list(config.matching.exact)}"
+        )
+    sens = config.sensitivity
+    if sens.iptw:
+        weighted = att_weights(df, treatment="treatment", score="ps", trim=sens.iptw_trim)
+        sample = df.merge(weighted.data[["person_id", "weight"]], on="person_id", how="inner")
+        designs["iptw"] = Design(
+            name="iptw",
+            data=sample.assign(cluster=sample["person_id"]),
+            weighted=True,
+            info={
+                "trim": sens.iptw_trim,
+                "n_treated": int(weighted.n_treated),
+                "n_control": int(weighted.n_control),
+                "ess_treated": float(weighted.ess_treated),
+                "ess_control": float(weighted.ess_control),
+            },
+        )
+    if sens.caliper != config.matching.caliper:
+        name = f"matched_caliper{sens.caliper:g}"
+        designs[name] = _matched_design(
+            name, df, k=config.matching.k, caliper=sens.caliper, config=config
+        )
+    if sens.one_to_one and config.matching.k != 1:
+        designs["matched_1to1"] = _matched_design(
+            "matched_1to1", df, k=1, caliper=config.matching.caliper, config=config
+        )
+    if sens.naive:
+        designs["naive"] = Design(
+            name="naive",
+            data=df.assign(weight=1.0, cluster=df["person_id"]),
+            weighted=False,
+            info={
+                "n_treated": int(df["treatment"].sum()),
+                "n_control": int((1 - df["treatment"]).sum()),
+            },
+        )
+    return designs
+
+
+def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimate]:
+    """The four HR/IRR estimates of a design."""
+    df = design.data
+    weights = "weight" if design.weighted else None
+    cluster = "cluster" if design.name != "naive" else None
+    out = []
+    for outcome, (model, a, b) in OUTCOME_MODELS.items():
+        data = df[df["in_retention"]] if outcome == "retention" else df
+        if model == "cox":
+            est = cox_hazard_ratio(
+                data,
+                duration=a,
+                event=b,
+                treatment="treatment",
+                weights=weights,
+                cluster=cluster,
+                alpha=config.alpha,
+                outcome=outcome,
+                method=f"cox_{design.name}",
+            )
+        else:
+            est = negative_binomial_irr(
+                data,
+                count=a,
+                exposure=b,
+                treatment="treatment",
+                weights=weights,
+                cluster=cluster,
+                alpha=config.alpha,
+                outcome=outcome,
+                method=f"nb_{design.name}",
+            )
+        out.append(est)
+    return out
+
+
+def _truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
+    if not truth:
+        return {}
+    return {
+        (e["outcome"], e["measure"]): e["value"]
+        for e in truth.get("estimands", [])
+        if e.get("value") is not None
+    }
+
+
+def _primary_extras(
+    design: Design, config: StudyConfig, rng: np.random.Generator
+) -> tuple[list[EffectEstimate], dict[str, pd.DataFrame], dict[str, Any]]:
+    """Secondary estimates, curves and rates on the primary (matched) design."""
+    df = design.data
+    ret = df[df["in_retention"]]
+    common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
+    estimates: list[EffectEstimate] = []
+    rr, rd = survival_at(
+        ret,
+        duration="retention_days",
+        event="discontinued",
+        time=config.retention_time_days,
+        alpha=config.alpha,
+        outcome="retention",
+        method="km_matched",
+        **common,
+    )
+    estimates += [rr, rd]
+    estimates.append(
+        rmst_difference(
+            ret,
+            duration="retention_days",
+            event="discontinued",
+            tau=config.rmst_tau_days,
+            alpha=config.alpha,
+            outcome="retention",
+            method="rmst_matched",
+            **common,
+        )
+    )
+    per_group, ratio = before_after_ratio(
+        df,
+        count_before="baseline_charges",
+        exposure_before="baseline_years",
+        count_after="followup_charges",
+        exposure_after="crime_years",
+        treatment="treatment",
+        weights="weight",
+        cluster="cluster",
+        alpha=config.alpha,
+        method="poisson_matched",
+    )
+    estimates += [ratio]
+    tables: dict[str, pd.DataFrame] = {}
+    km = kaplan_meier(
+        ret, duration="retention_days", event="discontinued", group="group", weights="weight"
+    )
+    tables["km_retention"] = km.curve
+    tables["km_retention_at_risk"] = km.at_risk
+    event_type = df["died"] + df["overdose_death"]  # 2 = overdose, 1 = other death
+    cif_df = df.assign(
+        event_type=np.select([df["overdose_death"] == 1, df["died"] == 1], [1, 2], 0)
+    )
+    del event_type
+    tables["cif_overdose"] = cumulative_incidence(
+        cif_df, duration="followup_days", event_type="event_type", group="group", weights="weight"
+    )
+    mortality_rates = crude_rates(
+        df, events="died", person_years="followup_years", group="group", per=1000
+    ).assign(outcome="all-cause mortality")
+    od_rates = crude_rates(
+        df, events="overdose_death", person_years="followup_years", group="group", per=1000
+    ).assign(outcome="overdose mortality")
+    tables["mortality_rates"] = pd.concat([mortality_rates, od_rates], ignore_index=True)
+    before = crude_rates(
+        df, events="baseline_charges", person_years="baseline_years", group="group", per=1
+    ).assign(period="2 years before index")
+    after = crude_rates(
+        df, events="followup_charges", person_years="crime_years", group="group", per=1
+    ).assign(period="after index (out of prison)")
+    tables["crime_rates"] = pd.concat([before, after], ignore_index=True)
+    tables["crime_before_after"] = pd.DataFrame([e.to_dict() for e in per_group])
+    extras = {
+        "logrank_retention": logrank(
+            ret, duration="retention_days", event="discontinued", treatment="treatment"
+        ),
+        "retention_at_12m": rr.details.get("per_group", {}),
+    }
+    return estimates, tables, extras
+
+
+def run_study(
+    extract: Extract,
+    config: StudyConfig,
+    *,
+    steps: Steps | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Study:
+    """Run every analysis of the study on a validated extract.
+
+    Parameters
+    ----------
+    extract : Extract
+        A validated registry extract.
+    config : StudyConfig
+        The study's configuration (seed, design, horizons).
+    steps : Steps, optional
+        Progress reporter.
+
+    Returns
+    -------
+    Study
+        ``results`` (contents of ``results.json``) and ``tables``.
+
+    Raises
+    ------
+    StudyError
+        The extract is valid but the study cannot be done on it.
+    """
+    steps = steps or Steps(quiet=True)
+    rng = np.random.default_rng(config.seed)
+    with steps.step("derive cohort"):
+        cohort: Cohort = derive_cohort(extract, gap_days=config.gap_days)
+        df = cohort.table.copy()
+        df["baseline_years"] = 730 / 365.25
+        n_hat = int(df["treatment"].sum())
+        n_ost = int(len(df) - n_hat)
+        if n_hat == 0 or n_ost == 0:
+            raise StudyError(
+                f"after exclusions {n_hat} HAT and {n_ost} OST persons remain; both are needed"
+            )
+    with steps.step("propensity score and designs"):
+        ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
+        df["ps"] = ps.score
+        df["ps_logit"] = ps.logit
+        designs = build_designs(df, config)
+    with steps.step("balance"):
+        balance = _balance(df, designs, config)
+    estimates: list[EffectEstimate] = []
+    with steps.step("outcome models"):
+        for name, design in designs.items():
+            for est in _outcome_estimates(design, config):
+                primary = name == "matched" and est.outcome in PRIMARY_OUTCOMES
+                estimates.append(est.with_primary(primary))
+        extra_estimates, tables, extras = _primary_extras(designs["matched"], config, rng)
+        estimates += extra_estimates
+    truth = _truth_lookup(extract.truth)
+    estimates = [e.with_truth(truth.get((e.outcome, e.measure))) for e in estimates]
+    e_values = []
+    for e in estimates:
+        if e.primary:
+            ev = e_value(
+                e.estimate, e.ci_low, e.ci_high, measure=e.measure, rare=e.outcome != "retention"
+            )
+            e_values.append({"outcome": e.outcome, "measure": e.measure, **ev.to_dict()})
+    ph_tests = [
+        {"outcome": e.outcome, "method": e.method, **e.details.get("ph_test", {})}
+        for e in estimates
+        if "ph_test" in e.details
+    ]
+    matched = designs["matched"]
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "cohort": {
+            "n_hat": n_hat,
+            "n_ost": n_ost,
+            "n_hat_matched": matched.info["n_treated_matched"],
+            "n_ost_matched": matched.info["n_control_matched"],
+            "n_read": cohort.n_read,
+            "n_excluded": int(
+                cohort.exclusions.query("stage == 'cohort'")[["n_hat", "n_ost"]].sum().sum()
+            ),
+            "exclusions": cohort.exclusions.to_dict(orient="records"),
+        },
+        "estimates": [e.to_dict() for e in estimates],
+        "design": {
+            "primary": "matched",
+            "designs": {name: d.info for name, d in designs.items()},
+            "covariates": list(config.covariates),
+            "max_abs_smd": {
+                col.removeprefix("smd_"): float(balance[col].abs().max())
+                for col in balance.columns
+                if col.startswith("smd_")
+            },
+        },
+        "diagnostics": {"ph_tests": ph_tests, "e_values": e_values, **extras},
+        "truth": extract.truth,
+    }
+    tables.update(
+        {
+            "flow": cohort.flow(),
+            "exclusions": cohort.exclusions,
+            "balance": balance,
+            "table1": _table1(df, matched, config),
+            "ps_overlap": _ps_histogram(df, matched),
+            "estimates": pd.DataFrame([e.to_dict() for e in estimates]).drop(columns=["details"]),
+        }
+    )
+    return Study(results=results, tables=tables)
+
+
+def _balance(df: pd.DataFrame, designs: dict[str, Design], config: StudyConfig) -> pd.DataFrame:
+    """SMD and variance ratio per covariate: before, after matching, after IPTW."""
+    before = balance_table(df, treatment="treatment", covariates=config.covariates)
+    out = before[["variable", "smd", "variance_ratio"]].rename(
+        columns={"smd": "smd_before", "variance_ratio": "variance_ratio_before"}
+    )
+    for name in ("matched", "iptw"):
+        if name not in designs:
+            continue
+        d = designs[name].data
+        after = balance_table(
+            d, treatment="treatment", covariates=config.covariates, weights="weight", reference=df
+        )
+        out = out.merge(
+            after[["variable", "smd", "variance_ratio"]].rename(
+                columns={"smd": f"smd_{name}", "variance_ratio": f"variance_ratio_{name}"}
+            ),
+            on="variable",
+            how="left",
+        )
+    return out
+
+
+def _table1(df: pd.DataFrame, matched: Design, config: StudyConfig) -> pd.DataFrame:
+    """Baseline table by group, before and after matching."""
+    from analysis.descriptives import baseline_table
+
+    covs = [c for c in config.covariates]
+    before = baseline_table(df, group="group", covariates=covs)
+    after = baseline_table(matched.data, group="group", covariates=covs, weights="weight")
+    before = before.rename(columns={"HAT": "HAT_all", "OST": "OST_all"})
+    after = after.rename(columns={"HAT": "HAT_matched", "OST": "OST_matched"})
+    return before.merge(after, on=["variable", "statistic"], how="outer", sort=False)
+
+
+def _ps_histogram(df: pd.DataFrame, matched: Design, bins: int = 40) -> pd.DataFrame:
+    """Counts of persons by bin of the logit propensity score, group and sample.
+
+    Aggregated rather than person-level, so a results folder from real registry
+    data carries no individual scores.
+    """
+    logit = df["ps_logit"].to_numpy(float)
+    finite = np.isfinite(logit)
+    edges = np.linspace(logit[finite].min(), logit[finite].max() + 1e-9, bins + 1)
+    in_matched = df["person_id"].isin(matched.data["person_id"]).to_numpy()
+    rows = []
+    for sample, mask in (("all", np.ones(len(df), bool)), ("matched", in_matched)):
+        for group in ("HAT", "OST"):
+            sel = mask & finite & (df["group"] == group).to_numpy()
+            counts, _ = np.histogram(logit[sel], bins=edges)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "sample": sample,
+                        "group": group,
+                        "bin_left": edges[:-1],
+                        "bin_right": edges[1:],
+                        "n": counts,
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True)
