@@ -86,6 +86,14 @@ def hash_files(folder: str | Path) -> dict[str, Any]:
     return {"sha256": total.hexdigest(), "files": files}
 
 
+def _close(fig: Any) -> None:
+    """Release a matplotlib figure once saved (pyplot keeps every open figure)."""
+    import matplotlib.pyplot as plt
+
+    if isinstance(fig, plt.Figure):
+        plt.close(fig)
+
+
 def write_results_folder(
     out: str | Path,
     *,
@@ -128,6 +136,7 @@ def write_results_folder(
             df.to_csv(staging / "tables" / f"{name}.csv", index=False, lineterminator="\n")
         for name, fig in (figures or {}).items():
             fig.savefig(staging / "figures" / f"{name}.png", dpi=120, bbox_inches="tight")
+            _close(fig)
         (staging / "manifest.json").write_text(dumps(manifest), encoding="utf-8")
         # results.json last: its presence marks a complete folder
         (staging / "results.json").write_text(dumps(results), encoding="utf-8")
