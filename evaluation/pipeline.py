@@ -334,7 +334,13 @@ def run_study(
                 f"after exclusions {n_hat} HAT and {n_ost} OST persons remain; both are needed"
             )
     with steps.step("propensity score and designs"):
-        ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
+        try:
+            ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
+        except ValueError as exc:
+            raise StudyError(
+                f"the propensity model could not be fitted on {n_hat} HAT and {n_ost} OST "
+                f"persons: {exc}"
+            ) from None
         df["ps"] = ps.score
         df["ps_logit"] = ps.logit
         designs = build_designs(df, config)

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     from analysis.validation import ExtractError
+    from evaluation.pipeline import StudyError
 
     try:
         config = load_config(args.config, seed=args.seed, scenario=args.scenario)
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run(
             data=args.data, out=args.out, config=config, book=not args.no_book, quiet=args.quiet
         )
-    except (ConfigError, ExtractError) as exc:
+    except (ConfigError, ExtractError, StudyError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("interrupted; no results written", file=sys.stderr)

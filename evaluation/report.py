@@ -1,0 +1,182 @@
+"""Build the report (a Jupyter Book) from a results folder.
+
+``python -m evaluation.report RESULTS_DIR [--pdf] [--out DIR]`` builds the book
+in ``book/`` of the repository from an existing results folder. The pages read
+the folder named by the environment variable ``HAT_RESULTS`` (set here to the
+absolute path) and fit no models. The HTML is written to
+``<RESULTS_DIR>/book/_build/html/`` (open ``index.html``); with ``--pdf`` the PDF
+is ``<RESULTS_DIR>/book/_build/latex/hat-evaluation.pdf`` (needs LaTeX, see
+``shared/toolchain.md``). The build log is ``<RESULTS_DIR>/book/build.log``.
+
+A failing cell, a Sphinx warning or a broken reference fails the build
+(``-W -n --keep-going``; ``raise_on_error`` in ``book/_config.yml``), and
+:func:`build_book` raises :class:`BookBuildError` with the end of the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: the book's sources (pages, _config.yml, _toc.yml)
+BOOK_SOURCE = Path(__file__).resolve().parents[1] / "book"
+PDF_NAME = "hat-evaluation.pdf"
+_JB = "from jupyter_book.cli.main import main; main()"
+
+
+class BookBuildError(RuntimeError):
+    """The report could not be built (missing results, failing page, Sphinx warning)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _diagnose(output: str, n_tail: int = 30) -> str:
+    """The useful part of a failed build's output: the failing cell and the warnings."""
+    text = _ANSI.sub("", output)
+    parts = []
+    page = re.search(r"ExecutionError: (\S+)", text)
+    cell = re.search(
+        r"CellExecutionError: (.*?)(?:\n\s*\nThe above exception|\Z)", text, flags=re.S
+    )
+    if cell:
+        where = f" in {page.group(1)}" if page else ""
+        parts.append(f"a page raised an error{where}:\n{cell.group(1).strip()}")
+    warnings = [ln for ln in text.splitlines() if re.search(r"(WARNING|ERROR|CRITICAL):", ln)]
+    warnings = [ln for ln in warnings if "[IPKernelApp]" not in ln]
+    if warnings:
+        parts.append("warnings (-W makes them errors):\n" + "\n".join(warnings[:20]))
+    if not parts:
+        parts.append("end of the log:\n" + "\n".join(text.strip().splitlines()[-n_tail:]))
+    return "\n".join(parts)
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path, what: str) -> None:
+    proc = subprocess.run(
+        cmd, env=env, cwd=BOOK_SOURCE.parent, capture_output=True, text=True, check=False
+    )
+    output = proc.stdout + ("\n" + proc.stderr if proc.stderr else "")
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n{output}\n[exit status {proc.returncode}]\n")
+    if proc.returncode != 0:
+        raise BookBuildError(
+            f"the {what} build of the report failed (exit status {proc.returncode}); "
+            f"full log: {log}\n{_diagnose(output)}"
+        )
+
+
+def build_book(
+    results_dir: str | Path,
+    *,
+    output_dir: str | Path | None = None,
+    pdf: bool = False,
+    source: str | Path | None = None,
+) -> Path:
+    """Build the report's HTML (and optionally PDF) from a results folder.
+
+    Parameters
+    ----------
+    results_dir : path-like
+        A results folder written by ``python -m evaluation.run`` (must hold
+        ``results.json``).
+    output_dir : path-like, optional
+        Where the build goes; default ``<results_dir>/book``. The HTML is in
+        ``<output_dir>/_build/html``; a previous build there is replaced.
+    pdf : bool
+        Also build a PDF (``<output_dir>/_build/latex/hat-evaluation.pdf``) with
+        ``pdflatex``; needs ``latexmk`` and TeX Live.
+    source : path-like, optional
+        The book's sources; default ``book/`` of this repository.
+
+    Returns
+    -------
+    pathlib.Path
+        The HTML folder (open its ``index.html``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``results.json`` in ``results_dir``, or no book sources.
+    BookBuildError
+        The build failed (a page raised, a warning, a missing tool for the PDF).
+    """
+    results_dir = Path(results_dir).resolve()
+    if not (results_dir / "results.json").is_file():
+        raise FileNotFoundError(
+            f"{results_dir} is not a results folder (no results.json); "
+            "write one with `python -m evaluation.run --out DIR`"
+        )
+    book = Path(source).resolve() if source is not None else BOOK_SOURCE
+    if not (book / "_config.yml").is_file():
+        raise FileNotFoundError(f"no book sources (_config.yml) in {book}")
+    out = Path(output_dir).resolve() if output_dir is not None else results_dir / "book"
+    build = out / "_build"
+    if build.exists():
+        shutil.rmtree(build)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "build.log"
+    log.write_text("", encoding="utf-8")
+
+    env = dict(os.environ)
+    env["HAT_RESULTS"] = str(results_dir)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the book's sources
+    # a non-interactive backend exported around the build makes figures vanish from pages
+    env.pop("MPLBACKEND", None)
+    common = [str(book), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    t0 = time.perf_counter()
+    _run([sys.executable, "-c", _JB, "build", *common, "--builder", "html"], env, log, "HTML")
+    html = build / "html"
+    if not (html / "index.html").is_file():
+        raise BookBuildError(f"the HTML build finished but {html / 'index.html'} is missing")
+    if pdf:
+        if shutil.which("latexmk") is None or shutil.which("pdflatex") is None:
+            raise BookBuildError(
+                "the PDF needs latexmk and pdflatex: apt-get install --no-install-recommends "
+                "latexmk texlive-latex-recommended texlive-latex-extra "
+                "texlive-fonts-recommended texlive-xetex tex-gyre fonts-freefont-otf"
+            )
+        _run(
+            [sys.executable, "-c", _JB, "build", *common, "--builder", "pdflatex"], env, log, "PDF"
+        )
+        if not (build / "latex" / PDF_NAME).is_file():
+            raise BookBuildError(
+                f"the PDF build finished but {build / 'latex' / PDF_NAME} is missing"
+            )
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"built in {time.perf_counter() - t0:.1f} s\n")
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m evaluation.report RESULTS_DIR [--pdf] [--out DIR]``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.report",
+        description="Build the report (Jupyter Book) from an existing results folder. "
+        "HTML goes to RESULTS_DIR/book/_build/html/index.html.",
+    )
+    parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="results folder")
+    parser.add_argument("--pdf", action="store_true", help="also build a PDF (needs LaTeX)")
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="build folder (default RESULTS_DIR/book)"
+    )
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        html = build_book(args.results_dir, output_dir=args.out, pdf=args.pdf)
+    except (FileNotFoundError, BookBuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"report built in {time.perf_counter() - t0:.0f} s: {html / 'index.html'}")
+    if args.pdf:
+        print(f"PDF: {html.parent / 'latex' / PDF_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

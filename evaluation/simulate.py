@@ -1,0 +1,829 @@
+"""Simulation study and power planning: ``python -m evaluation.simulate``.
+
+For each setting (a number of HAT patients, ``--n-hat``; the OST candidates as in the
+scenario) the study is replicated ``--replicates`` times: a synthetic extract is
+generated, written as contract files in a temporary folder, read back and validated
+(the road real data take), and the whole analysis (:func:`evaluation.pipeline.run_study`)
+is run on it. Every estimate of every replicate is kept, and the performance of each
+method for each estimand (bias, empirical and model SE, coverage, power, with Monte Carlo
+SEs; :mod:`evaluation.simulation_summary`) is summarised per setting.
+
+Replicates run on local processes (joblib, ``--jobs``) or on an existing Dask cluster
+(``--scheduler ADDRESS``). Replicate ``i`` of the setting with ``n_hat`` HAT patients is
+seeded with ``numpy.random.SeedSequence(seed, spawn_key=(n_hat, i))``, i.e.
+``SeedSequence(seed).spawn(n_hat + 1)[n_hat].spawn(i + 1)[i]``: its data depend on
+neither the number of workers, nor the order of completion, nor the other settings or
+the number of replicates asked for. BLAS is limited to one thread in each replicate, so
+floating-point results do not depend on the machine's load either (it is also much
+faster: several processes of multi-threaded OpenBLAS on two cores oversubscribe them).
+
+The folder ``--out DIR`` holds::
+
+    replicates/n_hat-<N>/<i>.json   one record per replicate (estimates or the error)
+    summary.csv, summary.json       performance per setting x estimand x method
+    manifest.json                   command, seed, scenario, config, versions, timings
+
+Each replicate is written (atomically) as soon as it is done, by the process that
+started the study (so Dask workers need no shared file system); a rerun with the same
+scenario, configuration and seed skips completed replicates, so an interrupted study
+resumes, and asking for more replicates or settings adds to it. Failed replicates are
+recorded with their error and counted in the summary, never dropped. The summary files
+are written at the end, each atomically, with nothing in them that depends on the run
+(no timings): the same seed gives byte-identical ``summary.csv`` and ``summary.json``
+whatever ``--jobs`` or scheduler.
+
+``python -m evaluation.simulate report DIR`` builds the simulation report (the Jupyter
+Book in ``book_simulation/``) from such a folder: power curves by sample size, coverage
+and bias tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation.config import ConfigError, StudyConfig, load_config
+from synthetic.spec import Scenario, ScenarioError, load_scenario
+
+RECORD_VERSION = 1
+SUMMARY_VERSION = 1
+#: the simulation report's sources (pages, _config.yml, _toc.yml)
+BOOK_SOURCE = Path(__file__).resolve().parents[1] / "book_simulation"
+#: the environment variable naming the simulation folder the report reads
+ENV_FOLDER = "HAT_SIMULATION"
+_JB = "from jupyter_book.cli.main import main; main()"
+
+
+class SimulationError(ValueError):
+    """A simulation that cannot be run as asked (bad options, folder of another study)."""
+
+
+# ----------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class Setting:
+    """One sample size of the study: ``n_hat`` HAT patients and ``n_ost`` OST candidates."""
+
+    n_hat: int
+    n_ost: int
+
+    @property
+    def name(self) -> str:
+        """Folder name of the setting's replicates, ``n_hat-<N>``."""
+        return f"n_hat-{self.n_hat}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name", "n_hat", "n_ost"}``."""
+        return {"name": self.name, "n_hat": self.n_hat, "n_ost": self.n_ost}
+
+
+@dataclass(frozen=True)
+class ReplicateTask:
+    """Everything a worker needs to run one replicate (picklable, no file paths).
+
+    Attributes
+    ----------
+    spec : Scenario
+        The scenario with the setting's ``n_hat``.
+    config : StudyConfig
+        The study's configuration (its seed is replaced per replicate).
+    truth : dict
+        Contents of ``truth.json`` for the setting, computed once by the caller.
+    setting : Setting
+    replicate : int
+        Replicate number, from 0.
+    seed : int
+        The study's seed (entropy of the replicate's :class:`numpy.random.SeedSequence`).
+    fingerprint : str
+        Identifies the study (scenario, configuration, seed) in the record.
+    """
+
+    spec: Scenario
+    config: StudyConfig
+    truth: dict[str, Any]
+    setting: Setting
+    replicate: int
+    seed: int
+    fingerprint: str
+
+
+def replicate_seed(seed: int, n_hat: int, replicate: int) -> np.random.SeedSequence:
+    """The seed sequence of one replicate.
+
+    ``SeedSequence(seed, spawn_key=(n_hat, replicate))``, the same sequence as
+    ``SeedSequence(seed).spawn(n_hat + 1)[n_hat].spawn(replicate + 1)[replicate]``:
+    independent streams for every setting and replicate, each fixed by its own
+    coordinates only.
+
+    Parameters
+    ----------
+    seed : int
+        The study's seed.
+    n_hat : int
+        The setting's number of HAT patients.
+    replicate : int
+        Replicate number, from 0.
+
+    Returns
+    -------
+    numpy.random.SeedSequence
+    """
+    return np.random.SeedSequence(seed, spawn_key=(n_hat, replicate))
+
+
+def study_fingerprint(spec: Scenario, config: StudyConfig, seed: int) -> str:
+    """SHA-256 of what a replicate's results depend on, besides its setting and number.
+
+    The scenario's parameters (but not its own ``seed`` and ``n_hat``, replaced here),
+    the study's configuration (but not ``seed``, ``scenario``, ``n_hat``, ``n_ost``) and
+    the simulation's seed.
+    """
+    scenario = spec.to_dict()
+    for key in ("seed", "n_hat"):
+        scenario.pop(key)
+    study = config.to_dict()
+    for key in ("seed", "scenario", "n_hat", "n_ost"):
+        study.pop(key)
+    text = json.dumps(
+        {"record_version": RECORD_VERSION, "scenario": scenario, "config": study, "seed": seed},
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def truth_values(spec: Scenario) -> tuple[dict, dict, dict]:
+    """The truth of a scenario, computed once (it does not depend on sizes or seed).
+
+    Returns
+    -------
+    truth : dict
+        Contents of ``truth.json`` for ``spec`` (its size-specific notes use ``spec.n_hat``).
+    values : dict
+        ``(outcome, measure) -> true value`` (natural scale).
+    mcse : dict
+        ``(outcome, measure) -> Monte Carlo SE of the truth`` (log scale for ratios).
+    """
+    from synthetic.truth import compute_truth, truth_json
+
+    result = compute_truth(spec)
+    return truth_json(spec), dict(result.values), dict(result.mc_se)
+
+
+# ----------------------------------------------------------------------------- one replicate
+_ESTIMATE_KEYS = (
+    "outcome",
+    "measure",
+    "method",
+    "primary",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "se",
+    "truth",
+    "n_treated",
+    "n_control",
+    "n_events",
+)
+
+
+def run_replicate(task: ReplicateTask) -> dict[str, Any]:
+    """Generate one data set, write and read it as an extract, run the whole study.
+
+    Errors are caught and returned in the record (``status: "failed"``), so that a
+    replicate where the study cannot be done is counted, not lost. BLAS runs on one
+    thread.
+
+    Parameters
+    ----------
+    task : ReplicateTask
+
+    Returns
+    -------
+    dict
+        The replicate's record: ``record_version, study, setting, replicate, seed,
+        status, error, cohort, estimates, warnings, seconds``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from analysis.extract import read_extract
+    from evaluation.pipeline import run_study
+    from synthetic.generate import generate, write
+
+    ss = replicate_seed(task.seed, task.setting.n_hat, task.replicate)
+    data_ss, study_ss = ss.spawn(2)
+    record: dict[str, Any] = {
+        "record_version": RECORD_VERSION,
+        "study": task.fingerprint,
+        "setting": task.setting.to_dict(),
+        "replicate": task.replicate,
+        "seed": {"entropy": task.seed, "spawn_key": list(ss.spawn_key)},
+        "status": "failed",
+        "error": None,
+        "cohort": None,
+        "estimates": [],
+        "warnings": [],
+    }
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        with (
+            threadpool_limits(limits=1),
+            warnings.catch_warnings(record=True) as caught,
+            tempfile.TemporaryDirectory(prefix="hat-sim-") as tmp,
+        ):
+            warnings.simplefilter("always")
+            t = time.perf_counter()
+            tables, _ = generate(task.spec, np.random.default_rng(data_ss), truth=False)
+            seconds["generate"] = time.perf_counter() - t
+            t = time.perf_counter()
+            folder = write(tables, task.truth, Path(tmp) / "extract", spec=task.spec, format="parquet")
+            extract = read_extract(folder)
+            seconds["extract"] = time.perf_counter() - t
+            t = time.perf_counter()
+            config = task.config.model_copy(
+                update={
+                    "seed": int(study_ss.generate_state(1)[0]),
+                    "scenario": task.spec.name,
+                    "n_hat": task.setting.n_hat,
+                    "n_ost": task.setting.n_ost,
+                }
+            )
+            study = run_study(extract, config)
+            seconds["study"] = time.perf_counter() - t
+            messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+        cohort = study.results["cohort"]
+        record.update(
+            status="ok",
+            cohort={k: cohort[k] for k in ("n_hat", "n_ost", "n_hat_matched", "n_ost_matched")},
+            estimates=[{k: e.get(k) for k in _ESTIMATE_KEYS} for e in study.results["estimates"]],
+            warnings=messages[:20],
+        )
+    except Exception as exc:  # a replicate's failure is a result: record it
+        record["error"] = {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": traceback.format_exc(limit=-8),
+        }
+    seconds["total"] = time.perf_counter() - t0
+    record["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
+    return record
+
+
+# ----------------------------------------------------------------------------- files
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary sibling and an atomic rename."""
+    from evaluation.results_folder import dumps
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(dumps(obj), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def replicate_path(out: Path, setting: Setting, replicate: int) -> Path:
+    """``out/replicates/n_hat-<N>/<i>.json`` (``i`` zero-padded to 4 digits)."""
+    return out / "replicates" / setting.name / f"{replicate:04d}.json"
+
+
+def load_records(
+    out: Path, settings: Sequence[Setting], replicates: int, fingerprint: str
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Completed replicates already in ``out`` for these settings (``i < replicates``).
+
+    Left-over temporary files of an interrupted run are removed; unreadable records are
+    ignored (they will be run again).
+
+    Raises
+    ------
+    SimulationError
+        A record belongs to another study (different scenario, configuration or seed).
+    """
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    for setting in settings:
+        folder = out / "replicates" / setting.name
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for i in range(replicates):
+            path = replicate_path(out, setting, i)
+            if not path.is_file():
+                continue
+            try:
+                rec = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if rec.get("study") != fingerprint:
+                raise SimulationError(
+                    f"{path} belongs to another simulation study (different scenario, "
+                    "configuration or seed); use another --out folder"
+                )
+            done[(setting.name, i)] = rec
+    return done
+
+
+# ----------------------------------------------------------------------------- execution
+def _execute(
+    tasks: Sequence[ReplicateTask], *, jobs: int, scheduler: str | None
+) -> Iterator[dict[str, Any]]:
+    """Run tasks, yielding records as they complete (in any order)."""
+    if not tasks:
+        return
+    if scheduler is not None:
+        from distributed import Client, as_completed
+
+        with Client(scheduler) as client:
+            futures = client.map(run_replicate, list(tasks), pure=False)
+            for future in as_completed(futures):
+                yield future.result()
+                future.release()
+        return
+    if jobs == 1:
+        for task in tasks:
+            yield run_replicate(task)
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)
+    yield from parallel(delayed(run_replicate)(task) for task in tasks)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """A finished simulation study.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The simulation folder.
+    summary : DataFrame
+        Contents of ``summary.csv``.
+    manifest : dict
+        Contents of ``manifest.json``.
+    """
+
+    out: Path
+    summary: pd.DataFrame
+    manifest: dict[str, Any]
+
+
+def _settings(spec: Scenario, n_hat: Iterable[int] | None) -> list[Setting]:
+    sizes = sorted(set(n_hat)) if n_hat else [spec.n_hat]
+    if any(int(n) < 1 for n in sizes):
+        raise SimulationError(f"--n-hat: sizes must be positive, got {sizes}")
+    return [Setting(n_hat=int(n), n_ost=spec.n_ost) for n in sizes]
+
+
+def simulate(
+    scenario: str | Path = "default",
+    *,
+    replicates: int,
+    out: str | Path,
+    n_hat: Iterable[int] | None = None,
+    seed: int | None = None,
+    config: StudyConfig | None = None,
+    jobs: int = 2,
+    scheduler: str | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> Simulation:
+    """Run (or resume) a simulation study and write its summary.
+
+    Parameters
+    ----------
+    scenario : str or path-like
+        Bundled scenario name or scenario YAML file.
+    replicates : int
+        Replicates per setting.
+    out : path-like
+        The simulation folder (created; completed replicates in it are reused).
+    n_hat : iterable of int, optional
+        Numbers of HAT patients, one setting each (default: the scenario's).
+    seed : int, optional
+        The study's seed (default: the configuration's ``seed``).
+    config : StudyConfig, optional
+        The study's configuration (default: every default of :class:`StudyConfig`).
+    jobs : int
+        Local worker processes (joblib; 1 runs in this process). Ignored with ``scheduler``.
+    scheduler : str, optional
+        Address of a Dask scheduler (``tcp://host:8786``); its workers need this package.
+    progress : bool
+        Show a progress bar (on stderr).
+    command : str, optional
+        Command line recorded in the manifest.
+
+    Returns
+    -------
+    Simulation
+
+    Raises
+    ------
+    SimulationError
+        Bad options, or ``out`` holds replicates of another study.
+    synthetic.spec.ScenarioError
+        Unknown scenario.
+    """
+    from evaluation.results_folder import package_versions
+    from evaluation.simulation_summary import summarise
+
+    if replicates < 1:
+        raise SimulationError(f"--replicates must be at least 1, got {replicates}")
+    if jobs < 1:
+        raise SimulationError(f"--jobs must be at least 1, got {jobs}")
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    config = config or StudyConfig()
+    seed = config.seed if seed is None else int(seed)
+    base = load_scenario(scenario)
+    settings = _settings(base, n_hat)
+    fingerprint = study_fingerprint(base, config, seed)
+    out = Path(out).resolve()
+    (out / "replicates").mkdir(parents=True, exist_ok=True)
+
+    t = time.perf_counter()
+    truths: dict[str, dict] = {}
+    values: dict = {}
+    mcse: dict = {}
+    for s in settings:
+        spec = base.model_copy(update={"n_hat": s.n_hat})
+        truths[s.name], values, mcse = truth_values(spec)
+    truth_seconds = time.perf_counter() - t
+
+    done = load_records(out, settings, replicates, fingerprint)
+    tasks = [
+        ReplicateTask(
+            spec=base.model_copy(update={"n_hat": s.n_hat}),
+            config=config,
+            truth=truths[s.name],
+            setting=s,
+            replicate=i,
+            seed=seed,
+            fingerprint=fingerprint,
+        )
+        for s in settings
+        for i in range(replicates)
+        if (s.name, i) not in done
+    ]
+    new: list[dict[str, Any]] = []
+    t = time.perf_counter()
+    with _progress(progress, total=len(tasks), reused=len(done)) as advance:
+        for rec in _execute(tasks, jobs=jobs, scheduler=scheduler):
+            setting = Setting(rec["setting"]["n_hat"], rec["setting"]["n_ost"])
+            write_json_atomic(replicate_path(out, setting, rec["replicate"]), rec)
+            new.append(rec)
+            advance(rec["status"] != "ok")
+    run_seconds = time.perf_counter() - t
+
+    records = list(done.values()) + new
+    summary = summarise(records, truth=values, truth_mcse=mcse, alpha=config.alpha)
+    failures = {s.name: [] for s in settings}
+    for rec in sorted(records, key=lambda r: (r["setting"]["n_hat"], r["replicate"])):
+        if rec["status"] != "ok":
+            err = rec.get("error") or {}
+            failures[rec["setting"]["name"]].append(
+                {"replicate": rec["replicate"], "type": err.get("type"), "message": err.get("message")}
+            )
+    document = {
+        "schema_version": SUMMARY_VERSION,
+        "scenario": base.name,
+        "seed": seed,
+        "study": fingerprint,
+        "replicates": replicates,
+        "alpha": config.alpha,
+        "settings": [
+            {
+                **s.to_dict(),
+                "n_replicates": sum(r["setting"]["name"] == s.name for r in records),
+                "n_failed": len(failures[s.name]),
+                "failures": failures[s.name],
+            }
+            for s in settings
+        ],
+        "truth": [
+            {
+                "outcome": o,
+                "measure": m,
+                "value": v,
+                "mc_se": mcse.get((o, m)),
+                "scale": "log" if m in _ratio_measures() else "natural",
+            }
+            for (o, m), v in values.items()
+        ],
+        "rows": summary.to_dict(orient="records"),
+    }
+    stage = {
+        k: float(np.mean([r["seconds"][k] for r in new if k in r.get("seconds", {})]))
+        for k in ("generate", "extract", "study", "total")
+        if any(k in r.get("seconds", {}) for r in new)
+    }
+    manifest = {
+        "created": started.isoformat(timespec="seconds"),
+        "command": command or _command_line(),
+        "scenario": base.name,
+        "scenario_parameters": base.to_dict(),
+        "seed": seed,
+        "seeding": "replicate i of setting n_hat: numpy SeedSequence(seed, spawn_key=(n_hat, i))",
+        "study": fingerprint,
+        "config": config.to_dict(),
+        "config_sha256": config.hash(),
+        "settings": [s.to_dict() for s in settings],
+        "replicates": replicates,
+        "replicates_run": len(new),
+        "replicates_reused": len(done),
+        "n_failed": sum(len(f) for f in failures.values()),
+        "execution": {
+            "backend": "dask" if scheduler else ("process" if jobs == 1 else "joblib"),
+            "jobs": None if scheduler else jobs,
+            "scheduler": scheduler,
+            "cpu_count": os.cpu_count(),
+            "extract_road": "parquet contract files in a temporary folder, read and validated",
+        },
+        "timings_seconds": {
+            "truth": round(truth_seconds, 3),
+            "replicates": round(run_seconds, 3),
+            "mean_per_replicate": {k: round(v, 3) for k, v in stage.items()},
+        },
+        "versions": {
+            **package_versions(),
+            **{p: _version(p) for p in ("joblib", "distributed", "threadpoolctl")},
+        },
+        "elapsed_seconds": None,
+    }
+    _write_text_atomic(out / "summary.csv", summary.to_csv(index=False, lineterminator="\n"))
+    write_json_atomic(out / "summary.json", document)
+    manifest["elapsed_seconds"] = round(time.perf_counter() - t0, 3)
+    write_json_atomic(out / "manifest.json", manifest)  # last: marks a complete summary
+    return Simulation(out=out, summary=summary, manifest=manifest)
+
+
+def _ratio_measures() -> tuple[str, ...]:
+    from evaluation.simulation_summary import RATIO_MEASURES
+
+    return RATIO_MEASURES
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _command_line() -> str:
+    return " ".join(["python -m evaluation.simulate", *sys.argv[1:]])
+
+
+class _progress:
+    """Context manager giving ``advance(failed: bool)``, drawing a rich progress bar."""
+
+    def __init__(self, show: bool, *, total: int, reused: int) -> None:
+        self.show = show and total > 0
+        self.total = total
+        self.reused = reused
+        self.failed = 0
+
+    def __enter__(self):
+        if not self.show:
+            return lambda failed=False: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]replicates[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.bar.__enter__()
+        note = f"({self.reused} reused)" if self.reused else ""
+        self.task = self.bar.add_task("run", total=self.total, note=note)
+
+        def advance(failed: bool = False) -> None:
+            self.failed += bool(failed)
+            extra = [f"{self.reused} reused"] if self.reused else []
+            extra += [f"[red]{self.failed} failed[/red]"] if self.failed else []
+            self.bar.update(
+                self.task, advance=1, note=f"({', '.join(extra)})" if extra else ""
+            )
+
+        return advance
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.show:
+            self.bar.__exit__(*exc)
+
+
+# ----------------------------------------------------------------------------- report
+class ReportBuildError(RuntimeError):
+    """The simulation report could not be built."""
+
+
+def build_report(
+    folder: str | Path, *, output_dir: str | Path | None = None, source: str | Path | None = None
+) -> Path:
+    """Build the simulation report (HTML, Jupyter Book) from a simulation folder.
+
+    Parameters
+    ----------
+    folder : path-like
+        A folder written by :func:`simulate` (must hold ``summary.json``).
+    output_dir : path-like, optional
+        Where the build goes; default ``<folder>/book``. A previous build is replaced.
+    source : path-like, optional
+        The book's sources; default ``book_simulation/`` of this repository.
+
+    Returns
+    -------
+    pathlib.Path
+        The HTML folder (open its ``index.html``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No summary in ``folder``.
+    ReportBuildError
+        The build failed (a page raised, a Sphinx warning); the message ends with the log.
+    """
+    folder = Path(folder).resolve()
+    if not (folder / "summary.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a simulation folder (no summary.json); write one with "
+            "`python -m evaluation.simulate --out DIR`"
+        )
+    book = Path(source).resolve() if source is not None else BOOK_SOURCE
+    out = Path(output_dir).resolve() if output_dir is not None else folder / "book"
+    if (out / "_build").exists():
+        shutil.rmtree(out / "_build")
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **{ENV_FOLDER: str(folder), "PYTHONDONTWRITEBYTECODE": "1"})
+    env.pop("MPLBACKEND", None)
+    cmd = [sys.executable, "-c", _JB, "build", str(book), "--path-output", str(out)]
+    cmd += ["-W", "-n", "--keep-going", "--builder", "html"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    log = out / "build.log"
+    log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n", encoding="utf-8")
+    html = out / "_build" / "html"
+    if proc.returncode != 0 or not (html / "index.html").is_file():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        raise ReportBuildError(
+            f"the simulation report failed to build (exit status {proc.returncode}); "
+            f"log: {log}\n{tail}"
+        )
+    return html
+
+
+# ----------------------------------------------------------------------------- command line
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 100,250,400, got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``python -m evaluation.simulate``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.simulate",
+        description="Simulation study and power planning: replicate the whole study on "
+        "synthetic data of a scenario at several numbers of HAT patients, summarise bias, "
+        "SEs, coverage and power with Monte Carlo SEs. "
+        "`python -m evaluation.simulate report DIR` builds the report of a simulation folder.",
+    )
+    parser.add_argument("--scenario", default="default", metavar="NAME", help="scenario name or YAML")
+    parser.add_argument(
+        "--replicates", type=int, required=True, metavar="R", help="replicates per setting"
+    )
+    parser.add_argument(
+        "--n-hat",
+        type=_sizes,
+        metavar="N,N,...",
+        help="numbers of HAT patients, one setting each (default: the scenario's)",
+    )
+    parser.add_argument("--jobs", type=int, default=2, metavar="N", help="local processes (2)")
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://host:8786)"
+    )
+    parser.add_argument("--out", type=Path, metavar="DIR", help="folder (simulations/<scenario>)")
+    parser.add_argument("--seed", type=int, metavar="S", help="seed (default: the config's)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="study configuration (YAML)")
+    parser.add_argument("--report", action="store_true", help="also build the report")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _report_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.simulate report",
+        description="Build the report of a simulation folder (HTML in DIR/book/_build/html).",
+    )
+    parser.add_argument("folder", type=Path, metavar="DIR")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="build folder (DIR/book)")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        html = build_report(args.folder, output_dir=args.out)
+    except (FileNotFoundError, ReportBuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"report built in {time.perf_counter() - t0:.0f} s: {html / 'index.html'}")
+    return 0
+
+
+def print_summary(sim: Simulation) -> None:
+    """Print coverage and power of the primary estimands (with Monte Carlo SEs)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Primary estimands: performance over replicates (± Monte Carlo SE)")
+    for col in ("n_hat", "estimand", "n", "failed", "bias", "coverage", "power"):
+        table.add_column(col, justify="left" if col == "estimand" else "right")
+    for r in sim.summary[sim.summary["primary"]].itertuples():
+        table.add_row(
+            str(r.n_hat),
+            f"{r.outcome} {r.measure}",
+            str(r.n_estimates),
+            str(r.n_failed),
+            f"{r.bias:+.3f} ± {r.bias_mcse:.3f}",
+            f"{100 * r.coverage:.1f}% ± {100 * r.coverage_mcse:.1f}",
+            f"{100 * r.power:.1f}% ± {100 * r.power_mcse:.1f}",
+        )
+    console = Console()
+    console.print(table)
+    m = sim.manifest
+    console.print(
+        f"{m['replicates_run']} replicates run, {m['replicates_reused']} reused, "
+        f"{m['n_failed']} failed; {m['elapsed_seconds']:.0f} s. Results: {sim.out}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; returns the exit status (2 for bad options or input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        return _report_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        sim = simulate(
+            args.scenario,
+            replicates=args.replicates,
+            out=args.out or Path("simulations") / Path(args.scenario).stem,
+            n_hat=args.n_hat,
+            seed=args.seed,
+            config=config,
+            jobs=args.jobs,
+            scheduler=args.scheduler,
+            progress=not args.quiet,
+        )
+    except (SimulationError, ScenarioError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print_summary(sim)
+    if args.report:
+        return _report_main([str(sim.out)])
+    return 0
+
+
+if __name__ == "__main__":
+    # import by name, so that workers unpickle `evaluation.simulate.run_replicate`
+    from evaluation.simulate import main as _main
+
+    sys.exit(_main())
