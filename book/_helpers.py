@@ -1,0 +1,568 @@
+"""Loading and formatting a results folder for the pages of the report.
+
+Pages only read a results folder (``results.json``, ``manifest.json``,
+``tables/*.csv``, ``figures/*.png``; see ``docs/results-folder.md``) and format
+it. The folder is the environment variable ``HAT_RESULTS`` (absolute path) or
+``results/`` at the repository root. Every number in the text comes from here.
+
+Missing optional pieces (a table, a design, the truth, the manifest) give
+``None`` from the loaders, and the pages print a sentence instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from IPython.display import Image, Markdown, display
+
+REPO = Path(__file__).resolve().parents[1]
+
+OUTCOME_LABELS = {
+    "mortality": "all-cause mortality",
+    "overdose_mortality": "overdose mortality",
+    "retention": "retention in treatment",
+    "crime": "criminal charges",
+}
+MEASURE_LABELS = {
+    "HR": "hazard ratio",
+    "IRR": "incidence rate ratio",
+    "RR_12m": "ratio of 12-month retention",
+    "RD_12m": "difference in 12-month retention",
+    "RMST_diff": "difference in restricted mean time in treatment (days)",
+    "ratio_of_rate_ratios": "ratio of after/before rate ratios (difference-in-differences)",
+    "rate_ratio_after_vs_before": "rate ratio, after vs before index",
+}
+DESIGN_LABELS = {
+    "matched": "1:k matching (primary)",
+    "iptw": "inverse probability of treatment weighting (ATT)",
+    "matched_caliper0.1": "matching, caliper 0.1 SD",
+    "matched_1to1": "1:1 matching",
+    "naive": "unmatched, unadjusted (naive)",
+}
+MODEL_LABELS = {
+    "cox": "Cox",
+    "nb": "negative binomial",
+    "km": "Kaplan–Meier",
+    "rmst": "RMST",
+    "poisson": "Poisson (before/after)",
+}
+VARIABLE_LABELS = {
+    "age": "age (years)",
+    "sex": "sex",
+    "women": "women",
+    "region": "region",
+    "years_opioid_use": "years of opioid use",
+    "prior_ost_episodes": "previous OST episodes",
+    "injecting": "injects drugs",
+    "psychiatric_dx": "psychiatric diagnosis",
+    "homeless": "homeless",
+    "prior_overdose": "previous non-fatal overdose",
+    "benzodiazepine_use": "benzodiazepine use",
+    "baseline_charges": "charges before index",
+}
+#: measure names in tables, with the unit of the value where it is not a ratio
+MEASURE_SHORT = {
+    "RR_12m": "RR at 12 m",
+    "RD_12m": "RD at 12 m (pp)",
+    "RMST_diff": "RMST diff. (days)",
+    "ratio_of_rate_ratios": "ratio of rate ratios",
+}
+RATIO_MEASURES = ("HR", "IRR", "RR_12m", "ratio_of_rate_ratios", "rate_ratio_after_vs_before")
+
+
+# ----------------------------------------------------------------------------- loading
+def results_dir() -> Path:
+    """The results folder: ``$HAT_RESULTS`` or ``results/`` at the repository root."""
+    return Path(os.environ.get("HAT_RESULTS") or REPO / "results").resolve()
+
+
+@cache
+def results() -> dict[str, Any]:
+    """Contents of ``results.json`` (required)."""
+    path = results_dir() / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no results.json in {path.parent}: set HAT_RESULTS to a results folder "
+            "written by `python -m evaluation.run`"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@cache
+def manifest() -> dict[str, Any]:
+    """Contents of ``manifest.json``; empty when absent."""
+    path = results_dir() / "manifest.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")) or {}
+
+
+def section(*keys: str, default: Any = None) -> Any:
+    """``results()[k1][k2]...``, or ``default`` if any level is missing or null."""
+    node: Any = results()
+    for key in keys:
+        if not isinstance(node, Mapping) or node.get(key) is None:
+            return default
+        node = node[key]
+    return node
+
+
+def table(name: str) -> pd.DataFrame | None:
+    """``tables/<name>.csv`` as a DataFrame, or ``None`` if absent or empty."""
+    path = results_dir() / "tables" / f"{name}.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None
+    return df if len(df) else None
+
+
+def figure_file(name: str) -> Path | None:
+    """``figures/<name>.png`` if present."""
+    path = results_dir() / "figures" / f"{name}.png"
+    return path if path.is_file() else None
+
+
+def estimates() -> pd.DataFrame:
+    """Every estimate of ``results.json``, one row each (``details`` kept as dicts)."""
+    est = pd.DataFrame(results().get("estimates", []))
+    for col in ("outcome", "measure", "method", "estimate", "ci_low", "ci_high", "p_value",
+                "truth", "primary", "n_events", "n_treated", "n_control"):  # fmt: skip
+        if col not in est:
+            est[col] = None
+    est["primary"] = est["primary"].fillna(False).astype(bool)
+    est["design"] = est["method"].astype(str).str.split("_", n=1).str[1]
+    est["model"] = est["method"].astype(str).str.split("_", n=1).str[0]
+    return est
+
+
+def estimate(
+    outcome: str, measure: str, method: str | None = None, *, primary: bool | None = None
+) -> dict[str, Any] | None:
+    """One estimate as a dict; by default the primary one, else the matched one."""
+    cands = [
+        e
+        for e in results().get("estimates", [])
+        if e.get("outcome") == outcome and e.get("measure") == measure
+    ]
+    if method is not None:
+        cands = [e for e in cands if e.get("method") == method]
+    if primary is not None:
+        cands = [e for e in cands if bool(e.get("primary")) == primary]
+    if not cands:
+        return None
+    for e in cands:
+        if e.get("primary"):
+            return e
+    for e in cands:
+        if str(e.get("method", "")).endswith("_matched"):
+            return e
+    return cands[0]
+
+
+def primary_estimate(outcome: str) -> dict[str, Any] | None:
+    """The estimate with ``primary: true`` for an outcome."""
+    for e in results().get("estimates", []):
+        if e.get("outcome") == outcome and e.get("primary"):
+            return e
+    return None
+
+
+def design(name: str = "matched") -> dict[str, Any] | None:
+    """``design.designs[name]`` or ``None``."""
+    return section("design", "designs", name)
+
+
+def config() -> dict[str, Any]:
+    """The resolved study configuration from the manifest (empty if unknown)."""
+    return manifest().get("config") or {}
+
+
+def is_synthetic() -> bool:
+    """Whether the results come from synthetic data (truth known or synthetic source)."""
+    source = manifest().get("source") or {}
+    return results().get("truth") is not None or source.get("kind") == "synthetic"
+
+
+# ----------------------------------------------------------------------------- formatting
+def finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def num(x: Any, digits: int = 2) -> str:
+    """A number with ``digits`` decimals, or an en dash when missing."""
+    if not finite(x):
+        return "–"
+    x = float(x)
+    if round(x, digits) == 0:
+        x = 0.0  # no "-0.00"
+    return f"{x:,.{digits}f}"
+
+
+def integer(x: Any) -> str:
+    """An integer with thousands separators, or an en dash."""
+    if not finite(x):
+        return "–"
+    return f"{round(float(x)):,}"
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    """A proportion (0–1) as a percentage."""
+    if not finite(x):
+        return "–"
+    return f"{100 * float(x):.{digits}f}%"
+
+
+def pval(p: Any) -> str:
+    """``p = 0.14``, ``p = 0.049``, ``p = 0.004`` or ``p < 0.001``."""
+    if not finite(p):
+        return "p not available"
+    p = float(p)
+    # non-breaking spaces keep "p = 0.14" on one line
+    if p < 0.001:
+        return "p\u00a0<\u00a00.001"
+    if p < 0.1:  # three decimals near the usual thresholds (0.049, not 0.05)
+        return f"p\u00a0=\u00a0{p:.3f}"
+    return f"p\u00a0=\u00a0{p:.2f}"
+
+
+def p_only(p: Any) -> str:
+    """A p-value for a table column headed "p": ``0.14``, ``< 0.001``."""
+    return pval(p).removeprefix("p\u00a0=\u00a0").removeprefix("p\u00a0")
+
+
+def confidence_level() -> int:
+    """Confidence level in percent, from the configuration's ``alpha`` (default 95)."""
+    alpha = config().get("alpha", 0.05)
+    return round(100 * (1 - float(alpha)))
+
+
+def ci_label() -> str:
+    """``95% CI`` (or the configured level)."""
+    return f"{confidence_level()}% CI"
+
+
+def _digits(measure: str) -> int:
+    return 1 if measure == "RMST_diff" else 2
+
+
+def value(x: Any, measure: str, *, short: bool = False) -> str:
+    """A value on the natural scale of its measure (RD in percentage points, RMST in days).
+
+    ``short=True`` (tables) leaves the unit out; the measure's label carries it.
+    """
+    if measure == "RD_12m":
+        unit = "" if short else "\u00a0percentage points"
+        return "–" if not finite(x) else f"{100 * float(x):+.1f}{unit}"
+    if measure == "RMST_diff":
+        unit = "" if short else "\u00a0days"
+        return "–" if not finite(x) else f"{float(x):+.1f}{unit}"
+    return num(x, _digits(measure))
+
+
+def interval(e: Mapping[str, Any]) -> str:
+    """``95% CI 0.45 to 1.12`` for an estimate."""
+    measure = e.get("measure", "")
+    lo, hi = e.get("ci_low"), e.get("ci_high")
+    if not (finite(lo) and finite(hi)):
+        return f"{ci_label()} not available"
+    if measure == "RD_12m":
+        return f"{ci_label()} {100 * float(lo):.1f} to {100 * float(hi):.1f}"
+    return f"{ci_label()} {num(lo, _digits(measure))} to {num(hi, _digits(measure))}"
+
+
+def fmt_estimate(e: Mapping[str, Any] | None) -> str:
+    """An estimate as the report writes it: ``0.73 (95% CI 0.45 to 1.19; p = 0.21)``."""
+    if e is None:
+        return "not available"
+    if not finite(e.get("estimate")):
+        note = (e.get("details") or {}).get("note") if isinstance(e.get("details"), dict) else None
+        return "not estimable" + (f" ({note})" if note else "")
+    return f"{value(e['estimate'], e.get('measure', ''))} ({interval(e)}; {pval(e.get('p_value'))})"
+
+
+def fmt_truth(e: Mapping[str, Any] | None) -> str | None:
+    """The true value of an estimate's estimand, or ``None`` when not known."""
+    if e is None or not finite(e.get("truth")):
+        return None
+    return value(e["truth"], e.get("measure", ""))
+
+
+def change(ratio: Any) -> str:
+    """``29% lower`` / ``12% higher`` / ``0.2% lower`` for a ratio."""
+    if not finite(ratio):
+        return "not estimable"
+    r = float(ratio)
+    d = abs(1 - r) * 100
+    if round(d, 1) == 0:
+        return "the same"
+    text = f"{d:.0f}%" if d >= 1 else f"{d:.1f}%"
+    return f"{text} {'lower' if r < 1 else 'higher'}"
+
+
+def interval_phrase(e: Mapping[str, Any], what: str) -> str:
+    """Plain-language reading of a ratio's confidence interval."""
+    lo, hi = e.get("ci_low"), e.get("ci_high")
+    if not (finite(lo) and finite(hi)):
+        return "No confidence interval is available."
+    lo, hi = float(lo), float(hi)
+    level = confidence_level()
+    span = f"from {change(lo)} to {change(hi)}"
+    if lo <= 1 <= hi:
+        return (
+            f"The {level}% confidence interval runs {span} {what} and includes no difference, "
+            "so these data cannot tell a benefit from no effect or a harm."
+        )
+    return f"The {level}% confidence interval runs {span} {what} and excludes no difference."
+
+
+def variable_label(name: Any) -> str:
+    """Readable name of a covariate or a design-matrix column.
+
+    ``years_opioid_use_missing`` -> ``years of opioid use (missing)``, ``sex_F`` ->
+    ``sex: F``, ``baseline_charges_log1p`` -> ``charges before index (log 1 + x)``;
+    ``region: west`` and unknown names are kept.
+    """
+    text = str(name)
+    for key in sorted(VARIABLE_LABELS, key=len, reverse=True):
+        if text == key:
+            return VARIABLE_LABELS[key]
+        if text.startswith(key) and text[len(key)] in " :_":
+            rest = text[len(key) :]
+            if rest.startswith("_"):
+                rest = rest[1:]
+                rest = {"missing": " (missing)", "log1p": " (log 1 + x)"}.get(rest, f": {rest}")
+            return VARIABLE_LABELS[key] + rest
+    return text
+
+
+def variable_order(name: Any) -> int:
+    """Position of a Table 1 / balance row: persons first, then covariates as configured."""
+    text = str(name)
+    covs = ["persons", *(section("design", "covariates", default=None) or VARIABLE_LABELS)]
+    covs = [("women" if c == "sex" else c) for c in covs] + ["sex"]
+    for i, key in enumerate(covs):
+        if text == key or text.startswith((key + " ", key + ":", key + "_")):
+            return i
+    return len(covs)
+
+
+def design_label(name: Any, *, short: bool = False) -> str:
+    """Readable name of a design (``matched``, ``iptw``, ``matched_caliper0.1``...)."""
+    name = str(name)
+    if not short:
+        if name in DESIGN_LABELS:
+            return DESIGN_LABELS[name]
+        if name.startswith("matched_caliper"):
+            return f"matching, caliper {name.removeprefix('matched_caliper')} SD"
+        return name.replace("_", " ")
+    short_names = {"matched": "matched 1:k (primary)", "iptw": "IPTW", "matched_1to1": "matched 1:1",
+                   "naive": "naive (unadjusted)"}  # fmt: skip
+    if name in short_names:
+        k = (design("matched") or {}).get("k") if name == "matched" else None
+        return f"matched 1:{k} (primary)" if k else short_names[name]
+    if name.startswith("matched_caliper"):
+        return f"caliper {name.removeprefix('matched_caliper')} SD"
+    return name.replace("_", " ")
+
+
+def label(outcome: str | None = None, measure: str | None = None, method: str | None = None) -> str:
+    """Readable label of an outcome, a measure or a method."""
+    if outcome is not None:
+        return OUTCOME_LABELS.get(outcome, str(outcome).replace("_", " "))
+    if measure is not None:
+        return MEASURE_LABELS.get(measure, str(measure))
+    if method is not None:
+        model, _, design_name = str(method).partition("_")
+        return f"{MODEL_LABELS.get(model, model)}, {design_label(design_name)}"
+    return ""
+
+
+# ----------------------------------------------------------------------------- display
+def md(text: str) -> None:
+    """Show Markdown (MyST) text."""
+    display(Markdown(text))
+
+
+def missing(what: str) -> None:
+    """Say that an optional piece is not in this results folder."""
+    md(f"*{what} is not available in this results folder ({results_dir().name}).*")
+
+
+def md_table(df: pd.DataFrame, **kwargs: Any) -> None:
+    """Show a DataFrame as a Markdown table (rendered as a real table)."""
+    kwargs.setdefault("disable_numparse", True)  # keep the formatting given (no "-0", "1")
+    display(Markdown(df.to_markdown(index=False, **kwargs)))
+
+
+def show(fig: Any, *, width: int | None = None) -> None:
+    """Show a matplotlib figure as a PNG (independent of the backend) and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), width=width))
+
+
+def show_png(name: str) -> bool:
+    """Show ``figures/<name>.png`` if present; return whether it was."""
+    path = figure_file(name)
+    if path is None:
+        return False
+    display(Image(filename=str(path)))
+    return True
+
+
+def figure(name: str, draw, *tables_needed: str, what: str) -> None:
+    """Draw a figure from its tables with :mod:`evaluation.figures`.
+
+    Falls back on ``figures/<name>.png`` when a table is absent, and on a
+    sentence when neither is there.
+    """
+    tabs = [table(t) for t in tables_needed]
+    if all(t is not None for t in tabs):
+        show(draw(*tabs))
+    elif not show_png(name):
+        missing(what)
+
+
+def forest_input(est: pd.DataFrame) -> pd.DataFrame:
+    """Estimates with readable outcome and design names for ``figures.forest_plot``.
+
+    The plot labels rows ``<outcome> <measure> · <method>``; here the outcome and the
+    method are replaced by their labels, and rows are ordered by outcome, measure and
+    design (primary first), so each outcome's estimates sit together.
+    """
+    order = {o: i for i, o in enumerate(OUTCOME_LABELS)}
+    design_order = {d: i for i, d in enumerate(DESIGN_LABELS)}
+
+    def d_key(d: Any) -> float:
+        return design_order.get(d, 2.5 if str(d).startswith("matched_caliper") else 99)
+
+    est = est.assign(_o=est["outcome"].map(order).fillna(99), _d=est["design"].map(d_key))
+    est = est.sort_values(["_o", "measure", "_d"], kind="stable")
+    return est.assign(
+        outcome=est["outcome"].map(lambda o: label(outcome=o)),
+        method=est["design"].map(lambda d: design_label(d, short=True)),
+    ).drop(columns=["_o", "_d"])
+
+
+def tidy_forest(fig: Any) -> Any:
+    """Readable ticks (0.5, 1, 2 rather than 5 x 10^-1) and the legend above the plot."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10) if lo <= t <= hi]
+    if len(ticks) >= 2:
+        ax.set_xticks(ticks)
+    ax.tick_params(axis="y", labelsize=9)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    if handles:
+        ax.set_title(ax.get_title(), pad=22)
+        ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(handles),
+                  fontsize=8, frameon=False, borderaxespad=0.2)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def synthetic_banner() -> None:
+    """A warning banner when the results come from synthetic data."""
+    if not is_synthetic():
+        return
+    truth = results().get("truth") or {}
+    scenario = truth.get("scenario") or (manifest().get("source") or {}).get("scenario")
+    extra = f" (scenario `{scenario}`)" if scenario else ""
+    md(
+        ":::{admonition} Synthetic data\n:class: warning\n"
+        f"These results come from a simulated registry extract{extra}, "
+        "not from real patients. They show what the analysis does and how close it gets to "
+        "the known true effects; they say nothing about heroin-assisted treatment in Norway.\n"
+        ":::"
+    )
+
+
+def estimates_table(
+    rows: Iterable[Mapping[str, Any]], *, with_truth: bool | None = None, outcome: bool = False
+) -> None:
+    """A table of estimates: measure, design, estimate (CI), p, n, truth; models below.
+
+    ``outcome=True`` adds an outcome column (for a table mixing outcomes).
+    """
+    rows = list(rows)
+    if not rows:
+        missing("No estimate")
+        return
+    if with_truth is None:
+        with_truth = any(finite(r.get("truth")) for r in rows)
+    out = []
+    for r in rows:
+        measure = r.get("measure", "")
+        model, _, design_name = str(r.get("method", "")).partition("_")
+        ci = interval(r).removeprefix(ci_label() + " ")
+        row = {"outcome": label(outcome=r.get("outcome"))} if outcome else {}
+        row.update(
+            {
+                "measure": MEASURE_SHORT.get(measure, measure),
+                "design": design_label(design_name, short=True),
+                "estimate": value(r.get("estimate"), measure, short=True),
+                ci_label(): ci.replace(" to ", "\u00a0to\u00a0") if "available" not in ci else "–",
+                "p": p_only(r.get("p_value")),
+                "n HAT / OST": f"{integer(r.get('n_treated'))} / {integer(r.get('n_control'))}",
+            }
+        )
+        if with_truth:
+            row["truth"] = (
+                value(r.get("truth"), measure, short=True) if finite(r.get("truth")) else "–"
+            )
+        out.append(row)
+    df = pd.DataFrame(out)
+    n_left = 3 if outcome else 2
+    md_table(df, colalign=["left"] * n_left + ["right"] * (df.shape[1] - n_left))
+    models = {}
+    for r in rows:
+        model = str(r.get("method", "")).partition("_")[0]
+        measure = r.get("measure", "")
+        models.setdefault(MODEL_LABELS.get(model, model), []).append(
+            MEASURE_SHORT.get(measure, measure)
+        )
+    md(
+        "Models: "
+        + "; ".join(f"{m} ({', '.join(dict.fromkeys(ms))})" for m, ms in models.items())
+        + "."
+    )
+
+
+def per_group_details(details: Any) -> dict[str, Any]:
+    """``details`` of an estimate, whether a dict or its text in a CSV cell."""
+    if isinstance(details, Mapping):
+        return dict(details)
+    if isinstance(details, str) and details.strip().startswith("{"):
+        try:
+            return json.loads(details)
+        except json.JSONDecodeError:
+            try:
+                parsed = ast.literal_eval(details)
+            except (ValueError, SyntaxError):
+                return {}
+            return parsed if isinstance(parsed, dict) else {}
+    return {}

@@ -1,0 +1,245 @@
+"""The report: a Jupyter Book built from a results folder.
+
+The book is built from small results folders written by ``tests/book_fixture.py``
+(full: synthetic data with truth; minimal: only the contract's minimum, to check
+that every page tolerates missing optional pieces). Each build takes about
+30-60 s (the pages are executed), so there are two of them.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+from evaluation.report import BOOK_SOURCE, BookBuildError, build_book
+from tests.book_fixture import write_results_fixture
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = (
+    "summary",
+    "methods",
+    "cohort",
+    "balance",
+    "retention",
+    "mortality",
+    "crime",
+    "sensitivity",
+    "reproducibility",
+)
+PRIMARY = ("mortality", "retention", "crime")
+
+
+def load_helpers(results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``book/_helpers.py`` pointed at ``results_dir`` (a fresh module, empty caches)."""
+    monkeypatch.setenv("HAT_RESULTS", str(results_dir))
+    spec = importlib.util.spec_from_file_location("_book_helpers", BOOK_SOURCE / "_helpers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def page_text(html_dir: Path, page: str) -> str:
+    """A page's HTML with entities decoded (``&lt;`` to ``<``, ``&nbsp;`` to U+00A0)."""
+    return html.unescape((html_dir / f"{page}.html").read_text(encoding="utf-8"))
+
+
+def main_text(html_dir: Path, page: str) -> str:
+    """The article part of a page (not the navigation, which names every chapter)."""
+    text = page_text(html_dir, page)
+    match = re.search(r'<article class="bd-article">(.*)</article>', text, flags=re.S)
+    assert match, f"no article in {page}.html"
+    return match.group(1)
+
+
+# ----------------------------------------------------------------------------- fixture = doc
+def _documented_tables() -> dict[str, list[str]]:
+    """``tables/`` files and columns listed in docs/results-folder.md."""
+    doc = (REPO / "docs" / "results-folder.md").read_text(encoding="utf-8")
+    out = {}
+    for name, cols in re.findall(r"^\| `(\w+)\.csv` \| (.+?) \|$", doc, flags=re.M):
+        spans = re.findall(r"`([^`]+)`", cols)
+        names = [c.split("(")[0].strip() for span in spans for c in span.split(",")]
+        out[name] = [c for c in names if c and c != "..."]
+    return out
+
+
+def test_fixture_follows_the_results_folder_doc(tmp_path):
+    folder = write_results_fixture(tmp_path / "results")
+    documented = _documented_tables()
+    assert len(documented) >= 10
+    for name, cols in documented.items():
+        df = pd.read_csv(folder / "tables" / f"{name}.csv")
+        missing = [c for c in cols if c not in df.columns]
+        assert not missing, f"{name}.csv lacks documented columns {missing}"
+    import json
+
+    results = json.loads((folder / "results.json").read_text())
+    assert {"schema_version", "cohort", "estimates", "design", "diagnostics", "truth"} <= set(
+        results
+    )
+    for outcome in PRIMARY:
+        assert sum(e["primary"] and e["outcome"] == outcome for e in results["estimates"]) == 1
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key in ("created", "command", "seed", "config", "config_sha256", "source", "input",
+                "extract_date", "extract_notes", "counts", "versions", "timings_seconds",
+                "elapsed_seconds"):  # fmt: skip
+        assert key in manifest
+
+
+def _keys(node, prefix: str = "") -> set[str]:
+    """Dotted key paths of a JSON document (lists of objects as ``[]``)."""
+    opaque = {"truth", "config", "versions", "files", "timings_seconds", "details", "counts"}
+    out: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.add(prefix + k)
+            if k not in opaque:
+                out |= _keys(v, f"{prefix}{k}.")
+    elif isinstance(node, list):
+        for item in node:
+            out |= _keys(item, f"{prefix}[].")
+    return out
+
+
+def test_fixture_matches_the_pipeline(tmp_path):
+    """Everything the fixture has, a real (CI-scenario) results folder has too.
+
+    So the book, developed and tested against the fixture, reads nothing that the
+    pipeline does not write.
+    """
+    import json
+
+    from evaluation.config import load_config
+    from evaluation.run import run
+
+    real = tmp_path / "real"
+    run(
+        data=None, out=real, config=load_config(REPO / "configs" / "ci.yml"), book=False, quiet=True
+    )
+    fixture = write_results_fixture(tmp_path / "fixture")
+    real_tables = {p.stem for p in (real / "tables").glob("*.csv")}
+    for path in sorted((fixture / "tables").glob("*.csv")):
+        assert path.stem in real_tables, f"the pipeline writes no tables/{path.name}"
+        extra = set(pd.read_csv(path).columns) - set(
+            pd.read_csv(real / "tables" / path.name).columns
+        )
+        assert not extra, f"tables/{path.name}: columns {extra} are not written by the pipeline"
+    for name in ("results.json", "manifest.json"):
+        extra = _keys(json.loads((fixture / name).read_text())) - _keys(
+            json.loads((real / name).read_text())
+        )
+        assert not extra, f"{name}: {sorted(extra)} are not written by the pipeline"
+
+
+# ----------------------------------------------------------------------------- formatting
+def test_formatting(tmp_path, monkeypatch):
+    h = load_helpers(write_results_fixture(tmp_path / "results"), monkeypatch)
+    e = {"measure": "HR", "estimate": 0.734, "ci_low": 0.452, "ci_high": 1.191, "p_value": 0.2113}
+    assert h.fmt_estimate(e) == "0.73 (95% CI 0.45 to 1.19; p\u00a0=\u00a00.21)"
+    assert h.pval(0.00004) == "p\u00a0<\u00a00.001"
+    assert h.pval(0.0042) == "p\u00a0=\u00a00.004"
+    assert h.pval(None) == "p not available"
+    rd = {"measure": "RD_12m", "estimate": 0.179, "ci_low": 0.081, "ci_high": 0.277, "p_value": 0.5}
+    assert (
+        h.fmt_estimate(rd)
+        == "+17.9\u00a0percentage points (95% CI 8.1 to 27.7; p\u00a0=\u00a00.50)"
+    )
+    assert h.fmt_estimate({"measure": "HR", "estimate": None}) == "not estimable"
+    assert h.fmt_estimate(None) == "not available"
+    assert h.change(0.71) == "29% lower" and h.change(1.2) == "20% higher"
+    assert h.change(0.998) == "0.2% lower" and h.change(1.0) == "the same"
+    assert h.pval(0.0491) == "p\u00a0=\u00a00.049"
+    assert h.num(-0.001) == "0.00"
+    assert h.variable_label("years_opioid_use (missing)") == "years of opioid use (missing)"
+    assert h.variable_label("region: west") == "region: west"
+    assert h.variable_label("sex_F") == "sex: F"
+    assert h.variable_label("injecting_missing") == "injects drugs (missing)"
+    assert h.variable_label("baseline_charges_log1p") == "charges before index (log 1 + x)"
+    assert h.variable_order("persons") < h.variable_order("age") < h.variable_order("homeless")
+    assert h.table("no_such_table") is None
+    assert h.design("no_such_design") is None
+    assert h.primary_estimate("crime")["measure"] == "IRR"
+    assert h.is_synthetic()
+
+
+def test_missing_results_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        build_book(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation.report", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "not a results folder" in proc.stderr
+
+
+def test_failing_page_fails_the_build(tmp_path):
+    """A page that raises stops the build with BookBuildError naming the error."""
+    src = tmp_path / "book"
+    src.mkdir()
+    (src / "_config.yml").write_text((BOOK_SOURCE / "_config.yml").read_text())
+    (src / "_toc.yml").write_text("format: jb-book\nroot: broken\n")
+    (src / "broken.md").write_text(
+        "---\nfile_format: mystnb\nkernelspec:\n  name: python3\n  display_name: Python 3\n---\n"
+        "# Broken\n\n```{code-cell} ipython3\nraise KeyError('no_such_key_in_results')\n```\n"
+    )
+    results = write_results_fixture(tmp_path / "results", minimal=True)
+    with pytest.raises(BookBuildError, match="no_such_key_in_results"):
+        build_book(results, source=src)
+
+
+# ----------------------------------------------------------------------------- whole book
+def test_full_book(tmp_path, monkeypatch):
+    """Every chapter is built; the summary shows every primary estimate and its truth."""
+    results = write_results_fixture(tmp_path / "results")
+    out = build_book(results)
+    assert out == results / "book" / "_build" / "html"
+    assert (out / "index.html").is_file()
+    for page in PAGES:
+        assert (out / f"{page}.html").is_file(), page
+        text = main_text(out, page)
+        assert "Traceback" not in text and "Error" not in text, page
+    h = load_helpers(results, monkeypatch)
+    summary = main_text(out, "summary")
+    for outcome in PRIMARY:
+        est = h.primary_estimate(outcome)
+        assert h.fmt_estimate(est) in summary, outcome
+        assert f"True value (synthetic data): {h.fmt_truth(est)}." in summary, outcome
+    assert "Synthetic data" in summary
+    # figures are embedded as images in the figure pages
+    for page, n_images in (("cohort", 1), ("balance", 2), ("retention", 1), ("mortality", 2),
+                           ("crime", 1), ("sensitivity", 1)):  # fmt: skip
+        assert main_text(out, page).count("<img") >= n_images, page
+    # numbers in the text come from the results folder
+    retention = main_text(out, "retention")
+    assert h.fmt_estimate(h.estimate("retention", "RMST_diff")) in retention
+    assert h.fmt_estimate(h.estimate("retention", "RR_12m")) in retention
+    assert h.fmt_estimate(h.estimate("crime", "ratio_of_rate_ratios")) in main_text(out, "crime")
+    assert h.manifest()["config_sha256"] in main_text(out, "reproducibility")
+
+
+def test_minimal_book(tmp_path, monkeypatch):
+    """Only the contract's minimum (no tables, no design, truth null): pages say so, no crash."""
+    results = write_results_fixture(tmp_path / "results", minimal=True)
+    out = build_book(results, output_dir=tmp_path / "built")
+    assert out == tmp_path / "built" / "_build" / "html"
+    for page in PAGES:
+        assert (out / f"{page}.html").is_file(), page
+    h = load_helpers(results, monkeypatch)
+    summary = main_text(out, "summary")
+    for outcome in PRIMARY:
+        assert h.fmt_estimate(h.primary_estimate(outcome)) in summary, outcome
+    assert "Synthetic data" not in summary and "True value" not in summary
+    assert "not available in this results folder" in main_text(out, "balance")
+    assert "not available in this results folder" in main_text(out, "retention")
+    assert "no manifest.json" in main_text(out, "reproducibility")
