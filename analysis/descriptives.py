@@ -87,5 +87,7 @@ def baseline_table(
             add(cov, "SD", {g: _wsd(x[masks[g]], w_all[masks[g]]) for g in groups})
         miss = np.isnan(x).astype(float)
         if miss.any():
-            add(cov, "% missing", {g: 100 * _wmean(miss[masks[g]], w_all[masks[g]]) for g in groups})
+            add(
+                cov, "% missing", {g: 100 * _wmean(miss[masks[g]], w_all[masks[g]]) for g in groups}
+            )
     return pd.DataFrame(rows)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.balance import balance_table
+from analysis.balance import balance_table, effective_sample_size
 from analysis.cohort import Cohort, derive_cohort
 from analysis.contract import PRIMARY_OUTCOMES, SCHEMA_VERSION
 from analysis.counts import before_after_ratio, crude_rates, negative_binomial_irr
@@ -111,6 +111,9 @@ def _matched_design(
         "n_treated_matched": int(matched.n_treated_matched),
         "n_control_matched": int(matched.n_control_matched),
         "share_treated_matched": matched.n_treated_matched / max(matched.n_treated, 1),
+        "ess_control": effective_sample_size(
+            sample.loc[sample["treatment"] == 0, "weight"].to_numpy(float)
+        ),
     }
     return Design(name=name, data=sample, weighted=True, info=info)
 
@@ -261,29 +264,45 @@ def _primary_extras(
     )
     tables["km_retention"] = km.curve
     tables["km_retention_at_risk"] = km.at_risk
-    event_type = df["died"] + df["overdose_death"]  # 2 = overdose, 1 = other death
+    # event type for the competing-risks analysis: 1 = overdose death, 2 = other death
     cif_df = df.assign(
         event_type=np.select([df["overdose_death"] == 1, df["died"] == 1], [1, 2], 0)
     )
-    del event_type
     tables["cif_overdose"] = cumulative_incidence(
         cif_df, duration="followup_days", event_type="event_type", group="group", weights="weight"
     )
     mortality_rates = crude_rates(
-        df, events="died", person_years="followup_years", group="group", per=1000
+        df, events="died", person_years="followup_years", group="group", per=1000, weights="weight"
     ).assign(outcome="all-cause mortality")
     od_rates = crude_rates(
-        df, events="overdose_death", person_years="followup_years", group="group", per=1000
+        df,
+        events="overdose_death",
+        person_years="followup_years",
+        group="group",
+        per=1000,
+        weights="weight",
     ).assign(outcome="overdose mortality")
     tables["mortality_rates"] = pd.concat([mortality_rates, od_rates], ignore_index=True)
     before = crude_rates(
-        df, events="baseline_charges", person_years="baseline_years", group="group", per=1
+        df,
+        events="baseline_charges",
+        person_years="baseline_years",
+        group="group",
+        per=1,
+        weights="weight",
     ).assign(period="2 years before index")
     after = crude_rates(
-        df, events="followup_charges", person_years="crime_years", group="group", per=1
+        df,
+        events="followup_charges",
+        person_years="crime_years",
+        group="group",
+        per=1,
+        weights="weight",
     ).assign(period="after index (out of prison)")
     tables["crime_rates"] = pd.concat([before, after], ignore_index=True)
-    tables["crime_before_after"] = pd.DataFrame([e.to_dict() for e in per_group])
+    tables["crime_before_after"] = pd.DataFrame(
+        [{"group": e.details["group"], **e.to_dict(), "details": None} for e in per_group]
+    ).drop(columns=["details"])
     extras = {
         "logrank_retention": logrank(
             ret, duration="retention_days", event="discontinued", treatment="treatment"
@@ -387,6 +406,12 @@ def run_study(
             "primary": "matched",
             "designs": {name: d.info for name, d in designs.items()},
             "covariates": list(config.covariates),
+            "propensity_not_finite": {
+                "n_hat": int((~np.isfinite(df["ps_logit"]) & (df["treatment"] == 1)).sum()),
+                "n_ost": int((~np.isfinite(df["ps_logit"]) & (df["treatment"] == 0)).sum()),
+                "note": "persons whose score is 0 or 1 (e.g. OST in regions without HAT); "
+                "they cannot be matched and are not in ps_overlap.csv",
+            },
             "max_abs_smd": {
                 col.removeprefix("smd_"): float(balance[col].abs().max())
                 for col in balance.columns
@@ -398,7 +423,24 @@ def run_study(
     }
     tables.update(
         {
-            "flow": cohort.flow(),
+            "flow": pd.concat(
+                [
+                    cohort.flow(),
+                    pd.DataFrame(
+                        [
+                            {
+                                "step": "matched",
+                                "stage": "matched",
+                                "n_hat": matched.info["n_treated_matched"],
+                                "n_ost": matched.info["n_control_matched"],
+                                "n_total": matched.info["n_treated_matched"]
+                                + matched.info["n_control_matched"],
+                            }
+                        ]
+                    ),
+                ],
+                ignore_index=True,
+            ),
             "exclusions": cohort.exclusions,
             "balance": balance,
             "table1": _table1(df, matched, config),

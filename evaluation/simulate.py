@@ -43,6 +43,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -253,7 +254,9 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
             tables, _ = generate(task.spec, np.random.default_rng(data_ss), truth=False)
             seconds["generate"] = time.perf_counter() - t
             t = time.perf_counter()
-            folder = write(tables, task.truth, Path(tmp) / "extract", spec=task.spec, format="parquet")
+            folder = write(
+                tables, task.truth, Path(tmp) / "extract", spec=task.spec, format="parquet"
+            )
             extract = read_extract(folder)
             seconds["extract"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -504,7 +507,11 @@ def simulate(
         if rec["status"] != "ok":
             err = rec.get("error") or {}
             failures[rec["setting"]["name"]].append(
-                {"replicate": rec["replicate"], "type": err.get("type"), "message": err.get("message")}
+                {
+                    "replicate": rec["replicate"],
+                    "type": err.get("type"),
+                    "message": err.get("message"),
+                }
             )
     document = {
         "schema_version": SUMMARY_VERSION,
@@ -637,9 +644,7 @@ class _progress:
             self.failed += bool(failed)
             extra = [f"{self.reused} reused"] if self.reused else []
             extra += [f"[red]{self.failed} failed[/red]"] if self.failed else []
-            self.bar.update(
-                self.task, advance=1, note=f"({', '.join(extra)})" if extra else ""
-            )
+            self.bar.update(self.task, advance=1, note=f"({', '.join(extra)})" if extra else "")
 
         return advance
 
@@ -699,7 +704,14 @@ def build_report(
     log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n", encoding="utf-8")
     html = out / "_build" / "html"
     if proc.returncode != 0 or not (html / "index.html").is_file():
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + "\n" + proc.stderr)
+        causes = [
+            ln
+            for ln in text.splitlines()
+            if re.match(r"\s*(\w+Error|\w+Exception):|.*(WARNING|ERROR):", ln)
+            and "[IPKernelApp]" not in ln
+        ]
+        tail = "\n".join(causes[:20] or text.strip().splitlines()[-30:])
         raise ReportBuildError(
             f"the simulation report failed to build (exit status {proc.returncode}); "
             f"log: {log}\n{tail}"
@@ -726,7 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
         "SEs, coverage and power with Monte Carlo SEs. "
         "`python -m evaluation.simulate report DIR` builds the report of a simulation folder.",
     )
-    parser.add_argument("--scenario", default="default", metavar="NAME", help="scenario name or YAML")
+    parser.add_argument(
+        "--scenario", default="default", metavar="NAME", help="scenario name or YAML"
+    )
     parser.add_argument(
         "--replicates", type=int, required=True, metavar="R", help="replicates per setting"
     )

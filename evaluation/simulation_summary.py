@@ -363,21 +363,27 @@ def power_figure(summary: pd.DataFrame, *, primary_only: bool = True, alpha: flo
 
     from evaluation import figures  # noqa: F401  (the report's seaborn theme)
 
-    df = summary[summary["primary"]] if primary_only else summary
+    df = summary[summary["primary"]] if primary_only else summary[summary["design"] == "matched"]
+    order = {o: i for i, o in enumerate(OUTCOME_LABELS)}
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (outcome, measure, method), d in df.groupby(["outcome", "measure", "method"]):
+    groups = sorted(
+        df.groupby(["outcome", "measure", "method"]), key=lambda g: (order.get(g[0][0], 99), g[0])
+    )
+    for (outcome, measure, method), d in groups:
         d = d.sort_values("n_hat")
+        name = OUTCOME_LABELS.get(outcome, outcome)
         ax.errorbar(
             d["n_hat"],
             d["power"],
             yerr=1.96 * d["power_mcse"].fillna(0),
             marker="o",
             capsize=3,
-            color=OUTCOME_COLOURS.get(outcome),
-            label=f"{OUTCOME_LABELS.get(outcome, outcome)} ({measure}, {method})",
+            color=OUTCOME_COLOURS.get(outcome) if primary_only else None,
+            label=f"{name} ({measure})" if primary_only else f"{name} ({measure}, {method})",
         )
+    ax.set_xticks(sorted(df["n_hat"].unique()))
     ax.axhline(0.8, color="grey", lw=0.8, ls="--")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("HAT patients in the study (n_hat)")
     ax.set_ylabel(f"power (share with p < {alpha:g})")
     ax.legend(loc="lower right", fontsize="small")

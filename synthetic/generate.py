@@ -62,7 +62,9 @@ def _missing(values: np.ndarray, name: str, people: People, spec: Scenario, rng)
     return out
 
 
-def generate(spec: Scenario, rng: np.random.Generator) -> tuple[dict[str, pd.DataFrame], dict]:
+def generate(
+    spec: Scenario, rng: np.random.Generator, *, truth: bool = True
+) -> tuple[dict[str, pd.DataFrame], dict | None]:
     """Generate an extract's tables and its truth.
 
     Parameters
@@ -71,14 +73,18 @@ def generate(spec: Scenario, rng: np.random.Generator) -> tuple[dict[str, pd.Dat
     rng : numpy.random.Generator
         Source of every random number of the data (the truth uses its own fixed seed,
         ``spec.truth.seed``, so that it does not depend on the data's seed).
+    truth : bool
+        Compute the truth. ``False`` returns ``None`` in its place, for callers that
+        generate many data sets of one scenario and compute the truth once
+        (:func:`synthetic.truth.truth_json`; it depends on the scenario, not on the seed).
 
     Returns
     -------
     tables : dict of str to DataFrame
         ``persons``, ``treatment_episodes``, ``deaths``, ``charges``, ``incarcerations`` in
         the contract's columns (dates as datetime64), sorted by ``person_id`` and date.
-    truth : dict
-        Contents of ``truth.json``.
+    truth : dict or None
+        Contents of ``truth.json`` (``None`` when ``truth=False``).
     """
     r_hat, r_ost, r_course, r_events, r_ids = rng.spawn(5)
     hat = draw_hat(spec.n_hat, spec, r_hat)
@@ -223,7 +229,7 @@ def generate(spec: Scenario, rng: np.random.Generator) -> tuple[dict[str, pd.Dat
         "incarcerations": prisons,
     }
     tables = {name: df.loc[:, list(COLUMNS[name])] for name, df in tables.items()}
-    return tables, truth_json(spec)
+    return tables, (truth_json(spec) if truth else None)
 
 
 def _order(number: np.ndarray, day: np.ndarray, code: np.ndarray | None = None) -> np.ndarray:

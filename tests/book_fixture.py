@@ -295,8 +295,8 @@ def _tables(rng: np.random.Generator, estimates: list[dict]) -> dict[str, pd.Dat
     for group, est, lo, hi in (("HAT", 0.504, 0.41, 0.62), ("OST", 0.72, 0.65, 0.80)):
         e = _estimate("crime", "rate_ratio_after_vs_before", "poisson_matched", est, lo, hi,
                       0.0001, details={"group": group, "cluster": "match_set"})  # fmt: skip
-        e["details"] = str(e["details"])  # as the pipeline's DataFrame of to_dict() writes it
-        ba.append(e)
+        del e["details"]
+        ba.append({"group": group, **e})
     flat = pd.DataFrame(estimates).drop(columns=["details"])
     return {
         "flow": flow,
