@@ -462,29 +462,6 @@ def forest_input(est: pd.DataFrame) -> pd.DataFrame:
     ).drop(columns=["_o", "_d"])
 
 
-def tidy_forest(fig: Any) -> Any:
-    """Readable ticks (0.5, 1, 2 rather than 5 x 10^-1) and the legend above the plot."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    ax = fig.axes[0]
-    lo, hi = ax.get_xlim()
-    ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10) if lo <= t <= hi]
-    if len(ticks) >= 2:
-        ax.set_xticks(ticks)
-    ax.tick_params(axis="y", labelsize=9)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    handles, labels = ax.get_legend_handles_labels()
-    if ax.get_legend() is not None:
-        ax.get_legend().remove()
-    if handles:
-        ax.set_title(ax.get_title(), pad=22)
-        ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(handles),
-                  fontsize=8, frameon=False, borderaxespad=0.2)  # fmt: skip
-    fig.tight_layout()
-    return fig
-
-
 def synthetic_banner() -> None:
     """A warning banner when the results come from synthetic data."""
     if not is_synthetic():

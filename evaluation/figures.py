@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -162,11 +163,24 @@ def forest_plot(estimates: pd.DataFrame, *, title: str = "All estimates") -> plt
         ax.scatter(ratio["truth"], y, marker="x", color="#009E73", zorder=4, s=30, label="truth")
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10) if lo <= t <= hi]
+    if len(ticks) >= 2:
+        ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(y)
-    ax.set_yticklabels(ratio["label"], fontsize=8)
+    ax.set_yticklabels(ratio["label"], fontsize=9)
     ax.set_xlabel("Ratio, HAT vs OST (log scale; < 1 favours HAT except retention RR)")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, pad=22)
+    ax.legend(
+        loc="lower left",
+        bbox_to_anchor=(0, 1.0),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0.2,
+    )
     fig.tight_layout()
     return fig
 
