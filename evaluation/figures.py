@@ -12,10 +12,10 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 #: colour of each group, used by every figure (Okabe–Ito, colour-blind safe)
 GROUP_COLOURS = {"HAT": "#D55E00", "OST": "#0072B2"}

@@ -754,7 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://host:8786)"
     )
-    parser.add_argument("--out", type=Path, metavar="DIR", help="folder (simulations/<scenario>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="folder (default results-simulation/<scenario>, git-ignored)",
+    )
     parser.add_argument("--seed", type=int, metavar="S", help="seed (default: the config's)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="study configuration (YAML)")
     parser.add_argument("--report", action="store_true", help="also build the report")
@@ -818,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = simulate(
             args.scenario,
             replicates=args.replicates,
-            out=args.out or Path("simulations") / Path(args.scenario).stem,
+            out=args.out or Path("results-simulation") / Path(args.scenario).stem,
             n_hat=args.n_hat,
             seed=args.seed,
             config=config,
