@@ -1,0 +1,316 @@
+"""Covariate balance between treated and controls: SMD, variance ratio, ESS.
+
+Balance is judged on the same expanded covariates the propensity model sees
+(:func:`analysis.missing.design_matrix`, every level of a categorical covariate,
+missing indicators, ``log1p`` charges), before and after matching or weighting.
+
+The standardised mean difference (SMD) divides the difference in (weighted) means
+by the pooled SD of the *unweighted* treated and control groups of a reference
+sample, normally the full cohort before matching (Austin 2009; Stuart 2010): the
+yardstick is held fixed, so a change in SMD reflects a change in the mean
+difference, not in the spread. A common rule of thumb calls ``|SMD| < 0.1``
+balanced (Austin 2009) and a variance ratio between 0.5 and 2 acceptable (Rubin
+2001).
+
+References
+----------
+Austin PC (2009). Balance diagnostics for comparing the distribution of baseline
+covariates between treatment groups in propensity-score matched samples. *Stat
+Med* 28(25):3083-3107.
+
+Austin PC, Stuart EA (2015). Moving towards best practice when using inverse
+probability of treatment weighting (IPTW) using the propensity score to estimate
+causal treatment effects in observational studies. *Stat Med* 34(28):3661-3679.
+
+Rubin DB (2001). Using propensity scores to help design observational studies:
+application to the tobacco litigation. *Health Serv Outcomes Res Methodol*
+2:169-188.
+
+Stuart EA (2010). Matching methods for causal inference: a review and a look
+forward. *Stat Sci* 25(1):1-21.
+
+Kish L (1965). *Survey Sampling*. New York: Wiley.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.missing import DEFAULT_COVARIATES, design_matrix
+
+#: |SMD| below which a covariate is called balanced (Austin 2009)
+SMD_THRESHOLD = 0.1
+
+
+def effective_sample_size(weights: np.ndarray | pd.Series | Sequence[float]) -> float:
+    """Kish effective sample size, ``(sum w)^2 / sum w^2``.
+
+    Parameters
+    ----------
+    weights : array-like
+        Non-negative weights.
+
+    Returns
+    -------
+    float
+        ``nan`` if there are no weights or all are 0.
+
+    References
+    ----------
+    Kish L (1965). *Survey Sampling*. New York: Wiley.
+
+    Examples
+    --------
+    >>> effective_sample_size([1, 1, 1, 1])
+    4.0
+    >>> effective_sample_size([2, 0, 0, 0])
+    1.0
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    s2 = float(np.sum(w * w))
+    return float(np.sum(w)) ** 2 / s2 if s2 > 0 else float("nan")
+
+
+def _weighted_mean_var(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and unbiased (reliability-weight) variances; unit weights give ddof=1."""
+    sw = w.sum()
+    if sw <= 0:
+        nan = np.full(X.shape[1], np.nan)
+        return nan, nan
+    mean = w @ X / sw
+    ss = w @ (X - mean) ** 2
+    denom = sw - (w @ w) / sw
+    var = ss / denom if denom > 0 else np.full(X.shape[1], np.nan)
+    return mean, var
+
+
+def _treatment(df: pd.DataFrame, treatment: str) -> np.ndarray:
+    t = df[treatment]
+    if t.isna().any() or not t.isin([0, 1]).all():
+        raise ValueError(f"{treatment}: must be 0/1 without missing values")
+    return t.to_numpy(dtype=np.int64) == 1
+
+
+def balance_table(
+    df: pd.DataFrame,
+    *,
+    treatment: str = "treatment",
+    covariates: Sequence[str] = DEFAULT_COVARIATES,
+    weights: str | np.ndarray | pd.Series | None = None,
+    reference: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Balance of each expanded covariate between treated and controls.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The sample to describe (full cohort, matched sample or weighted cohort).
+    treatment : str, default ``"treatment"``
+        0/1 column, 1 = treated.
+    covariates : sequence of str, default :data:`analysis.missing.DEFAULT_COVARIATES`
+        Covariates, expanded by :func:`analysis.missing.design_matrix` with every
+        level of a categorical covariate kept and missing indicators added.
+    weights : str or array-like, optional
+        Column name or values (row order of ``df``): matching or IPT weights.
+    reference : DataFrame, optional
+        Sample whose *unweighted* groups give the SMD denominator, the levels, fill
+        values and columns (default: ``df``). Pass the full cohort when describing a
+        matched or weighted sample, so SMDs before and after share one yardstick.
+
+    Returns
+    -------
+    DataFrame
+        One row per expanded covariate, in design order: ``variable``,
+        ``covariate`` (its source), ``binary`` (0/1 column), ``mean_treated``,
+        ``mean_control`` (weighted), ``sd_pooled`` (the SMD denominator),
+        ``smd`` = (mean_treated - mean_control) / sd_pooled, ``variance_ratio``
+        (weighted variance treated / control; less informative for binary
+        columns).
+
+    Notes
+    -----
+    ``sd_pooled = sqrt((s_t^2 + s_c^2) / 2)`` from the reference sample (unweighted,
+    ``ddof=1``). Weighted variances use reliability weights,
+    ``sum w (x - m)^2 / (sum w - sum w^2 / sum w)``, which reduce to ``ddof=1``
+    with unit weights. A covariate with ``sd_pooled`` 0 (each group constant) has
+    SMD ``+-inf`` if the means differ, else 0.
+
+    References
+    ----------
+    Austin PC (2009). Balance diagnostics for comparing the distribution of baseline
+    covariates between treatment groups in propensity-score matched samples. *Stat
+    Med* 28:3083-3107.
+
+    Austin PC, Stuart EA (2015). Moving towards best practice when using inverse
+    probability of treatment weighting (IPTW) using the propensity score to
+    estimate causal treatment effects in observational studies. *Stat Med*
+    34:3661-3679.
+    """
+    ref = df if reference is None else reference
+    X = design_matrix(df, covariates, drop_first=False, reference=ref)
+    Xr = X if reference is None else design_matrix(ref, covariates, drop_first=False)
+    if list(Xr.columns) != list(X.columns):  # pragma: no cover - guarded by design_matrix
+        raise ValueError("reference and data expand to different columns")
+    t = _treatment(df, treatment)
+    tr = t if reference is None else _treatment(ref, treatment)
+    if weights is None:
+        w = np.ones(len(df))
+    else:
+        w = np.asarray(df[weights] if isinstance(weights, str) else weights, dtype=np.float64)
+        if w.shape != (len(df),) or np.isnan(w).any() or (w < 0).any():
+            raise ValueError("weights must be non-negative, one per row, without missing values")
+    A, R = X.to_numpy(), Xr.to_numpy()
+    m_t, v_t = _weighted_mean_var(A[t], w[t])
+    m_c, v_c = _weighted_mean_var(A[~t], w[~t])
+    ones_t, ones_c = np.ones(int(tr.sum())), np.ones(int((~tr).sum()))
+    _, rv_t = _weighted_mean_var(R[tr], ones_t)
+    _, rv_c = _weighted_mean_var(R[~tr], ones_c)
+    sd = np.sqrt((np.nan_to_num(rv_t) + np.nan_to_num(rv_c)) / 2)
+    diff = m_t - m_c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        smd = np.where(sd > 0, diff / sd, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+        vr = v_t / v_c
+    source = X.attrs.get("source", {})
+    return pd.DataFrame(
+        {
+            "variable": X.columns,
+            "covariate": [source.get(c, c) for c in X.columns],
+            "binary": [bool(np.isin(R[:, j], (0.0, 1.0)).all()) for j in range(R.shape[1])],
+            "mean_treated": m_t,
+            "mean_control": m_c,
+            "sd_pooled": sd,
+            "smd": smd,
+            "variance_ratio": vr,
+        }
+    )
+
+
+def compare_balance(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    *,
+    treatment: str = "treatment",
+    covariates: Sequence[str] = DEFAULT_COVARIATES,
+    weights: str | np.ndarray | pd.Series | None = None,
+) -> pd.DataFrame:
+    """Balance before and after matching or weighting, side by side.
+
+    Parameters
+    ----------
+    before : DataFrame
+        The unadjusted sample (the full cohort); also the reference for the SMD
+        denominator and the expanded columns.
+    after : DataFrame
+        The matched sample (or the weighted cohort).
+    treatment : str, default ``"treatment"``
+        0/1 column.
+    covariates : sequence of str
+        Covariates as for :func:`balance_table`.
+    weights : str or array-like, optional
+        Weights of ``after`` (matching or IPT weights).
+
+    Returns
+    -------
+    DataFrame
+        One row per expanded covariate: ``variable``, ``covariate``, ``binary``,
+        ``sd_pooled``, then ``mean_treated``, ``mean_control``, ``smd``,
+        ``variance_ratio`` each with suffix ``_before`` and ``_after``.
+
+    References
+    ----------
+    Austin PC (2009). Balance diagnostics for comparing the distribution of baseline
+    covariates between treatment groups in propensity-score matched samples. *Stat
+    Med* 28:3083-3107.
+    """
+    keys = ["variable", "covariate", "binary", "sd_pooled"]
+    stats = ["mean_treated", "mean_control", "smd", "variance_ratio"]
+    b = balance_table(before, treatment=treatment, covariates=covariates)
+    a = balance_table(
+        after, treatment=treatment, covariates=covariates, weights=weights, reference=before
+    )
+    out = b[keys].copy()
+    for name, tab in (("before", b), ("after", a)):
+        for s in stats:
+            out[f"{s}_{name}"] = tab[s].to_numpy()
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class BalanceSummary:
+    """Headline balance numbers of a design.
+
+    Attributes
+    ----------
+    max_abs_smd_before, max_abs_smd_after : float
+        Largest ``|SMD|`` over the expanded covariates.
+    worst_variable : str
+        The covariate with the largest ``|SMD|`` after.
+    n_imbalanced : int
+        Covariates with ``|SMD| >= threshold`` after.
+    n_variance_ratio_outside : int
+        Non-binary covariates with variance ratio outside [0.5, 2] after.
+    threshold : float
+        The ``|SMD|`` threshold.
+    share_treated_matched : float
+        Share of treated persons in the matched sample (``nan`` if not given).
+    """
+
+    max_abs_smd_before: float
+    max_abs_smd_after: float
+    worst_variable: str
+    n_imbalanced: int
+    n_variance_ratio_outside: int
+    threshold: float
+    share_treated_matched: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary."""
+        return dict(self.__dict__)
+
+
+def balance_summary(
+    comparison: pd.DataFrame,
+    *,
+    threshold: float = SMD_THRESHOLD,
+    share_treated_matched: float = float("nan"),
+) -> BalanceSummary:
+    """Summarise a :func:`compare_balance` table.
+
+    Parameters
+    ----------
+    comparison : DataFrame
+        Output of :func:`compare_balance`.
+    threshold : float, default 0.1
+        ``|SMD|`` at or above which a covariate counts as imbalanced.
+    share_treated_matched : float, optional
+        ``MatchedSample.share_treated_matched``, carried into the summary.
+
+    Returns
+    -------
+    BalanceSummary
+
+    References
+    ----------
+    Austin PC (2009). Balance diagnostics for comparing the distribution of baseline
+    covariates between treatment groups in propensity-score matched samples. *Stat
+    Med* 28:3083-3107.
+
+    Rubin DB (2001). Using propensity scores to help design observational studies.
+    *Health Serv Outcomes Res Methodol* 2:169-188.
+    """
+    after = comparison["smd_after"].abs()
+    vr = comparison.loc[~comparison["binary"], "variance_ratio_after"]
+    return BalanceSummary(
+        max_abs_smd_before=float(comparison["smd_before"].abs().max()),
+        max_abs_smd_after=float(after.max()),
+        worst_variable=str(comparison.loc[after.idxmax(), "variable"]) if len(after) else "",
+        n_imbalanced=int((after >= threshold).sum()),
+        n_variance_ratio_outside=int(((vr < 0.5) | (vr > 2)).sum()),
+        threshold=threshold,
+        share_treated_matched=float(share_treated_matched),
+    )

@@ -1,0 +1,298 @@
+"""Propensity score: the probability of HAT given baseline covariates.
+
+:func:`fit_propensity` fits an unpenalised logistic regression of ``treatment`` on
+the design matrix of :func:`analysis.missing.design_matrix` (dummies, missing
+indicators, ``log1p`` charges) and returns the score and its logit for every
+person.
+
+Separation
+----------
+Registry cohorts separate routinely: HAT is offered only in some regions, so a
+region dummy can have no treated person at all, and the maximum-likelihood
+coefficient of that dummy is minus infinity. Rather than letting the optimiser
+wander off (or crash), persons in such a cell are recognised before fitting: for
+every 0/1 column, the rows where it is 1 (and those where it is 0) are checked; if
+they are all controls (all treated), their score is the limit of the maximum-
+likelihood fit, exactly 0 (1), their logit ``-inf`` (``+inf``), and they leave the
+fit together with any column that becomes constant. The check repeats until no cell
+is separated. These persons cannot be matched (:func:`analysis.matching.match`
+skips non-finite scores) and get weight 0 as controls in :func:`analysis.weighting.
+att_weights`; with exact matching on region they were never candidates anyway.
+Columns that are linear combinations of earlier ones (two covariates missing in the
+same rows give identical indicators) are dropped, in column order.
+
+If the remaining fit still does not converge (separation along a combination of
+continuous covariates), it falls back to a weakly ridge-penalised fit on
+standardised columns (``method="ridge_fallback"``, ``converged=False``) and warns.
+
+References
+----------
+Rosenbaum PR, Rubin DB (1983). The central role of the propensity score in
+observational studies for causal effects. *Biometrika* 70(1):41-55.
+
+Albert A, Anderson JA (1984). On the existence of maximum likelihood estimates in
+logistic regression models. *Biometrika* 71(1):1-10.
+
+Stuart EA (2010). Matching methods for causal inference: a review and a look
+forward. *Stat Sci* 25(1):1-21.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy.special import expit
+from statsmodels.tools.sm_exceptions import (
+    ConvergenceWarning,
+    HessianInversionWarning,
+    PerfectSeparationWarning,
+)
+
+from analysis.missing import DEFAULT_COVARIATES, design_matrix
+
+#: residual variance share below which a column counts as a combination of earlier ones
+_COLLINEAR_TOL = 1e-9
+
+
+@dataclass(frozen=True, kw_only=True)
+class PropensityScore:
+    """A fitted propensity score.
+
+    Attributes
+    ----------
+    score : ndarray
+        Estimated probability of treatment, one per row of the input, in row order.
+    logit : ndarray
+        Linear predictor ``log(score / (1 - score))``; ``-inf``/``+inf`` for persons
+        in a separated cell (see the module notes).
+    coefficients : Series
+        Log-odds coefficients, index ``const`` then the design columns; columns left
+        out of the fit are ``NaN`` (reason in ``dropped``).
+    converged : bool
+        Whether the unpenalised maximum-likelihood fit converged.
+    n : int
+        Rows of the input.
+    method : str
+        ``logit_mle`` or ``ridge_fallback``.
+    n_separated : int
+        Persons whose score was fixed at 0 or 1 by separation.
+    dropped : dict
+        Design column -> reason it is not in the fit.
+    """
+
+    score: np.ndarray
+    logit: np.ndarray
+    coefficients: pd.Series
+    converged: bool
+    n: int
+    method: str = "logit_mle"
+    n_separated: int = 0
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def to_frame(self, person_id: pd.Series | np.ndarray | None = None) -> pd.DataFrame:
+        """Scores as a DataFrame (``person_id`` first when given), columns ``ps, ps_logit``."""
+        out = pd.DataFrame({"ps": self.score, "ps_logit": self.logit})
+        if person_id is not None:
+            out.insert(0, "person_id", np.asarray(person_id))
+        return out
+
+
+def _treatment_array(df: pd.DataFrame, treatment: str) -> np.ndarray:
+    t = df[treatment]
+    if t.isna().any():
+        raise ValueError(f"{treatment}: missing values")
+    y = t.to_numpy(dtype=np.float64)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"{treatment}: must be 0/1")
+    return y
+
+
+def _separated_rows(
+    X: np.ndarray, y: np.ndarray, names: list[str]
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """Rows in cells of a 0/1 column where treatment is constant, found repeatedly.
+
+    Returns ``active`` (rows left for the fit), ``fixed`` (0/1 score of the others,
+    NaN for active rows) and the columns whose cells separated.
+    """
+    n, p = X.shape
+    binary = [j for j in range(p) if np.isin(X[:, j], (0.0, 1.0)).all()]
+    active = np.ones(n, dtype=bool)
+    fixed = np.full(n, np.nan)
+    reasons: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for j in binary:
+            for v in (1.0, 0.0):
+                rows = active & (X[:, j] == v)
+                if not rows.any() or not active[~rows].any():
+                    continue
+                ys = y[rows]
+                if ys.min() == ys.max():
+                    fixed[rows] = ys[0]
+                    active &= ~rows
+                    group = "treated" if ys[0] == 1 else "controls"
+                    reasons[names[j]] = f"separation: all {group} where {names[j]} == {v:g}"
+                    changed = True
+    return active, fixed, reasons
+
+
+def _independent_columns(X: np.ndarray) -> list[int]:
+    """Columns (in order) that are neither constant nor a linear combination of earlier ones."""
+    Xc = X - X.mean(axis=0)
+    G = Xc.T @ Xc
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        gjj = G[j, j]
+        if gjj <= 0:
+            continue
+        if keep:
+            gk = G[np.ix_(keep, keep)]
+            b = np.linalg.lstsq(gk, G[keep, j], rcond=None)[0]
+            resid = gjj - G[j, keep] @ b
+        else:
+            resid = gjj
+        if resid > _COLLINEAR_TOL * gjj:
+            keep.append(j)
+    return keep
+
+
+def _fit_mle(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
+    exog = np.column_stack([np.ones(len(y)), X])
+    with warnings.catch_warnings():
+        for w in (ConvergenceWarning, HessianInversionWarning, PerfectSeparationWarning):
+            warnings.simplefilter("ignore", w)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            res = sm.Logit(y, exog).fit(method="newton", maxiter=100, disp=0)
+        except (np.linalg.LinAlgError, ValueError):
+            return np.full(exog.shape[1], np.nan), False
+    params = np.asarray(res.params, dtype=np.float64)
+    ok = bool(res.mle_retvals.get("converged", False)) and bool(np.isfinite(params).all())
+    if ok:
+        # quasi-separation makes Newton "converge" towards infinity slowly: very
+        # large coefficients on standardised columns betray it
+        scale = np.r_[1.0, X.std(axis=0)]
+        ok = bool(np.abs(params * scale).max() < 25)
+    return params, ok
+
+
+def _fit_ridge(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = X.mean(axis=0), X.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    model = LogisticRegression(C=1.0, max_iter=1000, tol=1e-8)
+    model.fit((X - mu) / sd, y)
+    beta = model.coef_[0] / sd
+    const = model.intercept_[0] - beta @ mu
+    return np.r_[const, beta]
+
+
+def fit_propensity(
+    df: pd.DataFrame,
+    *,
+    treatment: str = "treatment",
+    covariates: Sequence[str] = DEFAULT_COVARIATES,
+) -> PropensityScore:
+    """Fit the propensity score by logistic regression.
+
+    Parameters
+    ----------
+    df : DataFrame
+        One row per person.
+    treatment : str, default ``"treatment"``
+        0/1 column, 1 = HAT.
+    covariates : sequence of str, default :data:`analysis.missing.DEFAULT_COVARIATES`
+        Baseline covariates; expanded by :func:`analysis.missing.design_matrix`
+        (dummies with the first level as reference, missing indicators with mean
+        fill, ``log1p(baseline_charges)``).
+
+    Returns
+    -------
+    PropensityScore
+        ``score`` and ``logit`` in the row order of ``df``; coefficients; whether
+        the fit converged; persons fixed by separation.
+
+    Raises
+    ------
+    ValueError
+        ``treatment`` is missing, not 0/1, or has only one group.
+
+    Warns
+    -----
+    RuntimeWarning
+        The unpenalised fit did not converge and the ridge fallback was used.
+
+    Notes
+    -----
+    Unpenalised maximum likelihood (statsmodels ``Logit``, Newton). Separated
+    cells (a region without HAT) are handled before fitting; see the module notes.
+    The model is a tool for balance, not an explanation: judge it by the balance it
+    gives (:func:`analysis.balance.balance_table`), not by its coefficients.
+
+    References
+    ----------
+    Rosenbaum PR, Rubin DB (1983). The central role of the propensity score in
+    observational studies for causal effects. *Biometrika* 70:41-55.
+
+    Rosenbaum PR, Rubin DB (1984). Reducing bias in observational studies using
+    subclassification on the propensity score. *J Am Stat Assoc* 79:516-524.
+
+    Albert A, Anderson JA (1984). On the existence of maximum likelihood estimates
+    in logistic regression models. *Biometrika* 71:1-10.
+    """
+    y = _treatment_array(df, treatment)
+    n = len(y)
+    if n == 0 or y.min() == y.max():
+        raise ValueError(f"{treatment}: both treated (1) and controls (0) are needed")
+    design = design_matrix(df, covariates)
+    names = list(design.columns)
+    X = design.to_numpy(dtype=np.float64)
+
+    active, fixed, dropped = _separated_rows(X, y, names)
+    Xa, ya = X[active], y[active]
+    keep = _independent_columns(Xa)
+    for j, name in enumerate(names):
+        if j not in keep and name not in dropped:
+            dropped[name] = (
+                "constant among the rows fitted"
+                if np.ptp(Xa[:, j]) == 0
+                else "linear combination of earlier columns"
+            )
+    Xk = Xa[:, keep]
+    params, converged = _fit_mle(Xk, ya)
+    method = "logit_mle"
+    if not converged:
+        warnings.warn(
+            "propensity model: the unpenalised logistic fit did not converge "
+            "(separation or near-collinearity); using a weakly ridge-penalised fit",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        params = _fit_ridge(Xk, ya)
+        method = "ridge_fallback"
+
+    logit = np.where(fixed == 1.0, np.inf, -np.inf)
+    logit[active] = params[0] + Xk @ params[1:]
+    score = np.where(active, expit(logit), fixed)
+    coef = np.full(len(names) + 1, np.nan)
+    coef[0] = params[0]
+    coef[1 + np.asarray(keep, dtype=int)] = params[1:]
+    coefficients = pd.Series(coef, index=["const", *names], name="coefficient")
+    return PropensityScore(
+        score=score,
+        logit=logit,
+        coefficients=coefficients,
+        converged=converged,
+        n=n,
+        method=method,
+        n_separated=int((~active).sum()),
+        dropped=dropped,
+    )

@@ -1,0 +1,227 @@
+"""Benchmark ``analysis.matching.match`` against the naive quadratic greedy search.
+
+Data: registry-like logit propensity scores, treated ~ N(-4.6 + shift, 1), controls
+~ N(-4.6, 1) (about 1 % treated at shift 0); four regions, HAT only in two of them
+(exact matching on region); ``person_id`` strings. ``--shift 1`` is moderate
+confounding, ``--shift 2`` strong (treated outnumber controls in the upper tail, so
+long chains of conflicts); ``--round 2`` rounds scores to 2 decimals, giving the
+massive ties that discrete registry covariates produce.
+
+Each scenario runs in a fresh subprocess, single-threaded, and reports
+
+* wall time of the ``match()`` call only (data generation excluded), best of
+  ``--repeat``;
+* peak memory: the rise in the process's peak resident set size during that call
+  (``VmHWM`` after, reset through ``/proc/self/clear_refs``, minus ``VmRSS`` before).
+
+The naive reference is the textbook sequential algorithm: one treated person at a
+time (descending score), distances to every control of its region (one numpy
+vector per person), ``k`` rounds: ``O(n_treated * n_control * k)``. It is run at a
+small size only, its pairs compared with ours, and the speed ratio printed.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_matching.py                  # 10k x 100k, 10k x 1M
+    .venv/bin/python benchmarks/bench_matching.py --shift 2 --round 2
+    .venv/bin/python benchmarks/bench_matching.py --sizes 10000x1000000 --k 1 --replace
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+REGIONS = np.array(["south-east", "west", "central", "north"])
+
+
+def make_data(
+    n_treated: int,
+    n_control: int,
+    *,
+    shift: float = 1.0,
+    decimals: int | None = None,
+    seed: int = 1,
+) -> pd.DataFrame:
+    """Logit scores, treatment, region (HAT in south-east and west only), string ids."""
+    rng = np.random.default_rng(seed)
+    n = n_treated + n_control
+    treated = np.r_[np.ones(n_treated, np.int64), np.zeros(n_control, np.int64)]
+    region = np.where(
+        treated == 1,
+        rng.choice(REGIONS[:2], n, p=[0.6, 0.4]),
+        rng.choice(REGIONS, n, p=[0.4, 0.25, 0.2, 0.15]),
+    )
+    logit = rng.normal(-4.6, 1.0, n) + shift * treated
+    if decimals is not None:
+        logit = np.round(logit, decimals)
+    ids = np.char.add("P", np.char.zfill(rng.permutation(n).astype(str), 8)).astype(object)
+    return pd.DataFrame(
+        {"person_id": ids, "treatment": treated, "region": region, "ps_logit": logit}
+    )
+
+
+def naive_match(df: pd.DataFrame, *, k: int, caliper: float) -> pd.DataFrame:
+    """Sequential greedy matching with a full distance vector per treated person."""
+    from analysis.matching import caliper_width
+
+    ids = df["person_id"].to_numpy()
+    s = df["ps_logit"].to_numpy()
+    tr = df["treatment"].to_numpy() == 1
+    region = df["region"].to_numpy()
+    width = caliper_width(s, tr, caliper)
+    ti = np.flatnonzero(tr)
+    ti = ti[np.lexsort((ids[ti], -s[ti]))]
+    ci = np.flatnonzero(~tr)
+    ci = ci[np.argsort(ids[ci], kind="stable")]  # ties in distance -> lowest person_id
+    pools = {r: ci[region[ci] == r] for r in np.unique(region[ti])}
+    free = {r: np.ones(len(p), bool) for r, p in pools.items()}
+    out = []
+    active = list(ti)
+    for rnd in range(1, k + 1):
+        nxt = []
+        for t in active:
+            pool, ok = pools[region[t]], free[region[t]]
+            d = np.where(ok, np.abs(s[pool] - s[t]), np.inf)
+            j = int(np.argmin(d))
+            if d[j] <= width:
+                ok[j] = False
+                out.append((ids[t], ids[pool[j]], rnd))
+                nxt.append(t)
+        active = nxt
+    return pd.DataFrame(out, columns=["treated_id", "control_id", "round"])
+
+
+def _status_kb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def _peak_reset() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(spec: dict) -> dict:
+    """Run one scenario in this process; return timings and peak memory."""
+    sys.path.insert(0, str(ROOT))
+    from analysis.matching import match
+
+    df = make_data(
+        spec["n_treated"], spec["n_control"], shift=spec["shift"], decimals=spec["round"]
+    )
+    best, peak, result = float("inf"), float("nan"), None
+    for _ in range(spec["repeat"]):
+        before = _status_kb("VmRSS:")
+        reset = _peak_reset()
+        t0 = time.perf_counter()
+        if spec["method"] == "naive":
+            result = naive_match(df, k=spec["k"], caliper=spec["caliper"])
+        else:
+            m = match(df, k=spec["k"], caliper=spec["caliper"], replace=spec["replace"])
+            result = m.pairs[["treated_id", "control_id", "round"]]
+        elapsed = time.perf_counter() - t0
+        peak_i = (_status_kb("VmHWM:") - before) / 1024 if reset else float("nan")
+        if elapsed < best:
+            best, peak = elapsed, peak_i
+    pairs = result.sort_values(["treated_id", "round"]).reset_index(drop=True)
+    return {
+        "seconds": best,
+        "peak_mb": peak,
+        "n_pairs": len(pairs),
+        "n_treated_matched": int(pairs["treated_id"].nunique()),
+        "digest": int(pd.util.hash_pandas_object(pairs, index=False).sum() % (2**61)),
+    }
+
+
+def run(spec: dict) -> dict:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000x100000,10000x1000000")
+    parser.add_argument("--naive-size", default="2000x200000", help="size of the naive comparison")
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--caliper", type=float, default=0.2)
+    parser.add_argument("--replace", action="store_true")
+    parser.add_argument("--shift", type=float, default=1.0)
+    parser.add_argument("--round", type=int, default=None, help="round scores to N decimals")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    base = {
+        "k": args.k,
+        "caliper": args.caliper,
+        "replace": args.replace,
+        "shift": args.shift,
+        "round": args.round,
+        "repeat": args.repeat,
+    }
+    print(
+        f"# match(): k={args.k}, caliper={args.caliper} SD, replace={args.replace}, "
+        f"shift={args.shift}, rounded to {args.round} decimals; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, single-threaded"
+    )
+    print("| n treated | n control | method | seconds | peak MB | pairs | treated matched |")
+    print("|---:|---:|---|---:|---:|---:|---:|")
+
+    def row(nt, nc, method, r):
+        print(
+            f"| {nt:,} | {nc:,} | {method} | {r['seconds']:.2f} | {r['peak_mb']:.0f} "
+            f"| {r['n_pairs']:,} | {r['n_treated_matched']:,} |",
+            flush=True,
+        )
+
+    for size in args.sizes.split(","):
+        nt, nc = (int(x) for x in size.split("x"))
+        row(nt, nc, "ours", run({**base, "n_treated": nt, "n_control": nc, "method": "ours"}))
+    if args.naive_size and not args.replace:
+        nt, nc = (int(x) for x in args.naive_size.split("x"))
+        ours = run({**base, "n_treated": nt, "n_control": nc, "method": "ours"})
+        naive = run({**base, "n_treated": nt, "n_control": nc, "method": "naive", "repeat": 1})
+        row(nt, nc, "ours", ours)
+        row(nt, nc, "naive (quadratic)", naive)
+        same = ours["digest"] == naive["digest"]
+        print(
+            f"\nnaive / ours time ratio at {nt:,} x {nc:,}: "
+            f"{naive['seconds'] / ours['seconds']:.1f}x; identical pairs: {same}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Tests of analysis.balance (SMD, variance ratio, summaries) and the design figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from analysis.balance import balance_summary, balance_table, compare_balance
+from analysis.matching import match
+from evaluation.figures_design import GROUP_COLOURS, love_plot, ps_overlap_plot
+from tests.test_propensity import make_cohort, with_scores
+
+
+def hand() -> pd.DataFrame:
+    """Treated ages 30, 40, 50; control ages 20, 30, 40, 50; injecting known by hand."""
+    return pd.DataFrame(
+        {
+            "person_id": list("abcdefg"),
+            "treatment": [1, 1, 1, 0, 0, 0, 0],
+            "age": [30.0, 40.0, 50.0, 20.0, 30.0, 40.0, 50.0],
+            "injecting": [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        }
+    )
+
+
+def test_hand_computed_smd_and_variance_ratio() -> None:
+    b = balance_table(hand(), covariates=["age", "injecting"]).set_index("variable")
+    # age: means 40 and 35, variances 100 and 166.67 (ddof=1)
+    sd = np.sqrt((100 + 500 / 3) / 2)
+    assert b.loc["age", "mean_treated"] == 40 and b.loc["age", "mean_control"] == 35
+    assert b.loc["age", "sd_pooled"] == pytest.approx(sd)
+    assert b.loc["age", "smd"] == pytest.approx(5 / sd)
+    assert b.loc["age", "variance_ratio"] == pytest.approx(100 / (500 / 3))
+    # injecting: 2/3 vs 1/4, variances 1/3 and 1/4 (ddof=1)
+    sd = np.sqrt((1 / 3 + 1 / 4) / 2)
+    assert b.loc["injecting", "smd"] == pytest.approx((2 / 3 - 1 / 4) / sd)
+    assert b.loc["injecting", "binary"] and not b.loc["age", "binary"]
+
+
+def test_weights_and_the_fixed_denominator() -> None:
+    df = hand()
+    # weight the controls towards the treated ages: 20 gets 0, others 1
+    w = np.array([1, 1, 1, 0, 1, 1, 1.0])
+    b = balance_table(df, covariates=["age"], weights=w).set_index("variable")
+    assert b.loc["age", "mean_control"] == 40
+    assert b.loc["age", "smd"] == 0
+    # the denominator is the unweighted one, whatever the weights
+    assert b.loc["age", "sd_pooled"] == pytest.approx(np.sqrt((100 + 500 / 3) / 2))
+    # a subsample described against a reference keeps the reference's denominator
+    sub = df.iloc[[0, 1, 2, 5, 6]]
+    r = balance_table(sub, covariates=["age"], reference=df).set_index("variable")
+    assert r.loc["age", "sd_pooled"] == pytest.approx(np.sqrt((100 + 500 / 3) / 2))
+    # unit weights = no weights
+    u = balance_table(df, covariates=["age", "injecting"], weights=np.ones(7))
+    pd.testing.assert_frame_equal(u, balance_table(df, covariates=["age", "injecting"]))
+
+
+def test_rows_for_levels_and_missing_indicators() -> None:
+    df = make_cohort(0)
+    b = balance_table(df)
+    assert {"sex_F", "sex_M", "region_south-east", "region_north"} <= set(b["variable"])
+    assert {"years_opioid_use_missing", "homeless_missing"} <= set(b["variable"])
+    assert b.set_index("variable").loc["homeless_missing", "covariate"] == "homeless"
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    df = with_scores(make_cohort(2))
+    m = match(df, k=4)
+    after = df.merge(m.data[["person_id", "weight"]], on="person_id")
+    return df, m, compare_balance(df, after, weights="weight")
+
+
+def test_compare_and_summary(comparison) -> None:
+    df, m, c = comparison
+    assert {"smd_before", "smd_after", "variance_ratio_before", "variance_ratio_after"} <= set(c)
+    s = balance_summary(c, share_treated_matched=m.share_treated_matched)
+    assert s.max_abs_smd_before == pytest.approx(c["smd_before"].abs().max())
+    assert s.max_abs_smd_after == pytest.approx(c["smd_after"].abs().max())
+    assert s.max_abs_smd_after < 0.1
+    assert s.max_abs_smd_before > 0.2
+    assert s.n_imbalanced == 0
+    assert s.worst_variable in set(c["variable"])
+    assert s.share_treated_matched == m.n_treated_matched / m.n_treated
+    assert s.to_dict()["threshold"] == 0.1
+
+
+def test_figures(comparison) -> None:
+    df, m, c = comparison
+    fig = love_plot(c)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel()
+    assert any(np.allclose(line.get_xdata(), 0.1) for line in ax.get_lines())
+    assert len(ax.get_yticklabels()) == len(c)
+    flag = df["person_id"].isin(m.data["person_id"])
+    fig = ps_overlap_plot(df, matched=flag.to_numpy())
+    assert isinstance(fig, Figure) and len(fig.axes) >= 2
+    assert "not finite" in fig.axes[0].get_title()  # regions without HAT
+    assert GROUP_COLOURS == {"HAT": "#D55E00", "OST": "#0072B2"}

@@ -1,0 +1,127 @@
+"""Tests of analysis.missing: the design matrix with missing indicators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.missing import DEFAULT_COVARIATES, design_matrix
+from tests.test_propensity import make_cohort
+
+
+def small() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "person_id": ["a", "b", "c", "d"],
+            "sex": ["M", "F", "M", "M"],
+            "region": ["west", "north", "south-east", "west"],
+            "age": [30.0, 40.0, 50.0, 60.0],
+            "homeless": [1.0, np.nan, 0.0, 0.0],
+            "years_opioid_use": [np.nan, 10.0, 20.0, np.nan],
+            "baseline_charges": [0, 3, 1, 7],
+            "injecting": [1.0, 1.0, 1.0, 1.0],
+        }
+    )
+
+
+def test_default_covariates() -> None:
+    assert DEFAULT_COVARIATES == (
+        "age",
+        "sex",
+        "region",
+        "years_opioid_use",
+        "prior_ost_episodes",
+        "injecting",
+        "psychiatric_dx",
+        "homeless",
+        "prior_overdose",
+        "benzodiazepine_use",
+        "baseline_charges",
+    )
+
+
+def test_columns_dummies_indicators_and_fill() -> None:
+    df = small()
+    X = design_matrix(
+        df,
+        ["age", "sex", "region", "homeless", "years_opioid_use", "baseline_charges", "injecting"],
+    )
+    # contract order of levels, first dropped; indicator right after its covariate;
+    # the constant column (injecting) dropped
+    assert list(X.columns) == [
+        "age",
+        "sex_M",
+        "region_west",
+        "region_north",
+        "homeless",
+        "homeless_missing",
+        "years_opioid_use",
+        "years_opioid_use_missing",
+        "baseline_charges_log1p",
+    ]
+    assert (X.dtypes == np.float64).all()
+    assert not X.isna().any().any()
+    np.testing.assert_array_equal(X["sex_M"], [1, 0, 1, 1])
+    np.testing.assert_array_equal(X["region_north"], [0, 1, 0, 0])
+    np.testing.assert_array_equal(X["homeless"], [1.0, 1 / 3, 0.0, 0.0])  # observed mean
+    np.testing.assert_array_equal(X["homeless_missing"], [0, 1, 0, 0])
+    np.testing.assert_array_equal(X["years_opioid_use"], [15.0, 10.0, 20.0, 15.0])
+    np.testing.assert_array_equal(X["years_opioid_use_missing"], [1, 0, 0, 1])
+    np.testing.assert_allclose(X["baseline_charges_log1p"], np.log1p([0, 3, 1, 7]))
+    assert X.attrs["source"]["homeless_missing"] == "homeless"
+    assert X.attrs["source"]["region_north"] == "region"
+
+
+def test_all_levels_when_not_dropping_first() -> None:
+    X = design_matrix(small(), ["sex", "region"], drop_first=False)
+    assert list(X.columns) == ["sex_F", "sex_M", "region_south-east", "region_west", "region_north"]
+    np.testing.assert_array_equal(X.sum(axis=1), 2.0)
+
+
+def test_no_indicator_without_missing_values() -> None:
+    X = design_matrix(make_cohort(0))
+    assert "age_missing" not in X and "injecting_missing" not in X
+    assert {"years_opioid_use_missing", "prior_ost_episodes_missing", "homeless_missing"} <= set(X)
+
+
+def test_column_order_does_not_depend_on_row_order() -> None:
+    df = make_cohort(1)
+    X = design_matrix(df)
+    Xs = design_matrix(df.sample(frac=1, random_state=3))
+    assert list(X.columns) == list(Xs.columns)
+    pd.testing.assert_frame_equal(X, Xs.loc[X.index])
+
+
+def test_reference_fixes_columns_and_fill_values() -> None:
+    df = small()
+    sub = df.iloc[[0, 3]]  # homeless observed only, region west only
+    X = design_matrix(sub, ["region", "homeless", "years_opioid_use"], reference=df)
+    assert list(X.columns) == [
+        "region_west",
+        "region_north",
+        "homeless",
+        "homeless_missing",
+        "years_opioid_use",
+        "years_opioid_use_missing",
+    ]
+    np.testing.assert_array_equal(X["years_opioid_use"], [15.0, 15.0])  # fill of the reference
+
+
+def test_level_unseen_in_reference_is_refused() -> None:
+    df = small()
+    other = df.assign(region=["west", "west", "west", "central"])
+    with pytest.raises(ValueError, match="central"):
+        design_matrix(other, ["region"], reference=df)
+
+
+def test_missing_categorical_gets_its_own_column() -> None:
+    df = small().assign(sex=["M", None, "F", "M"])
+    X = design_matrix(df, ["sex"])
+    assert list(X.columns) == ["sex_M", "sex_missing"]
+    np.testing.assert_array_equal(X["sex_missing"], [0, 1, 0, 0])
+
+
+def test_unknown_covariate() -> None:
+    with pytest.raises(KeyError, match="nope"):
+        design_matrix(small(), ["nope"])

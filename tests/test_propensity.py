@@ -1,0 +1,132 @@
+"""Tests of analysis.propensity, and the synthetic confounded cohort of the design tests."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from analysis.missing import design_matrix
+from analysis.propensity import fit_propensity
+
+REGIONS = ["south-east", "west", "central", "north"]
+
+
+def make_cohort(seed: int, *, n_treated: int = 200, n_control: int = 2000) -> pd.DataFrame:
+    """A confounded cohort table: HAT patients differ from OST patients at baseline.
+
+    Treated and controls are drawn from different distributions (older, longer use,
+    more injecting, overdoses, homelessness and charges among the treated); HAT exists
+    only in south-east and west. With independent covariates from exponential-family
+    distributions the true propensity model is logistic and additive, so a correct
+    model and good matching exist. ``years_opioid_use`` and ``prior_ost_episodes`` are
+    missing together (more often among controls), ``homeless`` missing at random.
+    """
+    rng = np.random.default_rng(seed)
+    parts = []
+    for t, n in ((1, n_treated), (0, n_control)):
+        region_p = [0.6, 0.4, 0.0, 0.0] if t else [0.4, 0.25, 0.2, 0.15]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "treatment": t,
+                    "region": rng.choice(REGIONS, n, p=region_p),
+                    "sex": rng.choice(["F", "M"], n, p=[0.3 - 0.05 * t, 0.7 + 0.05 * t]),
+                    "age": np.round(rng.normal(37 + 2.5 * t, 8, n)),
+                    "years_opioid_use": np.clip(rng.normal(14 + 2.5 * t, 6, n), 0, None),
+                    "prior_ost_episodes": rng.poisson(1.5 + 0.8 * t, n).astype(float),
+                    "injecting": rng.binomial(1, 0.55 + 0.15 * t, n).astype(float),
+                    "psychiatric_dx": rng.binomial(1, 0.30 + 0.05 * t, n).astype(float),
+                    "homeless": rng.binomial(1, 0.10 + 0.08 * t, n).astype(float),
+                    "prior_overdose": rng.binomial(1, 0.15 + 0.12 * t, n).astype(float),
+                    "benzodiazepine_use": rng.binomial(1, 0.40 + 0.05 * t, n).astype(float),
+                    "baseline_charges": rng.poisson(2.0 + 1.2 * t, n),
+                }
+            )
+        )
+    df = pd.concat(parts, ignore_index=True)
+    n = len(df)
+    miss = rng.random(n) < np.where(df["treatment"] == 1, 0.03, 0.10)
+    df.loc[miss, ["years_opioid_use", "prior_ost_episodes"]] = np.nan
+    df.loc[rng.random(n) < 0.08, "homeless"] = np.nan
+    df.insert(0, "person_id", [f"P{i:05d}" for i in rng.permutation(n)])
+    return df.sort_values("person_id", ignore_index=True)
+
+
+def with_scores(df: pd.DataFrame) -> pd.DataFrame:
+    ps = fit_propensity(df)
+    return df.assign(ps=ps.score, ps_logit=ps.logit)
+
+
+def test_scores_and_logits() -> None:
+    df = make_cohort(0)
+    ps = fit_propensity(df)
+    assert ps.n == len(df) and ps.score.shape == ps.logit.shape == (len(df),)
+    assert ps.converged and ps.method == "logit_mle"
+    finite = np.isfinite(ps.logit)
+    p = ps.score[finite]
+    np.testing.assert_allclose(ps.logit[finite], np.log(p / (1 - p)))
+    # the covariates that drive treatment get positive coefficients
+    for name in ("age", "injecting", "prior_overdose", "baseline_charges_log1p"):
+        assert ps.coefficients[name] > 0
+    frame = ps.to_frame(df["person_id"])
+    assert list(frame.columns) == ["person_id", "ps", "ps_logit"]
+
+
+def test_region_without_hat_is_separated_not_a_crash() -> None:
+    df = make_cohort(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no convergence or separation warnings leak out
+        ps = fit_propensity(df)
+    no_hat = df["region"].isin(["central", "north"]).to_numpy()
+    assert ps.n_separated == no_hat.sum()
+    assert (ps.score[no_hat] == 0).all() and np.isneginf(ps.logit[no_hat]).all()
+    assert np.isfinite(ps.logit[~no_hat]).all()
+    assert np.isnan(ps.coefficients["region_central"])
+    assert ps.dropped["region_north"].startswith("separation")
+    # identical missing indicators: the second is dropped, not a singular fit
+    assert ps.dropped["prior_ost_episodes_missing"] == "linear combination of earlier columns"
+
+
+def test_equals_statsmodels_on_the_non_separated_rows() -> None:
+    """Reference: statsmodels Logit on the rows and columns left after separation."""
+    df = make_cohort(2)
+    ps = fit_propensity(df)
+    keep = df["region"].isin(["south-east", "west"]).to_numpy()
+    X = design_matrix(df)
+    X = X.loc[keep, [c for c in X.columns if c not in ps.dropped]]
+    ref = sm.Logit(df.loc[keep, "treatment"].to_numpy(float), sm.add_constant(X)).fit(disp=0)
+    np.testing.assert_allclose(ps.coefficients[ref.params.index], ref.params, rtol=1e-6)
+    np.testing.assert_allclose(ps.score[keep], ref.predict(), rtol=1e-6)
+
+
+def test_row_order_does_not_matter() -> None:
+    df = make_cohort(3)
+    a = fit_propensity(df).to_frame(df["person_id"]).set_index("person_id")
+    sh = df.sample(frac=1, random_state=1)
+    b = fit_propensity(sh).to_frame(sh["person_id"]).set_index("person_id")
+    np.testing.assert_allclose(a["ps_logit"], b.loc[a.index, "ps_logit"], rtol=1e-8)
+
+
+def test_continuous_separation_falls_back_with_a_warning() -> None:
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"age": rng.normal(40, 5, 200), "sex": rng.choice(["F", "M"], 200)})
+    df["treatment"] = (df["age"] > 45).astype(int)
+    with pytest.warns(RuntimeWarning, match="ridge"):
+        ps = fit_propensity(df, covariates=["age", "sex"])
+    assert ps.method == "ridge_fallback" and not ps.converged
+    assert np.isfinite(ps.logit).all()
+    treated = df["treatment"].to_numpy() == 1
+    assert ps.score[treated].mean() > 0.5 > ps.score[~treated].mean()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"), [([0, 1, np.nan], "missing"), ([0, 2, 1], "0/1"), ([0, 0, 0], "both")]
+)
+def test_bad_treatment(values, message) -> None:
+    df = pd.DataFrame({"treatment": values, "age": [30.0, 40.0, 50.0]})
+    with pytest.raises(ValueError, match=message):
+        fit_propensity(df, covariates=["age"])
