@@ -18,8 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-#: colour of each group (Okabe-Ito, colour-blind safe), as in every figure of the study
-GROUP_COLOURS = {"HAT": "#D55E00", "OST": "#0072B2"}
+from evaluation.figures import GROUP_COLOURS  # one colour per group across the study
 
 #: colour and marker of each design in a Love plot (``smd_<design>`` columns)
 DESIGN_STYLES = {
