@@ -111,6 +111,10 @@ def _matched_design(
         "n_treated_matched": int(matched.n_treated_matched),
         "n_control_matched": int(matched.n_control_matched),
         "share_treated_matched": matched.n_treated_matched / max(matched.n_treated, 1),
+        "unmatched_treated_by_reason": {
+            str(k): int(v)
+            for k, v in matched.unmatched["reason"].value_counts().sort_index().items()
+        },
         "ess_control": effective_sample_size(
             sample.loc[sample["treatment"] == 0, "weight"].to_numpy(float)
         ),
