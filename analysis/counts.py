@@ -33,7 +33,6 @@ from analysis.survival import (
     _cluster_codes,
     _column,
     _nan_estimate,
-    _wald_p,
     _weights_array,
     _z,
 )
@@ -433,7 +432,7 @@ def negative_binomial_irr(
     Liang KY, Zeger SL (1986). Longitudinal data analysis using generalized linear
     models. Biometrika 73:13-22.
     """
-    z = _z(alpha)
+    _z(alpha)  # validates alpha
     covariates = list(covariates)
     if treatment in covariates:
         raise ValueError(f"treatment column {treatment!r} is also listed as a covariate")
@@ -529,15 +528,13 @@ def negative_binomial_irr(
             "model": "NB2, log link, log(exposure) offset",
         }
     )
-    return EffectEstimate(
+    return EffectEstimate.from_log(
+        log_estimate=b,
+        se=se,
+        alpha=alpha,
         outcome=outcome,
         measure="IRR",
         method=method,
-        estimate=math.exp(b),
-        ci_low=math.exp(b - z * se),
-        ci_high=math.exp(b + z * se),
-        p_value=_wald_p(b, se),
-        se=se,
         details=details,
         **common,
     )
@@ -619,7 +616,7 @@ def before_after_ratio(
     Liang KY, Zeger SL (1986). Biometrika 73:13-22.
     Zeger SL, Liang KY (1986). Biometrics 42:121-130.
     """
-    z = _z(alpha)
+    _z(alpha)  # validates alpha
     yb = _column(df, count_before, "count_before")
     eb = _column(df, exposure_before, "exposure_before")
     ya = _column(df, count_after, "count_after")
@@ -682,15 +679,13 @@ def before_after_ratio(
                 details=details, **common,
             )  # fmt: skip
         se = float(np.sqrt(np.sum(np.bincount(codes, weights=contrib, minlength=n_clusters) ** 2)))
-        return EffectEstimate(
+        return EffectEstimate.from_log(
+            log_estimate=log_est,
+            se=se,
+            alpha=alpha,
             outcome=outcome,
             measure=measure,
             method=method,
-            estimate=math.exp(log_est),
-            ci_low=math.exp(log_est - z * se),
-            ci_high=math.exp(log_est + z * se),
-            p_value=_wald_p(log_est, se),
-            se=se,
             details={**details, "se_log": se},
             **common,
         )

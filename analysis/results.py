@@ -65,6 +65,35 @@ class EffectEstimate:
     truth: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_log(
+        cls, *, log_estimate: float, se: float, alpha: float = 0.05, **fields: Any
+    ) -> EffectEstimate:
+        """A ratio estimate from its log and the SE of the log: Wald CI and p-value.
+
+        Parameters
+        ----------
+        log_estimate, se : float
+            The log of the ratio and its standard error.
+        alpha : float
+            1 - confidence level.
+        **fields
+            The other attributes (``outcome``, ``measure``, ``method``, counts, ``details``).
+        """
+        from scipy import stats
+
+        z = float(stats.norm.ppf(1 - alpha / 2))
+        ok = math.isfinite(log_estimate) and math.isfinite(se) and se > 0
+        p = float(2 * stats.norm.sf(abs(log_estimate / se))) if ok else float("nan")
+        return cls(
+            estimate=math.exp(log_estimate),
+            ci_low=math.exp(log_estimate - z * se),
+            ci_high=math.exp(log_estimate + z * se),
+            p_value=p,
+            se=se,
+            **fields,
+        )
+
     def with_truth(self, truth: float | None) -> EffectEstimate:
         """Return a copy with ``truth`` set."""
         return replace(self, truth=truth)

@@ -399,7 +399,7 @@ def cox_hazard_ratio(
     Grambsch PM, Therneau TM (1994). Proportional hazards tests and diagnostics based on
     weighted residuals. Biometrika 81:515-526.
     """
-    z = _z(alpha)
+    _z(alpha)  # validates alpha
     covariates = list(covariates)
     if treatment in covariates:
         raise ValueError(f"treatment column {treatment!r} is also listed as a covariate")
@@ -501,15 +501,13 @@ def cox_hazard_ratio(
         "ph_test": ph_test,
         "warnings": fit_warnings,
     }
-    return EffectEstimate(
+    return EffectEstimate.from_log(
+        log_estimate=b,
+        se=se,
+        alpha=alpha,
         outcome=outcome,
         measure="HR",
         method=method,
-        estimate=math.exp(b),
-        ci_low=math.exp(b - z * se),
-        ci_high=math.exp(b + z * se),
-        p_value=_wald_p(b, se),
-        se=se,
         details=details,
         **common,
     )

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from analysis.missing import DEFAULT_COVARIATES
+
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used (unknown key, wrong type, bad value)."""
@@ -61,19 +63,7 @@ class StudyConfig(_Frozen):
     n_ost: int | None = Field(None, ge=1, description="override the scenario's OST count")
     gap_days: int = Field(30, ge=0, description="gap bridged within a treatment spell")
     covariates: tuple[str, ...] = Field(
-        (
-            "age",
-            "sex",
-            "region",
-            "years_opioid_use",
-            "prior_ost_episodes",
-            "injecting",
-            "psychiatric_dx",
-            "homeless",
-            "prior_overdose",
-            "benzodiazepine_use",
-            "baseline_charges",
-        ),
+        DEFAULT_COVARIATES,
         description="baseline covariates of the propensity model",
     )
     matching: MatchingConfig = MatchingConfig()
@@ -87,7 +77,7 @@ class StudyConfig(_Frozen):
     @field_validator("covariates")
     @classmethod
     def _known_covariates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        allowed = set(StudyConfig.model_fields["covariates"].default)
+        allowed = set(DEFAULT_COVARIATES)
         unknown = [c for c in value if c not in allowed]
         if unknown:
             raise ValueError(f"unknown covariates {unknown}; allowed: {sorted(allowed)}")
