@@ -492,7 +492,7 @@ def simulate(
     ]
     new: list[dict[str, Any]] = []
     t = time.perf_counter()
-    with _progress(progress, total=len(tasks), reused=len(done)) as advance:
+    with _Progress(progress, total=len(tasks), reused=len(done)) as advance:
         for rec in _execute(tasks, jobs=jobs, scheduler=scheduler):
             setting = Setting(rec["setting"]["n_hat"], rec["setting"]["n_ost"])
             write_json_atomic(replicate_path(out, setting, rec["replicate"]), rec)
@@ -605,7 +605,7 @@ def _command_line() -> str:
     return " ".join(["python -m evaluation.simulate", *sys.argv[1:]])
 
 
-class _progress:
+class _Progress:
     """Context manager giving ``advance(failed: bool)``, drawing a rich progress bar."""
 
     def __init__(self, show: bool, *, total: int, reused: int) -> None:
@@ -790,18 +790,19 @@ def print_summary(sim: Simulation) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Primary estimands: performance over replicates (± Monte Carlo SE)")
-    for col in ("n_hat", "estimand", "n", "failed", "bias", "coverage", "power"):
+    table = Table(title="Primary estimands over replicates (Monte Carlo SE in brackets)")
+    for col in ("n_hat", "estimand", "n", "failed", "bias", "coverage %", "power %"):
         table.add_column(col, justify="left" if col == "estimand" else "right")
-    for r in sim.summary[sim.summary["primary"]].itertuples():
+    rows = sim.summary[sim.summary["primary"]] if len(sim.summary) else sim.summary
+    for r in rows.itertuples():
         table.add_row(
             str(r.n_hat),
             f"{r.outcome} {r.measure}",
             str(r.n_estimates),
             str(r.n_failed),
-            f"{r.bias:+.3f} ± {r.bias_mcse:.3f}",
-            f"{100 * r.coverage:.1f}% ± {100 * r.coverage_mcse:.1f}",
-            f"{100 * r.power:.1f}% ± {100 * r.power_mcse:.1f}",
+            f"{r.bias:+.3f} ({r.bias_mcse:.3f})",
+            f"{100 * r.coverage:.1f} ({100 * r.coverage_mcse:.1f})",
+            f"{100 * r.power:.1f} ({100 * r.power_mcse:.1f})",
         )
     console = Console()
     console.print(table)
