@@ -71,6 +71,69 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, what: str) -> None:
         )
 
 
+def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool = False) -> Path:
+    """Build a Jupyter Book's HTML (and optionally PDF) offline, strictly.
+
+    Parameters
+    ----------
+    book : pathlib.Path
+        The book's sources (with ``_config.yml``).
+    out : pathlib.Path
+        Build folder; a previous ``_build`` there is replaced; the log is ``build.log``.
+    env : dict
+        Extra environment variables for the pages (e.g. the folder they read).
+    pdf : bool
+        Also build a PDF with ``pdflatex`` (needs latexmk and TeX Live).
+
+    Returns
+    -------
+    pathlib.Path
+        The HTML folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``_config.yml`` in ``book``.
+    BookBuildError
+        A page raised, a Sphinx warning, or a missing tool for the PDF.
+    """
+    if not (book / "_config.yml").is_file():
+        raise FileNotFoundError(f"no book sources (_config.yml) in {book}")
+    build = out / "_build"
+    if build.exists():
+        shutil.rmtree(build)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "build.log"
+    log.write_text("", encoding="utf-8")
+
+    env = {**os.environ, **env, "PYTHONDONTWRITEBYTECODE": "1"}  # nothing written into sources
+    # a non-interactive backend exported around the build makes figures vanish from pages
+    env.pop("MPLBACKEND", None)
+    common = [str(book), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    t0 = time.perf_counter()
+    _run([sys.executable, "-c", _JB, "build", *common, "--builder", "html"], env, log, "HTML")
+    html = build / "html"
+    if not (html / "index.html").is_file():
+        raise BookBuildError(f"the HTML build finished but {html / 'index.html'} is missing")
+    if pdf:
+        if shutil.which("latexmk") is None or shutil.which("pdflatex") is None:
+            raise BookBuildError(
+                "the PDF needs latexmk and pdflatex: apt-get install --no-install-recommends "
+                "latexmk texlive-latex-recommended texlive-latex-extra "
+                "texlive-fonts-recommended texlive-xetex tex-gyre fonts-freefont-otf"
+            )
+        _run(
+            [sys.executable, "-c", _JB, "build", *common, "--builder", "pdflatex"], env, log, "PDF"
+        )
+        if not (build / "latex" / PDF_NAME).is_file():
+            raise BookBuildError(
+                f"the PDF build finished but {build / 'latex' / PDF_NAME} is missing"
+            )
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"built in {time.perf_counter() - t0:.1f} s\n")
+    return html
+
+
 def build_book(
     results_dir: str | Path,
     *,
@@ -113,44 +176,8 @@ def build_book(
             "write one with `python -m evaluation.run --out DIR`"
         )
     book = Path(source).resolve() if source is not None else BOOK_SOURCE
-    if not (book / "_config.yml").is_file():
-        raise FileNotFoundError(f"no book sources (_config.yml) in {book}")
     out = Path(output_dir).resolve() if output_dir is not None else results_dir / "book"
-    build = out / "_build"
-    if build.exists():
-        shutil.rmtree(build)
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "build.log"
-    log.write_text("", encoding="utf-8")
-
-    env = dict(os.environ)
-    env["HAT_RESULTS"] = str(results_dir)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the book's sources
-    # a non-interactive backend exported around the build makes figures vanish from pages
-    env.pop("MPLBACKEND", None)
-    common = [str(book), "--path-output", str(out), "-W", "-n", "--keep-going"]
-    t0 = time.perf_counter()
-    _run([sys.executable, "-c", _JB, "build", *common, "--builder", "html"], env, log, "HTML")
-    html = build / "html"
-    if not (html / "index.html").is_file():
-        raise BookBuildError(f"the HTML build finished but {html / 'index.html'} is missing")
-    if pdf:
-        if shutil.which("latexmk") is None or shutil.which("pdflatex") is None:
-            raise BookBuildError(
-                "the PDF needs latexmk and pdflatex: apt-get install --no-install-recommends "
-                "latexmk texlive-latex-recommended texlive-latex-extra "
-                "texlive-fonts-recommended texlive-xetex tex-gyre fonts-freefont-otf"
-            )
-        _run(
-            [sys.executable, "-c", _JB, "build", *common, "--builder", "pdflatex"], env, log, "PDF"
-        )
-        if not (build / "latex" / PDF_NAME).is_file():
-            raise BookBuildError(
-                f"the PDF build finished but {build / 'latex' / PDF_NAME} is missing"
-            )
-    with log.open("a", encoding="utf-8") as fh:
-        fh.write(f"built in {time.perf_counter() - t0:.1f} s\n")
-    return html
+    return build_jupyter_book(book, out, env={"HAT_RESULTS": str(results_dir)}, pdf=pdf)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,9 +43,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.config import ConfigError, StudyConfig, load_config
+from evaluation.report import BookBuildError, build_jupyter_book
 from synthetic.spec import Scenario, ScenarioError, load_scenario
 
 RECORD_VERSION = 1
@@ -654,8 +652,8 @@ class _Progress:
 
 
 # ----------------------------------------------------------------------------- report
-class ReportBuildError(RuntimeError):
-    """The simulation report could not be built."""
+#: the simulation report could not be built (a page raised, a Sphinx warning)
+ReportBuildError = BookBuildError
 
 
 def build_report(
@@ -692,31 +690,7 @@ def build_report(
         )
     book = Path(source).resolve() if source is not None else BOOK_SOURCE
     out = Path(output_dir).resolve() if output_dir is not None else folder / "book"
-    if (out / "_build").exists():
-        shutil.rmtree(out / "_build")
-    out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, **{ENV_FOLDER: str(folder), "PYTHONDONTWRITEBYTECODE": "1"})
-    env.pop("MPLBACKEND", None)
-    cmd = [sys.executable, "-c", _JB, "build", str(book), "--path-output", str(out)]
-    cmd += ["-W", "-n", "--keep-going", "--builder", "html"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    log = out / "build.log"
-    log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n", encoding="utf-8")
-    html = out / "_build" / "html"
-    if proc.returncode != 0 or not (html / "index.html").is_file():
-        text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + "\n" + proc.stderr)
-        causes = [
-            ln
-            for ln in text.splitlines()
-            if re.match(r"\s*(\w+Error|\w+Exception):|.*(WARNING|ERROR):", ln)
-            and "[IPKernelApp]" not in ln
-        ]
-        tail = "\n".join(causes[:20] or text.strip().splitlines()[-30:])
-        raise ReportBuildError(
-            f"the simulation report failed to build (exit status {proc.returncode}); "
-            f"log: {log}\n{tail}"
-        )
-    return html
+    return build_jupyter_book(book, out, env={ENV_FOLDER: str(folder)})
 
 
 # ----------------------------------------------------------------------------- command line
