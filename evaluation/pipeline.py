@@ -100,6 +100,15 @@ def _matched_design(
     )
     data = matched.data[["person_id", "match_set", "weight"]]
     sample = df.merge(data, on="person_id", how="inner", validate="one_to_one")
+    # Control weights rescaled to sum to the number of matched HAT persons, so both arms
+    # carry equal total weight, as in the ATT's two potential outcomes of the same treated
+    # population. Under non-proportional hazards the Cox estimate depends on the arms'
+    # relative weight in the risk sets, so MatchIt's convention (controls summing to their
+    # count, 1:k) would target a different average hazard ratio.
+    is_control = sample["treatment"].to_numpy() == 0
+    control_total = sample.loc[is_control, "weight"].sum()
+    if control_total > 0:
+        sample.loc[is_control, "weight"] *= matched.n_treated_matched / control_total
     cluster = "person_id" if config.matching.replace else "match_set"
     sample = sample.assign(cluster=sample[cluster])
     info = {
