@@ -227,6 +227,21 @@ def _truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
     }
 
 
+def _rates(
+    df: pd.DataFrame, *, per: float, label: str, rows: tuple[tuple[str, str, str], ...]
+) -> pd.DataFrame:
+    """Weighted crude rates by group, one block per (events, person-years, name) row."""
+    return pd.concat(
+        [
+            crude_rates(
+                df, events=events, person_years=years, group="group", per=per, weights="weight"
+            ).assign(**{label: name})
+            for events, years, name in rows
+        ],
+        ignore_index=True,
+    )
+
+
 def _primary_extras(
     design: Design, config: StudyConfig, rng: np.random.Generator
 ) -> tuple[list[EffectEstimate], dict[str, pd.DataFrame], dict[str, Any]]:
@@ -284,38 +299,33 @@ def _primary_extras(
     tables["cif_overdose"] = cumulative_incidence(
         cif_df, duration="followup_days", event_type="event_type", group="group", weights="weight"
     )
-    mortality_rates = crude_rates(
-        df, events="died", person_years="followup_years", group="group", per=1000, weights="weight"
-    ).assign(outcome="all-cause mortality")
-    od_rates = crude_rates(
+    tables["mortality_rates"] = _rates(
         df,
-        events="overdose_death",
-        person_years="followup_years",
-        group="group",
         per=1000,
-        weights="weight",
-    ).assign(outcome="overdose mortality")
-    tables["mortality_rates"] = pd.concat([mortality_rates, od_rates], ignore_index=True)
-    before = crude_rates(
+        label="outcome",
+        rows=(
+            ("died", "followup_years", "all-cause mortality"),
+            ("overdose_death", "followup_years", "overdose mortality"),
+        ),
+    )
+    tables["crime_rates"] = _rates(
         df,
-        events="baseline_charges",
-        person_years="baseline_years",
-        group="group",
         per=1,
-        weights="weight",
-    ).assign(period="2 years before index")
-    after = crude_rates(
-        df,
-        events="followup_charges",
-        person_years="crime_years",
-        group="group",
-        per=1,
-        weights="weight",
-    ).assign(period="after index (out of prison)")
-    tables["crime_rates"] = pd.concat([before, after], ignore_index=True)
+        label="period",
+        rows=(
+            ("baseline_charges", "baseline_years", "2 years before index"),
+            ("followup_charges", "crime_years", "after index (out of prison)"),
+        ),
+    )
     tables["crime_before_after"] = pd.DataFrame(
-        [{"group": e.details["group"], **e.to_dict(), "details": None} for e in per_group]
-    ).drop(columns=["details"])
+        [
+            {
+                "group": e.details["group"],
+                **{k: v for k, v in e.to_dict().items() if k != "details"},
+            }
+            for e in per_group
+        ]
+    )
     extras = {
         "logrank_retention": logrank(
             ret, duration="retention_days", event="discontinued", treatment="treatment"
