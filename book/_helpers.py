@@ -24,23 +24,11 @@ from typing import Any
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
+from evaluation.labels import MEASURE_LABELS, OUTCOME_LABELS
+
 REPO = Path(__file__).resolve().parents[1]
 
-OUTCOME_LABELS = {
-    "mortality": "all-cause mortality",
-    "overdose_mortality": "overdose mortality",
-    "retention": "retention in treatment",
-    "crime": "criminal charges",
-}
-MEASURE_LABELS = {
-    "HR": "hazard ratio",
-    "IRR": "incidence rate ratio",
-    "RR_12m": "ratio of 12-month retention",
-    "RD_12m": "difference in 12-month retention",
-    "RMST_diff": "difference in restricted mean time in treatment (days)",
-    "ratio_of_rate_ratios": "ratio of after/before rate ratios (difference-in-differences)",
-    "rate_ratio_after_vs_before": "rate ratio, after vs before index",
-}
+
 DESIGN_LABELS = {
     "matched": "1:k matching (primary)",
     "iptw": "inverse probability of treatment weighting (ATT)",

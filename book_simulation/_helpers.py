@@ -19,22 +19,11 @@ from typing import Any
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
+from evaluation.labels import MEASURE_LABELS, OUTCOME_LABELS
+
 REPO = Path(__file__).resolve().parents[1]
 
-OUTCOME_LABELS = {
-    "mortality": "all-cause mortality",
-    "overdose_mortality": "overdose mortality",
-    "retention": "retention in treatment",
-    "crime": "criminal charges",
-}
-MEASURE_LABELS = {
-    "HR": "hazard ratio",
-    "IRR": "incidence rate ratio",
-    "RR_12m": "ratio of 12-month retention",
-    "RD_12m": "difference in 12-month retention",
-    "RMST_diff": "difference in restricted mean time in treatment (days)",
-    "ratio_of_rate_ratios": "ratio of after/before rate ratios",
-}
+
 DESIGN_ORDER = ("matched", "iptw", "matched_caliper0.1", "matched_1to1", "naive")
 DESIGN_LABELS = {
     "matched": "matched 1:k (primary)",
