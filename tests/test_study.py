@@ -122,3 +122,14 @@ def test_matched_design_is_closer_to_truth_than_naive(default_studies):
     # the naive crime IRR misses the truth by several standard errors
     e = estimates(default_studies[0])[("crime", "IRR", "nb_naive")]
     assert abs(math.log(e["estimate"]) - math.log(e["truth"])) / _se(e) > 3
+
+
+def test_matched_arms_carry_equal_weight(ci_study):
+    """Control weights sum to the number of matched HAT persons (the ATT's 1:1 comparison)."""
+    study, _ = ci_study
+    table1 = study.tables["table1"]
+    weights = table1[(table1["variable"] == "persons") & (table1["statistic"] == "sum of weights")]
+    hat, ost = float(weights["HAT_matched"].iloc[0]), float(weights["OST_matched"].iloc[0])
+    assert hat == study.results["cohort"]["n_hat_matched"]
+    assert ost == pytest.approx(hat)
+    assert study.results["cohort"]["n_ost_matched"] > hat  # 1:k with k > 1
