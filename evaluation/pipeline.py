@@ -8,7 +8,6 @@ tables behind the report. It reads and writes no files.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,7 +242,7 @@ def _rates(
 
 
 def _primary_extras(
-    design: Design, config: StudyConfig, rng: np.random.Generator
+    design: Design, config: StudyConfig
 ) -> tuple[list[EffectEstimate], dict[str, pd.DataFrame], dict[str, Any]]:
     """Secondary estimates, curves and rates on the primary (matched) design."""
     df = design.data
@@ -340,7 +339,6 @@ def run_study(
     config: StudyConfig,
     *,
     steps: Steps | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> Study:
     """Run every analysis of the study on a validated extract.
 
@@ -364,7 +362,6 @@ def run_study(
         The extract is valid but the study cannot be done on it.
     """
     steps = steps or Steps(quiet=True)
-    rng = np.random.default_rng(config.seed)
     with steps.step("derive cohort"):
         cohort: Cohort = derive_cohort(extract, gap_days=config.gap_days)
         df = cohort.table.copy()
@@ -394,7 +391,7 @@ def run_study(
             for est in _outcome_estimates(design, config):
                 primary = name == "matched" and est.outcome in PRIMARY_OUTCOMES
                 estimates.append(est.with_primary(primary))
-        extra_estimates, tables, extras = _primary_extras(designs["matched"], config, rng)
+        extra_estimates, tables, extras = _primary_extras(designs["matched"], config)
         estimates += extra_estimates
     truth = _truth_lookup(extract.truth)
     estimates = [e.with_truth(truth.get((e.outcome, e.measure))) for e in estimates]
