@@ -60,20 +60,15 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from analysis.contract import REGIONS, SEXES
+from analysis.contract import BOOLEAN_COVARIATES, NUMERIC_COVARIATES, REGIONS, SEXES
 
 #: baseline covariates of the propensity model, in the order of the cohort table
 DEFAULT_COVARIATES: tuple[str, ...] = (
     "age",
     "sex",
     "region",
-    "years_opioid_use",
-    "prior_ost_episodes",
-    "injecting",
-    "psychiatric_dx",
-    "homeless",
-    "prior_overdose",
-    "benzodiazepine_use",
+    *NUMERIC_COVARIATES,
+    *BOOLEAN_COVARIATES,
     "baseline_charges",
 )
 

@@ -13,7 +13,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis.contract import COLUMNS, DAYS_PER_YEAR, MEDICATIONS, OFFENCES, REGIONS
+from analysis.contract import (
+    BOOLEAN_COVARIATES,
+    COLUMNS,
+    DAYS_PER_YEAR,
+    MEDICATIONS,
+    NUMERIC_COVARIATES,
+    OFFENCES,
+    REGIONS,
+)
 from analysis.extract import write_extract
 from synthetic.outcomes import (
     followup_charges,
@@ -164,15 +172,7 @@ def generate(
             "region": np.asarray(REGIONS, dtype=object)[people_o.region],
         }
     )
-    for name in (
-        "years_opioid_use",
-        "prior_ost_episodes",
-        "injecting",
-        "psychiatric_dx",
-        "homeless",
-        "prior_overdose",
-        "benzodiazepine_use",
-    ):
+    for name in (*NUMERIC_COVARIATES, *BOOLEAN_COVARIATES):
         persons[name] = _missing(getattr(people_o, name), name, people_o, spec, r_ids)
     persons["emigration_date"] = _dates(emig_date[by_person])
 
