@@ -30,6 +30,7 @@ from scipy import special, stats
 
 from analysis.results import EffectEstimate, _clean
 from analysis.survival import (
+    _binary,
     _cluster_codes,
     _column,
     _nan_estimate,
@@ -442,9 +443,7 @@ def negative_binomial_irr(
     expo = _column(df, exposure, "exposure")
     if (expo < 0).any():
         raise ValueError(f"exposure column {exposure!r} has negative values")
-    a = _column(df, treatment, "treatment")
-    if not np.isin(a, (0.0, 1.0)).all():
-        raise ValueError(f"treatment column {treatment!r} must hold only 0 and 1")
+    a = _binary(df, treatment, "treatment").astype(float)
     w = _weights_array(df, weights)
     codes, _ = _cluster_codes(df, cluster)
     cov_cols = [_column(df, c, "covariate") for c in covariates]
@@ -629,9 +628,7 @@ def before_after_ratio(
     ):
         if (arr < 0).any():
             raise ValueError(f"column {name!r} has negative values")
-    a = _column(df, treatment, "treatment")
-    if not np.isin(a, (0.0, 1.0)).all():
-        raise ValueError(f"treatment column {treatment!r} must hold only 0 and 1")
+    a = _binary(df, treatment, "treatment").astype(float)
     w = _weights_array(df, weights)
     codes, n_clusters = _cluster_codes(df, cluster)
     n_treated, n_control = int(a.sum()), int(len(a) - a.sum())
