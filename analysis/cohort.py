@@ -161,14 +161,17 @@ class Cohort:
 
 def _days(values: pd.Series | pd.Index | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Day numbers (days since 1970-01-01, int64) and a mask of missing dates."""
-    arr = pd.to_datetime(pd.Series(values)).to_numpy(dtype="datetime64[ns]")
+    s = pd.Series(values)
+    if not pd.api.types.is_datetime64_any_dtype(s.dtype):
+        s = pd.to_datetime(s)
+    arr = s.to_numpy()
     missing = np.isnat(arr)
     return arr.astype("datetime64[D]").astype(np.int64), missing
 
 
 def _to_timestamps(days: np.ndarray) -> np.ndarray:
-    """Day numbers back to ``datetime64[ns]``."""
-    return days.astype("datetime64[D]").astype("datetime64[ns]")
+    """Day numbers back to dates (``datetime64[s]``, as the extract's dates)."""
+    return days.astype("datetime64[D]").astype("datetime64[s]")
 
 
 def _codes(ids: pd.Index, person_id: pd.Series, table: str) -> np.ndarray:

@@ -69,7 +69,7 @@ class Extract:
 
         - ``person_id`` and categorical columns (``group``, ``sex``, ``region``,
           ``medication``, ``cause``, ``offence``): ``str`` (object dtype);
-        - dates: ``datetime64[ns]``, ``NaT`` = missing;
+        - dates: ``datetime64[s]`` holding whole days (any ISO year), ``NaT`` = missing;
         - ``birth_year``: ``int64``;
         - ``years_opioid_use``, ``prior_ost_episodes``: ``float64``, ``NaN`` = missing;
         - boolean covariates: ``float64`` 0.0/1.0, ``NaN`` = missing.
@@ -284,7 +284,7 @@ def _sort_keys(raw: pd.DataFrame, typed: pd.DataFrame, table: str) -> list[np.nd
     keys = []
     for column in SORT_KEYS[table][1:]:
         if column_kind(column) == "date":
-            days = typed[column].to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+            days = typed[column].to_numpy().astype("datetime64[D]")
             missing = np.isnat(days)
             values = days.view(np.int64)
             low = values[~missing].min() if (~missing).any() else 0
@@ -406,7 +406,9 @@ _INTEGER_LIKE = ("birth_year", "prior_ost_episodes", *BOOLEAN_COVARIATES)
 
 
 def _as_days(s: pd.Series) -> np.ndarray:
-    return pd.to_datetime(s).to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    if not pd.api.types.is_datetime64_any_dtype(s.dtype):
+        s = pd.to_datetime(s)
+    return s.to_numpy().astype("datetime64[D]")
 
 
 def _format_table(df: pd.DataFrame, table: str, format: str) -> pa.Table | pd.DataFrame:

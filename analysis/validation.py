@@ -98,9 +98,11 @@ MAX_ROWS_SHOWN = 5
 _DATE_NAMES = frozenset(c for cols in DATE_COLUMNS.values() for c in cols)
 _ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _BOOLEAN_WORDS = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0, "false": 0.0, "true": 1.0}
-# first and last whole days representable as datetime64[ns]
-_NS_MIN_DAY = np.datetime64("1677-09-22", "D")
-_NS_MAX_DAY = np.datetime64("2262-04-11", "D")
+#: normalised dtype of every date column: whole days at second resolution, so that every
+#: four-digit ISO year (0001-01-01 to 9999-12-31, e.g. 9999-12-31 for an open episode) is
+#: representable, which nanosecond timestamps (1677 to 2262) are not
+DATE_DTYPE = "datetime64[s]"
+_DAYS_BEFORE_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 
 class ExtractError(ValueError):
@@ -215,18 +217,32 @@ def _map_unique(s: pd.Series, fn: Callable[[np.ndarray], np.ndarray], na: Any) -
     return mapped[codes]
 
 
+def _days_from_iso(strings: np.ndarray) -> np.ndarray:
+    """``YYYY-MM-DD`` strings to ``datetime64[D]``; ``NaT`` where not a real calendar date."""
+    out = np.full(len(strings), np.datetime64("NaT"), dtype="datetime64[D]")
+    text = pd.Series(strings, dtype=object)
+    iso = text.str.fullmatch(_ISO_DATE).fillna(False).to_numpy(dtype=bool)
+    if not iso.any():
+        return out
+    parts = text[iso].str.split("-", expand=True).astype(np.int64).to_numpy()
+    year, month, day = parts[:, 0], parts[:, 1], parts[:, 2]
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    valid_month = (month >= 1) & (month <= 12)
+    month_days = _DAYS_BEFORE_MONTH[np.where(valid_month, month, 0)] + (leap & (month == 2))
+    valid = (year >= 1) & valid_month & (day >= 1) & (day <= month_days)
+    months = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
+    days = months.astype("datetime64[D]") + (day - 1).astype("timedelta64[D]")
+    out[np.flatnonzero(iso)[valid]] = days[valid]
+    return out
+
+
 def _dates_from_objects(values: np.ndarray) -> np.ndarray:
-    strings = pd.Series(values, dtype=object)
-    iso = strings.str.fullmatch(_ISO_DATE).fillna(False).to_numpy(dtype=bool)
-    out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
-    out[iso] = pd.to_datetime(strings[iso], format="%Y-%m-%d", errors="coerce").to_numpy(
-        dtype="datetime64[ns]"
-    )
-    for i in np.flatnonzero(~iso):  # date objects, e.g. from Parquet read elsewhere
+    out = _days_from_iso(values)
+    for i in np.flatnonzero(np.isnat(out)):  # date objects, e.g. from Parquet read elsewhere
         value = values[i]
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             out[i] = np.datetime64(value, "D")
-    return out
+    return out.astype(DATE_DTYPE)
 
 
 def parse_dates(s: pd.Series) -> pd.Series:
@@ -236,24 +252,27 @@ def parse_dates(s: pd.Series) -> pd.Series:
     ----------
     s : pandas.Series
         Strings (only ``YYYY-MM-DD`` with a real calendar date is accepted),
-        ``datetime64`` of any unit or time zone (the calendar date is kept), or
-        ``datetime.date`` objects.
+        ``datetime64`` of any unit or time zone, or ``datetime.date`` objects.
+        A timestamp is a date only at midnight: a time of day (``13:45``) makes
+        it invalid, as the same value written in a CSV file would be.
 
     Returns
     -------
     pandas.Series
-        ``datetime64[ns]``, ``NaT`` where ``s`` is missing or not a valid date.
+        ``datetime64[s]`` (:data:`DATE_DTYPE`) holding whole days, ``NaT`` where
+        ``s`` is missing or not a valid date.
     """
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         s = s.dt.tz_localize(None)
     if pd.api.types.is_datetime64_dtype(s.dtype):
-        days = s.to_numpy().astype("datetime64[D]")
-        ok = (days >= _NS_MIN_DAY) & (days <= _NS_MAX_DAY)
-        values = np.where(ok, days, np.datetime64("NaT")).astype("datetime64[ns]")
+        stamps = s.to_numpy()
+        days = stamps.astype("datetime64[D]")
+        whole_day = days.astype(stamps.dtype) == stamps
+        values = np.where(whole_day, days, np.datetime64("NaT")).astype(DATE_DTYPE)
     elif _is_text(s):
-        values = _map_unique(s, _dates_from_objects, np.datetime64("NaT", "ns"))
+        values = _map_unique(s, _dates_from_objects, np.datetime64("NaT", "s"))
     else:
-        values = np.full(len(s), np.datetime64("NaT"), dtype="datetime64[ns]")
+        values = np.full(len(s), np.datetime64("NaT"), dtype=DATE_DTYPE)
     return pd.Series(values, index=s.index, name=s.name)
 
 
@@ -343,8 +362,8 @@ _PARSE_RULES: dict[str, tuple[Callable[[pd.Series], pd.Series], str, str, str]] 
     "date": (
         lambda s: parse_dates(s).notna(),
         "iso_date",
-        "are not ISO 8601 dates (YYYY-MM-DD)",
-        "is not an ISO 8601 date (YYYY-MM-DD)",
+        "are not ISO 8601 calendar dates (YYYY-MM-DD, no time of day)",
+        "is not an ISO 8601 calendar date (YYYY-MM-DD, no time of day)",
     ),
     "integer": (_is_integer, "integer", "are not integers", "is not an integer"),
     "number": (
@@ -415,7 +434,7 @@ def _ends_after_start(df: pd.DataFrame) -> pd.Series:
 _TYPED_DTYPES = {
     "id": object,
     "category": object,
-    "date": "datetime64[ns]",
+    "date": DATE_DTYPE,
     "integer": "float64",
     "number": "float64",
     "boolean": "float64",
@@ -667,7 +686,7 @@ def normalise_table(raw: pd.DataFrame, table: str) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Same index; ``person_id`` and categorical columns as ``str`` (object),
-        dates ``datetime64[ns]`` (``NaT`` = missing), ``birth_year`` ``int64``,
+        dates ``datetime64[s]`` (``NaT`` = missing), ``birth_year`` ``int64``,
         numeric and boolean covariates ``float64`` (booleans 0.0/1.0, ``NaN`` =
         missing).
     """

@@ -43,7 +43,7 @@ def _normalise(table: str, df: pd.DataFrame) -> pd.DataFrame:
     df = df.loc[:, list(COLUMNS[table])].copy()
     df["person_id"] = df["person_id"].astype(str)
     for col in DATE_COLUMNS[table]:
-        df[col] = pd.to_datetime(df[col])
+        df[col] = pd.to_datetime(df[col]).astype("datetime64[s]")
     if table == "persons":
         df["birth_year"] = df["birth_year"].astype("int64")
         for col in (*NUMERIC_COVARIATES, *BOOLEAN_COVARIATES):
@@ -196,7 +196,7 @@ def test_example_dtypes(example_cohort: Cohort) -> None:
     for col in ("followup_years", "crime_years", "retention_days", "discontinued"):
         assert dtypes[col] == "float64", col
     assert dtypes["in_retention"] == "bool"
-    assert dtypes["index_date"] == dtypes["followup_end"] == "datetime64[ns]"
+    assert dtypes["index_date"] == dtypes["followup_end"] == "datetime64[s]"
     for col in ("person_id", "group", "sex", "region"):
         assert dtypes[col] == "object", col
 

@@ -31,7 +31,7 @@ from tests.extract_factory import (
 EXPECTED_DTYPES = {
     "person_id": "object",
     "group": "object",
-    "index_date": "datetime64[ns]",
+    "index_date": "datetime64[s]",
     "sex": "object",
     "birth_year": "int64",
     "region": "object",
@@ -42,13 +42,13 @@ EXPECTED_DTYPES = {
     "homeless": "float64",
     "prior_overdose": "float64",
     "benzodiazepine_use": "float64",
-    "emigration_date": "datetime64[ns]",
-    "start_date": "datetime64[ns]",
-    "end_date": "datetime64[ns]",
+    "emigration_date": "datetime64[s]",
+    "start_date": "datetime64[s]",
+    "end_date": "datetime64[s]",
     "medication": "object",
-    "death_date": "datetime64[ns]",
+    "death_date": "datetime64[s]",
     "cause": "object",
-    "charge_date": "datetime64[ns]",
+    "charge_date": "datetime64[s]",
     "offence": "object",
 }
 
@@ -211,7 +211,7 @@ def test_absent_optional_columns_are_filled(example: Extract, folder: Path) -> N
     assert list(persons.columns) == list(COLUMNS["persons"])
     assert persons[list(OPTIONAL_PERSON_COLUMNS)].isna().all().all()
     assert persons["homeless"].dtype == "float64"
-    assert persons["emigration_date"].dtype == "datetime64[ns]"
+    assert persons["emigration_date"].dtype == "datetime64[s]"
     for column in OPTIONAL_PERSON_COLUMNS:
         assert any(f"'{column}' absent" in n for n in extract.notes)
     required = [c for c in COLUMNS["persons"] if c not in OPTIONAL_PERSON_COLUMNS]
@@ -232,7 +232,7 @@ def test_incarcerations_may_be_absent(folder: Path) -> None:
     extract = read_extract(folder)
     assert extract.incarcerations.empty
     assert list(extract.incarcerations.columns) == list(COLUMNS["incarcerations"])
-    assert extract.incarcerations["start_date"].dtype == "datetime64[ns]"
+    assert extract.incarcerations["start_date"].dtype == "datetime64[s]"
     assert extract.incarcerations["person_id"].dtype == object
     assert "incarcerations" not in extract.files
     assert any(n.startswith("incarcerations:") for n in extract.notes)
@@ -244,7 +244,7 @@ def test_empty_tables(folder: Path) -> None:
     to_parquet(folder, "charges")
     extract = read_extract(folder)
     assert extract.deaths.empty and extract.charges.empty
-    assert extract.charges["charge_date"].dtype == "datetime64[ns]"
+    assert extract.charges["charge_date"].dtype == "datetime64[s]"
     assert extract.deaths["cause"].dtype == object
 
 

@@ -82,7 +82,7 @@ def test_message_names_rows_person_ids_and_values(folder: Path) -> None:
     set_cells(folder, "persons", "index_date", {3: "2023-13-01", 5: "01.02.2023"})
     error = read_error(folder)
     assert str(error) == (
-        "persons.csv, column 'index_date': 2 rows are not ISO 8601 dates (YYYY-MM-DD): "
+        "persons.csv, column 'index_date': 2 rows are not ISO 8601 calendar dates (YYYY-MM-DD, no time of day): "
         "row 3 (person_id P3): '2023-13-01'; row 5 (person_id P5): '01.02.2023'"
     )
     assert_error(error, file="persons.csv", table="persons", column="index_date", rows=[3, 5])
@@ -99,7 +99,7 @@ def test_date_not_iso_is_rejected(folder: Path, bad: str) -> None:
         table="treatment_episodes",
         column="start_date",
         rows=[2],
-        contains=(f"'{bad}'", "1 row is not an ISO 8601 date", "(person_id P1)"),
+        contains=(f"'{bad}'", "1 row is not an ISO 8601 calendar date", "(person_id P1)"),
     )
 
 
