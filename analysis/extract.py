@@ -30,6 +30,7 @@ from analysis.contract import (
     TABLES,
 )
 from analysis.validation import (
+    MAX_ROWS_SHOWN,
     ExtractError,
     as_arrow,
     check_groups,
@@ -151,7 +152,29 @@ def _read_meta(folder: Path, notes: list[str]) -> tuple[pd.Timestamp, str | None
     return pd.Timestamp(extract_date), None if description is None else str(description)
 
 
+def _truth_problem(truth: Any) -> str | None:
+    """What keeps ``truth`` from being a truth file as the generator writes it, if anything."""
+    if not isinstance(truth, dict):
+        return "it must hold a JSON object"
+    estimands = truth.get("estimands")
+    if not isinstance(estimands, list):
+        return "key 'estimands' must be a list of {outcome, measure, value} objects"
+    for i, item in enumerate(estimands, start=1):
+        if not isinstance(item, dict):
+            return f"estimand {i} is not an object"
+        for key in ("outcome", "measure"):
+            if not isinstance(item.get(key), str):
+                return f"estimand {i}: '{key}' must be a string"
+        value = item.get("value")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value)
+        ):
+            return f"estimand {i} ({item['outcome']} {item['measure']}): 'value' must be a number or null"
+    return None
+
+
 def _read_truth(folder: Path) -> dict[str, Any] | None:
+    """``truth.json`` (written by the synthetic generator beside an extract), if present."""
     path = folder / "truth.json"
     if not path.is_file():
         return None
@@ -159,10 +182,18 @@ def _read_truth(folder: Path) -> dict[str, Any] | None:
         truth = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ExtractError(
-            f"truth.json: not valid JSON: {one_line(exc)}", file="truth.json"
+            f"truth.json: not valid JSON: {one_line(exc)}; remove the file or fix it "
+            "(it only adds known true values to results from synthetic data)",
+            file="truth.json",
         ) from None
-    if not isinstance(truth, dict):
-        raise ExtractError("truth.json: must hold a JSON object", file="truth.json")
+    problem = _truth_problem(truth)
+    if problem is not None:
+        raise ExtractError(
+            f"truth.json: not a truth file as the synthetic generator writes it ({problem}); "
+            "remove the file or fix it (it only adds known true values to results from "
+            "synthetic data)",
+            file="truth.json",
+        )
     return truth
 
 
@@ -203,15 +234,45 @@ def _read_arrow(path: Path, table: str) -> pa.Table:
             header = next(csv.reader(handle), None)
         if not header:
             raise ExtractError(f"{file}: empty file, no header row", file=file, table=table)
-        return pa_csv.read_csv(
-            path,
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                null_values=[],
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
+        convert = pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            null_values=[],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         )
+        ragged: list[Any] = []
+
+        def keep_ragged(row: Any) -> str:
+            ragged.append(row)
+            return "skip"
+
+        arrow = pa_csv.read_csv(
+            path,
+            parse_options=pa_csv.ParseOptions(invalid_row_handler=keep_ragged),
+            convert_options=convert,
+        )
+        if ragged:  # read again in one thread, which numbers the lines, to name them
+            ragged.clear()
+            pa_csv.read_csv(
+                path,
+                read_options=pa_csv.ReadOptions(use_threads=False),
+                parse_options=pa_csv.ParseOptions(invalid_row_handler=keep_ragged),
+                convert_options=convert,
+            )
+            first = ragged[0]
+            shown = "; ".join(
+                f"line {r.number} (row {r.number - 1}) has {r.actual_columns}"
+                for r in ragged[:MAX_ROWS_SHOWN]
+            )
+            raise ExtractError(
+                f"{file}: {len(ragged)} row{'s' if len(ragged) > 1 else ''} with a different "
+                f"number of fields than the header ({first.expected_columns}): {shown}",
+                file=file,
+                table=table,
+                rows=[r.number - 1 for r in ragged[:MAX_ROWS_SHOWN] if r.number is not None],
+                n_rows=len(ragged),
+            )
+        return arrow
     except UnicodeDecodeError as exc:
         raise ExtractError(
             f"{file}: not UTF-8 text: {one_line(exc)}", file=file, table=table

@@ -258,6 +258,11 @@ def fit_propensity(
 
     active, fixed, dropped = _separated_rows(X, y, names)
     Xa, ya = X[active], y[active]
+    if len(ya) == 0 or ya.min() == ya.max():
+        raise ValueError(
+            "treated and controls share no covariate cell, so no one can be compared "
+            f"(first found: {next(iter(dropped.items()), ('', 'no rows'))[1]})"
+        )
     keep = _independent_columns(Xa)
     for j, name in enumerate(names):
         if j not in keep and name not in dropped:

@@ -73,6 +73,12 @@ def results_dir() -> Path:
     return Path(os.environ.get("HAT_RESULTS") or REPO / "results").resolve()
 
 
+def results_label() -> str:
+    """Where the results folder is for the reader: ``$HAT_RESULTS_SHOWN`` (the final place
+    when the book is built before the folder is moved there) or :func:`results_dir`."""
+    return os.environ.get("HAT_RESULTS_SHOWN") or str(results_dir())
+
+
 @cache
 def results() -> dict[str, Any]:
     """Contents of ``results.json`` (required)."""

@@ -15,7 +15,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from analysis.contract import BOOLEAN_COVARIATES
 from analysis.missing import DEFAULT_COVARIATES
+
+#: cohort columns with few values, on which matching may be exact (missing = its own value)
+EXACT_MATCH_COLUMNS = ("region", "sex", *BOOLEAN_COVARIATES)
 
 
 class ConfigError(ValueError):
@@ -38,6 +42,17 @@ class MatchingConfig(_Frozen):
     )
     replace: bool = Field(False, description="match with replacement")
     exact: tuple[str, ...] = Field(("region",), description="covariates matched exactly")
+
+    @field_validator("exact")
+    @classmethod
+    def _known_exact(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in EXACT_MATCH_COLUMNS]
+        if unknown:
+            raise ValueError(
+                f"cannot match exactly on {unknown}: not a categorical column of the cohort; "
+                f"allowed: {list(EXACT_MATCH_COLUMNS)}"
+            )
+        return value
 
 
 class SensitivityConfig(_Frozen):
@@ -93,6 +108,14 @@ class StudyConfig(_Frozen):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what the YAML parser found, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {problem}" if problem else where
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> StudyConfig:
     """Load and validate a configuration.
 
@@ -123,8 +146,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> StudyConfig
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read the file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: not UTF-8 text; a configuration is a YAML file") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+            raise ConfigError(f"{where}: not valid YAML{_yaml_problem(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

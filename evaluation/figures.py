@@ -267,6 +267,9 @@ def all_figures(tables: dict[str, pd.DataFrame]) -> dict[str, plt.Figure]:
     """
     from evaluation.figures_design import love_plot
 
+    # a table without rows (e.g. no HAT person in treatment on the index date, so no
+    # retention curves) gives no figure; the report says why the estimate is missing
+    tables = {name: df for name, df in tables.items() if len(df)}
     figs: dict[str, plt.Figure] = {}
     if "balance" in tables:
         figs["love_plot"] = love_plot(tables["balance"])

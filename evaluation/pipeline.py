@@ -130,6 +130,25 @@ def _matched_design(
     return Design(name=name, data=sample, weighted=True, info=info)
 
 
+def _check_exact_overlap(df: pd.DataFrame, config: StudyConfig) -> None:
+    """Matching exactly on ``config.matching.exact`` needs a cell with both groups."""
+    exact = list(config.matching.exact)
+    if not exact:
+        return
+    counts = df.groupby(exact, dropna=False)["treatment"].agg(["sum", "size"])
+    if ((counts["sum"] > 0) & (counts["sum"] < counts["size"])).any():
+        return
+
+    def cells(hat: bool) -> str:
+        chosen = counts[(counts["sum"] > 0) if hat else (counts["sum"] == 0)]
+        return ", ".join(str(c) for c in chosen.index.tolist()) or "none"
+
+    raise StudyError(
+        f"no value of {exact} (matched exactly) has both HAT and OST persons: HAT persons are "
+        f"in {cells(True)}; OST persons in {cells(False)}; no HAT person can be compared"
+    )
+
+
 def build_designs(df: pd.DataFrame, config: StudyConfig) -> dict[str, Design]:
     """Primary and sensitivity designs for a cohort table with ``ps``/``ps_logit`` columns."""
     designs = {
@@ -214,6 +233,24 @@ def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstima
             )
         out.append(est)
     return out
+
+
+def not_estimable(estimates: list[dict[str, Any]] | list[EffectEstimate]) -> list[str]:
+    """One line per primary estimate that could not be estimated, with its reason."""
+    lines = []
+    for e in estimates:
+        est = e if isinstance(e, dict) else e.to_dict()  # to_dict: NaN -> None
+        if est["primary"] and est["estimate"] is None:
+            reason = (est.get("details") or {}).get("note") or "no reason recorded"
+            lines.append(f"{est['outcome']} {est['measure']}: {reason}")
+    return lines
+
+
+def _check_primaries(estimates: list[EffectEstimate]) -> None:
+    """A study with no estimable primary estimate cannot be done."""
+    missing = not_estimable(estimates)
+    if missing and len(missing) == sum(e.primary for e in estimates):
+        raise StudyError("no primary estimate is estimable: " + "; ".join(missing))
 
 
 def _truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
@@ -372,6 +409,7 @@ def run_study(
             raise StudyError(
                 f"after exclusions {n_hat} HAT and {n_ost} OST persons remain; both are needed"
             )
+        _check_exact_overlap(df, config)
     with steps.step("propensity score and designs"):
         try:
             ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
@@ -393,6 +431,7 @@ def run_study(
                 estimates.append(est.with_primary(primary))
         extra_estimates, tables, extras = _primary_extras(designs["matched"], config)
         estimates += extra_estimates
+    _check_primaries(estimates)
     truth = _truth_lookup(extract.truth)
     estimates = [e.with_truth(truth.get((e.outcome, e.measure))) for e in estimates]
     e_values = []

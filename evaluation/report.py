@@ -140,6 +140,7 @@ def build_book(
     output_dir: str | Path | None = None,
     pdf: bool = False,
     source: str | Path | None = None,
+    shown_as: str | Path | None = None,
 ) -> Path:
     """Build the report's HTML (and optionally PDF) from a results folder.
 
@@ -156,6 +157,9 @@ def build_book(
         ``pdflatex``; needs ``latexmk`` and TeX Live.
     source : path-like, optional
         The book's sources; default ``book/`` of this repository.
+    shown_as : path-like, optional
+        The results folder's path as the report names it, when the book is built
+        in a staging folder before it is moved into place; default ``results_dir``.
 
     Returns
     -------
@@ -177,7 +181,8 @@ def build_book(
         )
     book = Path(source).resolve() if source is not None else BOOK_SOURCE
     out = Path(output_dir).resolve() if output_dir is not None else results_dir / "book"
-    return build_jupyter_book(book, out, env={"HAT_RESULTS": str(results_dir)}, pdf=pdf)
+    env = {"HAT_RESULTS": str(results_dir), "HAT_RESULTS_SHOWN": str(shown_as or results_dir)}
+    return build_jupyter_book(book, out, env=env, pdf=pdf)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,17 @@ message naming the file, column and rows, and no results written.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -26,7 +32,7 @@ EXIT_BAD_INPUT = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of ``python -m evaluation.run``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m evaluation.run",
         description="Evaluate heroin-assisted treatment (HAT) against matched OST comparators: "
         "read (or generate) a registry extract, run every analysis, write a results folder "
@@ -40,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: generate the configured synthetic scenario)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("results"), metavar="DIR", help="results folder"
+        "--out",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help="results folder: a new path, an empty folder or a results folder written "
+        "earlier (replaced when the run completes); nothing else is ever replaced",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="study configuration (YAML)")
     parser.add_argument("--seed", type=int, metavar="N", help="seed (overrides the config)")
@@ -94,27 +105,43 @@ def run(
     config: StudyConfig,
     book: bool = True,
     quiet: bool = False,
-) -> dict:
-    """Run a study end to end and return the contents of ``results.json``.
+    keep: tuple[Path, ...] = (),
+) -> tuple[dict, list[str]]:
+    """Run a study end to end; return the contents of ``results.json`` and the warnings.
+
+    ``out`` is checked before any work (see
+    :func:`evaluation.output_path.check_output_path`) and locked for the run; the
+    new results folder, report included, replaces it only once complete.
 
     Raises
     ------
     analysis.validation.ExtractError
         The extract breaks a rule of the data contract.
+    evaluation.output_path.OutputError
+        ``out`` may not be written (or another run is writing it).
+    evaluation.pipeline.StudyError
+        The study cannot be done on this extract.
     """
     from analysis.extract import read_extract
+    from evaluation.output_path import check_output_path
     from evaluation.pipeline import run_study
     from evaluation.results_folder import (
+        ResultsFolderWriter,
         command_line,
         hash_files,
         package_versions,
-        write_results_folder,
     )
 
+    target = check_output_path(out, extract=data, keep=keep)
     steps = Steps(quiet=quiet)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hat-extract-") as tmp:
+    with (
+        ResultsFolderWriter(target) as writer,
+        tempfile.TemporaryDirectory(prefix="hat-extract-") as tmp,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("default")
         source: dict
         if data is None:
             from synthetic import generate_extract
@@ -135,6 +162,7 @@ def run(
             extract = read_extract(data_dir)
             input_hash = hash_files(data_dir)
         study = run_study(extract, config, steps=steps)
+        seen = _warning_lines(caught)
         manifest = {
             "created": started.isoformat(timespec="seconds"),
             "command": command_line(),
@@ -145,46 +173,153 @@ def run(
             "input": input_hash,
             "extract_date": extract.extract_date.strftime("%Y-%m-%d"),
             "extract_notes": list(extract.notes),
+            "warnings": seen,
             "counts": study.results["cohort"],
             "versions": package_versions(),
         }
         with steps.step("write results folder"):
-            study_results = study.results
             manifest["timings_seconds"] = dict(steps.timings)
             manifest["elapsed_seconds"] = round(time.perf_counter() - t0, 2)
-            write_results_folder(
-                out,
-                results=study_results,
+            writer.write(
+                results=study.results,
                 manifest=manifest,
                 tables=study.tables,
                 figures=study.figures(),
             )
-    if book:
-        from evaluation.report import build_book
+        if book:
+            from evaluation.report import build_book
 
-        with steps.step("build the report"):
-            build_book(out)
-    return study_results
+            with steps.step("build the report"):
+                build_book(writer.staging, shown_as=writer.out)
+        writer.commit()
+        seen = _warning_lines(caught)
+    return study.results, seen
+
+
+def _warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Distinct warnings, in order, as ``Category: message`` lines."""
+    lines = [f"{w.category.__name__}: {one_line_text(str(w.message))}" for w in caught]
+    return list(dict.fromkeys(lines))
+
+
+def one_line_text(text: str) -> str:
+    """``text`` with its line breaks folded into spaces."""
+    return " ".join(text.split())
+
+
+class Terminated(BaseException):
+    """The process received SIGTERM or SIGHUP (handled like Ctrl-C: nothing is written)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _crash_log(exc: BaseException) -> Path:
+    """Write the full traceback of an unexpected error to a log file; return its path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    fd, name = tempfile.mkstemp(prefix=f"hat-evaluation-error-{stamp}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"command: {' '.join(sys.argv)}\n\n")
+        fh.write("".join(traceback.format_exception(exc)))
+    return Path(name)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Options that contradict each other or name nothing usable."""
+    if args.data is not None:
+        if args.scenario is not None:
+            raise ConfigError(
+                "--scenario chooses the synthetic data generated when no --data is given; "
+                "it cannot be combined with --data"
+            )
+        if not args.data.is_dir():
+            what = "is not a folder" if args.data.exists() else "no such folder"
+            raise ConfigError(f"--data {args.data}: {what}")
+
+
+def _check_scenario(config: StudyConfig) -> None:
+    from synthetic.spec import ScenarioError, load_scenario
+
+    try:
+        load_scenario(config.scenario, seed=config.seed, n_hat=config.n_hat, n_ost=config.n_ost)
+    except ScenarioError as exc:
+        raise ConfigError(f"scenario: {one_line_text(str(exc))}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status.
+
+    0: results written; 2: bad input (options, configuration, extract, ``--out``,
+    or a study that cannot be done on the data), nothing written; 130/143:
+    interrupted by Ctrl-C / SIGTERM, nothing written; 1: an internal error (a
+    bug), nothing written, the traceback in a log file named on stderr.
+    """
     args = build_parser().parse_args(argv)
     from analysis.validation import ExtractError
-    from evaluation.pipeline import StudyError
+    from evaluation.output_path import OutputError
+    from evaluation.pipeline import StudyError, not_estimable
 
+    handlers = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread: leave the handlers
+            handlers[signum] = signal.signal(signum, _raise_terminated)
     try:
+        _check_options(args)
         config = load_config(args.config, seed=args.seed, scenario=args.scenario)
-        if args.data is not None and not args.data.is_dir():
-            raise ConfigError(f"--data {args.data}: no such folder")
-        results = run(
-            data=args.data, out=args.out, config=config, book=not args.no_book, quiet=args.quiet
+        if args.data is None:
+            _check_scenario(config)
+        keep = tuple(p for p in (args.config, Path.cwd()) if p is not None)
+        results, seen = run(
+            data=args.data,
+            out=args.out,
+            config=config,
+            book=not args.no_book,
+            quiet=args.quiet,
+            keep=keep,
         )
-    except (ConfigError, ExtractError, StudyError) as exc:
-        return _fail(str(exc))
+    except StudyError as exc:
+        return _fail(f"the study cannot be done: {one_line_text(str(exc))}")
+    except (ConfigError, ExtractError, OutputError) as exc:
+        return _fail(one_line_text(str(exc)))
     except KeyboardInterrupt:
-        print("interrupted; no results written", file=sys.stderr)
+        print("interrupted (Ctrl-C); nothing was written", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"terminated (signal {exc.signum}); nothing was written", file=sys.stderr)
+        return 128 + exc.signum
+    except Exception as exc:  # a bug: one line for the user, the traceback in a file
+        from evaluation.report import BookBuildError
+
+        log = _crash_log(exc)
+        what = (
+            "the report could not be built (rerun with --no-book to get the results folder "
+            "without it)"
+            if isinstance(exc, BookBuildError)
+            else f"internal error: {type(exc).__name__}: {one_line_text(str(exc))[:300]}"
+        )
+        print(
+            f"error: {what}; this is a bug, please report it with the log {log}; "
+            "nothing was written",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    for line in seen:
+        print(f"warning: {line}", file=sys.stderr)
+    for line in not_estimable(results["estimates"]):
+        print(f"not estimable: {line}", file=sys.stderr)
     print_summary(results, args.out)
     return 0
 

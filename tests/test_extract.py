@@ -252,7 +252,7 @@ def test_truth_json_is_read(folder: Path) -> None:
     truth = {
         "scenario": "default",
         "seed": 1,
-        "estimands": [{"outcome": "mortality", "value": 0.7}],
+        "estimands": [{"outcome": "mortality", "measure": "HR", "value": 0.7}],
     }
     (folder / "truth.json").write_text(json.dumps(truth), encoding="utf-8")
     assert read_extract(folder).truth == truth

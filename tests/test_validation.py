@@ -396,11 +396,22 @@ def test_not_a_folder(tmp_path: Path) -> None:
     assert "no such extract folder" in str(error)
 
 
-def test_unreadable_csv(folder: Path) -> None:
+def test_ragged_csv_row_is_named(folder: Path) -> None:
     (folder / "deaths.csv").write_bytes(
-        b"person_id,death_date,cause\nP3,2024-01-10,overdose,extra\n"
+        b"person_id,death_date,cause\nP3,2024-01-10,overdose,extra\nP6,2022-12-01,other\nP7\n"
     )
-    assert_error(read_error(folder), file="deaths.csv", table="deaths", column=None, rows=[])
+    assert_error(
+        read_error(folder),
+        file="deaths.csv",
+        table="deaths",
+        column=None,
+        rows=[1, 3],
+        contains=(
+            "2 rows with a different number of fields",
+            "line 2 (row 1) has 4",
+            "line 4 (row 3) has 1",
+        ),
+    )
 
 
 def test_not_utf8(folder: Path) -> None:
