@@ -272,10 +272,13 @@ def _primary_extras(
             **common,
         )
     )
+    # the same at-risk rules before and after index: prison days are not person-time and
+    # charges dated inside a stay are not counted (baseline_charges, the propensity-model
+    # covariate, counts every charge of the window as the contract defines it)
     per_group, ratio = before_after_ratio(
         df,
-        count_before="baseline_charges",
-        exposure_before="baseline_years",
+        count_before="baseline_charges_at_risk",
+        exposure_before="baseline_crime_years",
         count_after="followup_charges",
         exposure_after="crime_years",
         treatment="treatment",
@@ -312,7 +315,11 @@ def _primary_extras(
         per=1,
         label="period",
         rows=(
-            ("baseline_charges", "baseline_years", "2 years before index"),
+            (
+                "baseline_charges_at_risk",
+                "baseline_crime_years",
+                "2 years before index (out of prison)",
+            ),
             ("followup_charges", "crime_years", "after index (out of prison)"),
         ),
     )
@@ -365,7 +372,6 @@ def run_study(
     with steps.step("derive cohort"):
         cohort: Cohort = derive_cohort(extract, gap_days=config.gap_days)
         df = cohort.table.copy()
-        df["baseline_years"] = 730 / 365.25
         n_hat = int(df["treatment"].sum())
         n_ost = int(len(df) - n_hat)
         if n_hat == 0 or n_ost == 0:

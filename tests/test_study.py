@@ -133,3 +133,63 @@ def test_matched_arms_carry_equal_weight(ci_study):
     assert hat == study.results["cohort"]["n_hat_matched"]
     assert ost == pytest.approx(hat)
     assert study.results["cohort"]["n_ost_matched"] > hat  # 1:k with k > 1
+
+
+def test_before_after_crime_uses_the_same_at_risk_rules(ci_study, tmp_path):
+    """Prison stays before index remove baseline person-time and the charges inside them
+    from the before/after comparison, as after index; the propensity covariate
+    ``baseline_charges`` still counts them, so the matched design is unchanged."""
+    from analysis.cohort import derive_cohort
+    from analysis.propensity import fit_propensity
+    from evaluation.pipeline import build_designs
+
+    study, data = ci_study
+    folder = tmp_path / "prison-before-index"
+    folder.mkdir()
+    for path in data.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    persons = pd.read_csv(data / "persons.csv", dtype=str, keep_default_na=False)
+    index = pd.to_datetime(persons["index_date"])
+    # every person in prison for the 364 days before the day before index
+    before = pd.DataFrame(
+        {
+            "person_id": persons["person_id"],
+            "start_date": (index - pd.Timedelta(days=365)).dt.strftime("%Y-%m-%d"),
+            "end_date": (index - pd.Timedelta(days=1)).dt.strftime("%Y-%m-%d"),
+        }
+    )
+    stays = pd.read_csv(data / "incarcerations.csv", dtype=str, keep_default_na=False)
+    pd.concat([stays, before]).to_csv(folder / "incarcerations.csv", index=False)
+    (folder / "truth.json").unlink(missing_ok=True)
+    extract = read_extract(folder)
+    config = load_config(seed=11)
+    again = run_study(extract, config)
+    # the design (and so every follow-up estimate) is the same
+    assert again.results["cohort"] == study.results["cohort"]
+    ours = {(e["outcome"], e["measure"], e["method"]): e for e in again.results["estimates"]}
+    theirs = estimates(study)
+    assert ours[("crime", "IRR", "nb_matched")]["estimate"] == theirs[
+        ("crime", "IRR", "nb_matched")
+    ]["estimate"]
+    # the pipeline's matched sample, rebuilt: weighted at-risk sums per group
+    df = derive_cohort(extract, gap_days=config.gap_days).table
+    ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
+    df = df.assign(ps=ps.score, ps_logit=ps.logit)
+    matched = build_designs(df, config)["matched"].data
+    assert (matched["baseline_prison_days"] == 364).all()
+    w = matched["weight"]
+    rates = again.tables["crime_rates"]
+    base = rates[rates["period"].str.startswith("2 years before index")].set_index("group")
+    did = ours[("crime", "ratio_of_rate_ratios", "poisson_matched")]["details"]["rates"]
+    n_hat = study.results["cohort"]["n_hat_matched"]
+    for group in ("HAT", "OST"):
+        g = matched["group"] == group
+        charges = float((w * matched["baseline_charges_at_risk"])[g].sum())
+        years = float((w * matched["baseline_crime_years"])[g].sum())
+        assert years == pytest.approx(n_hat * 366 / 365.25)  # 730 - 364 days, equal weights
+        assert base.loc[group, "person_years"] == pytest.approx(years)
+        assert base.loc[group, "events"] == pytest.approx(charges)
+        assert did[group]["before"]["person_years"] == pytest.approx(years)
+        assert did[group]["before"]["events"] == pytest.approx(charges)
+        # charges in the new stays left the comparison but stay in the covariate
+        assert charges < float((w * matched["baseline_charges"])[g].sum())
