@@ -168,9 +168,10 @@ def test_before_after_crime_uses_the_same_at_risk_rules(ci_study, tmp_path):
     assert again.results["cohort"] == study.results["cohort"]
     ours = {(e["outcome"], e["measure"], e["method"]): e for e in again.results["estimates"]}
     theirs = estimates(study)
-    assert ours[("crime", "IRR", "nb_matched")]["estimate"] == theirs[
-        ("crime", "IRR", "nb_matched")
-    ]["estimate"]
+    assert (
+        ours[("crime", "IRR", "nb_matched")]["estimate"]
+        == theirs[("crime", "IRR", "nb_matched")]["estimate"]
+    )
     # the pipeline's matched sample, rebuilt: weighted at-risk sums per group
     df = derive_cohort(extract, gap_days=config.gap_days).table
     ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
