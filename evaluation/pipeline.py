@@ -22,7 +22,7 @@ from analysis.extract import Extract
 from analysis.matching import match
 from analysis.propensity import fit_propensity
 from analysis.results import EffectEstimate
-from analysis.sensitivity import e_value
+from analysis.sensitivity import e_value, incidence_at_end
 from analysis.survival import (
     cox_hazard_ratio,
     cumulative_incidence,
@@ -216,6 +216,22 @@ def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstima
     return out
 
 
+def _incidence(design: Design, outcome: str) -> float | None:
+    """Cumulative incidence by the end of follow-up of a time-to-event outcome.
+
+    Kaplan–Meier 1 - S at the longest follow-up, both arms of the design together with
+    their weights (the overall incidence, which decides whether an E-value treats a hazard
+    ratio as for a rare outcome); None for a count outcome.
+    """
+    model, duration, event = OUTCOME_MODELS[outcome]
+    if model != "cox":
+        return None
+    df = design.data
+    data = df[df["in_retention"]] if outcome == "retention" else df
+    weights = "weight" if design.weighted else None
+    return incidence_at_end(data, duration=duration, event=event, weights=weights)
+
+
 def _truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
     if not truth:
         return {}
@@ -405,7 +421,11 @@ def run_study(
     for e in estimates:
         if e.primary:
             ev = e_value(
-                e.estimate, e.ci_low, e.ci_high, measure=e.measure, rare=e.outcome != "retention"
+                e.estimate,
+                e.ci_low,
+                e.ci_high,
+                measure=e.measure,
+                incidence=_incidence(designs["matched"], e.outcome),
             )
             e_values.append({"outcome": e.outcome, "measure": e.measure, **ev.to_dict()})
     ph_tests = [

@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.cohort import derive_cohort
 from analysis.contract import PRIMARY_OUTCOMES
 from analysis.extract import read_extract
+from analysis.propensity import fit_propensity
+from analysis.sensitivity import incidence_at_end
 from evaluation.config import load_config
-from evaluation.pipeline import run_study
+from evaluation.pipeline import build_designs, run_study
 from evaluation.results_folder import dumps
 from tests.study_helpers import estimates, study_on_scenario
 
@@ -135,14 +138,41 @@ def test_matched_arms_carry_equal_weight(ci_study):
     assert study.results["cohort"]["n_ost_matched"] > hat  # 1:k with k > 1
 
 
+def _matched_sample(extract, config) -> pd.DataFrame:
+    """The pipeline's primary (matched) design, rebuilt from its parts."""
+    df = derive_cohort(extract, gap_days=config.gap_days).table
+    ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
+    df = df.assign(ps=ps.score, ps_logit=ps.logit)
+    return build_designs(df, config)["matched"].data
+
+
+def test_e_values_decide_rarity_from_the_cumulative_incidence(ci_study):
+    """Hazard ratios: overall Kaplan-Meier incidence of the matched sample by the end of
+    follow-up above 15% = common (converted); the rule and the incidence are recorded."""
+    study, data = ci_study
+    matched = _matched_sample(read_extract(data), load_config(seed=11))
+    ev = {x["outcome"]: x for x in study.results["diagnostics"]["e_values"]}
+    assert set(ev) == set(PRIMARY_OUTCOMES)
+    retained = matched[matched["in_retention"]]
+    for outcome, df, duration, event in (
+        ("mortality", matched, "followup_days", "died"),
+        ("retention", retained, "retention_days", "discontinued"),
+    ):
+        incidence = incidence_at_end(df, duration=duration, event=event, weights="weight")
+        assert ev[outcome]["incidence"] == pytest.approx(incidence, rel=1e-12)
+        assert ev[outcome]["rare"] is (incidence <= 0.15)
+        assert f"{incidence:.3f}" in ev[outcome]["rare_rule"]
+        conversion = "rare outcome" if incidence <= 0.15 else "common outcome"
+        assert ev[outcome]["conversion"].startswith(conversion)
+    assert ev["retention"]["rare"] is False  # most leave treatment within the follow-up
+    assert ev["crime"]["rare"] is None and ev["crime"]["incidence"] is None
+    assert ev["crime"]["rare_rule"] == "not needed: risk or rate ratio"
+
+
 def test_before_after_crime_uses_the_same_at_risk_rules(ci_study, tmp_path):
     """Prison stays before index remove baseline person-time and the charges inside them
     from the before/after comparison, as after index; the propensity covariate
     ``baseline_charges`` still counts them, so the matched design is unchanged."""
-    from analysis.cohort import derive_cohort
-    from analysis.propensity import fit_propensity
-    from evaluation.pipeline import build_designs
-
     study, data = ci_study
     folder = tmp_path / "prison-before-index"
     folder.mkdir()
@@ -173,10 +203,7 @@ def test_before_after_crime_uses_the_same_at_risk_rules(ci_study, tmp_path):
         == theirs[("crime", "IRR", "nb_matched")]["estimate"]
     )
     # the pipeline's matched sample, rebuilt: weighted at-risk sums per group
-    df = derive_cohort(extract, gap_days=config.gap_days).table
-    ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
-    df = df.assign(ps=ps.score, ps_logit=ps.logit)
-    matched = build_designs(df, config)["matched"].data
+    matched = _matched_sample(extract, config)
     assert (matched["baseline_prison_days"] == 364).all()
     w = matched["weight"]
     rates = again.tables["crime_rates"]
