@@ -54,6 +54,10 @@ COHORT_COLUMNS = (
     "crime_years",
     "baseline_charges",
     "followup_charges",
+    "baseline_prison_days",
+    "baseline_crime_days",
+    "baseline_crime_years",
+    "baseline_charges_at_risk",
     "age",
     "sex",
     "region",
@@ -87,16 +91,32 @@ class Cohort:
         - ``retention_days`` (float, whole days): ``min(spell end,
           followup_end) - index_date``; NaN where ``in_retention`` is False.
         - ``discontinued`` (float 0.0/1.0): the spell ended before follow-up
-          ended (1) or not (0, censored); NaN where ``in_retention`` is False.
+          ended (1) or not (0, censored); a spell that ended fewer than
+          ``gap_days`` days before follow-up ended by emigration or the extract
+          date is censored (0) at its end, since a return within the gap could
+          not be seen. NaN where ``in_retention`` is False.
         - ``prison_days`` (int): days of prison stays (merged, an open stay
-          ending at the extract date) inside ``[index_date, followup_end)``.
-        - ``crime_days`` (int): ``followup_days - prison_days``, the days at
-          risk of a charge; ``crime_years`` (float): ``crime_days / 365.25``.
+          ending at the extract date) inside ``[index_date, followup_end]``,
+          both days included (the crime window).
+        - ``crime_days`` (int): ``followup_days + 1 - prison_days``, the days at
+          risk of a charge: the days of the crime window ``[index_date,
+          followup_end]`` out of prison (a charge on ``followup_end`` counts,
+          so that day is at risk); ``crime_years`` (float): ``crime_days / 365.25``.
         - ``baseline_charges`` (int): charges dated from ``index_date - 730``
-          days to ``index_date - 1`` day, in prison or not.
+          days to ``index_date - 1`` day, in prison or not: the contract's
+          baseline crime count, a covariate of the propensity model.
         - ``followup_charges`` (int): charges dated from ``index_date`` to
           ``followup_end``, both included, except those dated inside a prison
           stay (from its first day to the day before its end).
+        - ``baseline_prison_days`` (int): days of prison stays inside the
+          baseline window ``[index_date - 730, index_date)``;
+          ``baseline_crime_days`` (int): ``730 - baseline_prison_days``, the
+          baseline days at risk of a charge; ``baseline_crime_years`` (float):
+          ``baseline_crime_days / 365.25``.
+        - ``baseline_charges_at_risk`` (int): the baseline charges not dated
+          inside a prison stay. With ``baseline_crime_years`` it gives the rate
+          before index by the same rules as ``followup_charges`` and
+          ``crime_years`` after it (the before/after comparison).
         - ``age`` (int): year of ``index_date`` minus ``birth_year``.
         - ``sex``, ``region`` (str) and the covariates ``years_opioid_use``,
           ``prior_ost_episodes``, ``injecting``, ``psychiatric_dx``,
@@ -367,15 +387,26 @@ def derive_cohort(extract: Extract, *, gap_days: int = 30) -> Cohort:
     spell_end, in_retention = _containing(spells, codes, index_day, origin=origin, span=span)
     in_retention &= index_day <= spell_end
     retention_days = np.where(in_retention, np.minimum(spell_end, followup_end) - index_day, np.nan)
-    discontinued = np.where(in_retention, (spell_end < followup_end).astype(float), np.nan)
+    # a return within the gap after the spell's end falls after follow-up ended by
+    # emigration or the extract date and could not be seen: censored at the spell's end
+    unseen_return = ~died & (followup_end - spell_end < gap_days)
+    ended = (spell_end < followup_end) & ~unseen_return
+    discontinued = np.where(in_retention, ended.astype(float), np.nan)
 
     # -- prison ---------------------------------------------------------------------------
     prison = _merge_intervals(s_code, s_start, s_end, max_gap=0, origin=origin, span=span)
-    overlap = np.minimum(prison.end, followup_end[prison.code]) - np.maximum(
-        prison.start, index_day[prison.code]
-    )
-    overlap = np.clip(overlap, 0, None).astype(np.float64)  # bincount sums exactly below 2**53
-    prison_days = np.bincount(prison.code, weights=overlap, minlength=n).astype(np.int64)
+
+    def prison_days_in(first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        """Days of merged stays inside each person's window ``[first, stop)``."""
+        overlap = np.minimum(prison.end, stop[prison.code]) - np.maximum(
+            prison.start, first[prison.code]
+        )
+        overlap = np.clip(overlap, 0, None).astype(np.float64)  # exact sums below 2**53
+        return np.bincount(prison.code, weights=overlap, minlength=n).astype(np.int64)
+
+    # the crime window [index, followup_end] includes its last day
+    prison_days = prison_days_in(index_day, followup_end + 1)
+    baseline_prison_days = prison_days_in(index_day - BASELINE_DAYS, index_day)
 
     # -- charges --------------------------------------------------------------------------
     c_index = index_day[c_code]
@@ -384,11 +415,13 @@ def derive_cohort(extract: Extract, *, gap_days: int = 30) -> Cohort:
     in_stay &= c_day < stay_end
     counted = (c_day >= c_index) & (c_day <= followup_end[c_code]) & ~in_stay
     baseline_charges = np.bincount(c_code[baseline], minlength=n).astype(np.int64)
+    baseline_at_risk = np.bincount(c_code[baseline & ~in_stay], minlength=n).astype(np.int64)
     followup_charges = np.bincount(c_code[counted], minlength=n).astype(np.int64)
 
     # -- the table ------------------------------------------------------------------------
     followup_days = followup_end - index_day
-    crime_days = followup_days - prison_days
+    crime_days = followup_days + 1 - prison_days
+    baseline_crime_days = BASELINE_DAYS - baseline_prison_days
     index_year = _to_timestamps(index_day).astype("datetime64[Y]").astype(np.int64) + 1970
     columns = {
         "person_id": ids.to_numpy(dtype=object),
@@ -409,6 +442,10 @@ def derive_cohort(extract: Extract, *, gap_days: int = 30) -> Cohort:
         "crime_years": crime_days / DAYS_PER_YEAR,
         "baseline_charges": baseline_charges,
         "followup_charges": followup_charges,
+        "baseline_prison_days": baseline_prison_days,
+        "baseline_crime_days": baseline_crime_days,
+        "baseline_crime_years": baseline_crime_days / DAYS_PER_YEAR,
+        "baseline_charges_at_risk": baseline_at_risk,
         "age": index_year - persons["birth_year"].to_numpy(dtype=np.int64),
         "sex": persons["sex"].to_numpy(dtype=object),
         "region": persons["region"].to_numpy(dtype=object),

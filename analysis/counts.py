@@ -589,9 +589,13 @@ def before_after_ratio(
     df : DataFrame
         One row per person.
     count_before, exposure_before : str
-        Events and person-years in the period before index (e.g. the 2 years before).
+        Events and person-years at risk in the period before index (e.g. the 2 years
+        before).
     count_after, exposure_after : str
-        Events and person-years at risk after index.
+        Events and person-years at risk after index. Both periods must follow the same
+        rules of what is at risk (for crime: prison days removed from the person-time and
+        charges dated inside a stay not counted, in both), else the ratio mixes a change
+        in the rate with a change in the definition.
     treatment : str
         1 = HAT, 0 = OST.
     cluster : str, optional

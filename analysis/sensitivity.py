@@ -4,6 +4,14 @@ The E-value is the minimum strength of association, on the risk-ratio scale, tha
 unmeasured confounder would need with both treatment and outcome, above the measured
 covariates, to fully explain away the observed association.
 
+A hazard ratio approximates a risk ratio only for a rare outcome. Whether an outcome is
+rare is decided from the data: its cumulative incidence by the end of follow-up
+(Kaplan–Meier 1 - S, :func:`incidence_at_end`) above 15% makes it common, and the hazard
+ratio is then converted (VanderWeele 2020). The incidence is the overall one, of both
+arms together: the rule of VanderWeele & Ding (2017) and of the EValue package speaks of
+the outcome's prevalence by the end of follow-up in the study, and VanderWeele (2020)
+derives the conversions from the range of the outcome probabilities, not from one arm.
+
 References
 ----------
 VanderWeele TJ, Ding P (2017). Sensitivity analysis in observational research:
@@ -19,10 +27,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pandas as pd
+
 from analysis.results import _clean
+from analysis.survival import _binary, _durations, _product_limit, _weights_array
 
 #: measures read as risk ratios (rate ratios are treated as risk ratios, as in the paper)
 _RISK_RATIO_MEASURES = ("RR", "IRR", "ratio_of_rate_ratios")
+
+#: cumulative incidence by the end of follow-up above which an outcome is common
+#: (VanderWeele & Ding 2017; VanderWeele 2020)
+COMMON_OUTCOME_INCIDENCE = 0.15
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +57,14 @@ class EValue:
     ci : float or None
         E-value of the confidence limit closer to 1 (1 when the interval includes 1;
         None when no interval was given).
+    rare : bool or None
+        Whether the outcome was taken as rare (``None`` for risk and rate ratios, which
+        need no conversion).
+    rare_rule : str
+        How ``rare`` was decided: from the cumulative incidence (with its value and the
+        threshold), given by the caller, or not needed.
+    incidence : float or None
+        The cumulative incidence by the end of follow-up the decision used, if any.
     conversion : str
         How the measure was put on the risk-ratio scale.
     """
@@ -55,7 +78,9 @@ class EValue:
     rr_ci_high: float | None
     point: float
     ci: float | None
-    rare: bool
+    rare: bool | None
+    rare_rule: str
+    incidence: float | None
     conversion: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,13 +102,59 @@ def _hr_to_rr(hr: float) -> float:
     return (1 - 0.5 ** math.sqrt(hr)) / (1 - 0.5 ** math.sqrt(1 / hr))
 
 
+def incidence_at_end(
+    df: pd.DataFrame, *, duration: str, event: str, weights: str | None = None
+) -> float:
+    """Cumulative incidence of an event by the end of follow-up: Kaplan–Meier 1 - S.
+
+    Parameters
+    ----------
+    df : DataFrame
+        One row per person (for a comparison, both arms: the incidence is the overall
+        one, as in the rare-outcome rule of VanderWeele & Ding 2017).
+    duration, event : str
+        Follow-up time (>= 0) and event indicator (0/1).
+    weights : str, optional
+        Weights (matching or IPT weights), giving the weighted Kaplan–Meier curve.
+
+    Returns
+    -------
+    float
+        ``1 - S(t_max)`` with ``t_max`` the largest follow-up time among rows with a
+        positive weight (NaN when there is none).
+    """
+    t = _durations(df, duration)
+    e = _binary(df, event, "event")
+    w = _weights_array(df, weights)
+    keep = w > 0
+    if not keep.any():
+        return float("nan")
+    pl = _product_limit(t[keep], e[keep], w[keep])
+    return float(1.0 - pl.survival[-1]) if len(pl.survival) else float("nan")
+
+
+def _rare_from_incidence(incidence: float, threshold: float) -> tuple[bool, str]:
+    if not math.isfinite(incidence):
+        return False, (
+            "cumulative incidence not estimable: taken as common, whose conversion gives the "
+            "smaller (conservative) E-value"
+        )
+    common = incidence > threshold
+    return not common, (
+        f"cumulative incidence by the end of follow-up {incidence:.3f} "
+        f"{'>' if common else '<='} {threshold:g}: {'common' if common else 'rare'} outcome"
+    )
+
+
 def e_value(
     estimate: float,
     ci_low: float | None = None,
     ci_high: float | None = None,
     *,
     measure: str,
-    rare: bool = True,
+    rare: bool | None = None,
+    incidence: float | None = None,
+    threshold: float = COMMON_OUTCOME_INCIDENCE,
 ) -> EValue:
     """E-value for a ratio estimate and its confidence interval.
 
@@ -96,19 +167,28 @@ def e_value(
     measure : str
         ``RR`` (also ``RR_<t>`` such as ``RR_12m``), ``IRR``, ``ratio_of_rate_ratios``,
         ``HR`` or ``OR``.
-    rare : bool
-        Whether the outcome is rare (under about 15% by the end of follow-up). Only
-        matters for ``HR`` and ``OR``: a rare-outcome HR or OR approximates the RR; for
-        a common outcome the HR is converted with
-        ``RR = (1 - 0.5**sqrt(HR)) / (1 - 0.5**sqrt(1/HR))`` (VanderWeele 2020) and the
-        OR with ``RR = sqrt(OR)`` (VanderWeele 2017). Risk and rate ratios need no
-        conversion.
+    rare : bool, optional
+        Whether the outcome is rare, when the caller knows. Only matters for ``HR`` and
+        ``OR``: a rare-outcome HR or OR approximates the RR; for a common outcome the HR
+        is converted with ``RR = (1 - 0.5**sqrt(HR)) / (1 - 0.5**sqrt(1/HR))``
+        (VanderWeele 2020) and the OR with ``RR = sqrt(OR)`` (VanderWeele 2017). Risk
+        and rate ratios need no conversion.
+    incidence : float, optional
+        Cumulative incidence of the outcome by the end of follow-up (for instance
+        :func:`incidence_at_end` on both arms); the outcome is common when it is above
+        ``threshold`` and rare otherwise. Give ``rare`` or ``incidence``, not both; with
+        neither an HR or OR is taken as rare (the rule says so).
+    threshold : float
+        Incidence above which the outcome is common (default 0.15, the rule of
+        VanderWeele & Ding 2017 and of the EValue package: rare means under 15% by the
+        end of follow-up).
 
     Returns
     -------
     EValue
         ``point`` = RR + sqrt(RR (RR - 1)) for RR > 1 (RR inverted first when below 1);
-        ``ci`` = the same for the limit closer to 1, or 1 when the interval includes 1.
+        ``ci`` = the same for the limit closer to 1, or 1 when the interval includes 1;
+        ``rare_rule`` and ``incidence`` record how rarity was decided.
 
     Examples
     --------
@@ -133,6 +213,16 @@ def e_value(
         raise ValueError(
             f"E-values are defined here for risk, rate, hazard and odds ratios, not {measure!r}"
         )
+    if rare is not None and incidence is not None:
+        raise ValueError("give rare or incidence, not both")
+    if kind == "RR":
+        rare, rule = None, "not needed: risk or rate ratio"
+    elif incidence is not None:
+        rare, rule = _rare_from_incidence(float(incidence), threshold)
+    elif rare is not None:
+        rule = f"given: {'rare' if rare else 'common'} outcome"
+    else:
+        rare, rule = True, "assumed rare (no incidence given)"
     convert: Callable[[float], float]
     if kind == "RR" or rare:
         convert = float
@@ -171,5 +261,7 @@ def e_value(
         point=point,
         ci=ci,
         rare=rare,
+        rare_rule=rule,
+        incidence=None if incidence is None else float(incidence),
         conversion=conversion,
     )

@@ -784,6 +784,35 @@ def _check_variance(variance: str) -> None:
         raise ValueError(f"variance must be 'influence' or 'bootstrap', got {variance!r}")
 
 
+def _beyond_followup(arm: _TwoArm, horizon: float, name: str) -> tuple[str | None, dict]:
+    """Whether ``horizon`` lies beyond the longest follow-up of an arm.
+
+    The longest follow-up of an arm is its largest time (event or censoring) among rows
+    with a positive weight; the Kaplan–Meier curve is observed up to and including it.
+
+    Returns
+    -------
+    note : str or None
+        Why the functional at ``horizon`` is not estimable, or None when it is.
+    longest : dict
+        ``{"HAT": ..., "OST": ...}``, the longest follow-up of each arm.
+    """
+    longest = {}
+    for g, label in ((1, "HAT"), (0, "OST")):
+        sel = (arm.treat == g) & (arm.w > 0)
+        longest[label] = float(arm.time[sel].max()) if sel.any() else float("nan")
+    short = [
+        f"{label} {v:g}" for label, v in longest.items() if not (math.isfinite(v) and v >= horizon)
+    ]
+    if not short:
+        return None, longest
+    note = (
+        f"not estimable: {name} = {horizon:g} is beyond the longest follow-up "
+        f"({', '.join(short)}); the Kaplan-Meier curve is unknown there"
+    )
+    return note, longest
+
+
 class SurvivalAt(NamedTuple):
     """Retention (survival) at a time point: ratio and difference, HAT vs OST."""
 
@@ -856,7 +885,12 @@ def survival_at(
         ``ratio``: measure ``RR_<label>`` with a log-scale Wald interval;
         ``difference``: measure ``RD_<label>`` (absolute difference in probability).
         ``details``: ``per_group`` (survival and SE by group), ``time``, ``variance``,
-        ``n_clusters``.
+        ``n_clusters``. Both are not estimable (NaN, with the reason in
+        ``details["note"]``) when ``time`` is beyond the longest follow-up of either
+        arm, i.e. ``time > min(max time of HAT, max time of OST)`` where each maximum is
+        the largest duration (event or censoring) among rows with a positive weight;
+        ``time`` equal to that maximum is estimable. Beyond it the curve is not observed
+        and carrying its last value forward would report a guess.
 
     References
     ----------
@@ -879,11 +913,20 @@ def survival_at(
             _nan_estimate(outcome, rr_measure, method, note, **common),
             _nan_estimate(outcome, rd_measure, method, note, **common),
         )
-    pls, surv, se_surv, contrib_log, contrib_lin = {}, {}, {}, {}, {}
+    beyond, longest = _beyond_followup(arm, time, "time")
+    if beyond is not None:
+        info = {
+            "time": float(time),
+            "per_group": {g: {"max_followup": v} for g, v in longest.items()},
+        }
+        return SurvivalAt(
+            _nan_estimate(outcome, rr_measure, method, beyond, details=info, **common),
+            _nan_estimate(outcome, rd_measure, method, beyond, details=dict(info), **common),
+        )
+    surv, se_surv, contrib_log, contrib_lin = {}, {}, {}, {}
     for g in (0, 1):
         sel = arm.treat == g
         pl = _product_limit(arm.time[sel], arm.event[sel], arm.w[sel])
-        pls[g] = pl
         surv[g] = _survival_at_time(pl, time)
         mult = (pl.times <= time).astype(float)
         infl = np.zeros(len(arm.time))
@@ -902,12 +945,10 @@ def survival_at(
         "n_clusters": arm.n_clusters if arm.clustered else None,
         "weighted": arm.weighted,
         "per_group": {
-            "HAT": {"survival": s1, "se": se_surv[1], "max_followup": float(pls[1].times[-1])},
-            "OST": {"survival": s0, "se": se_surv[0], "max_followup": float(pls[0].times[-1])},
+            "HAT": {"survival": s1, "se": se_surv[1], "max_followup": longest["HAT"]},
+            "OST": {"survival": s0, "se": se_surv[0], "max_followup": longest["OST"]},
         },
     }
-    if min(pls[0].times[-1], pls[1].times[-1]) < time:
-        details["note"] = "time is beyond the longest follow-up of a group; S(t) carried forward"
     if variance == "influence":
         se_log = float(
             np.sqrt(
@@ -1004,7 +1045,12 @@ def rmst_difference(
     -------
     EffectEstimate
         ``measure="RMST_diff"`` in the unit of ``duration``; ``details``: ``per_group``
-        RMST and SE, ``tau``, ``variance``.
+        RMST and SE, ``tau``, ``variance``. Not estimable (NaN, with the reason in
+        ``details["note"]``) when ``tau`` is beyond the longest follow-up of either arm,
+        i.e. ``tau > min(max time of HAT, max time of OST)`` where each maximum is the
+        largest duration (event or censoring) among rows with a positive weight; ``tau``
+        equal to that maximum is estimable. Beyond it the area under the curve is not
+        observed (Royston & Parmar 2013 restrict tau to the follow-up of both arms).
 
     References
     ----------
@@ -1021,7 +1067,14 @@ def rmst_difference(
         return _nan_estimate(
             outcome, "RMST_diff", method, "not estimable: one treatment group is empty", **common
         )
-    rmst, contrib, se_g, max_fu = {}, {}, {}, {}
+    beyond, longest = _beyond_followup(arm, tau, "tau")
+    if beyond is not None:
+        info = {
+            "tau": float(tau),
+            "per_group": {g: {"max_followup": v} for g, v in longest.items()},
+        }
+        return _nan_estimate(outcome, "RMST_diff", method, beyond, details=info, **common)
+    rmst, contrib, se_g = {}, {}, {}
     for g in (0, 1):
         sel = arm.treat == g
         pl = _product_limit(arm.time[sel], arm.event[sel], arm.w[sel])
@@ -1030,7 +1083,6 @@ def rmst_difference(
         infl[sel] = arm.w[sel] * _log_survival_influence(pl, arm.event[sel], mult)
         contrib[g] = infl
         se_g[g] = float(np.sqrt(_cluster_sum_of_squares(infl, arm.codes, arm.n_clusters)))
-        max_fu[g] = float(pl.times[-1])
     diff = rmst[1] - rmst[0]
     details: dict[str, Any] = {
         "tau": float(tau),
@@ -1038,12 +1090,10 @@ def rmst_difference(
         "n_clusters": arm.n_clusters if arm.clustered else None,
         "weighted": arm.weighted,
         "per_group": {
-            "HAT": {"rmst": rmst[1], "se": se_g[1], "max_followup": max_fu[1]},
-            "OST": {"rmst": rmst[0], "se": se_g[0], "max_followup": max_fu[0]},
+            "HAT": {"rmst": rmst[1], "se": se_g[1], "max_followup": longest["HAT"]},
+            "OST": {"rmst": rmst[0], "se": se_g[0], "max_followup": longest["OST"]},
         },
     }
-    if min(max_fu.values()) < tau:
-        details["note"] = "tau is beyond the longest follow-up of a group; S carried forward"
     if variance == "influence":
         se = float(
             np.sqrt(_cluster_sum_of_squares(contrib[1] - contrib[0], arm.codes, arm.n_clusters))

@@ -365,7 +365,6 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
         }
     elif stage == "derive_cohort":
         table = result.table.copy()
-        table["baseline_years"] = 730 / 365.25  # as evaluation.pipeline.run_study
         _save(work, "cohort", table)
         info["n_cohort"] = len(table)
         info["n_in_retention"] = int(table["in_retention"].sum())

@@ -22,7 +22,7 @@ from analysis.extract import Extract
 from analysis.matching import match
 from analysis.propensity import fit_propensity
 from analysis.results import EffectEstimate
-from analysis.sensitivity import e_value
+from analysis.sensitivity import e_value, incidence_at_end
 from analysis.survival import (
     cox_hazard_ratio,
     cumulative_incidence,
@@ -253,6 +253,22 @@ def _check_primaries(estimates: list[EffectEstimate]) -> None:
         raise StudyError("no primary estimate is estimable: " + "; ".join(missing))
 
 
+def _incidence(design: Design, outcome: str) -> float | None:
+    """Cumulative incidence by the end of follow-up of a time-to-event outcome.
+
+    Kaplan–Meier 1 - S at the longest follow-up, both arms of the design together with
+    their weights (the overall incidence, which decides whether an E-value treats a hazard
+    ratio as for a rare outcome); None for a count outcome.
+    """
+    model, duration, event = OUTCOME_MODELS[outcome]
+    if model != "cox":
+        return None
+    df = design.data
+    data = df[df["in_retention"]] if outcome == "retention" else df
+    weights = "weight" if design.weighted else None
+    return incidence_at_end(data, duration=duration, event=event, weights=weights)
+
+
 def _truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
     if not truth:
         return {}
@@ -309,10 +325,13 @@ def _primary_extras(
             **common,
         )
     )
+    # the same at-risk rules before and after index: prison days are not person-time and
+    # charges dated inside a stay are not counted (baseline_charges, the propensity-model
+    # covariate, counts every charge of the window as the contract defines it)
     per_group, ratio = before_after_ratio(
         df,
-        count_before="baseline_charges",
-        exposure_before="baseline_years",
+        count_before="baseline_charges_at_risk",
+        exposure_before="baseline_crime_years",
         count_after="followup_charges",
         exposure_after="crime_years",
         treatment="treatment",
@@ -349,7 +368,11 @@ def _primary_extras(
         per=1,
         label="period",
         rows=(
-            ("baseline_charges", "baseline_years", "2 years before index"),
+            (
+                "baseline_charges_at_risk",
+                "baseline_crime_years",
+                "2 years before index (out of prison)",
+            ),
             ("followup_charges", "crime_years", "after index (out of prison)"),
         ),
     )
@@ -402,7 +425,6 @@ def run_study(
     with steps.step("derive cohort"):
         cohort: Cohort = derive_cohort(extract, gap_days=config.gap_days)
         df = cohort.table.copy()
-        df["baseline_years"] = 730 / 365.25
         n_hat = int(df["treatment"].sum())
         n_ost = int(len(df) - n_hat)
         if n_hat == 0 or n_ost == 0:
@@ -438,7 +460,11 @@ def run_study(
     for e in estimates:
         if e.primary:
             ev = e_value(
-                e.estimate, e.ci_low, e.ci_high, measure=e.measure, rare=e.outcome != "retention"
+                e.estimate,
+                e.ci_low,
+                e.ci_high,
+                measure=e.measure,
+                incidence=_incidence(designs["matched"], e.outcome),
             )
             e_values.append({"outcome": e.outcome, "measure": e.measure, **ev.to_dict()})
     ph_tests = [

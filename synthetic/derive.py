@@ -30,10 +30,13 @@ class Derived:
     in_retention: np.ndarray
     retention_days: np.ndarray  # float, NaN where not in_retention
     discontinued: np.ndarray  # float, NaN where not in_retention
-    prison_days: np.ndarray
-    crime_days: np.ndarray
+    prison_days: np.ndarray  # days of stays in the crime window [index, end of follow-up]
+    crime_days: np.ndarray  # followup_days + 1 - prison_days
     baseline_charges: np.ndarray
     followup_charges: np.ndarray
+    baseline_prison_days: np.ndarray  # days of stays in [index - 730, index)
+    baseline_crime_days: np.ndarray  # 730 - baseline_prison_days
+    baseline_charges_at_risk: np.ndarray  # baseline charges not dated inside a stay
 
     @property
     def crime_years(self) -> np.ndarray:
@@ -134,19 +137,29 @@ def derive(
     spell_end[s_person[contains]] = s_end[contains]
     in_retention &= ~excluded
     retention = np.where(in_retention, np.minimum(spell_end, fu_end) - index, np.nan)
-    discontinued = np.where(in_retention, (spell_end < fu_end).astype(float), np.nan)
+    # a spell ending fewer than gap_days before follow-up ends by emigration or the
+    # extract date is censored at its end: a return within the gap could not be seen
+    unseen_return = ~died & (fu_end - spell_end < gap_days)
+    ended = (spell_end < fu_end) & ~unseen_return
+    discontinued = np.where(in_retention, ended.astype(float), np.nan)
 
-    # --- prison: days of stays [start, end) within follow-up [index, fu_end)
+    # --- prison: days of stays [start, end) within the crime window [index, fu_end]
+    # (both days included) and within the baseline window [index - 730, index)
     prison = np.zeros(n, dtype=np.int64)
-    if pr_person is not None and len(pr_person):
+    prison_before = np.zeros(n, dtype=np.int64)
+    has_stays = pr_person is not None and len(pr_person) > 0
+    if has_stays:
         pp = np.asarray(pr_person, dtype=np.int64)
         ps = np.asarray(pr_start, dtype=np.int64)
         pe = np.where(pr_open, extract[pp], np.asarray(pr_end, dtype=np.int64))
-        overlap = np.maximum(0, np.minimum(pe, fu_end[pp]) - np.maximum(ps, index[pp]))
+        overlap = np.maximum(0, np.minimum(pe, fu_end[pp] + 1) - np.maximum(ps, index[pp]))
         prison = np.bincount(pp, weights=overlap, minlength=n).astype(np.int64)
+        before = np.maximum(0, np.minimum(pe, index[pp]) - np.maximum(ps, index[pp] - 730))
+        prison_before = np.bincount(pp, weights=before, minlength=n).astype(np.int64)
 
     # --- charges
     baseline = np.zeros(n, dtype=np.int64)
+    baseline_at_risk = np.zeros(n, dtype=np.int64)
     counted = np.zeros(n, dtype=np.int64)
     if ch_person is not None and len(ch_person):
         cp = np.asarray(ch_person, dtype=np.int64)
@@ -154,10 +167,12 @@ def derive(
         base = (cd >= index[cp] - 730) & (cd < index[cp])
         baseline = np.bincount(cp[base], minlength=n)
         fu = (cd >= index[cp]) & (cd <= fu_end[cp])
-        if pr_person is not None and len(pr_person):
+        if has_stays:
             inside = _inside_stays(cp, cd, pp, ps, pe)
             fu &= ~inside
+            base &= ~inside
         counted = np.bincount(cp[fu], minlength=n)
+        baseline_at_risk = np.bincount(cp[base], minlength=n)
     followup = np.where(excluded, 0, followup)
     return Derived(
         excluded=excluded,
@@ -169,9 +184,12 @@ def derive(
         retention_days=retention,
         discontinued=discontinued,
         prison_days=prison,
-        crime_days=followup - prison,
+        crime_days=np.where(excluded, 0, followup + 1 - prison),
         baseline_charges=baseline,
         followup_charges=counted,
+        baseline_prison_days=prison_before,
+        baseline_crime_days=730 - prison_before,
+        baseline_charges_at_risk=baseline_at_risk,
     )
 
 

@@ -7,7 +7,9 @@ staying in OST, with the *same* random numbers (common random numbers), the same
 emigration time and the same candidate prison entries. Both potential outcomes are then
 turned into the contract's outcomes by :func:`synthetic.derive.derive` (follow-up censored
 at emigration and the extract date exactly as in the data, retention with the 30-day gap
-rule, crime person-time without prison days), and each estimand is computed the way the
+rule and its censoring of spells ending within the gap before emigration or the extract
+date, crime person-time from the index date to the end of follow-up with both days included
+and without prison days), and each estimand is computed the way the
 analysis defines it, on the stacked potential outcomes with treatment as the only
 covariate:
 
@@ -50,14 +52,16 @@ DEFINITIONS = {
     ("overdose_mortality", "HR"): "marginal cause-specific hazard ratio of overdose death "
     "(other deaths censored), HAT vs OST, ATT, Cox on stacked potential outcomes",
     ("retention", "HR"): "marginal hazard ratio of discontinuation (end of the spell holding "
-    "the index date; gaps <= 30 days bridged; death, emigration, extract date censor), "
-    "HAT vs OST, ATT, Cox on stacked potential outcomes",
+    "the index date; gaps <= 30 days bridged; death, emigration, extract date censor, and a "
+    "spell ending fewer than 30 days before emigration or the extract date is censored at its "
+    "end), HAT vs OST, ATT, Cox on stacked potential outcomes",
     ("retention", "RR_12m"): "Kaplan-Meier retention at 365.25 days, HAT / OST, ATT",
     ("retention", "RD_12m"): "Kaplan-Meier retention at 365.25 days, HAT - OST, ATT",
     ("retention", "RMST_diff"): "difference in restricted mean retention time up to 730 days "
     "(days), HAT - OST, Kaplan-Meier, ATT",
     ("crime", "IRR"): "ratio of marginal charge rates, HAT vs OST, ATT: total follow-up "
-    "charges / total crime person-years (prison days removed) under each potential outcome",
+    "charges / total crime person-years (index date to end of follow-up, both days included, "
+    "prison days removed) under each potential outcome",
     ("crime", "ratio_of_rate_ratios"): "(HAT follow-up / baseline rate) / (OST follow-up / "
     "baseline rate) in the treated: the baseline (730 days before index) is the same for "
     "both potential outcomes, so this equals crime/IRR",

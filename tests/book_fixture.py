@@ -285,8 +285,8 @@ def _tables(rng: np.random.Generator, estimates: list[dict]) -> dict[str, pd.Dat
     )  # fmt: skip
     crime = _rates(
         "period",
-        [("2 years before index", "HAT", 1180, 192.0),
-         ("2 years before index", "OST", 1371, 192.0 * 371 / 96 / 1.3),
+        [("2 years before index (out of prison)", "HAT", 1180, 192.0),
+         ("2 years before index (out of prison)", "OST", 1371, 192.0 * 371 / 96 / 1.3),
          ("after index (out of prison)", "HAT", 890, 288.3),
          ("after index (out of prison)", "OST", 3905, 1098.6)],
         1,

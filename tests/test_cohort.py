@@ -142,12 +142,33 @@ def example_cohort(example: Extract) -> Cohort:
     return derive_cohort(example)
 
 
+#: ``expected_cohort.csv`` gives ``crime_days = followup_days - prison_days``. The contract
+#: counts charges from the index date to the end of follow-up with both days included, per
+#: person-year at risk, so the last day of follow-up is at risk too and ``crime_days`` is
+#: one more than the file's value for every person (the file predates that reading).
+CRIME_DAYS_LAST_DAY = 1
+
+
 def test_example_reproduces_expected_cohort(example_cohort: Cohort) -> None:
     expected = pd.read_csv(EXAMPLE / "expected_cohort.csv", dtype={"person_id": str})
     got = example_cohort.table
     assert got["person_id"].tolist() == expected["person_id"].tolist()
-    for col in expected.columns:
+    for col in expected.columns.drop("crime_days"):
         assert got[col].tolist() == expected[col].tolist(), col
+    assert got["crime_days"].tolist() == (expected["crime_days"] + CRIME_DAYS_LAST_DAY).tolist()
+    # P1: 1095 follow-up days + the extract date - 30 prison days; P3 dies on day 588
+    assert pick(example_cohort, "P1", "crime_days")["crime_days"] == 1066
+    assert pick(example_cohort, "P3", "crime_days")["crime_days"] == 589
+
+
+def test_example_baseline_at_risk(example_cohort: Cohort) -> None:
+    """The example's prison stays all start after the index date: the baseline window is
+    all at risk and every baseline charge counts in the before/after comparison."""
+    t = example_cohort.table
+    assert t["baseline_prison_days"].tolist() == [0] * 6
+    assert t["baseline_crime_days"].tolist() == [730] * 6
+    assert t["baseline_crime_years"].tolist() == [730 / 365.25] * 6
+    assert t["baseline_charges_at_risk"].tolist() == t["baseline_charges"].tolist()
 
 
 def test_example_other_columns(example_cohort: Cohort, example: Extract) -> None:
@@ -167,6 +188,7 @@ def test_example_other_columns(example_cohort: Cohort, example: Extract) -> None
     assert t["age"].tolist() == [45, 38, 52, 41, 34, 40]  # index year - birth year
     assert t["followup_years"].tolist() == (t["followup_days"] / 365.25).tolist()
     assert t["crime_years"].tolist() == (t["crime_days"] / 365.25).tolist()
+    assert t["crime_days"].tolist() == (t["followup_days"] + 1 - t["prison_days"]).tolist()
     assert t["followup_years"].iloc[0] == 1095 / 365.25
     # covariates copied, missing kept missing (P3)
     persons = example.persons.set_index("person_id").loc[t["person_id"]]
@@ -190,10 +212,19 @@ def test_example_dtypes(example_cohort: Cohort) -> None:
         "crime_days",
         "baseline_charges",
         "followup_charges",
+        "baseline_prison_days",
+        "baseline_crime_days",
+        "baseline_charges_at_risk",
         "age",
     ):
         assert dtypes[col] == "int64", col
-    for col in ("followup_years", "crime_years", "retention_days", "discontinued"):
+    for col in (
+        "followup_years",
+        "crime_years",
+        "baseline_crime_years",
+        "retention_days",
+        "discontinued",
+    ):
         assert dtypes[col] == "float64", col
     assert dtypes["in_retention"] == "bool"
     assert dtypes["index_date"] == dtypes["followup_end"] == "datetime64[s]"
@@ -306,14 +337,15 @@ def test_open_episode_runs_to_the_extract_date() -> None:
     assert (r["followup_days"], r["retention_days"], r["discontinued"]) == (1460, 1460.0, 0.0)
 
 
-def test_episode_ending_on_extract_date_is_censored_day_before_is_not() -> None:
+def test_episode_ending_on_extract_date_or_the_day_before_is_censored() -> None:
     ex = make_extract(
         [{"person_id": "A"}, {"person_id": "B"}],
         episodes=[("A", "2021-06-01", "2025-12-31"), ("B", "2021-06-01", "2025-12-30")],
     )
     c = derive_cohort(ex)
     assert pick(c, "A", *RETENTION) == {"retention_days": 1460.0, "discontinued": 0.0}
-    assert pick(c, "B", *RETENTION) == {"retention_days": 1459.0, "discontinued": 1.0}
+    # a return on 2026-01-01..2026-01-29 would have bridged but lies after the extract date
+    assert pick(c, "B", *RETENTION) == {"retention_days": 1459.0, "discontinued": 0.0}
 
 
 def test_episodes_starting_after_the_extract_date_are_ignored() -> None:
@@ -321,11 +353,111 @@ def test_episodes_starting_after_the_extract_date_are_ignored() -> None:
         [{"person_id": "A"}],
         episodes=[("A", "2021-01-01", "2025-12-20"), ("A", "2026-01-05", None)],
     )
-    # without the rule the 16-day gap would bridge to an open episode (censored)
+    # without the rule the 16-day gap would bridge to an open episode (1460 days); with it
+    # the spell ends 11 days before the extract date: censored at its end
     assert pick(derive_cohort(ex), "A", *RETENTION) == {
         "retention_days": 1449.0,
+        "discontinued": 0.0,
+    }
+
+
+# spells ending 29, 30 and 31 days before the end of follow-up (gap rule: 30 days). Index
+# 2022-01-01, extract date 2025-12-31 (day 1460); 2025-12-01 is 30 days before it.
+_BEFORE_END = {"gap-1": "2025-12-02", "gap": "2025-12-01", "gap+1": "2025-11-30"}
+_SPELL_DAYS = {"gap-1": 1431.0, "gap": 1430.0, "gap+1": 1429.0}
+
+
+@pytest.mark.parametrize("case", ["gap-1", "gap", "gap+1"])
+def test_spell_ending_within_the_gap_before_the_extract_date_is_censored(case: str) -> None:
+    ex = make_extract([{"person_id": "A"}], episodes=[("A", "2021-06-01", _BEFORE_END[case])])
+    r = pick(derive_cohort(ex), "A", "followup_days", *RETENTION)
+    assert r == {
+        "followup_days": 1460,
+        "retention_days": _SPELL_DAYS[case],  # censored or not, at the spell's end
+        # 29 days: a return from 2026-01-01 to 2025-12-02 + 30 = 2026-01-01 was unseeable;
+        # 30 days: every start that would join (up to 2025-12-31) is inside follow-up
+        "discontinued": 0.0 if case == "gap-1" else 1.0,
+    }
+
+
+@pytest.mark.parametrize("case", ["gap-1", "gap", "gap+1"])
+def test_spell_ending_within_the_gap_before_emigration_is_censored(case: str) -> None:
+    # emigration 2023-01-31 (day 395); the spell ends 29, 30 or 31 days before it
+    ends = {"gap-1": "2023-01-02", "gap": "2023-01-01", "gap+1": "2022-12-31"}
+    ex = make_extract(
+        [{"person_id": "A", "emigration_date": "2023-01-31"}],
+        episodes=[("A", "2021-06-01", ends[case])],
+    )
+    r = pick(derive_cohort(ex), "A", "followup_days", "emigrated", *RETENTION)
+    assert r == {
+        "followup_days": 395,
+        "emigrated": 1,
+        "retention_days": {"gap-1": 366.0, "gap": 365.0, "gap+1": 364.0}[case],
+        "discontinued": 0.0 if case == "gap-1" else 1.0,
+    }
+
+
+@pytest.mark.parametrize("case", ["gap-1", "gap", "gap+1"])
+def test_spell_ending_shortly_before_death_is_a_discontinuation(case: str) -> None:
+    # death 2023-01-31 (day 395): seen, so the spell's end is a discontinuation however close
+    ends = {"gap-1": "2023-01-02", "gap": "2023-01-01", "gap+1": "2022-12-31"}
+    ex = make_extract(
+        [{"person_id": "A"}],
+        episodes=[("A", "2021-06-01", ends[case])],
+        deaths=[("A", "2023-01-31")],
+    )
+    r = pick(derive_cohort(ex), "A", "followup_days", "died", *RETENTION)
+    assert r == {
+        "followup_days": 395,
+        "died": 1,
+        "retention_days": {"gap-1": 366.0, "gap": 365.0, "gap+1": 364.0}[case],
         "discontinued": 1.0,
     }
+
+
+def test_end_of_followup_rule_ties_and_configured_gap() -> None:
+    ex = make_extract(
+        [
+            # death and emigration on the same day: a death (seen), so discontinued
+            {"person_id": "A", "emigration_date": "2023-01-31"},
+            # death after the extract date: follow-up ends at the extract date, censored
+            {"person_id": "B"},
+            # one day before the end of follow-up by emigration, death later: censored
+            {"person_id": "C", "emigration_date": "2023-01-31"},
+            # ended 10 days before the extract date (tested with gap_days 10 and 11)
+            {"person_id": "D"},
+        ],
+        episodes=[
+            ("A", "2021-06-01", "2023-01-30"),
+            ("B", "2021-06-01", "2025-12-21"),
+            ("C", "2021-06-01", "2023-01-30"),
+            ("D", "2021-06-01", "2025-12-21"),
+        ],
+        deaths=[("A", "2023-01-31"), ("B", "2026-01-10"), ("C", "2023-03-01")],
+    )
+    c = derive_cohort(ex)
+    assert pick(c, "A", "died", *RETENTION) == {
+        "died": 1,
+        "retention_days": 394.0,
+        "discontinued": 1.0,
+    }
+    assert pick(c, "B", "died", *RETENTION) == {
+        "died": 0,
+        "retention_days": 1450.0,
+        "discontinued": 0.0,
+    }
+    assert pick(c, "C", "emigrated", *RETENTION) == {
+        "emigrated": 1,
+        "retention_days": 394.0,
+        "discontinued": 0.0,
+    }
+    assert pick(derive_cohort(ex, gap_days=10), "D", *RETENTION) == {
+        "retention_days": 1450.0,
+        "discontinued": 1.0,
+    }
+    assert pick(derive_cohort(ex, gap_days=11), "D", *RETENTION)["discontinued"] == 0.0
+    # gap 0: only a spell ending on the last day of follow-up is censored
+    assert pick(derive_cohort(ex, gap_days=0), "B", *RETENTION)["discontinued"] == 1.0
 
 
 def test_death_in_treatment_is_censored_for_retention() -> None:
@@ -449,7 +581,7 @@ def test_death_on_index_date_gives_zero_days_and_a_death() -> None:
         "overdose_death": 1,
         "retention_days": 0.0,
         "discontinued": 0.0,
-        "crime_days": 0,
+        "crime_days": 1,  # the index date, whose charge counts
         "followup_charges": 1,
         "baseline_charges": 1,
     }
@@ -542,10 +674,13 @@ def test_prison_overlapping_start_and_end_of_followup() -> None:
         ],
     )
     c = derive_cohort(ex)
+    # crime window [index, end of follow-up], both days: 1461 days for A and C, 366 for B
     cols = ("followup_days", "prison_days", "crime_days", "crime_years")
-    assert pick(c, "A", *cols) == dict(zip(cols, (1460, 10, 1450, 1450 / 365.25), strict=True))
-    assert pick(c, "B", *cols) == dict(zip(cols, (365, 10, 355, 355 / 365.25), strict=True))
-    assert pick(c, "C", *cols) == dict(zip(cols, (1460, 30, 1430, 1430 / 365.25), strict=True))
+    assert pick(c, "A", *cols) == dict(zip(cols, (1460, 10, 1451, 1451 / 365.25), strict=True))
+    # B dies in prison on 2023-01-01: 12-22..01-01 are 11 prison days of the window
+    assert pick(c, "B", *cols) == dict(zip(cols, (365, 11, 355, 355 / 365.25), strict=True))
+    # C's open stay ends at the extract date, which is at risk
+    assert pick(c, "C", *cols) == dict(zip(cols, (1460, 30, 1431, 1431 / 365.25), strict=True))
 
 
 def test_overlapping_prison_stays_counted_once() -> None:
@@ -567,7 +702,7 @@ def test_overlapping_prison_stays_counted_once() -> None:
     )
     assert pick(derive_cohort(ex), "A", "prison_days", "crime_days", "followup_charges") == {
         "prison_days": 50,
-        "crime_days": 1410,
+        "crime_days": 1411,
         "followup_charges": 2,  # the release day 04-20 and the empty stay's day
     }
 
@@ -622,12 +757,79 @@ def test_charge_windows() -> None:
     }
 
 
+def test_charge_and_day_at_risk_on_the_last_day_of_followup() -> None:
+    """A charge on the last day of follow-up counts, and that day is person-time."""
+    ex = make_extract(
+        [
+            {"person_id": "A", "emigration_date": "2022-01-10"},
+            {"person_id": "B"},
+            {"person_id": "C"},
+        ],
+        deaths=[("B", "2022-01-10")],
+        charges=[("A", "2022-01-10"), ("B", "2022-01-10"), ("C", EXTRACT_DATE)],
+        stays=[("B", "2022-01-05", "2022-01-10")],  # released on the death date
+    )
+    c = derive_cohort(ex)
+    cols = ("followup_days", "prison_days", "crime_days", "followup_charges")
+    assert pick(c, "A", *cols) == dict(zip(cols, (9, 0, 10, 1), strict=True))
+    assert pick(c, "B", *cols) == dict(zip(cols, (9, 5, 5, 1), strict=True))
+    assert pick(c, "C", *cols) == dict(zip(cols, (1460, 0, 1461, 1), strict=True))
+
+
+def test_prison_before_and_across_the_index_date() -> None:
+    """Baseline at-risk time and charges follow the follow-up's prison rules; the
+    covariate ``baseline_charges`` counts every charge of the window."""
+    ex = make_extract(
+        [{"person_id": "A"}, {"person_id": "B", "group": "OST"}],
+        stays=[
+            ("A", "2020-01-01", "2020-01-11"),  # from the day before the window: 9 days in it
+            ("A", "2021-03-01", "2021-03-31"),  # 30 days
+            ("A", "2021-12-22", "2022-01-11"),  # across index: 10 days before, 10 after
+            ("B", "2021-07-01", None),  # open from before index to the extract date
+        ],
+        charges=[
+            ("A", "2020-01-01"),  # 731 days before index (and in prison): neither
+            ("A", "2020-01-05"),  # baseline, in prison
+            ("A", "2020-01-11"),  # baseline, release day: at risk
+            ("A", "2021-03-15"),  # baseline, in prison
+            ("A", "2021-12-31"),  # day before index, in prison
+            ("A", INDEX),  # index date, in prison: not counted
+            ("A", "2022-01-11"),  # release day: follow-up
+            ("B", "2021-06-30"),  # baseline, at risk
+            ("B", "2022-06-01"),  # in prison
+            ("B", EXTRACT_DATE),  # extract date, the open stay's end: counted
+        ],
+    )
+    c = derive_cohort(ex)
+    cols = (
+        "baseline_charges",
+        "baseline_charges_at_risk",
+        "baseline_prison_days",
+        "baseline_crime_days",
+        "baseline_crime_years",
+        "prison_days",
+        "crime_days",
+        "followup_charges",
+    )
+    assert pick(c, "A", *cols) == dict(
+        zip(cols, (4, 1, 49, 681, 681 / 365.25, 10, 1451, 1), strict=True)
+    )
+    # B: 2021-07-01..2021-12-31 = 184 baseline prison days; in prison every follow-up day
+    # but the extract date
+    assert pick(c, "B", *cols) == dict(
+        zip(cols, (1, 1, 184, 546, 546 / 365.25, 1460, 1, 1), strict=True)
+    )
+
+
 def test_empty_optional_tables() -> None:
     ex = make_extract([{"person_id": "A"}, {"person_id": "B", "group": "OST"}])
     c = derive_cohort(ex)
     t = c.table
     assert t["prison_days"].tolist() == [0, 0]
+    assert t["baseline_prison_days"].tolist() == [0, 0]
+    assert t["baseline_crime_days"].tolist() == [730, 730]
     assert t["baseline_charges"].tolist() == [0, 0]
+    assert t["baseline_charges_at_risk"].tolist() == [0, 0]
     assert t["followup_charges"].tolist() == [0, 0]
     assert t["in_retention"].tolist() == [False, False]
     assert exclusion(c, NO_SPELL) == (1, 1)
@@ -695,8 +897,14 @@ def reference_cohort(extract: Extract, gap_days: int = 30) -> tuple[pd.DataFrame
         spell = [sp for sp in spells if sp[0] <= index <= sp[1]]
         assert len(spell) <= 1
         if spell:
-            retention_days = float((min(spell[0][1], end) - index).days)
-            discontinued = float(spell[0][1] < end)
+            spell_end = spell[0][1]
+            retention_days = float((min(spell_end, end) - index).days)
+            # a start joining the spell (up to spell_end + gap_days) after the end of
+            # follow-up could not be seen, unless follow-up ended by death
+            unseen = not died and any(
+                spell_end + dt.timedelta(days=k) > end for k in range(1, gap_days + 1)
+            )
+            discontinued = float(spell_end < end and not unseen)
         else:
             retention_days = discontinued = np.nan
             excluded["no_spell"][g] += 1
@@ -709,11 +917,15 @@ def reference_cohort(extract: Extract, gap_days: int = 30) -> tuple[pd.DataFrame
             while d < e:
                 in_prison.add(d)
                 d += dt.timedelta(days=1)
-        prison_days = sum(index <= d < end for d in in_prison)
+        window_start = index - dt.timedelta(days=730)
+        prison_days = sum(index <= d <= end for d in in_prison)
+        baseline_prison_days = sum(window_start <= d < index for d in in_prison)
         ch = [c.date() for c in charges.get(p.person_id, empty)["charge_date"]]
-        baseline = sum(index - dt.timedelta(days=730) <= c < index for c in ch)
+        baseline = sum(window_start <= c < index for c in ch)
+        baseline_at_risk = sum(window_start <= c < index and c not in in_prison for c in ch)
         followup = sum(index <= c <= end and c not in in_prison for c in ch)
         followup_days = (end - index).days
+        crime_window = followup_days + 1  # index to end of follow-up, both included
         rows.append(
             {
                 "person_id": p.person_id,
@@ -726,9 +938,12 @@ def reference_cohort(extract: Extract, gap_days: int = 30) -> tuple[pd.DataFrame
                 "retention_days": retention_days,
                 "discontinued": discontinued,
                 "prison_days": prison_days,
-                "crime_days": followup_days - prison_days,
+                "crime_days": crime_window - prison_days,
                 "baseline_charges": baseline,
                 "followup_charges": followup,
+                "baseline_prison_days": baseline_prison_days,
+                "baseline_crime_days": 730 - baseline_prison_days,
+                "baseline_charges_at_risk": baseline_at_risk,
             }
         )
     return pd.DataFrame(rows), excluded
@@ -802,6 +1017,13 @@ def test_matches_literal_per_person_implementation(seed: int, gap_days: int) -> 
     assert t["discontinued"].eq(1).sum() > 0 and t["discontinued"].eq(0).sum() > 0
     assert (~t["in_retention"]).sum() > 0 and (t["prison_days"] > 0).sum() > 0
     assert sum(excluded["died"]) > 0 and sum(excluded["emigrated"]) > 0
+    # ... including spells censored before the end of follow-up (gap rule) and prison
+    # stays in the baseline window with charges inside them
+    if gap_days > 0:
+        early = t["discontinued"].eq(0) & (t["retention_days"] < t["followup_days"])
+        assert early.sum() > 0
+    assert (t["baseline_prison_days"] > 0).sum() > 0
+    assert (t["baseline_charges_at_risk"] < t["baseline_charges"]).sum() > 0
 
 
 def _shuffled(ex: Extract, seed: int) -> Extract:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
-from analysis.sensitivity import EValue, e_value
+from analysis.sensitivity import EValue, e_value, incidence_at_end
 
 
 def test_published_example_vanderweele_ding_2017():
@@ -62,3 +63,54 @@ def test_measures_and_missing_values():
     d = nan.to_dict()
     json.dumps(d)
     assert d["point"] is None
+
+
+def test_incidence_at_end_is_kaplan_meier_one_minus_s():
+    """Times 1..4 with events at 1 and 3: S = 3/4 x 1/2 = 3/8 at the end, so 5/8."""
+    df = pd.DataFrame({"t": [1, 2, 3, 4], "e": [1, 0, 1, 0], "w": [1.0, 1.0, 1.0, 1.0]})
+    assert incidence_at_end(df, duration="t", event="e") == pytest.approx(5 / 8)
+    assert incidence_at_end(df, duration="t", event="e", weights="w") == pytest.approx(5 / 8)
+    # doubling the weight of the first person: S(1) = 3/5, S(3) = 3/5 x 1/2 -> 7/10
+    df2 = df.assign(w=[2.0, 1.0, 1.0, 1.0])
+    assert incidence_at_end(df2, duration="t", event="e", weights="w") == pytest.approx(0.7)
+    # a zero-weight row after the last time does not move the end of follow-up
+    df3 = pd.concat([df, pd.DataFrame({"t": [9], "e": [0], "w": [0.0]})], ignore_index=True)
+    assert incidence_at_end(df3, duration="t", event="e", weights="w") == pytest.approx(5 / 8)
+    assert incidence_at_end(df.assign(e=0), duration="t", event="e") == 0.0
+
+
+def test_rarity_decided_from_the_incidence():
+    common = e_value(0.56, 0.46, 0.69, measure="HR", incidence=0.3)
+    assert common.rare is False and common.incidence == 0.3
+    assert (
+        common.rare_rule
+        == "cumulative incidence by the end of follow-up 0.300 > 0.15: common outcome"
+    )
+    assert common.rr == e_value(0.56, 0.46, 0.69, measure="HR", rare=False).rr
+    rare = e_value(0.56, 0.46, 0.69, measure="HR", incidence=0.05)
+    assert rare.rare is True and rare.rr == 0.56
+    assert rare.rare_rule.endswith("0.050 <= 0.15: rare outcome")
+    # boundary: exactly 15% is rare, above is common
+    assert e_value(0.7, measure="HR", incidence=0.15).rare is True
+    assert e_value(0.7, measure="HR", incidence=0.15 + 1e-9).rare is False
+    assert e_value(0.7, measure="HR", incidence=0.1, threshold=0.05).rare is False
+    # not estimable incidence: the conversion (smaller E-value) is used
+    unknown = e_value(0.7, 0.5, 0.9, measure="HR", incidence=float("nan"))
+    assert unknown.rare is False and "not estimable" in unknown.rare_rule
+    assert unknown.to_dict()["incidence"] is None
+    # odds ratios follow the same rule
+    assert e_value(4.0, measure="OR", incidence=0.4).rr == pytest.approx(2.0)
+
+
+def test_rarity_rule_is_recorded():
+    rate = e_value(0.67, 0.57, 0.78, measure="IRR")
+    assert rate.rare is None and rate.rare_rule == "not needed: risk or rate ratio"
+    assert e_value(0.67, measure="IRR", incidence=0.9).rr == 0.67  # no conversion
+    assert e_value(0.7, measure="HR", rare=False).rare_rule == "given: common outcome"
+    default = e_value(0.7, measure="HR")
+    assert default.rare is True and default.rare_rule == "assumed rare (no incidence given)"
+    with pytest.raises(ValueError, match="not both"):
+        e_value(0.7, measure="HR", rare=True, incidence=0.2)
+    d = e_value(0.7, 0.5, 0.9, measure="HR", incidence=0.2).to_dict()
+    json.dumps(d)
+    assert {"rare", "rare_rule", "incidence", "conversion"} <= set(d)

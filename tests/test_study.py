@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.cohort import derive_cohort
 from analysis.contract import PRIMARY_OUTCOMES
 from analysis.extract import read_extract
+from analysis.propensity import fit_propensity
+from analysis.sensitivity import incidence_at_end
 from evaluation.config import load_config
-from evaluation.pipeline import run_study
+from evaluation.pipeline import build_designs, run_study
 from evaluation.results_folder import dumps
 from tests.study_helpers import estimates, study_on_scenario
 
@@ -133,3 +136,88 @@ def test_matched_arms_carry_equal_weight(ci_study):
     assert hat == study.results["cohort"]["n_hat_matched"]
     assert ost == pytest.approx(hat)
     assert study.results["cohort"]["n_ost_matched"] > hat  # 1:k with k > 1
+
+
+def _matched_sample(extract, config) -> pd.DataFrame:
+    """The pipeline's primary (matched) design, rebuilt from its parts."""
+    df = derive_cohort(extract, gap_days=config.gap_days).table
+    ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
+    df = df.assign(ps=ps.score, ps_logit=ps.logit)
+    return build_designs(df, config)["matched"].data
+
+
+def test_e_values_decide_rarity_from_the_cumulative_incidence(ci_study):
+    """Hazard ratios: overall Kaplan-Meier incidence of the matched sample by the end of
+    follow-up above 15% = common (converted); the rule and the incidence are recorded."""
+    study, data = ci_study
+    matched = _matched_sample(read_extract(data), load_config(seed=11))
+    ev = {x["outcome"]: x for x in study.results["diagnostics"]["e_values"]}
+    assert set(ev) == set(PRIMARY_OUTCOMES)
+    retained = matched[matched["in_retention"]]
+    for outcome, df, duration, event in (
+        ("mortality", matched, "followup_days", "died"),
+        ("retention", retained, "retention_days", "discontinued"),
+    ):
+        incidence = incidence_at_end(df, duration=duration, event=event, weights="weight")
+        assert ev[outcome]["incidence"] == pytest.approx(incidence, rel=1e-12)
+        assert ev[outcome]["rare"] is (incidence <= 0.15)
+        assert f"{incidence:.3f}" in ev[outcome]["rare_rule"]
+        conversion = "rare outcome" if incidence <= 0.15 else "common outcome"
+        assert ev[outcome]["conversion"].startswith(conversion)
+    assert ev["retention"]["rare"] is False  # most leave treatment within the follow-up
+    assert ev["crime"]["rare"] is None and ev["crime"]["incidence"] is None
+    assert ev["crime"]["rare_rule"] == "not needed: risk or rate ratio"
+
+
+def test_before_after_crime_uses_the_same_at_risk_rules(ci_study, tmp_path):
+    """Prison stays before index remove baseline person-time and the charges inside them
+    from the before/after comparison, as after index; the propensity covariate
+    ``baseline_charges`` still counts them, so the matched design is unchanged."""
+    study, data = ci_study
+    folder = tmp_path / "prison-before-index"
+    folder.mkdir()
+    for path in data.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    persons = pd.read_csv(data / "persons.csv", dtype=str, keep_default_na=False)
+    index = pd.to_datetime(persons["index_date"])
+    # every person in prison for the 364 days before the day before index
+    before = pd.DataFrame(
+        {
+            "person_id": persons["person_id"],
+            "start_date": (index - pd.Timedelta(days=365)).dt.strftime("%Y-%m-%d"),
+            "end_date": (index - pd.Timedelta(days=1)).dt.strftime("%Y-%m-%d"),
+        }
+    )
+    stays = pd.read_csv(data / "incarcerations.csv", dtype=str, keep_default_na=False)
+    pd.concat([stays, before]).to_csv(folder / "incarcerations.csv", index=False)
+    (folder / "truth.json").unlink(missing_ok=True)
+    extract = read_extract(folder)
+    config = load_config(seed=11)
+    again = run_study(extract, config)
+    # the design (and so every follow-up estimate) is the same
+    assert again.results["cohort"] == study.results["cohort"]
+    ours = {(e["outcome"], e["measure"], e["method"]): e for e in again.results["estimates"]}
+    theirs = estimates(study)
+    assert (
+        ours[("crime", "IRR", "nb_matched")]["estimate"]
+        == theirs[("crime", "IRR", "nb_matched")]["estimate"]
+    )
+    # the pipeline's matched sample, rebuilt: weighted at-risk sums per group
+    matched = _matched_sample(extract, config)
+    assert (matched["baseline_prison_days"] == 364).all()
+    w = matched["weight"]
+    rates = again.tables["crime_rates"]
+    base = rates[rates["period"].str.startswith("2 years before index")].set_index("group")
+    did = ours[("crime", "ratio_of_rate_ratios", "poisson_matched")]["details"]["rates"]
+    n_hat = study.results["cohort"]["n_hat_matched"]
+    for group in ("HAT", "OST"):
+        g = matched["group"] == group
+        charges = float((w * matched["baseline_charges_at_risk"])[g].sum())
+        years = float((w * matched["baseline_crime_years"])[g].sum())
+        assert years == pytest.approx(n_hat * 366 / 365.25)  # 730 - 364 days, equal weights
+        assert base.loc[group, "person_years"] == pytest.approx(years)
+        assert base.loc[group, "events"] == pytest.approx(charges)
+        assert did[group]["before"]["person_years"] == pytest.approx(years)
+        assert did[group]["before"]["events"] == pytest.approx(charges)
+        # charges in the new stays left the comparison but stay in the covariate
+        assert charges < float((w * matched["baseline_charges"])[g].sum())

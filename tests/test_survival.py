@@ -553,3 +553,63 @@ def test_coverage_clustered_weighted():
         hits_rmst += rm.ci_low < rmst_true < rm.ci_high
     assert 0.91 < hits_rr / n_rep < 0.985
     assert 0.91 < hits_rmst / n_rep < 0.985
+
+
+# ----------------------------------------------------------------------------- beyond follow-up
+
+
+def _two_arms() -> pd.DataFrame:
+    """HAT followed to day 400 at most, OST to day 800 (last times censored)."""
+    return pd.DataFrame(
+        {
+            "time": [50, 120, 200, 300, 400, 60, 150, 365, 500, 800],
+            "event": [1, 0, 1, 1, 0, 1, 1, 0, 1, 0],
+            "treatment": [1] * 5 + [0] * 5,
+            "weight": [1.0] * 10,
+        }
+    )
+
+
+def test_survival_at_beyond_the_longest_followup_is_not_estimable():
+    df = _two_arms()
+    kw = dict(duration="time", event="event", treatment="treatment", method="km")
+    at = survival_at(df, time=400, **kw)  # the longest HAT time: still observed
+    assert math.isfinite(at.ratio.estimate) and math.isfinite(at.difference.estimate)
+    # HAT: S(400) = (4/5)(3/4)... product limit: 50 (5 at risk), 200 (3), 300 (2)
+    assert at.ratio.details["per_group"]["HAT"]["survival"] == pytest.approx(4 / 5 * 2 / 3 * 1 / 2)
+    assert "note" not in at.ratio.details
+    for t in (400.5, 401, 365.25 * 2):
+        res = survival_at(df, time=t, **kw)
+        for est in res:
+            assert math.isnan(est.estimate) and math.isnan(est.ci_low) and math.isnan(est.p_value)
+            assert est.details["note"].startswith("not estimable: time")
+            assert "HAT 400" in est.details["note"] and "OST" not in est.details["note"]
+            assert est.details["per_group"]["HAT"]["max_followup"] == 400.0
+        json.dumps(res.ratio.to_dict())
+    # beyond both arms
+    note = survival_at(df, time=900, **kw).ratio.details["note"]
+    assert "HAT 400" in note and "OST 800" in note
+
+
+def test_rmst_beyond_the_longest_followup_is_not_estimable():
+    df = _two_arms()
+    kw = dict(duration="time", event="event", treatment="treatment", method="rmst")
+    ok = rmst_difference(df, tau=400, **kw)
+    # HAT: 50 + (4/5)(150) + (4/5)(2/3)(100) + (4/5)(2/3)(1/2)(100) = 50 + 120 + 53.3 + 26.7
+    assert ok.details["per_group"]["HAT"]["rmst"] == pytest.approx(250.0)
+    assert math.isfinite(ok.estimate)
+    nan = rmst_difference(df, tau=401, **kw)
+    assert math.isnan(nan.estimate) and math.isnan(nan.se)
+    assert nan.details["note"].startswith("not estimable: tau = 401")
+    assert nan.details["tau"] == 401.0
+    assert nan.n_treated == 5 and nan.n_control == 5
+
+
+def test_zero_weight_rows_do_not_extend_the_followup():
+    df = _two_arms()
+    extra = pd.DataFrame({"time": [900], "event": [0], "treatment": [1], "weight": [0.0]})
+    df = pd.concat([df, extra], ignore_index=True)
+    kw = dict(duration="time", event="event", treatment="treatment", weights="weight")
+    assert math.isnan(rmst_difference(df, tau=500, method="rmst", **kw).estimate)
+    assert math.isnan(survival_at(df, time=500, method="km", **kw).ratio.estimate)
+    assert math.isfinite(rmst_difference(df.iloc[:-1], tau=400, method="rmst", **kw).estimate)

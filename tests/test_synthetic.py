@@ -90,11 +90,73 @@ def test_derivation_matches_hand_made_example_extract():
     tables = {t: pd.read_csv(f"{EXAMPLE}/{t}.csv", dtype={"person_id": str}) for t in TABLES}
     derived = derive_frame(tables, "2025-12-31").set_index("person_id")
     expected = pd.read_csv(f"{EXAMPLE}/expected_cohort.csv").set_index("person_id")
+    # the contract's crime window includes the last day of follow-up, a day the file's
+    # crime_days (followup_days - prison_days) leaves out (see tests/test_cohort.py)
+    expected["crime_days"] += 1
     assert derived.loc["P6", "excluded"]
     for col in expected.columns.drop("group"):
         np.testing.assert_array_equal(
             derived.loc[expected.index, col].astype(float), expected[col].astype(float), col
         )
+
+
+def test_derivation_of_baseline_prison_and_end_of_followup_rules():
+    """Hand-worked (as tests/test_cohort.py): prison stays before and across the index
+    date, and spells ending within the 30-day gap before emigration, the extract date or
+    a death."""
+    d = pd.to_datetime
+    persons = pd.DataFrame(
+        {
+            "person_id": ["A", "B", "C", "D", "E"],
+            "group": ["HAT", "OST", "HAT", "HAT", "HAT"],
+            "index_date": d(["2022-01-01"] * 5),
+            "emigration_date": d([None, None, "2023-01-31", None, None]),
+        }
+    )
+    tables = {
+        "persons": persons,
+        "treatment_episodes": pd.DataFrame(
+            {
+                "person_id": ["A", "B", "C", "D", "E"],
+                "start_date": d(["2021-06-01"] * 5),
+                # E: 29 days before the extract date; D: 29 days before its death
+                "end_date": d([None, "2025-12-01", "2023-01-02", "2023-01-02", "2025-12-02"]),
+                "medication": ["methadone"] * 5,
+            }
+        ),
+        "deaths": pd.DataFrame(
+            {"person_id": ["D"], "death_date": d(["2023-01-31"]), "cause": ["other"]}
+        ),
+        "charges": pd.DataFrame(
+            {
+                "person_id": ["A"] * 6 + ["B"] * 2,
+                "charge_date": d(
+                    ["2020-01-05", "2020-01-11", "2021-03-15", "2021-12-31"]
+                    + ["2022-01-01", "2022-01-11", "2021-06-30", "2022-06-01"]
+                ),
+            }
+        ),
+        "incarcerations": pd.DataFrame(
+            {
+                "person_id": ["A", "A", "A", "B"],
+                "start_date": d(["2020-01-01", "2021-03-01", "2021-12-22", "2021-07-01"]),
+                "end_date": d(["2020-01-11", "2021-03-31", "2022-01-11", None]),
+            }
+        ),
+    }
+    out = derive_frame(tables, "2025-12-31").set_index("person_id")
+    assert out["baseline_charges"].tolist()[:2] == [4, 1]
+    assert out["baseline_charges_at_risk"].tolist()[:2] == [1, 1]
+    assert out["baseline_prison_days"].tolist()[:2] == [49, 184]
+    assert out["baseline_crime_days"].tolist()[:2] == [681, 546]
+    assert out["prison_days"].tolist()[:2] == [10, 1460]
+    assert out["crime_days"].tolist()[:2] == [1451, 1]
+    assert out["followup_charges"].tolist()[:2] == [1, 0]
+    # B: spell ends 30 days before the extract date: a discontinuation
+    # C: 29 days before emigration, E: 29 days before the extract date: censored at the end
+    # D: 29 days before death: a discontinuation
+    assert out["retention_days"].tolist() == [1460.0, 1430.0, 366.0, 366.0, 1431.0]
+    assert out["discontinued"].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
 
 
 def test_derivation_agrees_with_analysis_cohort(ci_folder):
@@ -114,8 +176,14 @@ def test_derivation_agrees_with_analysis_cohort(ci_folder):
         "crime_days",
         "baseline_charges",
         "followup_charges",
+        "baseline_prison_days",
+        "baseline_crime_days",
+        "baseline_charges_at_risk",
     ):
         np.testing.assert_array_equal(m[f"{col}_a"].astype(float), m[f"{col}_s"].astype(float), col)
+    # the data reach the rule for spells ending within the gap before the end of follow-up
+    censored_early = (m["discontinued_a"] == 0) & (m["retention_days_a"] < m["followup_days_a"])
+    assert censored_early.sum() > 0
 
 
 def test_fast_cox_and_km_agree_with_lifelines():
