@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
-__all__ = ["CoxResult", "cox_fit", "fit_cox"]
+__all__ = ["CoxResult", "PHTest", "cox_fit", "cox_zph", "fit_cox"]
 
 Ties = Literal["efron", "breslow"]
 
@@ -412,38 +412,88 @@ def _evaluate(lay: _Layout, beta: np.ndarray, buf: np.ndarray) -> _Eval:
     )
 
 
-def _weighted_score_residuals(lay: _Layout, cur: _Eval, out: np.ndarray) -> np.ndarray:
+def _efron_means(lay: _Layout, cur: _Eval) -> np.ndarray:
+    """Covariate mean of each tied-event set, shape (p, n_eg), averaged over Efron's terms.
+
+    An event's Schoenfeld residual is its (centred) covariate minus this mean.
+    """
+    inv = 1.0 / cur.denom
+    u0 = _sum_tied(inv, lay)
+    if lay.frac is None:
+        return cur.s1e * (u0 / lay.eg_count)
+    u1 = np.add.reduceat(lay.frac * inv, lay.eg_starts)
+    return (cur.s1e * u0 - cur.e1 * u1) / lay.eg_count
+
+
+def _cumulative_hazard(lay: _Layout, cur: _Eval, set_weight: np.ndarray) -> np.ndarray:
+    """As ``cur.hcum``, with the hazard increment of each tied-event set times ``set_weight``."""
+    h = (lay.mean_wt / cur.denom) * set_weight[lay.eg_of_ev]
+    cg = np.zeros(lay.n_groups)
+    cg[lay.eg_grp] = _sum_tied(h, lay)
+    hcum = _segment_cumsum(cg, lay.grp_seg_first)[lay.grp_of_row]
+    if lay.frac is not None:
+        hcum[lay.ev_rows] -= np.add.reduceat(lay.frac * h, lay.eg_starts)[lay.eg_of_ev]
+    return hcum
+
+
+def _weighted_information(
+    lay: _Layout, cur: _Eval, set_weight: np.ndarray, buf: np.ndarray
+) -> np.ndarray:
+    """Information matrix with the term of each tied-event set times ``set_weight``.
+
+    ``sum_t set_weight(t) I(t)``, where ``I(t)`` is the contribution of event time ``t`` to
+    ``cur.info`` (which is this with ``set_weight`` = 1), built the same way.
+    """
+    q0, q1, q2 = (q * set_weight for q in cur.q)
+    s1e, e1 = cur.s1e, cur.e1
+    outer = (s1e * q0) @ s1e.T
+    if e1 is not None:
+        cross = (s1e * q1) @ e1.T
+        outer += (e1 * q2) @ e1.T - cross - cross.T
+    hcum = _cumulative_hazard(lay, cur, set_weight)
+    np.multiply(lay.XT, cur.risk * lay.w * hcum, out=buf)
+    info = buf @ lay.XT.T - outer
+    return 0.5 * (info + info.T)
+
+
+def _weighted_score_residuals(
+    lay: _Layout, cur: _Eval, out: np.ndarray, set_weight: np.ndarray | None = None
+) -> np.ndarray:
     """Case-weighted score residuals, shape (p, n), rows in sorted order, written to ``out``.
 
     Column ``i`` is ``w_i`` times R's ``residuals(fit, type = "score")``: its event term
     ``x_i - mean_k a_k`` minus ``exp(eta_i) * sum_t h(t) {x_i - a(t)}`` over its risk sets.
     They sum to the score, which is zero at the estimate. Built one covariate at a time so
     that no temporary larger than ``n`` is made.
+
+    With ``set_weight`` (one value ``g(t)`` per tied-event set), the residuals are those of
+    the time-varying covariate ``x g(t)`` at a zero coefficient for it: the event term and
+    every hazard increment are multiplied by ``g`` at their time.
     """
     XT = lay.XT
     ev, eg, frac = lay.ev_rows, lay.eg_of_ev, lay.frac
     q0, q1, q2 = cur.q
+    hcum = cur.hcum
+    if set_weight is not None:
+        q0, q1, q2 = q0 * set_weight, q1 * set_weight, q2 * set_weight
+        hcum = _cumulative_hazard(lay, cur, set_weight)
     s1e, e1 = cur.s1e, cur.e1
     ha_eg = s1e * q0 if e1 is None else s1e * q0 - e1 * q1
     ha = np.zeros(lay.n_groups)
-    inv = 1.0 / cur.denom
-    u0 = _sum_tied(inv, lay)
-    if frac is None:
-        abar = s1e * (u0 / lay.eg_count)
-        ha_own = None
-    else:
-        u1 = np.add.reduceat(frac * inv, lay.eg_starts)
-        abar = (s1e * u0 - e1 * u1) / lay.eg_count
-        ha_own = s1e * q1 - e1 * q2  # Efron: own-death share removed at the event's time
+    abar = _efron_means(lay, cur)
+    ha_own = None if frac is None else s1e * q1 - e1 * q2  # Efron: own-death share removed
     for j in range(XT.shape[0]):
         row = out[j]
         ha[lay.eg_grp] = ha_eg[j]
         np.take(_segment_cumsum(ha, lay.grp_seg_first), lay.grp_of_row, out=row)
         if ha_own is not None:
             row[ev] -= ha_own[j, eg]
-        row -= XT[j] * cur.hcum
+        row -= XT[j] * hcum
         row *= cur.risk
-        row[ev] += XT[j, ev] - abar[j, eg]
+        if set_weight is None:
+            row[ev] += XT[j, ev] - abar[j, eg]
+        else:
+            row[ev] += (XT[j, ev] - abar[j, eg]) * set_weight[eg]
         row *= lay.w
     return out
 
@@ -763,3 +813,216 @@ def cox_fit(
         strata=strata_values,
         ties=ties,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Test of proportional hazards
+
+PHTransform = Literal["km", "rank", "identity", "log"]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PHTest:
+    """Score tests of proportional hazards of a fitted Cox model (R's ``cox.zph``).
+
+    Attributes
+    ----------
+    table : DataFrame
+        Indexed by term, then ``"GLOBAL"``; columns ``chisq``, ``df``, ``p``, as R's
+        ``cox.zph(fit)$table``.
+    transform : str
+        Time transform ``g`` (the name, or ``"user"`` for a callable).
+    variance : str
+        ``"model"`` (R's ``cox.zph``) or ``"robust"`` (sandwich; see :func:`cox_zph`).
+    n_clusters : int or None
+        Clusters of the robust variance; ``None`` for the model-based one or when each
+        observation is its own cluster.
+    """
+
+    table: pd.DataFrame
+    transform: str
+    variance: str
+    n_clusters: int | None
+
+
+def _time_transform(
+    transform: PHTransform | Any, duration: np.ndarray, event: np.ndarray
+) -> tuple[str, np.ndarray]:
+    """R's ``cox.zph`` time transforms, one value per observation (censored rows too)."""
+    if callable(transform):
+        return "user", np.asarray(transform(duration.copy()), dtype=np.float64)
+    if transform == "identity":
+        return transform, duration.copy()
+    if transform == "rank":
+        return transform, stats.rankdata(duration)  # ties averaged, as R's rank()
+    if transform == "log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return transform, np.log(duration)
+    if transform == "km":
+        # 1 - S(t-) of the unweighted Kaplan-Meier over all rows, ignoring case weights and
+        # strata: R's survfitKM(factor(rep(1, n)), y) and findInterval(left.open = TRUE).
+        times, index = np.unique(duration, return_inverse=True)
+        at_risk = np.cumsum(np.bincount(index, minlength=times.size)[::-1])[::-1]
+        deaths = np.bincount(index, weights=event.astype(np.float64), minlength=times.size)
+        surv = np.cumprod(1.0 - deaths / at_risk)
+        return transform, 1.0 - np.r_[1.0, surv[:-1]][index]
+    raise ValueError(
+        f"transform must be 'km', 'rank', 'identity', 'log' or a function, got {transform!r}"
+    )
+
+
+def cox_zph(
+    fit: CoxResult,
+    X: Any,
+    duration: Any,
+    event: Any,
+    *,
+    weights: Any = None,
+    strata: Any = None,
+    cluster: Any = None,
+    transform: PHTransform | Any = "km",
+    terms: dict[str, Sequence[int]] | None = None,
+    variance: Literal["model", "robust"] = "model",
+) -> PHTest:
+    """Test the proportional-hazards assumption of a fitted Cox model, as R's ``cox.zph``.
+
+    For each term, the score test of adding ``x g(t)`` to the model (``g`` a transform of
+    time), at the fitted coefficients and a zero coefficient for ``x g(t)``; and the
+    global test of adding all of them (Grambsch & Therneau 1994). This is the test of R's
+    ``survival::cox.zph`` from version 3.0 on: the score is the case-weighted sum of the
+    Schoenfeld residuals times ``g`` at the event times, centred by the mean of ``g`` over
+    the events, and its variance comes from the full ``2p x 2p`` information matrix of the
+    model with the ``x g(t)`` terms (Efron's or Breslow's ties as in the fit), not from the
+    approximation of earlier versions that scaled the residuals by the inverse information.
+
+    Parameters
+    ----------
+    fit : CoxResult
+        The fitted model (from :func:`fit_cox` on the same data).
+    X, duration, event, weights, strata : array_like
+        The data of the fit, as passed to :func:`fit_cox`.
+    cluster : array_like, optional
+        Cluster labels of the robust variance (``variance="robust"`` only).
+    transform : {"km", "rank", "identity", "log"} or callable, default "km"
+        ``g``: ``"km"`` is ``1 - S(t-)``, the left-continuous *unweighted* Kaplan–Meier
+        estimate over all rows (R computes it without the case weights and across strata,
+        and so does this function); ``"rank"`` the rank of the time among all rows (ties
+        averaged); ``"identity"`` the time; ``"log"`` its logarithm. A callable receives
+        the array of times.
+    terms : dict of str to sequence of int, optional
+        Columns of ``X`` that form each term (a term of several columns gets one test with
+        as many degrees of freedom, as R's ``terms = TRUE``); default one term per column,
+        named as in ``fit.names``.
+    variance : {"model", "robust"}, default "model"
+        ``"model"``: the model-based information, treating case weights as frequencies,
+        exactly as R's ``cox.zph`` (which ignores a fit's robust variance and ``cluster()``).
+        ``"robust"``: the sandwich variance of the score, for sampling weights (matching,
+        inverse probability weights) and clustered data: the score residuals of the
+        ``x g(t)`` terms, corrected for the estimation of the coefficients
+        (``U_g - I_gb I_bb^{-1} U_b``), summed within ``cluster`` (or per observation), as
+        the robust score tests of Lin & Wei (1989).
+
+    Returns
+    -------
+    PHTest
+
+    Raises
+    ------
+    ValueError
+        On data that do not match the fit, a transform that is not finite at an event
+        time, or a test whose variance is singular (for example, all events at one time).
+
+    Notes
+    -----
+    The information of the augmented model is assembled from the same risk-set sums as the
+    fit's: the blocks for ``(beta, gamma)`` and ``(gamma, gamma)`` are the fit's information
+    with each event time's term multiplied by ``g(t)`` and ``g(t)^2``. The score test of a
+    term's ``gamma_j`` given all ``beta`` is ``U_j^2 / V_jj`` with ``V`` the Schur complement
+    ``I_gg - I_gb I_bb^{-1} I_bg`` (equal to R's ``solve(imat[kk, kk], u)``).
+
+    With case weights, R's test (``variance="model"``) is a valid score test for frequency
+    weights only; with matching weights below one it is conservative, and with clusters it
+    ignores the within-cluster correlation. The robust variance is then the calibrated one.
+
+    References
+    ----------
+    .. [1] Grambsch, P. M., & Therneau, T. M. (1994). Proportional hazards tests and
+       diagnostics based on weighted residuals. *Biometrika*, 81(3), 515–526.
+    .. [2] Therneau, T. M., & Grambsch, P. M. (2000). *Modeling Survival Data: Extending the
+       Cox Model*. Springer, chapter 6.
+    .. [3] Lin, D. Y., & Wei, L. J. (1989). The robust inference for the Cox proportional
+       hazards model. *Journal of the American Statistical Association*, 84(408), 1074–1078.
+    """
+    if variance not in ("model", "robust"):
+        raise ValueError(f"variance must be 'model' or 'robust', got {variance!r}")
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    n, p = X.shape
+    if n != fit.n or p != fit.params.size:
+        raise ValueError(
+            f"data of shape {X.shape} do not match the fit ({fit.n} x {fit.params.size})"
+        )
+    duration = np.asarray(duration, dtype=np.float64)
+    event_b = np.asarray(event).astype(np.float64) == 1.0
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if duration.shape != (n,) or event_b.shape != (n,) or w.shape != (n,):
+        raise ValueError(f"duration, event and weights must have shape ({n},)")
+    if not (np.isfinite(X).all() and np.isfinite(duration).all() and (w > 0).all()):
+        raise ValueError("covariates, durations and weights must be finite (weights > 0)")
+    if terms is None:
+        terms = {name: [j] for j, name in enumerate(fit.names)}
+    tname, ttimes = _time_transform(transform, duration, event_b)
+    if ttimes.shape != (n,) or not np.isfinite(ttimes[event_b]).all():
+        raise ValueError(f"time transform {tname!r} is not finite at every event time")
+    gtime = ttimes - ttimes[event_b].mean()
+
+    st_code = None if strata is None else _as_codes(strata, n, "strata")
+    lay, order = _layout(X, duration, event_b, w, st_code, fit.ties)
+    buf = np.empty_like(lay.XT)
+    cur = _evaluate(lay, np.asarray(fit.params, dtype=np.float64), buf)
+    g = gtime[order][lay.ev_rows[lay.eg_starts]]  # one value per tied-event set
+
+    ev = lay.ev_rows
+    schoenfeld = lay.XT[:, ev] - _efron_means(lay, cur)[:, lay.eg_of_ev]
+    u = schoenfeld @ (lay.w[ev] * g[lay.eg_of_ev])
+    i_bg = _weighted_information(lay, cur, g, buf)
+    i_bb_inv_bg = _inverse(cur.info) @ i_bg
+    i_gg = _weighted_information(lay, cur, g * g, buf)
+    n_clusters = None
+    if variance == "model":
+        v = i_gg - i_bg.T @ i_bb_inv_bg
+    else:
+        resid_b = _weighted_score_residuals(lay, cur, out=np.empty_like(lay.XT))
+        resid_g = _weighted_score_residuals(lay, cur, out=buf, set_weight=g)
+        # influence of each observation on U_g - I_gb I_bb^{-1} U_b
+        infl = resid_g - i_bb_inv_bg.T @ resid_b
+        if cluster is not None:
+            codes = _as_codes(cluster, n, "cluster")[order]
+            n_clusters = int(codes.max()) + 1
+            infl = np.stack([np.bincount(codes, weights=row, minlength=n_clusters) for row in infl])
+        v = infl @ infl.T
+    v = 0.5 * (v + v.T)
+    # g(t) (nearly) constant over the events, or collinear with the fitted terms: no test
+    degenerate = np.diag(v) <= 1e-10 * np.abs(np.diag(i_gg))
+
+    names, chisq, dfs = [], [], []
+    for name, cols in [*terms.items(), ("GLOBAL", range(p))]:
+        jj = np.asarray(list(cols), dtype=np.intp)
+        try:
+            if degenerate[jj].any():
+                raise linalg.LinAlgError("degenerate")
+            factor = linalg.cho_factor(v[np.ix_(jj, jj)])
+        except linalg.LinAlgError as exc:
+            raise ValueError(
+                f"the variance of the proportional-hazards score for {name!r} is singular "
+                "(for example, all events at one time)"
+            ) from exc
+        names.append(name)
+        chisq.append(float(u[jj] @ linalg.cho_solve(factor, u[jj])))
+        dfs.append(jj.size)
+    table = pd.DataFrame(
+        {"chisq": chisq, "df": dfs, "p": stats.chi2.sf(chisq, dfs)},
+        index=pd.Index(names, name="term"),
+    )
+    return PHTest(table=table, transform=tname, variance=variance, n_clusters=n_clusters)

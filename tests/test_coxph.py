@@ -10,13 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.coxph import CoxResult, _segment_cumsum, _segment_revcumsum, cox_fit, fit_cox
+from analysis.coxph import (
+    CoxResult,
+    _segment_cumsum,
+    _segment_revcumsum,
+    cox_fit,
+    cox_zph,
+    fit_cox,
+)
 
 REF_DIR = Path(__file__).parent / "reference" / "coxph_r"
 REFERENCE = json.loads((REF_DIR / "reference.json").read_text())
 COVARIATES = REFERENCE["efron"]["covariates"]
 CASES = sorted(k for k in REFERENCE if not k.startswith("_"))
 ROSSI_COVARIATES = ["fin", "age", "race", "wexp", "mar", "paro", "prio"]
+ZPH_REFERENCE = json.loads((REF_DIR / "zph_reference.json").read_text())
+ZPH_CASES = sorted(k for k in ZPH_REFERENCE if not k.startswith("_"))
+ZPH_RTOL = 1e-8
 
 
 @pytest.fixture(scope="module")
@@ -389,3 +399,147 @@ def test_unknown_ties_and_columns_raise(ref_data):
         _ref_fit(ref_data, ties="exact")
     with pytest.raises(KeyError, match="nope"):
         _ref_fit(ref_data, cluster="nope")
+
+
+# --- proportional-hazards test (cox_zph) ------------------------------------------------------
+
+
+def _zph_data(case: dict) -> dict:
+    """The arrays of an R case of ``zph_reference.json``: design, terms, weights, strata."""
+    df = pd.read_csv(REF_DIR / case["file"])
+    parts = [t.strip() for t in case["rhs"].split("+")]
+    strata = [t for t in parts if t.startswith("strata(")]
+    columns, terms = [], {}
+    for term in (t for t in parts if not t.startswith("strata(")):
+        if term.startswith("factor("):  # R's treatment contrasts: one indicator per level
+            var = term[len("factor(") : -1]
+            cols = [c for c in case["columns"] if c.startswith(term)]
+            for c in cols:
+                columns.append((df[var] == c[len(term) :]).astype(float).to_numpy())
+        else:
+            cols = [term]
+            columns.append(df[term].to_numpy(dtype=float))
+        terms[term] = list(range(len(columns) - len(cols), len(columns)))
+    return {
+        "X": np.column_stack(columns),
+        "duration": df["time"].to_numpy(dtype=float),
+        "event": df["event"].to_numpy(),
+        "weights": None if case["weights"] is None else df[case["weights"]].to_numpy(),
+        "strata": df[strata[0][len("strata(") : -1]].to_numpy() if strata else None,
+        "cluster": None if case["cluster"] is None else df[case["cluster"]].to_numpy(),
+        "terms": terms,
+        "ties": case["ties"],
+    }
+
+
+ZPH_TESTS = [
+    (name, variance, tr)
+    for name in ZPH_CASES
+    for variance, key in (("model", "cox_zph"), ("robust", "robust"))
+    for tr in ZPH_REFERENCE[name][key]
+]
+
+
+@pytest.mark.parametrize(("name", "variance", "transform"), ZPH_TESTS)
+def test_cox_zph_matches_r(name, variance, transform):
+    """Per-term and global chi-square, df and p equal R's to 1e-8 relative.
+
+    ``variance="model"``: ``cox.zph(fit, transform)$table`` of survival 3.5-3, fits made by
+    ``tests/reference/coxph_r/make_zph_reference.R`` (the exact R call is stored with each
+    case): unweighted, matching weights 1 and 0.25, with and without ``cluster()`` (which
+    ``cox.zph`` ignores), inverse-probability weights, Efron and Breslow ties, strata, a
+    two-column factor term, events at time 0. ``variance="robust"``: the same score tests
+    with the sandwich variance, computed in R from the score residuals of the model with
+    the ``x g(t)`` terms added (data split at the event times), summed within clusters.
+    """
+    case = ZPH_REFERENCE[name]
+    data = _zph_data(case)
+    fit = fit_cox(
+        data["X"], data["duration"], data["event"], weights=data["weights"],
+        strata=data["strata"], ties=data["ties"], tol=1e-14, max_iter=100,
+    )  # fmt: skip
+    np.testing.assert_allclose(fit.params, case["coef"], rtol=1e-9, atol=1e-12)
+    res = cox_zph(
+        fit, data["X"], data["duration"], data["event"], weights=data["weights"],
+        strata=data["strata"], cluster=data["cluster"], transform=transform,
+        terms=data["terms"], variance=variance,
+    )  # fmt: skip
+    ref = case["cox_zph" if variance == "model" else "robust"][transform]
+    assert list(res.table.index) == ref["terms"]
+    np.testing.assert_allclose(res.table["chisq"], ref["chisq"], rtol=ZPH_RTOL)
+    np.testing.assert_allclose(res.table["p"], ref["p"], rtol=ZPH_RTOL)
+    np.testing.assert_array_equal(res.table["df"], ref["df"])
+    assert res.transform == transform and res.variance == variance
+
+
+def test_cox_zph_reference_covers_weighted_and_robust_cases():
+    """The frozen cases include what the study fits: matching weights 1 and 0.25 with
+    clusters, Efron ties on tied times, several transforms, one and several terms."""
+    case = ZPH_REFERENCE["matching_weights_cluster"]
+    df = pd.read_csv(REF_DIR / case["file"])
+    assert set(df["weight"]) == {1.0, 0.25}
+    assert df[df["event"] == 1].groupby("time").size().max() >= 5  # tied event times
+    assert {"km", "rank", "identity"} <= set(case["robust"])
+    assert len(ZPH_REFERENCE["unweighted_3cov"]["cox_zph"]) == 4  # every transform
+    # cox.zph ignores cluster(): the same table with and without it
+    assert case["cox_zph"]["km"] == ZPH_REFERENCE["matching_weights"]["cox_zph"]["km"]
+
+
+def test_weighted_information_with_unit_weights_is_the_information(ref_data):
+    """The g-weighted information used by the test is the fit's information when g = 1."""
+    import analysis.coxph as coxph
+
+    X = ref_data[COVARIATES].to_numpy(dtype=float)
+    ev = ref_data["event"].to_numpy() == 1
+    lay, _ = coxph._layout(X, ref_data["time"].to_numpy(dtype=float), ev,
+                           ref_data["weight"].to_numpy(), None, "efron")  # fmt: skip
+    buf = np.empty_like(lay.XT)
+    cur = coxph._evaluate(lay, np.linspace(-0.3, 0.3, X.shape[1]), buf)
+    ones = np.ones(lay.eg_count.size)
+    np.testing.assert_allclose(
+        coxph._weighted_information(lay, cur, ones, buf), cur.info, rtol=1e-10, atol=1e-10
+    )
+    plain = coxph._weighted_score_residuals(lay, cur, out=np.empty_like(lay.XT))
+    unit = coxph._weighted_score_residuals(lay, cur, out=buf, set_weight=ones)
+    np.testing.assert_allclose(unit, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_cox_zph_invariances(ref_data):
+    """Row order does not matter; the robust test does not depend on the scale of the
+    weights, while R's model-based test treats them as frequencies (chi-square x c)."""
+    kw = {"weights": ref_data["weight"].to_numpy(), "cluster": ref_data["cluster"].to_numpy()}
+    X = ref_data[COVARIATES].to_numpy(dtype=float)
+    t, e = ref_data["time"].to_numpy(dtype=float), ref_data["event"].to_numpy()
+    fit = fit_cox(X, t, e, weights=kw["weights"])
+    base = {v: cox_zph(fit, X, t, e, variance=v, **kw).table for v in ("model", "robust")}
+    perm = np.random.default_rng(1).permutation(len(t))
+    fit_p = fit_cox(X[perm], t[perm], e[perm], weights=kw["weights"][perm])
+    for v in ("model", "robust"):
+        got = cox_zph(fit_p, X[perm], t[perm], e[perm], variance=v,
+                      weights=kw["weights"][perm], cluster=kw["cluster"][perm]).table  # fmt: skip
+        np.testing.assert_allclose(got["chisq"], base[v]["chisq"], rtol=1e-8)
+    w3 = 3.0 * kw["weights"]
+    fit3 = fit_cox(X, t, e, weights=w3)
+    robust3 = cox_zph(fit3, X, t, e, weights=w3, cluster=kw["cluster"], variance="robust").table
+    model3 = cox_zph(fit3, X, t, e, weights=w3).table
+    np.testing.assert_allclose(robust3["chisq"], base["robust"]["chisq"], rtol=1e-8)
+    np.testing.assert_allclose(model3["chisq"], 3.0 * base["model"]["chisq"], rtol=1e-8)
+
+
+def test_cox_zph_refuses_what_it_cannot_test(ref_data):
+    X = ref_data[["treatment"]].to_numpy(dtype=float)
+    t, e = ref_data["time"].to_numpy(dtype=float), ref_data["event"].to_numpy()
+    fit = fit_cox(X, t, e)
+    with pytest.raises(ValueError, match="transform must be"):
+        cox_zph(fit, X, t, e, transform="sqrt")
+    with pytest.raises(ValueError, match="variance must be"):
+        cox_zph(fit, X, t, e, variance="sandwich")
+    with pytest.raises(ValueError, match="do not match the fit"):
+        cox_zph(fit, X[:-1], t[:-1], e[:-1])
+    zero = t.copy()
+    zero[np.flatnonzero(e == 1)[0]] = 0.0  # log(0) at an event time
+    with pytest.raises(ValueError, match="not finite at every event time"):
+        cox_zph(fit_cox(X, zero, e), X, zero, e, transform="log")
+    one_time = np.where(e == 1, 5.0, 10.0)  # every event at one time: g is constant
+    with pytest.raises(ValueError, match="singular"):
+        cox_zph(fit_cox(X, one_time, e), X, one_time, e)

@@ -85,20 +85,6 @@ out$cox_weighted_robust <- cox_block(
   coxph(f_cox, data = d, ties = "efron", weights = weight, robust = TRUE, control = cox_ctrl)
 )
 
-# Proportional-hazards test of the pre-2019 cox.zph (Grambsch & Therneau 1994), the
-# one lifelines implements: scaled Schoenfeld residuals against 1 - KM(t) at event times.
-fit1 <- coxph(Surv(time, event) ~ treatment + age + female, data = d, ties = "efron",
-              control = cox_ctrl)
-sres <- residuals(fit1, type = "scaledsch")
-ev_times <- d$time[d$event == 1]
-ev_times <- sort(ev_times)
-km_all <- survfit(Surv(time, event) ~ 1, data = d)
-g <- 1 - summary(km_all, times = ev_times, extend = TRUE)$surv
-g <- g - mean(g)
-nd <- sum(d$event)
-zph_stat <- (colSums(g * sres))^2 / (nd * diag(vcov(fit1)) * sum(g^2))
-out$ph_test_km <- list(statistic = named(zph_stat), p_value = named(pchisq(zph_stat, 1, lower.tail = FALSE)))
-
 # ---------------------------------------------------------------- Kaplan-Meier
 km_block <- function(fit, rmean_fit = fit) {
   s <- summary(fit, times = times, extend = TRUE)

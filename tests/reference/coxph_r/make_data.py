@@ -13,6 +13,11 @@ untied case.
 
 ``halving.csv`` is a small dataset with a Cauchy-distributed covariate, on which the first
 Newton steps overshoot, so the fit needs step halving.
+
+``matched.csv`` is a matched sample for the proportional-hazards tests
+(``make_zph_reference.R``): 250 matched sets of one treated and four controls, matching weights
+exactly 1 and 0.25, a shared frailty and a shared censoring time within each set, times in whole
+weeks (tied), and an inverse-probability (ATT) weight per person.
 """
 
 from __future__ import annotations
@@ -74,8 +79,42 @@ def make_halving_data(n: int = 200, seed: int = 15) -> pd.DataFrame:
     return pd.DataFrame({"time": rank, "event": event, "x": x})
 
 
+def make_matched_data(n_sets: int = 250, k: int = 4, seed: int = 20261127) -> pd.DataFrame:
+    """Matched 1:k sets with matching weights 1 and 1/k (deterministic for a given seed)."""
+    rng = np.random.default_rng(seed)
+    size = k + 1
+    n = n_sets * size
+    match_set = np.repeat(np.arange(1, n_sets + 1), size)
+    treatment = np.tile(np.r_[1, np.zeros(k, dtype=int)], n_sets)
+    age = np.round(rng.normal(40.0, 9.0, n))
+    female = rng.binomial(1, 0.3, n)
+    region = rng.choice(np.array(["north", "south", "west"]), size=n, p=[0.2, 0.5, 0.3])
+    frailty = np.repeat(rng.gamma(2.0, 0.5, n_sets), size)
+    lin = np.log(0.7) * treatment + 0.02 * (age - 40.0) + 0.3 * female
+    weeks = rng.exponential(1.0 / (0.004 * frailty * np.exp(lin)))
+    censor = np.repeat(rng.uniform(26.0, 156.0, n_sets), size)
+    time = np.ceil(np.minimum(weeks, censor)).astype(int)  # whole weeks: ties
+    event = (weeks <= censor).astype(int)
+    ps = 1.0 / (1.0 + np.exp(-(-1.4 + 0.05 * (age - 40.0) + 0.5 * female)))
+    iptw = np.where(treatment == 1, 1.0, np.round(ps / (1.0 - ps), 6))
+    return pd.DataFrame(
+        {
+            "time": time,
+            "event": event,
+            "treatment": treatment,
+            "age": age,
+            "female": female,
+            "region": region,
+            "match_set": match_set,
+            "weight": np.where(treatment == 1, 1.0, 1.0 / k),
+            "iptw_weight": iptw,
+        }
+    )
+
+
 if __name__ == "__main__":
     here = Path(__file__).parent
     make_data().to_csv(here / "data.csv", index=False, float_format="%.10g")
     make_halving_data().to_csv(here / "halving.csv", index=False, float_format="%.17g")
-    print(f"wrote {here / 'data.csv'} and {here / 'halving.csv'}")
+    make_matched_data().to_csv(here / "matched.csv", index=False, float_format="%.10g")
+    print(f"wrote {here / 'data.csv'}, {here / 'halving.csv'} and {here / 'matched.csv'}")
