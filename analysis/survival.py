@@ -451,7 +451,8 @@ def cox_hazard_ratio(
     slow (about 15-25 s for 50,000 rows) and, with tied times, its score residuals do
     not use Efron's fractional risk sets, so its SEs differ from R's by up to 0.1% on
     day-level data. The residuals here reproduce R's ``coxph(..., cluster=)`` to 1e-9
-    (tests) in O(n p); a fit on 50,000 rows takes about a second.
+    (tests; the variance is R's times ``G / (G - 1)``) in O(n p); a fit on 50,000 rows takes
+    about a second.
 
     The proportional-hazards test is Grambsch & Therneau's score-type test of the
     scaled Schoenfeld residuals of the treatment term against transformed time, as in
@@ -955,7 +956,10 @@ def survival_at(
         ``"influence"`` (default): infinitesimal-jackknife variance, computed in closed
         form from each person's influence on log S(t), summed within clusters. Without
         weights and clusters this is exactly Greenwood's formula; with them it is the
-        robust variance R's ``survfit(..., cluster=)`` reports (see tests). It is
+        robust variance R's ``survfit(..., cluster=)`` reports times ``G / (G - 1)``
+        (:mod:`analysis.sandwich`; see tests), not estimable with fewer than 2 clusters
+        and noted, with a warning, below 30. A curve at S(t) = 0 contributes no variance to
+        the difference (S stays 0 whatever the weights); the ratio is then not defined. It is
         deterministic and O(n log n), so it suits 50,000 rows; like the cluster
         bootstrap it treats the matched sets as given. ``"bootstrap"``: cluster
         bootstrap over ``cluster`` (rows when no cluster) with ``n_boot`` replicates

@@ -815,3 +815,40 @@ def test_cox_score_test_matches_r(ref):
     lr = logrank(ref, **kw)
     assert lr["statistic"] == pytest.approx(st["logrank_unweighted"], rel=1e-9)
     assert plain["statistic"] == pytest.approx(lr["statistic"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_robust_score_test_holds_its_level_where_the_logrank_does_not():
+    """Monte Carlo, no treatment effect, 200 matched sets of 1 HAT : k OST (k = 1..4,
+    controls weighted 1/k) whose shared frailty grows with k: the unweighted log-rank test
+    over-represents the large (high-hazard) sets and rejects in about 57% of 400 samples;
+    the robust score test of the weighted, clustered Cox model rejects in about 5% (measured
+    0.050, Monte Carlo SE 0.011)."""
+    lam0 = math.log(2) / 365.25
+    rej_lr = rej_rs = 0
+    n_rep = 400
+    for seed in range(n_rep):
+        rng = np.random.default_rng(seed)
+        k = rng.integers(1, 5, 200)
+        size = k + 1
+        cluster = np.repeat(np.arange(200), size)
+        treat = np.zeros(size.sum(), dtype=int)
+        treat[np.r_[0, np.cumsum(size)[:-1]]] = 1
+        kk = np.repeat(k, size)
+        u = np.exp(0.6 * (kk - 2.5)) * rng.gamma(2, 0.5, 200)[cluster]
+        latent = rng.exponential(1 / (lam0 * u))
+        censor = rng.uniform(200, 1500, len(treat))
+        df = pd.DataFrame(
+            {
+                "time": np.minimum(latent, censor),
+                "event": (latent <= censor).astype(int),
+                "treatment": treat,
+                "weight": np.where(treat == 1, 1.0, 1.0 / kk),
+                "cluster": cluster,
+            }
+        )
+        kw = dict(duration="time", event="event", treatment="treatment")
+        rej_lr += logrank(df, **kw)["p_value"] < 0.05
+        rej_rs += cox_score_test(df, weights="weight", cluster="cluster", **kw)["p_value"] < 0.05
+    assert rej_rs / n_rep < 0.08
+    assert rej_lr / n_rep > 0.3
