@@ -753,13 +753,17 @@ def _monotone_likelihood(
         span = float(x.max() - x.min())
         if span == 0:
             continue
+        tol = 1e-9 * span
         if lay.stratum_of_row is None:
+            # quick exit: the first event's risk set is almost everyone
+            tail = x[first[0] :]
+            if tail.max() - tol > x[ev[0]] > tail.min() + tol:
+                continue
             off = np.zeros_like(x)
         else:  # later strata pushed out of reach of the earlier ones' running max/min
             off = (2.0 * span + 1.0) * lay.stratum_of_row
         top = np.maximum.accumulate((x - off)[::-1])[::-1][first] + off[ev]
         bottom = np.minimum.accumulate((x + off)[::-1])[::-1][first] - off[ev]
-        tol = 1e-9 * span
         up = bool(np.all(x[ev] >= top - tol))
         down = bool(np.all(x[ev] <= bottom + tol))
         if up != down:
@@ -771,7 +775,10 @@ def _monotone_likelihood(
                 f"increasing as its coefficient tends to {limit}"
             )
     if last_step is not None:
-        sd = XT.std(axis=1)
+        # the SD is at most half the range: compute it only where the step could matter
+        moved = np.abs(last_step) * 0.5 * (XT.max(axis=1) - XT.min(axis=1)) > 0.1
+        sd = np.zeros(len(names))
+        sd[moved] = XT[moved].std(axis=1)
         for j in np.flatnonzero(np.abs(last_step) * sd > 0.1):
             out.setdefault(
                 names[j],

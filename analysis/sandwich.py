@@ -121,6 +121,11 @@ def _totals(contrib: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return totals[np.bincount(codes) > 0]
     if codes.size and np.array_equal(codes, np.arange(codes.size)):
         return contrib
+    if contrib.shape[1] <= 64:  # few columns (scores): one pass over the rows per column
+        present = np.bincount(codes) > 0
+        return np.column_stack(
+            [np.bincount(codes, weights=contrib[:, j])[present] for j in range(contrib.shape[1])]
+        )
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
