@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import special, stats
 
 from analysis.results import EffectEstimate, _clean
+from analysis.sandwich import cluster_check, cluster_covariance, cluster_variance, count_clusters
 from analysis.survival import (
     _binary,
     _cluster_codes,
@@ -358,6 +359,34 @@ def _fit_nb2(
     )
 
 
+def _monotone_counts(y: np.ndarray, x: np.ndarray, names: Sequence[str]) -> str | None:
+    """Why a log-linear count model has no finite maximum, or None.
+
+    For a column ``x_j`` (with the intercept in the model): when every row with events has
+    the same value ``c`` of ``x_j`` and every row without lies on one side of ``c`` (not all
+    at ``c``), the direction ``e_j - c e_0`` raises the log-likelihood without bound (the
+    events' means stay put, the others' fall to 0), so ``b_j`` is infinite. For a binary
+    treatment this is "no events in one group". The Poisson and NB2 likelihoods share it.
+    """
+    has = y > 0
+    for j in range(1, x.shape[1]):
+        xj = x[:, j]
+        values = xj[has]
+        c = values[0]
+        if not np.all(values == c):
+            continue
+        rest = xj[~has]
+        if rest.size == 0 or np.all(rest == c):
+            continue
+        if np.all(rest <= c) or np.all(rest >= c):
+            limit = "+infinity" if np.all(rest <= c) else "-infinity"
+            return (
+                f"monotone likelihood: every event is at {names[j]} = {c:g} and every row "
+                f"without events lies on one side of it, so its coefficient tends to {limit}"
+            )
+    return None
+
+
 def negative_binomial_irr(
     df: pd.DataFrame,
     *,
@@ -418,11 +447,20 @@ def negative_binomial_irr(
     Variance. Without weights and clusters: the inverse expected information of the
     coefficients at the estimated theta (``vcov(glm.nb(...))``; theta and the
     coefficients are asymptotically orthogonal). With ``weights`` or ``cluster``: the
-    sandwich ``B M B`` with ``B`` that inverse information (weighted) and ``M`` the
+    sandwich ``c B M B`` with ``B`` that inverse information (weighted), ``M`` the
     sum over clusters (persons when no cluster) of the outer products of the summed
-    score contributions ``w_i x_i (y_i - mu_i) / (1 + mu_i / theta)``. No small-sample
-    factor (G/(G-1) would change SEs by 0.1% with 400 matched sets). Cost: a few
-    passes over the data per iteration; 50,000 rows fit in well under a second.
+    score contributions ``w_i x_i (y_i - mu_i) / (1 + mu_i / theta)`` and ``c = G / (G - 1)``,
+    the package's one small-sample factor (:mod:`analysis.sandwich`; R's
+    ``sandwich::vcovCL(fit, cluster =, type = "HC0")``). With fewer than 2 clusters the
+    IRR is not estimable; below 30 the estimate carries a note and a
+    :class:`analysis.sandwich.FewClustersWarning` is emitted. Cost: a few passes over the
+    data per iteration; 50,000 rows fit in well under a second.
+
+    Not estimable (NaN with the reason in ``details["note"]``) also when the likelihood
+    has no finite maximum: no events in one treatment group (the IRR is 0 or infinite),
+    or more generally when all the events sit at one value of the treatment or of a
+    covariate and every other row lies on one side of it (monotone likelihood: the
+    coefficient runs off to infinity), or when the fit does not converge.
 
     References
     ----------
@@ -466,27 +504,45 @@ def negative_binomial_irr(
             details=details, **common,
         )  # fmt: skip
     if y[a == 1].sum() == 0 or y[a == 0].sum() == 0:
+        empty, limit = ("HAT", "0") if y[a == 1].sum() == 0 else ("OST", "infinity")
         return _nan_estimate(
             outcome, "IRR", method,
-            "IRR not estimable: no events in one treatment group (the estimate is 0 or infinite)",
+            f"IRR not estimable: no events in the {empty} group (monotone likelihood: the "
+            f"IRR tends to {limit})",
             details=details, **common,
         )  # fmt: skip
     if np.linalg.matrix_rank(x) < x.shape[1]:
         raise ValueError("design matrix is rank deficient (constant or collinear covariates)")
+    names = ["intercept", treatment, *covariates]
+    monotone = _monotone_counts(y, x, names)
+    if monotone is not None:
+        return _nan_estimate(
+            outcome, "IRR", method, f"IRR not estimable: {monotone}", details=details, **common
+        )
+    robust = weights is not None or cluster is not None
+    notes = []
+    if robust:
+        what = f"values of {cluster}" if cluster else "persons, each its own cluster"
+        problem = cluster_check(count_clusters(codes), what=what)
+        if problem is not None and problem.startswith("not estimable"):
+            return _nan_estimate(
+                outcome, "IRR", method, f"IRR {problem}", details=details, **common
+            )
+        notes += [problem] if problem else []
     offset = np.log(expo)
     fit = _fit_nb2(y, x, offset, w)
+    if not fit.converged:
+        return _nan_estimate(
+            outcome, "IRR", method,
+            f"IRR not estimable: the negative-binomial fit did not converge in {fit.iterations} "
+            "iterations", details=details, **common,
+        )  # fmt: skip
     theta, mu = fit.theta, fit.mu
     working = w * mu / (1.0 + mu / theta)
     bread = np.linalg.inv((x.T * working) @ x)
-    robust = weights is not None or cluster is not None
     if robust:
         u = x * (w * (y - mu) / (1.0 + mu / theta))[:, None]
-        n_clusters = int(codes.max()) + 1
-        totals = np.stack(
-            [np.bincount(codes, weights=u[:, j], minlength=n_clusters) for j in range(x.shape[1])],
-            axis=1,
-        )
-        cov = bread @ (totals.T @ totals) @ bread
+        cov, _ = cluster_covariance(u, codes, bread=bread)
     else:
         cov = bread
     se_all = np.sqrt(np.diag(cov))
@@ -507,8 +563,9 @@ def negative_binomial_irr(
         theta_se = 1 / math.sqrt(info) if info > 0 else float("nan")
     else:
         theta_se = float("nan")
-        details["note"] = "no overdispersion: theta at the boundary, the fit is Poisson"
-    names = ["intercept", treatment, *covariates]
+        notes.insert(0, "no overdispersion: theta at the boundary, the fit is Poisson")
+    if notes:
+        details["note"] = "; ".join(notes)
     details.update(
         {
             "alpha": 0.0 if not math.isfinite(theta) else 1 / theta,
@@ -582,7 +639,10 @@ def before_after_ratio(
     ratios and ``exp(b3)`` their ratio. The variance is the cluster-robust sandwich
     with persons as clusters (or ``cluster``, e.g. matched sets, which contain the
     persons), so it allows for the correlation of a person's two periods and for
-    overdispersion; it equals R's ``glm(poisson)`` with a clustered sandwich (tests).
+    overdispersion; with the package's small-sample factor ``G / (G - 1)``
+    (:mod:`analysis.sandwich`) it equals R's ``sandwich::vcovCL(glm(poisson), cluster =,
+    type = "HC0")`` (tests). Fewer than 2 clusters: not estimable; below 30: a note and a
+    :class:`analysis.sandwich.FewClustersWarning`.
 
     Parameters
     ----------
@@ -672,6 +732,10 @@ def before_after_ratio(
         infl[g] = contrib
     base["rates"] = rates
 
+    problem = cluster_check(
+        count_clusters(codes), what=f"values of {cluster}" if cluster else "persons"
+    )
+
     def estimate(measure: str, log_est: float, contrib: np.ndarray, extra: dict) -> EffectEstimate:
         details = {**base, **extra}
         if not math.isfinite(log_est):
@@ -679,7 +743,11 @@ def before_after_ratio(
                 outcome, measure, method, "not estimable: no events or no person-time in a period",
                 details=details, **common,
             )  # fmt: skip
-        se = float(np.sqrt(np.sum(np.bincount(codes, weights=contrib, minlength=n_clusters) ** 2)))
+        if problem is not None and problem.startswith("not estimable"):
+            return _nan_estimate(outcome, measure, method, problem, details=details, **common)
+        if problem is not None:
+            details["note"] = problem
+        se = float(np.sqrt(cluster_variance(contrib, codes)[0]))
         return EffectEstimate.from_log(
             log_estimate=log_est,
             se=se,

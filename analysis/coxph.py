@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
+from analysis.sandwich import cluster_covariance, count_clusters
+
 __all__ = ["CoxResult", "PHTest", "cox_fit", "cox_zph", "fit_cox"]
 
 Ties = Literal["efron", "breslow"]
@@ -55,7 +57,8 @@ class CoxResult:
         Model-based standard errors, from the inverse information matrix.
     robust_se : ndarray, shape (p,)
         Robust (sandwich) standard errors: clustered when a cluster was given, otherwise per
-        observation, as R's ``coxph(..., cluster=)`` / ``coxph(..., robust=TRUE)``.
+        observation; R's ``coxph(..., cluster=)`` / ``coxph(..., robust=TRUE)`` times
+        ``sqrt(G / (G - 1))`` (see :mod:`analysis.sandwich`). NaN with fewer than 2 clusters.
     cov, robust_cov : ndarray, shape (p, p)
         Model-based and robust covariance matrices of ``params``.
     loglik : float
@@ -71,9 +74,21 @@ class CoxResult:
     n_iter : int
         Newton–Raphson iterations (including step-halving ones).
     converged : bool
-        Whether the relative change in log-likelihood fell below ``tol``.
+        Whether the relative change in log-likelihood fell below ``tol`` (``False`` also when
+        the information matrix became singular on the way: see ``diverging``; the
+        covariances are then NaN).
     ties : str
         ``"efron"`` or ``"breslow"``.
+    diverging : dict of str to str
+        Coefficients whose partial likelihood has no finite maximum (monotone likelihood),
+        each with the reason; their ``params`` are only where the iterations stopped.
+    score_test : float
+        Score test statistic of ``params = 0`` with the model-based information (R's
+        ``summary(fit)$sctest``; chi-square with ``p`` degrees of freedom).
+    robust_score_test : float
+        Robust score test of ``params = 0``: the score at zero against the sandwich meat of
+        the score residuals at zero, summed within cluster (R's ``summary(fit)$robscore``
+        times ``(G - 1) / G``, the small-sample factor of :mod:`analysis.sandwich`).
     """
 
     names: tuple[str, ...]
@@ -90,6 +105,9 @@ class CoxResult:
     n_iter: int
     converged: bool
     ties: str
+    diverging: dict[str, str]
+    score_test: float
+    robust_score_test: float
 
     @property
     def hazard_ratios(self) -> np.ndarray:
@@ -570,10 +588,18 @@ def fit_cox(
     ties times whose difference is below about 1.5e-8 times their mean (``aeqSurv``), meant
     for rounding error in computed times; round such times before fitting to match it.
 
-    The robust covariance is :math:`V D^\\top D V`, where :math:`V` is the inverse information
-    and the rows of :math:`D` are the weighted score residuals, summed within cluster
-    (Lin & Wei 1989; Therneau & Grambsch 2000, section 7.2). No small-sample factor is applied,
-    matching R.
+    The robust covariance is :math:`c V D^\\top D V`, where :math:`V` is the inverse
+    information, the rows of :math:`D` are the weighted score residuals, summed within cluster
+    (Lin & Wei 1989; Therneau & Grambsch 2000, section 7.2), and :math:`c = G/(G-1)` with
+    :math:`G` the number of clusters (rows when no cluster is given): the package's one
+    small-sample convention (:mod:`analysis.sandwich`). R's ``coxph`` applies no factor, so its
+    robust variance is :math:`c` times smaller. With fewer than two clusters the robust
+    variance is NaN.
+
+    Monotone likelihood (an infinite estimate: for a binary covariate, when every row with
+    one value leaves the risk sets before the first event of the other) is detected and
+    listed in ``diverging`` with the reason, rather than reported as a huge finite estimate
+    (see ``_monotone_likelihood``); a ``RuntimeWarning`` is also raised, as R does.
 
     References
     ----------
@@ -587,6 +613,10 @@ def fit_cox(
        hazards model. *Journal of the American Statistical Association*, 84(408), 1074–1078.
     .. [5] Therneau, T. M., & Grambsch, P. M. (2000). *Modeling Survival Data: Extending the
        Cox Model*. Springer.
+    .. [6] Bryson, M. C., & Johnson, M. E. (1981). The incidence of monotone likelihood in the
+       Cox model. *Technometrics*, 23(4), 381–383.
+    .. [7] Heinze, G., & Schemper, M. (2001). A solution to the problem of monotone likelihood
+       in Cox regression. *Biometrics*, 57(1), 114–119.
 
     Examples
     --------
@@ -648,10 +678,13 @@ def fit_cox(
 
     beta = np.zeros(p)
     cur = _evaluate(lay, beta, buf)
+    null = cur
     loglik_null = cur.loglik
     converged = False
     halving = False
     new_beta = beta + _newton_step(cur)
+    last_step = np.zeros(p)
+    collapsed = False  # the information became singular away from 0: monotone likelihood
     n_iter = 0
     while n_iter < max_iter:
         n_iter += 1
@@ -660,6 +693,7 @@ def fit_cox(
         ok = np.isfinite(new.loglik)
         if ok and not halving and abs(new.loglik - cur.loglik) <= tol * abs(cur.loglik):
             converged = True
+            last_step = new_beta - beta
             beta, cur = new_beta, new
             break
         if not ok or new.loglik < cur.loglik:  # overshoot: halve the step, as coxph.fit
@@ -667,17 +701,27 @@ def fit_cox(
             new_beta = 0.5 * (new_beta + beta)
         else:
             halving = False
+            last_step = new_beta - beta
             beta, cur = new_beta, new
-            new_beta = beta + _newton_step(cur)
-    if not converged:
+            try:
+                new_beta = beta + _newton_step(cur)
+            except ValueError:
+                collapsed = True
+                break
+    try:
+        cov = _inverse(cur.info)
+    except ValueError:
+        if not (converged or collapsed):
+            raise
+        collapsed, converged = True, False
+        cov = np.full((p, p), np.nan)
+    if not converged and not collapsed:
         warnings.warn(
             f"Cox fit did not converge in {max_iter} iterations "
             "(a coefficient may be infinite: monotone likelihood)",
             RuntimeWarning,
             stacklevel=2,
         )
-
-    cov = _inverse(cur.info)
     if converged:  # R's check for monotone likelihood: the next step would still be large
         step = np.abs(cov @ cur.score)
         infinite = (step > tol) & (step > np.sqrt(tol) * np.abs(beta))
@@ -688,17 +732,31 @@ def fit_cox(
                 RuntimeWarning,
                 stacklevel=2,
             )
-    resid = _weighted_score_residuals(lay, cur, out=buf)
-    if cl_code is None:
-        n_clusters = None
-        meat = resid @ resid.T
-    else:
-        codes = cl_code[order]
-        n_clusters = int(codes.max()) + 1
-        summed = np.stack([np.bincount(codes, weights=row, minlength=n_clusters) for row in resid])
-        meat = summed @ summed.T
-    robust_cov = cov @ meat @ cov
-    robust_cov = 0.5 * (robust_cov + robust_cov.T)
+    diverging = _monotone_likelihood(lay, names, last_step if converged or collapsed else None)
+    if collapsed and not diverging:
+        diverging = {
+            name: "monotone likelihood: the information matrix became singular while the "
+            "log-likelihood was still increasing (the estimate is infinite)"
+            for name, b in zip(names, beta, strict=True)
+            if b != 0
+        }
+    if diverging:
+        warnings.warn(
+            f"monotone likelihood: the estimates of {sorted(diverging)} are infinite",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    # Robust variance at the estimate, and the robust score test at beta = 0 (R's robscore).
+    codes = np.arange(n) if cl_code is None else cl_code[order]
+    n_clusters = None if cl_code is None else count_clusters(codes)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        resid = _weighted_score_residuals(lay, cur, out=buf)
+        robust_cov, _ = cluster_covariance(resid.T, codes, bread=cov)
+    resid0 = _weighted_score_residuals(lay, null, out=buf)
+    meat0, _ = cluster_covariance(resid0.T, codes)
+    score_test = _quadratic_form(null.score, null.info)
+    robust_score_test = _quadratic_form(null.score, meat0)
 
     return CoxResult(
         names=names,
@@ -715,7 +773,77 @@ def fit_cox(
         n_iter=n_iter,
         converged=converged,
         ties=ties,
+        diverging=diverging,
+        score_test=score_test,
+        robust_score_test=robust_score_test,
     )
+
+
+def _monotone_likelihood(
+    lay: _Layout, names: tuple[str, ...], last_step: np.ndarray | None
+) -> dict[str, str]:
+    """Coefficients whose partial likelihood has no finite maximum, with the reason.
+
+    Two checks. (1) Exact, for each covariate alone: if at every event the row with the
+    event has the largest value of the covariate in its risk set (or the smallest), the
+    score of that coefficient is non-negative (non-positive) for every value of all the
+    coefficients, so the partial likelihood increases without bound as it grows: the
+    estimate is infinite (Bryson & Johnson 1981). (2) For directions that mix covariates:
+    the log-likelihood converged while the last Newton step still moved a coefficient by
+    more than 0.1 standard deviations of its covariate (or the information became
+    singular), which happens only when the information along it collapses towards zero.
+    """
+    out: dict[str, str] = {}
+    XT = lay.XT
+    new_grp = np.r_[True, lay.grp_of_row[1:] != lay.grp_of_row[:-1]]
+    first = np.flatnonzero(new_grp)[lay.grp_of_row[lay.ev_rows]]  # risk set starts here
+    ev = lay.ev_rows
+    for j, name in enumerate(names):
+        x = XT[j]
+        span = float(x.max() - x.min())
+        if span == 0:
+            continue
+        tol = 1e-9 * span
+        if lay.stratum_of_row is None:
+            # quick exit: the first event's risk set is almost everyone
+            tail = x[first[0] :]
+            if tail.max() - tol > x[ev[0]] > tail.min() + tol:
+                continue
+            off = np.zeros_like(x)
+        else:  # later strata pushed out of reach of the earlier ones' running max/min
+            off = (2.0 * span + 1.0) * lay.stratum_of_row
+        top = np.maximum.accumulate((x - off)[::-1])[::-1][first] + off[ev]
+        bottom = np.minimum.accumulate((x + off)[::-1])[::-1][first] - off[ev]
+        up = bool(np.all(x[ev] >= top - tol))
+        down = bool(np.all(x[ev] <= bottom + tol))
+        if up != down:
+            side = "largest" if up else "smallest"
+            limit = "+infinity" if up else "-infinity"
+            out[name] = (
+                f"monotone likelihood: at every event time the row with the event has the "
+                f"{side} value of {name} in its risk set, so the partial likelihood keeps "
+                f"increasing as its coefficient tends to {limit}"
+            )
+    if last_step is not None:
+        # the SD is at most half the range: compute it only where the step could matter
+        moved = np.abs(last_step) * 0.5 * (XT.max(axis=1) - XT.min(axis=1)) > 0.1
+        sd = np.zeros(len(names))
+        sd[moved] = XT[moved].std(axis=1)
+        for j in np.flatnonzero(np.abs(last_step) * sd > 0.1):
+            out.setdefault(
+                names[j],
+                "monotone likelihood: the log-likelihood stopped increasing while the "
+                f"coefficient of {names[j]} still moved by {last_step[j]:.3g} per Newton step "
+                "(the information along it collapses towards 0; the estimate is infinite)",
+            )
+    return out
+
+
+def _quadratic_form(u: np.ndarray, a: np.ndarray) -> float:
+    """``u' A^- u`` (a generalised inverse, as R's ``coxph.wtest``); NaN if A is not finite."""
+    if not np.isfinite(a).all():
+        return float("nan")
+    return float(u @ np.linalg.pinv(a, rcond=1e-10, hermitian=True) @ u)
 
 
 def _newton_step(ev_: _Eval) -> np.ndarray:

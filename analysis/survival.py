@@ -1,5 +1,6 @@
 """Time-to-event estimators: Kaplan–Meier, Cox hazard ratio, retention at a time point,
-restricted mean survival time, Aalen–Johansen cumulative incidence and the log-rank test.
+restricted mean survival time, Aalen–Johansen cumulative incidence, and the log-rank and
+robust Cox score tests.
 
 Every estimator takes a person-level DataFrame first and the column roles as
 keyword-only arguments (``duration``, ``event``, ``treatment``, ``weights``,
@@ -8,14 +9,20 @@ keyword-only arguments (``duration``, ``event``, ``treatment``, ``weights``,
 Variance in weighted or matched samples
 ---------------------------------------
 Cox models use the robust (sandwich) variance of Lin & Wei (1989), summed over
-``cluster`` (the matched set) when given. The Kaplan–Meier based contrasts
-(:func:`survival_at`, :func:`rmst_difference`) and the cumulative incidence use the
-infinitesimal-jackknife (influence-function) variance: each person's influence on the
-estimate is computed in closed form, summed within clusters, and the variance is the
-sum of the squared cluster totals. This is the variance R's ``survfit`` reports with
-``cluster=`` (checked against it in ``tests/test_survival.py``); without weights and
-clusters it equals Greenwood's formula exactly. A cluster bootstrap over matched sets is
-available as a check (``variance="bootstrap"``).
+``cluster`` (the matched set) when given. The Kaplan–Meier curves and contrasts
+(:func:`kaplan_meier`, :func:`survival_at`, :func:`rmst_difference`) and the cumulative
+incidence use the infinitesimal-jackknife (influence-function) variance: each person's
+influence on the estimate is computed in closed form, summed within clusters, and the
+variance is the sum of the squared cluster totals. This is the variance R's ``survfit``
+reports with ``cluster=`` (checked against it in ``tests/test_survival.py``); without
+weights and clusters it equals Greenwood's formula exactly. A cluster bootstrap over
+matched sets is available as a check (``variance="bootstrap"``).
+
+Every robust variance (with weights or a cluster) is multiplied by ``G / (G - 1)``, ``G``
+the number of clusters (persons when no cluster is given): the one small-sample convention
+of :mod:`analysis.sandwich`, so the variances are R's times that factor. With fewer than 2
+clusters an estimate is not estimable; below 30 it carries a note and a
+:class:`analysis.sandwich.FewClustersWarning` is emitted.
 
 References
 ----------
@@ -45,8 +52,15 @@ import pandas as pd
 from scipy import stats
 
 from analysis.contract import DAYS_PER_YEAR
-from analysis.coxph import CoxResult, cox_zph, fit_cox
+from analysis.coxph import CoxResult, _segment_cumsum, cox_zph, fit_cox
 from analysis.results import EffectEstimate
+from analysis.sandwich import (
+    FewClustersWarning,
+    cluster_check,
+    cluster_variance,
+    count_clusters,
+    small_sample_factor,
+)
 
 Variance = Literal["influence", "bootstrap"]
 
@@ -114,23 +128,6 @@ def _cluster_codes(df: pd.DataFrame, name: str | None) -> tuple[np.ndarray, int]
     return codes.astype(np.intp), len(uniques)
 
 
-def _cluster_sum_of_squares(contrib: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Sum over clusters of the squared cluster totals, column by column.
-
-    ``contrib`` is (n,) or (n, k); returns a scalar array or (k,).
-    """
-    if contrib.ndim == 1:
-        totals = np.bincount(codes, weights=contrib, minlength=n_clusters)
-        return np.asarray(np.sum(totals**2))
-    if n_clusters == contrib.shape[0] and np.array_equal(codes, np.arange(n_clusters)):
-        return np.sum(contrib**2, axis=0)
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    totals = np.add.reduceat(contrib[order], starts, axis=0)
-    return np.sum(totals**2, axis=0)
-
-
 def _z(alpha: float) -> float:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -157,6 +154,25 @@ def _nan_estimate(outcome: str, measure: str, method: str, note: str, **kw: Any)
         details=details,
         **kw,
     )
+
+
+def _add_note(details: dict[str, Any], note: str) -> None:
+    """Append ``note`` to ``details["note"]`` (notes joined by "; ")."""
+    details["note"] = f"{details['note']}; {note}" if details.get("note") else note
+
+
+def _curve_cluster_check(codes: np.ndarray, cluster: str | None, level: Any) -> None:
+    """Warn when a curve's robust SE rests on few clusters (NaN below 2)."""
+    what = f"values of {cluster} in group {level}" if cluster else f"persons in group {level}"
+    problem = cluster_check(count_clusters(codes), what=what, stacklevel=4)
+    if problem is not None and problem.startswith("not estimable"):
+        warnings.warn(f"standard errors {problem}", FewClustersWarning, stacklevel=3)
+
+
+def _robust_problem(arm: _TwoArm) -> str | None:
+    """:func:`analysis.sandwich.cluster_check` for a two-arm contrast's robust variance."""
+    what = "clusters" if arm.clustered else "persons, each its own cluster"
+    return cluster_check(count_clusters(arm.codes), what=what, stacklevel=4)
 
 
 # ----------------------------------------------------------------------------- product limit
@@ -211,6 +227,54 @@ def _log_survival_influence(pl: _ProductLimit, event: np.ndarray, mult: np.ndarr
         a = np.where(active, mult / remaining, 0.0)
         b = np.where(active, mult * pl.events / (pl.at_risk * remaining), 0.0)
     return -event * a[pl.index] + np.cumsum(b)[pl.index]
+
+
+def _km_log_variance(
+    pl: _ProductLimit, event: np.ndarray, w: np.ndarray, codes: np.ndarray
+) -> np.ndarray:
+    """Sum over clusters of the squared cluster totals of the influence on log S(t_k), every k.
+
+    Person ``i`` (time index ``j_i``, weight ``w_i``) has influence ``w_i c_i`` on
+    ``log S(t_k)`` once ``j_i <= k`` and ``w_i B_k`` before, where
+    ``c_i = -event_i / (Y - d)_{j_i} + B_{j_i}`` and ``B_k = sum_{j <= k} d_j / (Y_j (Y_j - d_j))``
+    (:func:`_log_survival_influence` with ``mult = 1{t_j <= t_k}``). A cluster's total is
+    ``P_c(k) + B_k R_c(k)``, with ``P_c`` the sum of ``w c`` over its persons whose time has
+    passed and ``R_c`` the weight of the others, so the sum of squares is
+    ``sum P_c^2 + 2 B_k sum P_c R_c + B_k^2 sum R_c^2``. The three sums change only when a
+    person's time passes: running sums over the persons in time order give them at every
+    time in O(n log n), instead of O(n m) for the n x m matrix of influences.
+    Entries from the time where S reaches 0 on are not finite (S is 0 there: no variance).
+    """
+    m = len(pl.times)
+    j = pl.index
+    with np.errstate(divide="ignore", invalid="ignore"):
+        remaining = pl.at_risk - pl.events
+        big_b = np.cumsum(np.where(pl.events > 0, pl.events / (pl.at_risk * remaining), 0.0))
+        wc = w * (big_b[j] - np.where(event == 1, 1.0 / remaining[j], 0.0))
+    # persons at the time where S reaches 0 have infinite influence on log S: they matter
+    # only from that time on, where S = 0, and must not spill into the running sums
+    wc = np.where(np.isfinite(wc), wc, 0.0)
+    # prior sums within each cluster, persons of a cluster in time order
+    order = np.lexsort((j, codes))
+    sorted_codes = codes[order]
+    new = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+    seg_first = np.flatnonzero(new)[np.cumsum(new) - 1]
+    prior_p, prior_q = np.empty(len(j)), np.empty(len(j))
+    prior_p[order] = _segment_cumsum(wc[order], seg_first) - wc[order]
+    prior_q[order] = _segment_cumsum(w[order], seg_first) - w[order]
+    cluster_w = np.bincount(codes, weights=w)
+    prior_r = cluster_w[codes] - prior_q
+    with np.errstate(invalid="ignore", over="ignore"):
+        d_pp = wc * (2.0 * prior_p + wc)
+        d_pr = wc * prior_r - w * prior_p - w * wc
+        d_rr = -w * (2.0 * prior_r - w)
+    by_time = np.argsort(j, kind="stable")
+    last = np.searchsorted(j[by_time], np.arange(m), side="right") - 1
+    with np.errstate(invalid="ignore", over="ignore"):
+        s_pp = np.cumsum(d_pp[by_time])[last]
+        s_pr = np.cumsum(d_pr[by_time])[last]
+        s_rr = np.sum(cluster_w**2) + np.cumsum(d_rr[by_time])[last]
+        return s_pp + 2.0 * big_b * s_pr + big_b**2 * s_rr
 
 
 def _rmst_parts(pl: _ProductLimit, tau: float) -> tuple[float, np.ndarray]:
@@ -308,7 +372,11 @@ def cox_hazard_ratio(
     the robust sandwich of Lin & Wei summed over clusters (matched sets); with
     ``weights`` and no cluster it is the robust sandwich per person (weights treated as
     sampling weights, not frequencies); without either it is the inverse information.
-    No small-sample factor is applied (as in R's ``coxph``).
+    Robust variances carry the small-sample factor ``G / (G - 1)`` (``G`` clusters, or
+    persons without a cluster), the package's one convention (:mod:`analysis.sandwich`), so
+    they are R's ``coxph(..., cluster=)`` variance times that factor. With fewer than 2
+    clusters the HR is not estimable; below 30 the estimate carries a note and a
+    :class:`analysis.sandwich.FewClustersWarning` is emitted.
 
     Parameters
     ----------
@@ -348,15 +416,16 @@ def cox_hazard_ratio(
         test with the model-based information); when the test cannot be computed
         (e.g. every event at one time) its statistic and p-value are NaN and its
         ``note`` says why. When the HR is not estimable (no events, or none in one
-        group, where the partial likelihood has no maximum) the estimate is NaN and
-        ``details["note"]`` says why.
+        group; monotone likelihood, e.g. every HAT person's follow-up ends before the
+        first OST event, where the partial likelihood has no maximum; fewer than 2
+        clusters) the estimate is NaN and ``details["note"]`` says why.
 
     Notes
     -----
     The robust variance is the one of :func:`analysis.coxph.fit_cox`, built from score
     residuals with Efron's fractional risk sets (lifelines' are not, so its SEs differ
     from R's by up to 0.1% on day-level data); it reproduces R's
-    ``coxph(..., cluster=)`` to 1e-9 (tests) in O(n p).
+    ``coxph(..., cluster=)`` times ``G / (G - 1)`` to 1e-9 (tests) in O(n p).
 
     The proportional-hazards test (:func:`analysis.coxph.cox_zph`) is the score test of
     R's ``cox.zph`` (survival >= 3.0) for adding ``treatment x g(t)`` to the model: the
@@ -429,24 +498,56 @@ def cox_hazard_ratio(
             details=base_details, **common,
         )  # fmt: skip
 
+    robust = weights is not None or cluster is not None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             fit = fit_cox(
-                x, t, e, weights=w if weights is not None else None,
-                cluster=codes if cluster is not None else None, ties="efron",
-            )  # fmt: skip
+                pd.DataFrame(x, columns=terms),
+                t,
+                e,
+                weights=w if weights is not None else None,
+                cluster=codes if robust else None,
+                ties="efron",
+            )
         except (ValueError, np.linalg.LinAlgError) as err:
             return _nan_estimate(
                 outcome, "HR", method, f"Cox model could not be fitted: {err}",
                 details=base_details, **common,
             )  # fmt: skip
     fit_warnings = sorted({str(wm.message).strip().splitlines()[0][:200] for wm in caught})
-    if not fit.converged:
+    if treatment not in fit.diverging and not fit.converged:
+        reasons = "".join(f"; {name}: {why}" for name, why in fit.diverging.items())
         return _nan_estimate(
-            outcome, "HR", method, "Cox model did not converge",
+            outcome, "HR", method, f"Cox model did not converge{reasons}",
             details={**base_details, "warnings": fit_warnings}, **common,
         )  # fmt: skip
+    if treatment in fit.diverging:
+        note = f"HR not estimable: {fit.diverging[treatment]}"
+        if note.startswith("HR not estimable: monotone likelihood: at every event time"):
+            first, second = ("HAT", "OST") if fit.params[0] > 0 else ("OST", "HAT")
+            note += (
+                f" (every {first} person's follow-up ends before the first {second} event; "
+                f"the HR tends to {'infinity' if first == 'HAT' else '0'})"
+            )
+        return _nan_estimate(
+            outcome, "HR", method, note,
+            details={**base_details, "warnings": fit_warnings}, **common,
+        )  # fmt: skip
+    notes = [
+        f"the coefficient of {name} is infinite ({reason}); the HR is adjusted for its limit"
+        for name, reason in fit.diverging.items()
+    ]
+    if robust:
+        problem = cluster_check(
+            count_clusters(codes), what=f"values of {cluster}" if cluster else "persons"
+        )
+        if problem is not None and problem.startswith("not estimable"):
+            return _nan_estimate(
+                outcome, "HR", method, f"HR {problem}",
+                details={**base_details, "warnings": fit_warnings}, **common,
+            )  # fmt: skip
+        notes += [problem] if problem else []
     beta = np.asarray(fit.params, dtype=float)
     v_model = np.asarray(fit.cov, dtype=float)
     robust = weights is not None or cluster is not None
@@ -471,6 +572,8 @@ def cox_hazard_ratio(
         "ph_test": ph_test,
         "warnings": fit_warnings,
     }
+    if notes:
+        details["note"] = "; ".join(notes)
     return EffectEstimate.from_log(
         log_estimate=b,
         se=se,
@@ -528,6 +631,7 @@ def kaplan_meier(
     event: str,
     group: str,
     weights: str | None = None,
+    cluster: str | None = None,
     alpha: float = 0.05,
     at_risk_times: Sequence[float] | None = None,
 ) -> KaplanMeier:
@@ -542,10 +646,9 @@ def kaplan_meier(
     group : str
         Grouping column (e.g. ``"group"`` with HAT/OST).
     weights : str, optional
-        Weights. The curve and the counts are weighted; the standard error is
-        Greenwood's formula on the weighted counts (the weights treated as frequencies),
-        adequate for drawing a confidence band. For inference on weighted or matched
-        data use :func:`survival_at` or :func:`rmst_difference`.
+        Weights (matching or IPT weights). The curve and the counts are weighted.
+    cluster : str, optional
+        Cluster (matched set) for the standard error.
     alpha : float
         1 - confidence level of the pointwise band (log(-log S) scale, which keeps the
         limits inside [0, 1]; Kalbfleisch & Prentice 1980).
@@ -558,6 +661,21 @@ def kaplan_meier(
     KaplanMeier
         ``curve`` and ``at_risk`` tables.
 
+    Notes
+    -----
+    Standard error of S(t). Without weights and clusters: Greenwood's formula (R's
+    ``survfit``). With either: the design-based infinitesimal-jackknife (influence-function)
+    variance, summed within ``cluster`` (each person its own cluster without one), with the
+    small-sample factor ``G / (G - 1)`` of :mod:`analysis.sandwich` (``G`` clusters in the
+    group): R's robust ``survfit(..., weights =, cluster =)`` standard error times
+    ``sqrt(G / (G - 1))``, and the variance :func:`survival_at` uses at one time point.
+    Greenwood's formula on weighted counts would treat the weights as frequencies (four
+    comparators of weight 1/4 as one person) and give bands of the wrong width. The
+    influence-function variance at every time costs O(n log n) (running sums over the
+    persons in time order). Where S(t) = 0 the standard error is 0 (the curve stays at 0
+    whatever the weights). With fewer than 2 clusters in a group its SEs and band are NaN
+    (and a :class:`analysis.sandwich.FewClustersWarning` is emitted, as below 30).
+
     References
     ----------
     Kaplan EL, Meier P (1958). Nonparametric estimation from incomplete observations.
@@ -565,11 +683,14 @@ def kaplan_meier(
     Greenwood M (1926). The natural duration of cancer. Reports on Public Health and
     Medical Subjects 33. HMSO.
     Kalbfleisch JD, Prentice RL (1980). The Statistical Analysis of Failure Time Data. Wiley.
+    Therneau TM, Grambsch PM (2000). Modeling Survival Data. Springer (IJ variance).
     """
     z = _z(alpha)
     t = _durations(df, duration)
     e = _binary(df, event, "event")
     w = _weights_array(df, weights)
+    codes_all, _ = _cluster_codes(df, cluster)
+    robust = weights is not None or cluster is not None
     if group not in df.columns:
         raise KeyError(f"group column {group!r} is not in the data")
     g = df[group].to_numpy()
@@ -583,10 +704,19 @@ def kaplan_meier(
     for level in sorted(pd.unique(g)):
         sel = g == level
         pl = _product_limit(t[sel], e[sel], w[sel])
-        remaining = pl.at_risk - pl.events
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gw = np.cumsum(np.where(pl.events > 0, pl.events / (pl.at_risk * remaining), 0.0))
-        se = np.where(pl.survival > 0, pl.survival * np.sqrt(gw), np.nan)
+        if robust:
+            codes = pd.factorize(codes_all[sel])[0].astype(np.intp)
+            _curve_cluster_check(codes, cluster, level)
+            var_log = _km_log_variance(pl, e[sel], w[sel], codes)
+            var_log = var_log * small_sample_factor(count_clusters(codes))
+        else:  # Greenwood
+            remaining = pl.at_risk - pl.events
+            with np.errstate(divide="ignore", invalid="ignore"):
+                var_log = np.cumsum(
+                    np.where(pl.events > 0, pl.events / (pl.at_risk * remaining), 0.0)
+                )
+        with np.errstate(invalid="ignore"):
+            se = np.where(pl.survival > 0, pl.survival * np.sqrt(var_log), 0.0)
         lo, hi = _loglog_ci(pl.survival, se, z)
         part = pd.DataFrame(
             {
@@ -758,7 +888,8 @@ def _beyond_followup(arm: _TwoArm, horizon: float, name: str) -> tuple[str | Non
     """Whether ``horizon`` lies beyond the longest follow-up of an arm.
 
     The longest follow-up of an arm is its largest time (event or censoring) among rows
-    with a positive weight; the Kaplan–Meier curve is observed up to and including it.
+    with a positive weight; the Kaplan–Meier curve is observed up to and including it,
+    and beyond it when it has reached 0 there (the last person left with an event).
 
     Returns
     -------
@@ -767,12 +898,17 @@ def _beyond_followup(arm: _TwoArm, horizon: float, name: str) -> tuple[str | Non
     longest : dict
         ``{"HAT": ..., "OST": ...}``, the longest follow-up of each arm.
     """
-    longest = {}
+    longest, known = {}, {}
     for g, label in ((1, "HAT"), (0, "OST")):
         sel = (arm.treat == g) & (arm.w > 0)
         longest[label] = float(arm.time[sel].max()) if sel.any() else float("nan")
+        # a curve that has reached 0 (everyone left with an event) stays 0: known for all t
+        pl = _product_limit(arm.time[sel], arm.event[sel], arm.w[sel]) if sel.any() else None
+        known[label] = pl is not None and len(pl.survival) > 0 and pl.survival[-1] == 0.0
     short = [
-        f"{label} {v:g}" for label, v in longest.items() if not (math.isfinite(v) and v >= horizon)
+        f"{label} {v:g}"
+        for label, v in longest.items()
+        if not (known[label] or (math.isfinite(v) and v >= horizon))
     ]
     if not short:
         return None, longest
@@ -832,7 +968,10 @@ def survival_at(
         ``"influence"`` (default): infinitesimal-jackknife variance, computed in closed
         form from each person's influence on log S(t), summed within clusters. Without
         weights and clusters this is exactly Greenwood's formula; with them it is the
-        robust variance R's ``survfit(..., cluster=)`` reports (see tests). It is
+        robust variance R's ``survfit(..., cluster=)`` reports times ``G / (G - 1)``
+        (:mod:`analysis.sandwich`; see tests), not estimable with fewer than 2 clusters
+        and noted, with a warning, below 30. A curve at S(t) = 0 contributes no variance to
+        the difference (S stays 0 whatever the weights); the ratio is then not defined. It is
         deterministic and O(n log n), so it suits 50,000 rows; like the cluster
         bootstrap it treats the matched sets as given. ``"bootstrap"``: cluster
         bootstrap over ``cluster`` (rows when no cluster) with ``n_boot`` replicates
@@ -893,19 +1032,25 @@ def survival_at(
             _nan_estimate(outcome, rr_measure, method, beyond, details=info, **common),
             _nan_estimate(outcome, rd_measure, method, beyond, details=dict(info), **common),
         )
+    robust = arm.weighted or arm.clustered  # else the IJ variance is Greenwood's, no factor
+    problem = _robust_problem(arm) if robust and variance == "influence" else None
+    if problem is not None and problem.startswith("not estimable"):
+        return SurvivalAt(
+            _nan_estimate(outcome, rr_measure, method, problem, **common),
+            _nan_estimate(outcome, rd_measure, method, problem, **common),
+        )
     surv, se_surv, contrib_log, contrib_lin = {}, {}, {}, {}
     for g in (0, 1):
         sel = arm.treat == g
         pl = _product_limit(arm.time[sel], arm.event[sel], arm.w[sel])
         surv[g] = _survival_at_time(pl, time)
-        mult = (pl.times <= time).astype(float)
-        infl = np.zeros(len(arm.time))
-        infl[sel] = arm.w[sel] * _log_survival_influence(pl, arm.event[sel], mult)
-        contrib_log[g] = infl  # influence on log S_g(t)
-        contrib_lin[g] = surv[g] * infl  # influence on S_g(t)
-        se_surv[g] = float(
-            np.sqrt(_cluster_sum_of_squares(contrib_lin[g], arm.codes, arm.n_clusters))
-        )
+        contrib_log[g] = np.zeros(len(arm.time))  # influence on log S_g(t)
+        if surv[g] > 0:  # a curve at 0 stays at 0 when weights move: no influence, no variance
+            mult = (pl.times <= time).astype(float)
+            contrib_log[g][sel] = arm.w[sel] * _log_survival_influence(pl, arm.event[sel], mult)
+        contrib_lin[g] = surv[g] * contrib_log[g]  # influence on S_g(t)
+        var_g, _ = cluster_variance(contrib_lin[g][sel], arm.codes[sel], small_sample=robust)
+        se_surv[g] = float(np.sqrt(var_g))
     s0, s1 = surv[0], surv[1]
     log_rr = math.log(s1 / s0) if s0 > 0 and s1 > 0 else float("nan")
     rd = s1 - s0
@@ -919,17 +1064,13 @@ def survival_at(
             "OST": {"survival": s0, "se": se_surv[0], "max_followup": longest["OST"]},
         },
     }
+    if problem is not None:
+        _add_note(details, problem)
     if variance == "influence":
-        se_log = float(
-            np.sqrt(
-                _cluster_sum_of_squares(contrib_log[1] - contrib_log[0], arm.codes, arm.n_clusters)
-            )
-        )
-        se_rd = float(
-            np.sqrt(
-                _cluster_sum_of_squares(contrib_lin[1] - contrib_lin[0], arm.codes, arm.n_clusters)
-            )
-        )
+        diff_log = contrib_log[1] - contrib_log[0]
+        se_log = float(np.sqrt(cluster_variance(diff_log, arm.codes, small_sample=robust)[0]))
+        diff_lin = contrib_lin[1] - contrib_lin[0]
+        se_rd = float(np.sqrt(cluster_variance(diff_lin, arm.codes, small_sample=robust)[0]))
         if not math.isfinite(log_rr):
             se_log = float("nan")
     else:
@@ -947,7 +1088,7 @@ def survival_at(
         )
         details["percentile_ci_difference"] = [float(x) for x in np.quantile(rd_reps, q)]
     if not math.isfinite(log_rr):
-        details["note"] = "survival is 0 in a group at this time: the ratio is not defined"
+        _add_note(details, "survival is 0 in a group at this time: the ratio is not defined")
     ratio = EffectEstimate(
         outcome=outcome,
         measure=rr_measure,
@@ -1044,6 +1185,10 @@ def rmst_difference(
             "per_group": {g: {"max_followup": v} for g, v in longest.items()},
         }
         return _nan_estimate(outcome, "RMST_diff", method, beyond, details=info, **common)
+    robust = arm.weighted or arm.clustered  # else the IJ variance is the classical one
+    problem = _robust_problem(arm) if robust and variance == "influence" else None
+    if problem is not None and problem.startswith("not estimable"):
+        return _nan_estimate(outcome, "RMST_diff", method, problem, **common)
     rmst, contrib, se_g = {}, {}, {}
     for g in (0, 1):
         sel = arm.treat == g
@@ -1052,7 +1197,9 @@ def rmst_difference(
         infl = np.zeros(len(arm.time))
         infl[sel] = arm.w[sel] * _log_survival_influence(pl, arm.event[sel], mult)
         contrib[g] = infl
-        se_g[g] = float(np.sqrt(_cluster_sum_of_squares(infl, arm.codes, arm.n_clusters)))
+        se_g[g] = float(
+            np.sqrt(cluster_variance(infl[sel], arm.codes[sel], small_sample=robust)[0])
+        )
     diff = rmst[1] - rmst[0]
     details: dict[str, Any] = {
         "tau": float(tau),
@@ -1064,9 +1211,11 @@ def rmst_difference(
             "OST": {"rmst": rmst[0], "se": se_g[0], "max_followup": longest["OST"]},
         },
     }
+    if problem is not None:
+        _add_note(details, problem)
     if variance == "influence":
         se = float(
-            np.sqrt(_cluster_sum_of_squares(contrib[1] - contrib[0], arm.codes, arm.n_clusters))
+            np.sqrt(cluster_variance(contrib[1] - contrib[0], arm.codes, small_sample=robust)[0])
         )
     else:
         b0, b1 = _bootstrap(arm, t=None, tau=tau, n_boot=n_boot, rng=rng)
@@ -1096,13 +1245,13 @@ def _aalen_johansen(
     event_type: np.ndarray,
     w: np.ndarray,
     codes: np.ndarray,
-    n_clusters: int,
     eval_index: np.ndarray | None,
+    small_sample: bool,
 ) -> dict[str, np.ndarray]:
     """Weighted Aalen–Johansen CIF of cause 1 (and 2) with its influence-function SE.
 
     ``eval_index``: indices into the unique times at which the SE is computed
-    (all unique times when None).
+    (all unique times when None). ``small_sample``: apply ``G / (G - 1)`` (robust variance).
     """
     times, index = np.unique(time, return_inverse=True)
     m = len(times)
@@ -1149,7 +1298,9 @@ def _aalen_johansen(
             + fk * cum_a[upto]
             - cum_b[upto]
         )
-        var[start : start + len(ks)] = _cluster_sum_of_squares(w[:, None] * infl, codes, n_clusters)
+        var[start : start + len(ks)] = cluster_variance(
+            w[:, None] * infl, codes, small_sample=small_sample
+        )[0]
     return {
         "times": times,
         "at_risk": at_risk,
@@ -1207,7 +1358,10 @@ def cumulative_incidence(
     Own vectorised estimator (lifelines' ``AalenJohansenFitter`` has no weights and
     jitters tied times). Estimates agree with R's ``cmprsk::cuminc``; the standard
     error is the infinitesimal-jackknife one of R's ``survfit`` multi-state fit
-    (summed within ``cluster``), checked in the tests. The SE costs
+    (summed within ``cluster``), checked in the tests; with weights or a cluster it
+    carries the small-sample factor ``G / (G - 1)`` of :mod:`analysis.sandwich` (``G``
+    clusters, or persons, in the group), and it is NaN, with a
+    :class:`analysis.sandwich.FewClustersWarning`, when a group has fewer than 2. The SE costs
     O(rows x evaluation times), in chunks; pass ``times`` for large data when only a
     few time points are needed (50,000 rows and 1,500 distinct days take a few seconds).
 
@@ -1227,23 +1381,23 @@ def cumulative_incidence(
     et = et.astype(int)
     w = _weights_array(df, weights)
     codes_all, _ = _cluster_codes(df, cluster)
+    robust = weights is not None or cluster is not None
     if group not in df.columns:
         raise KeyError(f"group column {group!r} is not in the data")
     g = df[group].to_numpy()
     out = []
     for level in sorted(pd.unique(g)):
         sel = g == level
-        codes, n_cl = (
-            pd.factorize(codes_all[sel])[0].astype(np.intp),
-            len(np.unique(codes_all[sel])),
-        )
+        codes = pd.factorize(codes_all[sel])[0].astype(np.intp)
+        if robust:
+            _curve_cluster_check(codes, cluster, level)
         uniq = np.unique(t[sel])
         if times is None:
             eval_index = None
         else:
             eval_index = _step_index(uniq, np.asarray(times, dtype=float))
         idx_for_se = None if eval_index is None else np.clip(eval_index, 0, None)
-        aj = _aalen_johansen(t[sel], et[sel], w[sel], codes, n_cl, idx_for_se)
+        aj = _aalen_johansen(t[sel], et[sel], w[sel], codes, idx_for_se, robust)
         if times is None:
             k = np.arange(len(aj["times"]))
             part = pd.DataFrame(
@@ -1299,9 +1453,11 @@ def logrank(
     duration: str,
     event: str,
     treatment: str,
-    weights: str | None = None,
 ) -> dict[str, Any]:
-    """Log-rank test of equal hazards in the two treatment groups.
+    """Log-rank test of equal hazards in the two treatment groups (unweighted data).
+
+    For weighted or matched data use :func:`cox_score_test`: a log-rank test on weighted
+    counts treats the weights as frequencies and ignores the matched sets.
 
     Parameters
     ----------
@@ -1309,16 +1465,12 @@ def logrank(
         One row per person.
     duration, event, treatment : str
         Follow-up time, event indicator (0/1), treatment (1 HAT, 0 OST).
-    weights : str, optional
-        Passed to :func:`lifelines.statistics.logrank_test` as case weights. lifelines
-        treats them as frequency weights, so with matching or IPT weights the
-        statistic's variance is not right; for weighted or matched data use the robust
-        p-value of :func:`cox_hazard_ratio` (a robust score-type test) instead.
 
     Returns
     -------
     dict
-        ``statistic`` (chi-square, 1 df), ``p_value``, ``df``, ``weighted``, ``test``.
+        ``statistic`` (chi-square, 1 df; R's ``survdiff``), ``p_value``, ``df``,
+        ``weighted`` (False), ``test``.
 
     References
     ----------
@@ -1332,23 +1484,114 @@ def logrank(
     t = _durations(df, duration)
     e = _binary(df, event, "event")
     a = _binary(df, treatment, "treatment")
-    w = _weights_array(df, weights)
     if a.sum() == 0 or a.sum() == len(a) or e.sum() == 0:
         return {
-            "statistic": float("nan"), "p_value": float("nan"), "df": 1,
-            "weighted": weights is not None, "test": "logrank",
-            "note": "not testable: a group is empty or there are no events",
+            "statistic": float("nan"), "p_value": float("nan"), "df": 1, "weighted": False,
+            "test": "logrank", "note": "not testable: a group is empty or there are no events",
         }  # fmt: skip
-    kw: dict[str, Any] = {}
-    if weights is not None:
-        kw = {"weights_A": w[a == 1], "weights_B": w[a == 0]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = logrank_test(t[a == 1], t[a == 0], e[a == 1], e[a == 0], **kw)
+        res = logrank_test(t[a == 1], t[a == 0], e[a == 1], e[a == 0])
     return {
         "statistic": float(res.test_statistic),
         "p_value": float(res.p_value),
         "df": 1,
-        "weighted": weights is not None,
+        "weighted": False,
         "test": "logrank",
     }
+
+
+def cox_score_test(
+    df: pd.DataFrame,
+    *,
+    duration: str,
+    event: str,
+    treatment: str,
+    weights: str | None = None,
+    cluster: str | None = None,
+) -> dict[str, Any]:
+    """Score test of no treatment effect in a Cox model with treatment alone.
+
+    The score test of a Cox model whose only covariate is the treatment is the log-rank
+    test's design-aware generalisation: with ``weights`` and/or ``cluster`` it is the
+    robust score test (Lin & Wei 1989), the score at ``beta = 0`` against the sandwich meat
+    of the weighted score residuals at ``beta = 0`` summed within cluster, so it respects
+    matching and weighting as the robust Cox interval does. Without either it is the
+    ordinary score test (R's ``summary(coxph(...))$sctest``; Efron ties).
+
+    Parameters
+    ----------
+    df : DataFrame
+        One row per person.
+    duration, event, treatment : str
+        Follow-up time (>= 0), event indicator (0/1), treatment (1 HAT, 0 OST).
+    weights : str, optional
+        Non-negative weights (matching or IPT weights); zero-weight rows are dropped.
+    cluster : str, optional
+        Cluster (matched set).
+
+    Returns
+    -------
+    dict
+        ``statistic`` (chi-square, 1 df), ``p_value``, ``df``, ``test``, ``weighted``,
+        ``robust``, ``n_clusters`` (clusters, or persons, behind a robust test) and, when
+        not testable or with few clusters, ``note``.
+
+    Notes
+    -----
+    With a robust variance the statistic is R's ``summary(coxph(Surv(t, d) ~ treatment,
+    weights =, cluster =))$robscore`` times ``(G - 1) / G``: the meat carries the package's
+    small-sample factor ``G / (G - 1)`` (:mod:`analysis.sandwich`). Not testable (NaN with a
+    note) with an empty group, no events, or fewer than 2 clusters.
+
+    References
+    ----------
+    Lin DY, Wei LJ (1989). The robust inference for the Cox proportional hazards model.
+    JASA 84:1074-1078.
+    Therneau TM, Grambsch PM (2000). Modeling Survival Data. Springer, sec. 7.2.
+    """
+    t = _durations(df, duration)
+    e = _binary(df, event, "event")
+    a = _binary(df, treatment, "treatment")
+    w = _weights_array(df, weights)
+    codes, _ = _cluster_codes(df, cluster)
+    keep = w > 0
+    t, e, a, w, codes = t[keep], e[keep], a[keep], w[keep], codes[keep]
+    robust = weights is not None or cluster is not None
+    out: dict[str, Any] = {
+        "statistic": float("nan"),
+        "p_value": float("nan"),
+        "df": 1,
+        "test": "robust Cox score test" if robust else "Cox score test",
+        "weighted": weights is not None,
+        "robust": robust,
+        "n_clusters": count_clusters(codes) if robust else None,
+    }
+    if a.sum() == 0 or a.sum() == len(a) or e.sum() == 0:
+        out["note"] = "not testable: a group is empty or there are no events"
+        return out
+    if robust:
+        what = f"values of {cluster}" if cluster else "persons, each its own cluster"
+        problem = cluster_check(out["n_clusters"], what=what)
+        if problem is not None:
+            out["note"] = problem.replace("not estimable", "not testable")
+            if problem.startswith("not estimable"):
+                return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # diverging fits: the test is at 0
+        try:
+            fit = fit_cox(
+                a.astype(float),
+                t,
+                e,
+                weights=w if weights is not None else None,
+                cluster=codes if robust else None,
+                ties="efron",
+            )
+        except ValueError as err:  # no event with both groups at risk: no information
+            out["note"] = f"not testable: {err}"
+            return out
+    statistic = fit.robust_score_test if robust else fit.score_test
+    out["statistic"] = statistic
+    out["p_value"] = float(stats.chi2.sf(statistic, 1))
+    return out

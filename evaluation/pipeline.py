@@ -25,9 +25,9 @@ from analysis.results import EffectEstimate
 from analysis.sensitivity import e_value, incidence_at_end
 from analysis.survival import (
     cox_hazard_ratio,
+    cox_score_test,
     cumulative_incidence,
     kaplan_meier,
-    logrank,
     rmst_difference,
     survival_at,
 )
@@ -343,7 +343,12 @@ def _primary_extras(
     estimates += [ratio]
     tables: dict[str, pd.DataFrame] = {}
     km = kaplan_meier(
-        ret, duration="retention_days", event="discontinued", group="group", weights="weight"
+        ret,
+        duration="retention_days",
+        event="discontinued",
+        group="group",
+        weights="weight",
+        cluster="cluster",
     )
     tables["km_retention"] = km.curve
     tables["km_retention_at_risk"] = km.at_risk
@@ -352,7 +357,12 @@ def _primary_extras(
         event_type=np.select([df["overdose_death"] == 1, df["died"] == 1], [1, 2], 0)
     )
     tables["cif_overdose"] = cumulative_incidence(
-        cif_df, duration="followup_days", event_type="event_type", group="group", weights="weight"
+        cif_df,
+        duration="followup_days",
+        event_type="event_type",
+        group="group",
+        weights="weight",
+        cluster="cluster",
     )
     tables["mortality_rates"] = _rates(
         df,
@@ -386,8 +396,8 @@ def _primary_extras(
         ]
     )
     extras = {
-        "logrank_retention": logrank(
-            ret, duration="retention_days", event="discontinued", treatment="treatment"
+        "score_test_retention": cox_score_test(
+            ret, duration="retention_days", event="discontinued", **common
         ),
         "retention_at_12m": rr.details.get("per_group", {}),
     }

@@ -435,12 +435,14 @@ def write_results_fixture(
                     "conversion": "none",
                 },
             ],  # fmt: skip
-            "logrank_retention": {
+            "score_test_retention": {
                 "statistic": 17.3,
                 "p_value": 0.00003,
                 "df": 1,
-                "weighted": False,
-                "test": "logrank",
+                "test": "robust Cox score test",
+                "weighted": True,
+                "robust": True,
+                "n_clusters": 231,
             },  # fmt: skip
             "retention_at_12m": {
                 "HAT": {"survival": 0.781, "se": 0.043},

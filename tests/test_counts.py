@@ -3,7 +3,12 @@ clustered sandwich), an independent Python fit (statsmodels' discrete NegativeBi
 exact Poisson limits, simulated truth, invariances and edge cases.
 
 R values: ``tests/reference/make_reference.R`` on ``tests/reference/reference_data.csv``
-(see ``tests/test_survival.py``), frozen in ``r_values.json``. glm.nb was run with
+(see ``tests/test_survival.py``), frozen in ``r_values.json``; robust variances there carry
+no small-sample factor, so the tests multiply them by ``G / (G - 1)`` (G = matched sets, or
+persons without a cluster), the package's convention (``analysis.sandwich``). The same
+variances straight from ``sandwich::vcovCL(type = "HC0", cadjust = TRUE)``, which applies that
+factor itself, are frozen in ``r_values_small_sample.json``
+(``tests/reference/make_reference_small_sample.R``). glm.nb was run with
 ``glm.control(epsilon = 1e-13)``; observed discrepancies are below 1e-10 relative for
 coefficients, SEs (model-based, robust and clustered) and theta. Tolerances: 1e-6 for
 coefficients and theta, 1e-5 for SEs (margin for platform differences and stopping
@@ -32,6 +37,19 @@ from analysis.counts import (
 
 REF = Path(__file__).parent / "reference"
 R = json.loads((REF / "r_values.json").read_text())
+R2 = json.loads((REF / "r_values_small_sample.json").read_text())
+N_SETS = R2["meta"]["n_sets"]
+N_ROWS = R2["meta"]["n"]
+
+
+def _factor(kw: dict) -> float:
+    """sqrt(G / (G - 1)) for the robust variance of a call with these keywords."""
+    if not kw:
+        return 1.0
+    g = N_SETS if "cluster" in kw else N_ROWS
+    return math.sqrt(g / (g - 1))
+
+
 COEF_RTOL = 1e-6
 SE_RTOL = 1e-5
 TERMS = {"intercept": "(Intercept)", "treatment": "treatment", "age": "age"}
@@ -65,13 +83,13 @@ def test_negative_binomial_matches_r(ref, key, kw, se_key):
     """R: glm.nb(count ~ treatment + age + offset(log(exposure)), [weights = weight]);
     se = sqrt(diag(vcov(fit))); se_cluster / se_robust = bread %*% meat %*% bread with
     bread = vcov(fit) and meat from rowsum(working weights x working residuals x X,
-    match_set / row), no small-sample factor."""
+    match_set / row), times the small-sample factor G / (G - 1) applied here."""
     est = _nb(ref, **kw)
     r = R[key]
     for ours, theirs in TERMS.items():
         got = est.details["coefficients"][ours]
         assert got["coef"] == pytest.approx(r["coef"][theirs], rel=COEF_RTOL)
-        assert got["se"] == pytest.approx(r[se_key][theirs], rel=SE_RTOL)
+        assert got["se"] == pytest.approx(r[se_key][theirs] * _factor(kw), rel=SE_RTOL)
     assert est.details["theta"] == pytest.approx(r["theta"], rel=COEF_RTOL)
     assert est.details["alpha"] == pytest.approx(1 / r["theta"], rel=COEF_RTOL)
     assert est.details["theta_se"] == pytest.approx(r["se_theta"], rel=1e-5)
@@ -79,6 +97,23 @@ def test_negative_binomial_matches_r(ref, key, kw, se_key):
     assert est.details["se_log_model"] == pytest.approx(r["se"]["treatment"], rel=SE_RTOL)
     assert est.measure == "IRR" and est.outcome == "crime"
     assert est.details["robust"] is bool(kw)
+
+
+@pytest.mark.parametrize(
+    ("key", "kw"),
+    [
+        ("weighted_cluster", {"weights": "weight", "cluster": "match_set"}),
+        ("weighted_person", {"weights": "weight"}),
+        ("unweighted_cluster", {"cluster": "match_set"}),
+    ],
+)
+def test_negative_binomial_matches_vcovcl(ref, key, kw):
+    """R: sqrt(diag(sandwich::vcovCL(glm.nb(...), cluster = ~match_set | ~id, type = "HC0",
+    cadjust = TRUE))), which applies the G / (G - 1) factor itself."""
+    est = _nb(ref, **kw)
+    for ours, theirs in TERMS.items():
+        got = est.details["coefficients"][ours]["se"]
+        assert got == pytest.approx(R2["nb"][key][theirs], rel=SE_RTOL)
 
 
 def test_negative_binomial_matches_statsmodels(ref):
@@ -110,7 +145,9 @@ def test_negative_binomial_matches_statsmodels(ref):
 )
 def test_before_after_matches_r(ref, key, kw):
     """R: glm(y ~ after * treatment + offset(log(E)), family = poisson, [weights]) on the
-    stacked person-periods, clustered sandwich by person (id) or matched set."""
+    stacked person-periods, clustered sandwich by person (id) or matched set; the SEs also
+    equal sandwich::vcovCL(..., type = "HC0", cadjust = TRUE) (r_values_small_sample.json),
+    i.e. R's factor-free sandwich times G / (G - 1)."""
     res = before_after_ratio(
         ref, count_before="count_before", exposure_before="exposure_before",
         count_after="count_after", exposure_after="exposure", treatment="treatment",
@@ -121,9 +158,12 @@ def test_before_after_matches_r(ref, key, kw):
     hat, ost = per_group
     r = R[key]
     assert hat.details["group"] == "HAT" and ost.details["group"] == "OST"
+    g = N_SETS if kw else N_ROWS  # clusters: matched sets, or persons
+    factor = math.sqrt(g / (g - 1))
     for est, name in ((hat, "rr_hat"), (ost, "rr_ost"), (ratio, "ratio")):
         assert math.log(est.estimate) == pytest.approx(r[f"log_{name}"], rel=COEF_RTOL)
-        assert est.se == pytest.approx(r[f"se_log_{name}"], rel=SE_RTOL)
+        assert est.se == pytest.approx(r[f"se_log_{name}"] * factor, rel=SE_RTOL)
+        assert est.se == pytest.approx(R2[key][f"se_log_{name}"], rel=SE_RTOL)
     assert hat.measure == "rate_ratio_after_vs_before"
     assert ratio.measure == "ratio_of_rate_ratios"
     assert ratio.estimate == pytest.approx(hat.estimate / ost.estimate, rel=1e-12)
@@ -292,10 +332,95 @@ def test_poisson_data_reach_the_boundary():
     assert math.log(est.estimate) == pytest.approx(pois.params["t"], abs=2e-3)
 
 
+def _before_after(df, **kw):
+    return before_after_ratio(
+        df, count_before="count_before", exposure_before="exposure_before",
+        count_after="count_after", exposure_after="exposure", treatment="treatment",
+        method="m", **kw,
+    )  # fmt: skip
+
+
+def test_one_cluster_is_not_estimable(ref):
+    """One cluster: the score totals are exactly zero (the scores sum to zero at the
+    estimate), so the robust SE would be 0 and p = 0. Reported as not estimable instead."""
+    one = ref.assign(one=1)
+    est = _nb(one, weights="weight", cluster="one")
+    assert math.isnan(est.estimate) and math.isnan(est.se) and math.isnan(est.p_value)
+    assert "at least 2 clusters" in est.details["note"]
+    (hat, ost), ratio = _before_after(one, weights="weight", cluster="one")
+    for e in (hat, ost, ratio):
+        assert math.isnan(e.estimate) and "at least 2 clusters" in e.details["note"]
+    json.dumps(est.to_dict())
+
+
+def test_few_clusters_warn_and_note(ref):
+    from analysis.sandwich import FewClustersWarning
+
+    few = ref[ref["match_set"] <= 12]
+    with pytest.warns(FewClustersWarning, match="only 12 clusters"):
+        est = _nb(few, weights="weight", cluster="match_set")
+    assert math.isfinite(est.estimate) and est.se > 0
+    assert "only 12 clusters" in est.details["note"]
+    with pytest.warns(FewClustersWarning, match="only 12 clusters"):
+        ratio = _before_after(few, weights="weight", cluster="match_set").ratio
+    assert "only 12 clusters" in ratio.details["note"]
+    # 140 matched sets: no warning, no note
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewClustersWarning)
+        assert "note" not in _nb(ref, weights="weight", cluster="match_set").details
+
+
+def test_two_clusters_use_the_small_sample_factor(ref):
+    """Hand-derived: with G = 2 the meat is doubled (G / (G - 1) = 2), so the SE is
+    sqrt(2) times the factor-free sandwich built here from the score totals."""
+    from analysis.sandwich import FewClustersWarning
+
+    two = ref.assign(half=(ref["match_set"] > 70).astype(int))
+    with pytest.warns(FewClustersWarning, match="only 2 clusters"):
+        est = _nb(two, cluster="half")
+    per_set = _nb(ref, cluster="match_set")
+    # rebuild the factor-free meat from the fitted means
+    b = [per_set.details["coefficients"][k]["coef"] for k in ("intercept", "treatment", "age")]
+    x = np.column_stack([np.ones(len(ref)), ref["treatment"], ref["age"]])
+    mu = ref["exposure"].to_numpy() * np.exp(x @ b)
+    theta = per_set.details["theta"]
+    u = x * ((ref["count"].to_numpy() - mu) / (1 + mu / theta))[:, None]
+    bread = np.linalg.inv((x.T * (mu / (1 + mu / theta))) @ x)
+    totals = np.vstack([u[two["half"] == h].sum(axis=0) for h in (0, 1)])
+    v = bread @ totals.T @ totals @ bread
+    assert est.se == pytest.approx(math.sqrt(2 * v[1, 1]), rel=1e-6)
+
+
+def test_monotone_likelihood_is_not_estimable(ref):
+    """All events at one value of a covariate, the other rows on one side: its coefficient
+    runs off to infinity (the Poisson/NB likelihood has no maximum)."""
+    z = (ref["count"] == 0) & (ref.index % 3 == 0)  # only rows without events have z = 1
+    est = negative_binomial_irr(
+        ref.assign(z=z.astype(int)), count="count", exposure="exposure", treatment="treatment",
+        covariates=["z"], method="m",
+    )  # fmt: skip
+    assert math.isnan(est.estimate)
+    assert est.details["note"].startswith("IRR not estimable: monotone likelihood")
+    assert "z = 0" in est.details["note"] and "-infinity" in est.details["note"]
+    # one row with an event at z = 1 makes it finite again
+    z2 = z.copy()
+    z2[ref.index[ref["count"] > 0][0]] = True
+    fine = negative_binomial_irr(
+        ref.assign(z=z2.astype(int)), count="count", exposure="exposure", treatment="treatment",
+        covariates=["z"], method="m",
+    )  # fmt: skip
+    assert math.isfinite(fine.estimate) and "note" not in fine.details
+
+
 def test_no_events_in_a_group_and_bad_input(ref):
     none = ref.assign(count=np.where(ref["treatment"] == 1, 0, ref["count"]))
     est = _nb(none)
-    assert math.isnan(est.estimate) and "no events" in est.details["note"]
+    assert math.isnan(est.estimate) and "no events in the HAT group" in est.details["note"]
+    assert "IRR tends to 0" in est.details["note"]
+    none_ost = ref.assign(count=np.where(ref["treatment"] == 0, 0, ref["count"]))
+    assert "IRR tends to infinity" in _nb(none_ost).details["note"]
     json.dumps(est.to_dict())
     with pytest.raises(ValueError, match="negative"):
         _nb(ref.assign(exposure=-ref["exposure"]))

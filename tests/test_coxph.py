@@ -68,15 +68,23 @@ def test_matches_r_coxph(ref_files, name):
 
     Reference made by ``tests/reference/coxph_r/make_reference.R`` (R 4.2.2, survival 3.5.3)
     from ``data.csv`` (``make_data.py``); the R call of each case is in ``reference.json``.
+    R's robust variance has no small-sample factor; the package multiplies every robust
+    variance by G / (G - 1) (G = 150 clusters, or the rows without a cluster), applied here.
     """
     case = REFERENCE[name]
     res = _fit_case(ref_files[case["file"]], case)
+    g = 150 if case["cluster"] else case["n"]
+    factor = g / (g - 1)
     assert res.converged
     np.testing.assert_allclose(res.params, case["coef"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(res.se, case["se"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(res.robust_se, case["robust_se"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        res.robust_se, np.sqrt(factor) * np.asarray(case["robust_se"]), rtol=0, atol=1e-6
+    )
     np.testing.assert_allclose(res.cov, case["var"], rtol=0, atol=1e-8)
-    np.testing.assert_allclose(res.robust_cov, case["robust_var"], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(
+        res.robust_cov, factor * np.asarray(case["robust_var"]), rtol=0, atol=1e-8
+    )
     np.testing.assert_allclose([res.loglik_null, res.loglik], case["loglik"], rtol=1e-10)
     assert res.n == case["n"]
     assert res.n_events == case["nevent"]
@@ -156,10 +164,12 @@ def test_rossi_robust_se_matches_r(rossi, ties, r_robust_se):
                    robust = TRUE, ties = "<ties>")
         print(sqrt(diag(f$var)), digits = 10)
 
-    (lifelines' ``robust=True`` gives different values, off by up to 0.01 here.)
+    (lifelines' ``robust=True`` gives different values, off by up to 0.01 here.) Times the
+    small-sample factor sqrt(432 / 431) of the package's robust variances.
     """
     res = cox_fit(rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES, ties=ties)
-    np.testing.assert_allclose(res.robust_se, r_robust_se, rtol=0, atol=1e-8)
+    expected = np.sqrt(432 / 431) * np.asarray(r_robust_se)
+    np.testing.assert_allclose(res.robust_se, expected, rtol=0, atol=1e-8)
 
 
 # --- simulated truth ---------------------------------------------------------------------------
@@ -358,6 +368,159 @@ def test_not_converged_warns(rossi):
     with pytest.warns(RuntimeWarning, match="did not converge"):
         res = fit_cox(rossi[ROSSI_COVARIATES], rossi["week"], rossi["arrest"], max_iter=1)
     assert not res.converged and res.n_iter == 1
+
+
+R2 = json.loads((REF_DIR.parent / "r_values_small_sample.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def matched_ref() -> pd.DataFrame:
+    return pd.read_csv(REF_DIR.parent / "reference_data.csv")
+
+
+def test_score_tests_match_r(matched_ref):
+    """R (tests/reference/make_reference_small_sample.R, survival 3.5.3):
+    summary(coxph(Surv(time, event) ~ treatment, [weights = weight], [cluster = match_set |
+    robust = TRUE]))$sctest / $robscore, and the 3-covariate weighted clustered model.
+    robscore has no small-sample factor: ours is it times (G - 1) / G."""
+    d = matched_ref
+    st = R2["score_tests"]
+    kw = {"duration": "time", "event": "event"}
+    shrink_sets, shrink_rows = 139 / 140, (len(d) - 1) / len(d)
+    plain = cox_fit(d, covariates=["treatment"], **kw)
+    assert plain.score_test == pytest.approx(st["sctest_unweighted"], rel=1e-9)
+    wc = cox_fit(d, covariates=["treatment"], weights="weight", cluster="match_set", **kw)
+    assert wc.robust_score_test == pytest.approx(
+        st["robscore_weighted_cluster"] * shrink_sets, rel=1e-9
+    )
+    w = cox_fit(d, covariates=["treatment"], weights="weight", **kw)
+    assert w.robust_score_test == pytest.approx(
+        st["robscore_weighted_robust"] * shrink_rows, rel=1e-9
+    )
+    c = cox_fit(d, covariates=["treatment"], cluster="match_set", **kw)
+    assert c.robust_score_test == pytest.approx(st["robscore_cluster"] * shrink_sets, rel=1e-9)
+    three = cox_fit(
+        d, covariates=["treatment", "age", "female"], weights="weight", cluster="match_set", **kw
+    )
+    assert three.score_test == pytest.approx(st["sctest_weighted_cluster_3df"], rel=1e-9)
+    assert three.robust_score_test == pytest.approx(
+        st["robscore_weighted_cluster_3df"] * shrink_sets, rel=1e-9
+    )
+
+
+def test_clustered_robust_se_matches_vcovcl(matched_ref):
+    """R: sandwich::vcovCL(coxph(Surv(time, event) ~ treatment + age + female),
+    cluster = ~match_set, type = "HC0", cadjust = TRUE): the G / (G - 1) factor from an
+    independent implementation."""
+    res = cox_fit(
+        matched_ref, duration="time", event="event", covariates=["treatment", "age", "female"],
+        cluster="match_set",
+    )  # fmt: skip
+    r = R2["cox_vcovcl_cluster"]
+    np.testing.assert_allclose(res.params, list(r["coef"].values()), rtol=1e-8)
+    np.testing.assert_allclose(res.robust_se, list(r["se"].values()), rtol=1e-8)
+
+
+def test_one_cluster_has_no_robust_variance(matched_ref):
+    """One cluster: the weighted score residuals sum to the score, zero at the estimate, so
+    the factor-free sandwich would be exactly 0. It is NaN instead."""
+    res = cox_fit(
+        matched_ref.assign(one=1), duration="time", event="event", covariates=["treatment"],
+        cluster="one",
+    )  # fmt: skip
+    assert res.n_clusters == 1
+    assert np.isnan(res.robust_se).all() and np.isnan(res.robust_score_test)
+    assert np.isfinite(res.se).all()
+
+
+def _monotone_eight():
+    """The 8 persons of make_reference_small_sample.R: every treated event precedes every
+    control event (times 1-4 treated, 5-8 control), control weight 1/4, 4 matched sets."""
+    return pd.DataFrame(
+        {
+            "time": np.arange(1, 9),
+            "event": 1,
+            "treatment": np.repeat([1, 0], 4),
+            "weight": np.repeat([1.0, 0.25], 4),
+            "set": np.tile(np.arange(4), 2),
+        }
+    )
+
+
+def test_monotone_likelihood_is_detected():
+    """R also fails here: coxph stops with "Ran out of iterations and did not converge" at
+    coef 20.8 with robust SE 0.55 (frozen in r_values_small_sample.json), i.e. a finite-looking
+    HR of 1e9 with p ~ 1e-300."""
+    df = _monotone_eight()
+    assert "did not converge" in R2["monotone"]["r_warning"] and R2["monotone"]["coef"] > 15
+    with pytest.warns(RuntimeWarning, match="monotone likelihood"):
+        res = cox_fit(
+            df, duration="time", event="event", covariates=["treatment"], weights="weight",
+            cluster="set",
+        )  # fmt: skip
+    assert set(res.diverging) == {"treatment"}
+    assert "largest value of treatment" in res.diverging["treatment"]
+    assert "+infinity" in res.diverging["treatment"]
+    # mirrored: controls first, the coefficient tends to -infinity
+    mirror = df.assign(treatment=1 - df["treatment"])
+    with pytest.warns(RuntimeWarning):
+        res = cox_fit(mirror, duration="time", event="event", covariates=["treatment"])
+    assert "-infinity" in res.diverging["treatment"]
+
+
+def test_monotone_likelihood_not_flagged_for_finite_estimates(matched_ref):
+    """Swap two neighbouring times so that one control event has a treated person at risk:
+    the estimate is finite (large, but with a maximum) and nothing is flagged."""
+    df = _monotone_eight()
+    df.loc[[3, 4], "time"] = [5, 4]  # treated person 4 now leaves after control person 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = cox_fit(df, duration="time", event="event", covariates=["treatment"])
+    assert res.converged and res.diverging == {} and np.isfinite(res.params).all()
+    assert 1.0 < res.params[0] < 10.0
+    fits = [
+        cox_fit(matched_ref, duration="time", event="event", covariates=["treatment", "age"]),
+        cox_fit(
+            matched_ref, duration="time", event="event", covariates=["treatment", "age"],
+            weights="weight", cluster="match_set", strata="female",
+        ),
+    ]  # fmt: skip
+    assert all(f.diverging == {} and f.converged for f in fits)
+
+
+def test_monotone_likelihood_within_strata():
+    """Separation inside each stratum only (not overall) is still monotone likelihood."""
+    rng = np.random.default_rng(8)
+    n = 40
+    stratum = np.repeat([0, 1], n // 2)
+    treatment = np.tile(np.repeat([1, 0], n // 4), 2)
+    # within each stratum, treated times 1..10 then controls 11..20; stratum 1 shifted down
+    base = np.tile(np.arange(1, n // 2 + 1), 2).astype(float)
+    time = base - 5.0 * stratum
+    x2 = rng.normal(size=n)
+    with pytest.warns(RuntimeWarning, match="monotone"):
+        res = fit_cox(np.column_stack([treatment, x2]), time, np.ones(n), strata=stratum)
+    assert set(res.diverging) == {"x0"}
+    # overall (without strata) the treated and control times overlap: finite
+    res = fit_cox(np.column_stack([treatment, x2]), time, np.ones(n))
+    assert res.diverging == {}
+
+
+def test_monotone_likelihood_along_a_combination():
+    """x1 - x2 separates the events although neither covariate does alone: the runaway
+    check (the log-likelihood flat while the coefficients still move by several units per
+    Newton step) flags both; with noise added to x2 the fit is finite and nothing is flagged."""
+    n = 30
+    rng = np.random.default_rng(2)
+    x1 = rng.normal(size=n)
+    x2 = x1 - np.linspace(3, -3, n)  # x1 - x2 decreases with time: each event has the largest
+    time = np.arange(1, n + 1, dtype=float)
+    with pytest.warns(RuntimeWarning, match="monotone likelihood"):
+        res = fit_cox(np.column_stack([x1, x2]), time, np.ones(n))
+    assert set(res.diverging) == {"x0", "x1"}
+    assert all("still moved" in r for r in res.diverging.values())
+    noisy = fit_cox(np.column_stack([x1, x2 + rng.normal(scale=3, size=n)]), time, np.ones(n))
+    assert noisy.converged and noisy.diverging == {}
 
 
 def test_monotone_likelihood_warns():

@@ -1,0 +1,187 @@
+"""One cluster-robust sandwich for every robust variance of the package.
+
+Every robust variance here (Cox, negative binomial, the before/after Poisson GEE, and the
+influence-function variances of Kaplan–Meier, RMST and cumulative incidence) is
+
+.. math::
+
+    V = c \\, B \\Big(\\sum_{g=1}^{G} U_g U_g^\\top\\Big) B, \\qquad c = \\frac{G}{G - 1},
+
+where :math:`U_g` sums the (weighted) score or influence contributions of the rows of cluster
+:math:`g`, :math:`B` is the bread (the inverse information; the identity for influence
+functions, which are already on the estimate's scale) and :math:`G` is the number of clusters
+that contribute (each person is a cluster when no cluster is given).
+
+Small-sample convention
+-----------------------
+The factor :math:`c = G/(G-1)` is applied to every robust variance, the usual small-sample
+correction for cluster-robust variances. It is the default of R's ``sandwich::vcovCL``
+(``cadjust = TRUE``; with ``type = "HC0"`` no further factor). R's ``coxph(cluster=)``,
+``coxph(robust = TRUE)`` and ``survfit(cluster=)`` apply none, so their variances are
+:math:`c` times smaller than the ones here. Model-based variances (the inverse information of
+an unweighted, unclustered model, Greenwood's formula) get no factor.
+
+Few clusters
+------------
+Scores and influence functions sum to zero over the whole sample, so with one cluster every
+cluster total is zero and the "variance" is 0: an estimate with fewer than
+:data:`MIN_CLUSTERS` clusters is not estimable. Below :data:`FEW_CLUSTERS` clusters the
+sandwich is still biased downwards and its normal reference too optimistic; estimators then
+add a note to the estimate and emit a :class:`FewClustersWarning`.
+
+References
+----------
+Liang KY, Zeger SL (1986). Longitudinal data analysis using generalized linear models.
+Biometrika 73:13-22.
+Cameron AC, Miller DL (2015). A practitioner's guide to cluster-robust inference. J Human
+Resources 50:317-372.
+Zeileis A, Köll S, Graham N (2020). Various versatile variances: an object-oriented
+implementation of clustered covariances in R. J Stat Softw 95(1).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "FEW_CLUSTERS",
+    "MIN_CLUSTERS",
+    "FewClustersWarning",
+    "cluster_check",
+    "cluster_covariance",
+    "cluster_variance",
+    "count_clusters",
+    "small_sample_factor",
+]
+
+#: fewest clusters with which a cluster-robust variance is computed at all
+MIN_CLUSTERS = 2
+#: below this many clusters an estimate carries a note and a warning
+FEW_CLUSTERS = 30
+
+
+class FewClustersWarning(UserWarning):
+    """A cluster-robust variance rests on fewer than :data:`FEW_CLUSTERS` clusters."""
+
+
+def count_clusters(codes: np.ndarray) -> int:
+    """Number of distinct non-negative integer cluster codes."""
+    codes = np.asarray(codes)
+    if codes.size == 0:
+        return 0
+    return int(np.count_nonzero(np.bincount(codes)))
+
+
+def small_sample_factor(n_clusters: int) -> float:
+    """``G / (G - 1)``; NaN for fewer than two clusters."""
+    return n_clusters / (n_clusters - 1) if n_clusters >= MIN_CLUSTERS else float("nan")
+
+
+def cluster_check(n_clusters: int, *, what: str = "clusters", stacklevel: int = 3) -> str | None:
+    """The reason a robust variance is not estimable, or a note when clusters are few.
+
+    Parameters
+    ----------
+    n_clusters : int
+        Clusters that contribute to the variance.
+    what : str
+        How the clusters are called in the message (``"matched sets"``, ``"persons"``...).
+    stacklevel : int
+        Passed to :func:`warnings.warn` (the caller of the estimator by default).
+
+    Returns
+    -------
+    str or None
+        ``"not estimable: ..."`` below :data:`MIN_CLUSTERS`; a note (and a
+        :class:`FewClustersWarning`) below :data:`FEW_CLUSTERS`; otherwise ``None``.
+    """
+    if n_clusters < MIN_CLUSTERS:
+        return (
+            f"not estimable: the cluster-robust variance needs at least {MIN_CLUSTERS} "
+            f"clusters and there {'is' if n_clusters == 1 else 'are'} {n_clusters} ({what}); "
+            "scores sum to zero within a single cluster, so its variance would be 0"
+        )
+    if n_clusters < FEW_CLUSTERS:
+        note = (
+            f"only {n_clusters} clusters ({what}): the cluster-robust variance (with the "
+            f"G/(G-1) factor) may be too small and the interval too narrow"
+        )
+        warnings.warn(note, FewClustersWarning, stacklevel=stacklevel)
+        return note
+    return None
+
+
+def _totals(contrib: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Sums of the rows of ``contrib`` (n,) or (n, k) within each cluster present."""
+    codes = np.asarray(codes)
+    if contrib.ndim == 1:
+        totals = np.bincount(codes, weights=contrib)
+        return totals[np.bincount(codes) > 0]
+    if codes.size and np.array_equal(codes, np.arange(codes.size)):
+        return contrib
+    if contrib.shape[1] <= 64:  # few columns (scores): one pass over the rows per column
+        present = np.bincount(codes) > 0
+        return np.column_stack(
+            [np.bincount(codes, weights=contrib[:, j])[present] for j in range(contrib.shape[1])]
+        )
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    return np.add.reduceat(contrib[order], starts, axis=0)
+
+
+def cluster_variance(
+    contrib: np.ndarray, codes: np.ndarray, *, small_sample: bool = True
+) -> tuple[np.ndarray, int]:
+    """Variance of a sum of influence contributions, column by column.
+
+    Parameters
+    ----------
+    contrib : ndarray, shape (n,) or (n, k)
+        Each row's (weighted) contribution to the estimate's influence function.
+    codes : ndarray of int, shape (n,)
+        Non-negative cluster codes (each row its own cluster for a per-person variance).
+    small_sample : bool, default True
+        Apply ``G / (G - 1)``. ``False`` only for the model-based case (no weights and no
+        cluster, where the influence-function variance is Greenwood's).
+
+    Returns
+    -------
+    (variance, n_clusters)
+        ``variance`` is a 0-d array for 1-d ``contrib``, else shape (k,); NaN when fewer than
+        two clusters contribute and ``small_sample`` is set.
+    """
+    n_clusters = count_clusters(codes)
+    totals = _totals(np.asarray(contrib, dtype=float), codes)
+    var = np.sum(totals**2, axis=0)
+    if small_sample:
+        var = var * small_sample_factor(n_clusters)
+    return np.asarray(var), n_clusters
+
+
+def cluster_covariance(
+    scores: np.ndarray, codes: np.ndarray, bread: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """Cluster-robust sandwich ``c B (sum_g U_g U_g') B`` with ``c = G / (G - 1)``.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n, p)
+        Each row's (weighted) score contribution at the estimate.
+    codes : ndarray of int, shape (n,)
+        Non-negative cluster codes.
+    bread : ndarray, shape (p, p), optional
+        The inverse information; the meat alone is returned when omitted.
+
+    Returns
+    -------
+    (covariance, n_clusters)
+        Symmetric (p, p) matrix; all NaN when fewer than two clusters contribute.
+    """
+    totals = _totals(np.asarray(scores, dtype=float), codes)
+    n_clusters = totals.shape[0]
+    meat = small_sample_factor(n_clusters) * (totals.T @ totals)
+    cov = meat if bread is None else bread @ meat @ bread
+    return 0.5 * (cov + cov.T), n_clusters
