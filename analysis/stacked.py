@@ -78,6 +78,7 @@ __all__ = [
     "att_weight_model_from_propensity",
     "cox_estimating_function",
     "nb_estimating_function",
+    "nb_expected_bread",
     "stacked_variance",
     "with_stacked_variance",
 ]
@@ -463,6 +464,23 @@ def nb_estimating_function(
         return x * (w * (y - mu) / (1.0 + mu / theta))[:, None]
 
     return ef
+
+
+def nb_expected_bread(
+    exposure: np.ndarray, X: np.ndarray, beta: np.ndarray, w: np.ndarray, *, theta: float
+) -> np.ndarray:
+    """Inverse expected information of a weighted NB2 fit, ``(X' diag(w mu / (1 + mu/theta)) X)^-1``.
+
+    The bread of :func:`analysis.counts.negative_binomial_irr`'s sandwich (as R's
+    ``vcov(glm.nb(...))`` and ``sandwich``). Passed to :func:`stacked_variance`, it makes the
+    weights-known part equal that estimator's SE; the default numerical bread is the
+    observed derivative of the score, which differs from it in finite samples (log is not
+    the canonical link of the NB2) but has the same limit when the mean model holds.
+    """
+    x = np.asarray(X, dtype=np.float64)
+    mu = np.exp(x @ np.asarray(beta, dtype=np.float64)) * np.asarray(exposure, dtype=np.float64)
+    working = np.asarray(w, dtype=np.float64) * mu / (1.0 + mu / theta)
+    return np.linalg.inv((x.T * working) @ x)
 
 
 def with_stacked_variance(

@@ -28,6 +28,7 @@ from analysis.stacked import (
     att_weight_model_from_propensity,
     cox_estimating_function,
     nb_estimating_function,
+    nb_expected_bread,
     stacked_variance,
     with_stacked_variance,
 )
@@ -274,17 +275,17 @@ def _with_estimated_weights(
         ef = cox_estimating_function(
             data[a].to_numpy(float)[keep], data[b].to_numpy(float)[keep], treated[keep, None]
         )
+        bread = None  # the observed information, by central differences
         term = 0
     else:
         keep = (w > 0) & (data[b].to_numpy(float) > 0)
-        ef = nb_estimating_function(
-            data[a].to_numpy(float)[keep],
-            data[b].to_numpy(float)[keep],
-            np.column_stack([np.ones(int(keep.sum())), treated[keep]]),
-            theta=float(est.details["theta"]),
-        )
+        design_x = np.column_stack([np.ones(int(keep.sum())), treated[keep]])
+        exposure = data[b].to_numpy(float)[keep]
+        theta = float(est.details["theta"])
+        ef = nb_estimating_function(data[a].to_numpy(float)[keep], exposure, design_x, theta=theta)
+        bread = nb_expected_bread(exposure, design_x, beta, w[keep], theta=theta)
         term = 1
-    variance = stacked_variance(ef, beta, wm, rows=rows[keep])
+    variance = stacked_variance(ef, beta, wm, rows=rows[keep], bread=bread)
     return with_stacked_variance(est, variance, term=term, alpha=config.alpha)
 
 

@@ -133,3 +133,16 @@ def test_matched_arms_carry_equal_weight(ci_study):
     assert hat == study.results["cohort"]["n_hat_matched"]
     assert ost == pytest.approx(hat)
     assert study.results["cohort"]["n_ost_matched"] > hat  # 1:k with k > 1
+
+
+def test_calendar_time_in_the_propensity_model_and_balance_table(ci_study, tmp_path):
+    study, data = ci_study
+    assert study.results["design"]["covariates"][-1] == "calendar_years"
+    balance = study.tables["balance"].set_index("variable")
+    assert {"calendar_years", "calendar_years_rcs1", "calendar_years_rcs2"} <= set(balance.index)
+    assert balance.loc["calendar_years", "smd_matched"] == pytest.approx(0, abs=0.25)
+    table1 = study.tables["table1"]
+    assert (table1["variable"] == "calendar_years").any()
+    off = run_study(read_extract(data), load_config(seed=11, calendar_time=False))
+    assert "calendar_years" not in off.results["design"]["covariates"]
+    assert not off.tables["balance"]["variable"].str.startswith("calendar_years").any()
