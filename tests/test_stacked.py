@@ -343,3 +343,13 @@ def test_study_iptw_estimates_use_the_stacked_variance(ci_study) -> None:
     for e in results["estimates"]:
         if not e["method"].endswith("_iptw"):
             assert "se_log_weights_known" not in e["details"]
+
+
+def test_fast_cox_total_is_the_sum_of_the_contributions(data) -> None:
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0.2, 3, len(data))
+    x = np.column_stack([data["treatment"], data["x1"]])
+    ef = cox_estimating_function(data["time"], data["event"], x)
+    for beta in ([0.0, 0.0], [0.5, -0.3], [1.3, 0.8]):
+        b = np.asarray(beta)
+        np.testing.assert_allclose(ef.total(b, w), ef(b, w).sum(axis=0), rtol=1e-10, atol=1e-9)
