@@ -64,6 +64,10 @@ BOOLEAN_COVARIATES = (
 NUMERIC_COVARIATES = ("years_opioid_use", "prior_ost_episodes")
 OPTIONAL_PERSON_COLUMNS = NUMERIC_COVARIATES + BOOLEAN_COVARIATES + ("emigration_date",)
 
+#: derived covariate: calendar time of ``index_date``, in years since the cohort's first index
+#: date (HAT started at different dates in different cities)
+CALENDAR_COVARIATE = "calendar_years"
+
 #: outcomes named in results.json
 OUTCOMES = ("mortality", "overdose_mortality", "retention", "crime")
 PRIMARY_OUTCOMES = ("mortality", "retention", "crime")

@@ -11,6 +11,10 @@ and for the balance diagnostics (:mod:`analysis.balance`):
   gets its own column ``<name>_missing``;
 - ``baseline_charges`` enters as ``log1p(baseline_charges)`` (column
   ``baseline_charges_log1p``): counts of charges are very right-skewed;
+- ``calendar_years`` (calendar time of the index date) enters as a restricted
+  (natural) cubic spline with 4 knots at its 5th, 35th, 65th and 95th percentiles
+  (Harrell 2015): the value itself followed by two nonlinear columns
+  ``calendar_years_rcs1``, ``calendar_years_rcs2``, linear beyond the outer knots;
 - a numeric or boolean covariate with any missing value gets a missing indicator
   ``<name>_missing`` (1 = missing) and its missing values are filled with the mean
   of its observed values (the missing-indicator method).
@@ -50,6 +54,9 @@ partially missing data. *J Am Stat Assoc* 95(451):749-759.
 
 Stuart EA (2010). Matching methods for causal inference: a review and a look
 forward. *Stat Sci* 25(1):1-21.
+
+Harrell FE (2015). *Regression Modeling Strategies*, 2nd ed. Springer (section 2.4.5,
+restricted cubic splines).
 """
 
 from __future__ import annotations
@@ -60,7 +67,13 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from analysis.contract import BOOLEAN_COVARIATES, NUMERIC_COVARIATES, REGIONS, SEXES
+from analysis.contract import (
+    BOOLEAN_COVARIATES,
+    CALENDAR_COVARIATE,
+    NUMERIC_COVARIATES,
+    REGIONS,
+    SEXES,
+)
 
 #: baseline covariates of the propensity model, in the order of the cohort table
 DEFAULT_COVARIATES: tuple[str, ...] = (
@@ -75,6 +88,19 @@ DEFAULT_COVARIATES: tuple[str, ...] = (
 #: covariates entered as log(1 + x)
 LOG1P_COVARIATES: tuple[str, ...] = ("baseline_charges",)
 
+#: covariates entered as a restricted cubic spline: name -> number of knots
+SPLINE_COVARIATES: dict[str, int] = {CALENDAR_COVARIATE: 4}
+
+#: knot quantiles of a restricted cubic spline by number of knots (Harrell 2015, table 2.3)
+SPLINE_KNOT_QUANTILES: dict[int, tuple[float, ...]] = {
+    3: (0.10, 0.50, 0.90),
+    4: (0.05, 0.35, 0.65, 0.95),
+    5: (0.05, 0.275, 0.50, 0.725, 0.95),
+}
+
+#: suffix of the nonlinear columns of a spline (numbered from 1)
+SPLINE_SUFFIX = "_rcs"
+
 #: level order of the contract's categorical covariates (the first is the reference)
 LEVEL_ORDER: dict[str, tuple[str, ...]] = {"sex": SEXES, "region": REGIONS}
 
@@ -83,6 +109,50 @@ MISSING_SUFFIX = "_missing"
 
 #: suffix of a log1p-transformed covariate
 LOG1P_SUFFIX = "_log1p"
+
+
+def spline_knots(x: np.ndarray, n_knots: int) -> np.ndarray:
+    """Knots of a restricted cubic spline at Harrell's quantiles of the non-missing ``x``.
+
+    Tied quantiles collapse to one knot, so fewer (or none) may be returned.
+    """
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return np.empty(0)
+    return np.unique(np.quantile(x, SPLINE_KNOT_QUANTILES[n_knots]))
+
+
+def restricted_cubic_spline(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Nonlinear columns of a restricted cubic spline, shape ``(len(x), len(knots) - 2)``.
+
+    Harrell's truncated-power basis, scaled by the squared knot range: cubic between
+    the knots and linear beyond the outer ones (so, with ``x`` itself, a natural
+    spline with ``len(knots) - 1`` degrees of freedom).
+
+    References
+    ----------
+    Harrell FE (2015). *Regression Modeling Strategies*, 2nd ed. Springer, eq. 2.25.
+    """
+    k = len(knots)
+    if k < 3:
+        return np.empty((len(x), 0))
+    t = np.asarray(knots, dtype=np.float64)
+    scale = (t[-1] - t[0]) ** 2
+
+    def cube(v: np.ndarray) -> np.ndarray:
+        return np.maximum(v, 0.0) ** 3
+
+    last, before = t[-1], t[-2]
+    cols = [
+        (
+            cube(x - t[j])
+            - cube(x - before) * (last - t[j]) / (last - before)
+            + cube(x - last) * (before - t[j]) / (last - before)
+        )
+        / scale
+        for j in range(k - 2)
+    ]
+    return np.column_stack(cols)
 
 
 def _is_categorical(s: pd.Series) -> bool:
@@ -126,12 +196,16 @@ def _expand(
         if ref_miss.all():
             continue  # nothing observed: no information, the column is left out
         if ref_miss.any():
-            out[name] = (cov, np.where(miss, xr[~ref_miss].mean(), x))
-            out[f"{cov}{MISSING_SUFFIX}"] = (cov, miss.astype(np.float64))
+            x = np.where(miss, xr[~ref_miss].mean(), x)
         elif miss.any():
             raise ValueError(f"{cov}: missing values, but none in the reference data")
-        else:
-            out[name] = (cov, x)
+        out[name] = (cov, x)
+        if cov in SPLINE_COVARIATES:
+            knots = spline_knots(xr, SPLINE_COVARIATES[cov])
+            for j, col in enumerate(restricted_cubic_spline(x, knots).T, start=1):
+                out[f"{name}{SPLINE_SUFFIX}{j}"] = (cov, col)
+        if ref_miss.any():
+            out[f"{cov}{MISSING_SUFFIX}"] = (cov, miss.astype(np.float64))
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from analysis.contract import BOOLEAN_COVARIATES
+from analysis.contract import BOOLEAN_COVARIATES, CALENDAR_COVARIATE
 from analysis.missing import DEFAULT_COVARIATES
 
 #: cohort columns with few values, on which matching may be exact (missing = its own value)
@@ -81,6 +81,11 @@ class StudyConfig(_Frozen):
         DEFAULT_COVARIATES,
         description="baseline covariates of the propensity model",
     )
+    calendar_time: bool = Field(
+        True,
+        description="add calendar time of the index date (years since the cohort's first "
+        "index date, restricted cubic spline with 4 knots) to the propensity model",
+    )
     matching: MatchingConfig = MatchingConfig()
     sensitivity: SensitivityConfig = SensitivityConfig()
     retention_time_days: float = Field(
@@ -97,6 +102,16 @@ class StudyConfig(_Frozen):
         if unknown:
             raise ValueError(f"unknown covariates {unknown}; allowed: {sorted(allowed)}")
         return value
+
+    @property
+    def propensity_covariates(self) -> tuple[str, ...]:
+        """Covariates of the propensity model and of the balance tables.
+
+        ``covariates``, then ``calendar_years`` when ``calendar_time`` is on.
+        """
+        if self.calendar_time:
+            return (*self.covariates, CALENDAR_COVARIATE)
+        return self.covariates
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dictionary of the resolved configuration."""

@@ -16,13 +16,22 @@ import pandas as pd
 
 from analysis.balance import balance_table, effective_sample_size
 from analysis.cohort import Cohort, derive_cohort
-from analysis.contract import PRIMARY_OUTCOMES, SCHEMA_VERSION
+from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR, PRIMARY_OUTCOMES, SCHEMA_VERSION
 from analysis.counts import before_after_ratio, crude_rates, negative_binomial_irr
 from analysis.extract import Extract
 from analysis.matching import match
-from analysis.propensity import fit_propensity
+from analysis.propensity import PropensityScore, fit_propensity
 from analysis.results import EffectEstimate
 from analysis.sensitivity import e_value, incidence_at_end
+from analysis.stacked import (
+    EstimatedWeights,
+    att_weight_model_from_propensity,
+    cox_estimating_function,
+    nb_estimating_function,
+    nb_expected_bread,
+    stacked_variance,
+    with_stacked_variance,
+)
 from analysis.survival import (
     cox_hazard_ratio,
     cox_score_test,
@@ -63,12 +72,17 @@ class Design:
         Whether the weights are not all one.
     info : dict
         Numbers describing the design (matched counts, ESS...).
+    weight_model : EstimatedWeights, optional
+        For estimated weights (IPTW): the weights as a function of the propensity
+        model, rows in the order of ``data``, so the outcome models' variances can
+        account for the propensity model's estimation.
     """
 
     name: str
     data: pd.DataFrame
     weighted: bool
     info: dict[str, Any] = field(default_factory=dict)
+    weight_model: EstimatedWeights | None = None
 
 
 @dataclass(frozen=True)
@@ -149,8 +163,15 @@ def _check_exact_overlap(df: pd.DataFrame, config: StudyConfig) -> None:
     )
 
 
-def build_designs(df: pd.DataFrame, config: StudyConfig) -> dict[str, Design]:
-    """Primary and sensitivity designs for a cohort table with ``ps``/``ps_logit`` columns."""
+def build_designs(
+    df: pd.DataFrame, config: StudyConfig, propensity: PropensityScore | None = None
+) -> dict[str, Design]:
+    """Primary and sensitivity designs for a cohort table with ``ps``/``ps_logit`` columns.
+
+    With ``propensity`` (the fit behind ``ps``, on the rows of ``df``) the IPTW design
+    carries its weight model, and its outcome variances account for the estimation of
+    the propensity model (stacked estimating equations).
+    """
     designs = {
         "matched": _matched_design(
             "matched", df, k=config.matching.k, caliper=config.matching.caliper, config=config
@@ -165,6 +186,15 @@ def build_designs(df: pd.DataFrame, config: StudyConfig) -> dict[str, Design]:
     if sens.iptw:
         weighted = att_weights(df, treatment="treatment", score="ps", trim=sens.iptw_trim)
         sample = df.merge(weighted.data[["person_id", "weight"]], on="person_id", how="inner")
+        weight_model = None
+        if propensity is not None:
+            weight_model = att_weight_model_from_propensity(
+                df,
+                propensity,
+                treatment="treatment",
+                covariates=config.propensity_covariates,
+                cap=weighted.cap,
+            )
         designs["iptw"] = Design(
             name="iptw",
             data=sample.assign(cluster=sample["person_id"]),
@@ -175,7 +205,11 @@ def build_designs(df: pd.DataFrame, config: StudyConfig) -> dict[str, Design]:
                 "n_control": int(weighted.n_control),
                 "ess_treated": float(weighted.ess_treated),
                 "ess_control": float(weighted.ess_control),
+                "variance": "stacked estimating equations (propensity model estimated)"
+                if weight_model is not None
+                else "robust sandwich, weights treated as known",
             },
+            weight_model=weight_model,
         )
     if sens.caliper != config.matching.caliper:
         name = f"matched_caliper{sens.caliper:g}"
@@ -231,6 +265,8 @@ def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstima
                 outcome=outcome,
                 method=f"nb_{design.name}",
             )
+        if design.weight_model is not None and np.isfinite(est.estimate):
+            est = _with_estimated_weights(est, data, design, model=model, a=a, b=b, config=config)
         out.append(est)
     return out
 
@@ -267,6 +303,43 @@ def _incidence(design: Design, outcome: str) -> float | None:
     data = df[df["in_retention"]] if outcome == "retention" else df
     weights = "weight" if design.weighted else None
     return incidence_at_end(data, duration=duration, event=event, weights=weights)
+
+
+def _with_estimated_weights(
+    est: EffectEstimate,
+    data: pd.DataFrame,
+    design: Design,
+    *,
+    model: str,
+    a: str,
+    b: str,
+    config: StudyConfig,
+) -> EffectEstimate:
+    """Re-estimate the SE of an IPTW estimate by stacking the propensity model's equations."""
+    wm = design.weight_model
+    assert wm is not None
+    rows = pd.Index(design.data["person_id"]).get_indexer(data["person_id"])
+    w = wm.weights[rows]
+    treated = data["treatment"].to_numpy(float)
+    coefs = est.details["coefficients"]
+    beta = np.array([v["coef"] for v in coefs.values()], dtype=float)
+    if model == "cox":
+        keep = w > 0
+        ef = cox_estimating_function(
+            data[a].to_numpy(float)[keep], data[b].to_numpy(float)[keep], treated[keep, None]
+        )
+        bread = None  # the observed information, by central differences
+        term = 0
+    else:
+        keep = (w > 0) & (data[b].to_numpy(float) > 0)
+        design_x = np.column_stack([np.ones(int(keep.sum())), treated[keep]])
+        exposure = data[b].to_numpy(float)[keep]
+        theta = float(est.details["theta"])
+        ef = nb_estimating_function(data[a].to_numpy(float)[keep], exposure, design_x, theta=theta)
+        bread = nb_expected_bread(exposure, design_x, beta, w[keep], theta=theta)
+        term = 1
+    variance = stacked_variance(ef, beta, wm, rows=rows[keep], bread=bread)
+    return with_stacked_variance(est, variance, term=term, alpha=config.alpha)
 
 
 def _truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
@@ -435,6 +508,8 @@ def run_study(
     with steps.step("derive cohort"):
         cohort: Cohort = derive_cohort(extract, gap_days=config.gap_days)
         df = cohort.table.copy()
+        index_date = pd.to_datetime(df["index_date"])
+        df[CALENDAR_COVARIATE] = (index_date - index_date.min()).dt.days / DAYS_PER_YEAR
         n_hat = int(df["treatment"].sum())
         n_ost = int(len(df) - n_hat)
         if n_hat == 0 or n_ost == 0:
@@ -444,7 +519,7 @@ def run_study(
         _check_exact_overlap(df, config)
     with steps.step("propensity score and designs"):
         try:
-            ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
+            ps = fit_propensity(df, treatment="treatment", covariates=config.propensity_covariates)
         except ValueError as exc:
             raise StudyError(
                 f"the propensity model could not be fitted on {n_hat} HAT and {n_ost} OST "
@@ -452,7 +527,7 @@ def run_study(
             ) from None
         df["ps"] = ps.score
         df["ps_logit"] = ps.logit
-        designs = build_designs(df, config)
+        designs = build_designs(df, config, propensity=ps)
     with steps.step("balance"):
         balance = _balance(df, designs, config)
     estimates: list[EffectEstimate] = []
@@ -500,7 +575,7 @@ def run_study(
         "design": {
             "primary": "matched",
             "designs": {name: d.info for name, d in designs.items()},
-            "covariates": list(config.covariates),
+            "covariates": list(config.propensity_covariates),
             "propensity_not_finite": {
                 "n_hat": int((~np.isfinite(df["ps_logit"]) & (df["treatment"] == 1)).sum()),
                 "n_ost": int((~np.isfinite(df["ps_logit"]) & (df["treatment"] == 0)).sum()),
@@ -548,7 +623,8 @@ def run_study(
 
 def _balance(df: pd.DataFrame, designs: dict[str, Design], config: StudyConfig) -> pd.DataFrame:
     """SMD and variance ratio per covariate: before, after matching, after IPTW."""
-    before = balance_table(df, treatment="treatment", covariates=config.covariates)
+    covariates = config.propensity_covariates
+    before = balance_table(df, treatment="treatment", covariates=covariates)
     out = before[["variable", "smd", "variance_ratio"]].rename(
         columns={"smd": "smd_before", "variance_ratio": "variance_ratio_before"}
     )
@@ -557,7 +633,7 @@ def _balance(df: pd.DataFrame, designs: dict[str, Design], config: StudyConfig) 
             continue
         d = designs[name].data
         after = balance_table(
-            d, treatment="treatment", covariates=config.covariates, weights="weight", reference=df
+            d, treatment="treatment", covariates=covariates, weights="weight", reference=df
         )
         out = out.merge(
             after[["variable", "smd", "variance_ratio"]].rename(
@@ -573,7 +649,7 @@ def _table1(df: pd.DataFrame, matched: Design, config: StudyConfig) -> pd.DataFr
     """Baseline table by group, before and after matching."""
     from analysis.descriptives import baseline_table
 
-    covs = [c for c in config.covariates]
+    covs = list(config.propensity_covariates)
     before = baseline_table(df, group="group", covariates=covs)
     after = baseline_table(matched.data, group="group", covariates=covs, weights="weight")
     before = before.rename(columns={"HAT": "HAT_all", "OST": "OST_all"})

@@ -51,3 +51,14 @@ def test_config_is_frozen():
     config = StudyConfig()
     with pytest.raises(Exception, match="frozen"):
         config.seed = 3
+
+
+def test_calendar_time_is_in_the_propensity_model_by_default(tmp_path):
+    config = load_config()
+    assert config.calendar_time is True
+    assert config.propensity_covariates == (*config.covariates, "calendar_years")
+    path = tmp_path / "c.yml"
+    path.write_text("calendar_time: false\n")
+    off = load_config(path)
+    assert off.propensity_covariates == off.covariates
+    assert off.hash() != config.hash()

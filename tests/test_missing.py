@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.missing import DEFAULT_COVARIATES, design_matrix
+from analysis.missing import (
+    DEFAULT_COVARIATES,
+    design_matrix,
+    restricted_cubic_spline,
+    spline_knots,
+)
 from tests.test_propensity import make_cohort
 
 
@@ -125,3 +130,47 @@ def test_missing_categorical_gets_its_own_column() -> None:
 def test_unknown_covariate() -> None:
     with pytest.raises(KeyError, match="nope"):
         design_matrix(small(), ["nope"])
+
+
+def test_calendar_time_enters_as_a_restricted_cubic_spline() -> None:
+    rng = np.random.default_rng(3)
+    years = rng.uniform(0, 4, 500)
+    df = pd.DataFrame({"calendar_years": years})
+    X = design_matrix(df, ["calendar_years"])
+    assert list(X.columns) == ["calendar_years", "calendar_years_rcs1", "calendar_years_rcs2"]
+    np.testing.assert_array_equal(X["calendar_years"], years)
+    knots = spline_knots(years, 4)
+    np.testing.assert_allclose(knots, np.quantile(years, [0.05, 0.35, 0.65, 0.95]))
+    # a subsample is described with the knots of its reference
+    sub = design_matrix(df.iloc[:50], ["calendar_years"], reference=df)
+    np.testing.assert_allclose(sub.to_numpy(), X.iloc[:50].to_numpy())
+
+
+def test_restricted_cubic_spline_is_a_natural_spline() -> None:
+    """C2 at the knots, cubic between them, linear beyond the outer knots, zero before."""
+    knots = np.array([0.2, 1.0, 1.7, 3.5])
+    basis = restricted_cubic_spline
+    h = 1e-3
+    for j in range(2):
+
+        def f(x, j=j):
+            return basis(np.atleast_1d(np.asarray(x, dtype=float)), knots)[:, j]
+
+        grid = np.linspace(-1, 5, 601)
+        second = (f(grid + h) - 2 * f(grid) + f(grid - h)) / h**2
+        assert np.abs(second[grid < knots[0] - h]).max() < 1e-6
+        assert np.abs(second[grid > knots[-1] + h]).max() < 1e-6
+        assert np.abs(f(grid[grid < knots[0]])).max() == 0
+        # second derivative continuous across every knot (C2)
+        for t in knots:
+            left = (f(t - h) - 2 * f(t - 2 * h) + f(t - 3 * h)) / h**2
+            right = (f(t + 3 * h) - 2 * f(t + 2 * h) + f(t + h)) / h**2
+            assert left == pytest.approx(right, abs=1e-2)
+        # not linear inside
+        assert np.abs(second[(grid > knots[0]) & (grid < knots[-1])]).max() > 0.05
+    assert basis(np.arange(3.0), knots[:2]).shape == (3, 0)  # fewer than 3 knots: linear only
+
+
+def test_calendar_time_with_one_date_has_no_spline_column() -> None:
+    df = pd.DataFrame({"calendar_years": [0.0, 0.0, 0.0], "age": [30.0, 40.0, 50.0]})
+    assert list(design_matrix(df, ["calendar_years", "age"]).columns) == ["age"]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.cohort import derive_cohort
-from analysis.contract import PRIMARY_OUTCOMES
+from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR, PRIMARY_OUTCOMES
 from analysis.extract import read_extract
 from analysis.propensity import fit_propensity
 from analysis.sensitivity import incidence_at_end
@@ -141,9 +141,11 @@ def test_matched_arms_carry_equal_weight(ci_study):
 def _matched_sample(extract, config) -> pd.DataFrame:
     """The pipeline's primary (matched) design, rebuilt from its parts."""
     df = derive_cohort(extract, gap_days=config.gap_days).table
-    ps = fit_propensity(df, treatment="treatment", covariates=config.covariates)
+    index_date = pd.to_datetime(df["index_date"])
+    df[CALENDAR_COVARIATE] = (index_date - index_date.min()).dt.days / DAYS_PER_YEAR
+    ps = fit_propensity(df, treatment="treatment", covariates=config.propensity_covariates)
     df = df.assign(ps=ps.score, ps_logit=ps.logit)
-    return build_designs(df, config)["matched"].data
+    return build_designs(df, config, propensity=ps)["matched"].data
 
 
 def test_e_values_decide_rarity_from_the_cumulative_incidence(ci_study):
@@ -221,3 +223,16 @@ def test_before_after_crime_uses_the_same_at_risk_rules(ci_study, tmp_path):
         assert did[group]["before"]["events"] == pytest.approx(charges)
         # charges in the new stays left the comparison but stay in the covariate
         assert charges < float((w * matched["baseline_charges"])[g].sum())
+
+
+def test_calendar_time_in_the_propensity_model_and_balance_table(ci_study, tmp_path):
+    study, data = ci_study
+    assert study.results["design"]["covariates"][-1] == "calendar_years"
+    balance = study.tables["balance"].set_index("variable")
+    assert {"calendar_years", "calendar_years_rcs1", "calendar_years_rcs2"} <= set(balance.index)
+    assert balance.loc["calendar_years", "smd_matched"] == pytest.approx(0, abs=0.25)
+    table1 = study.tables["table1"]
+    assert (table1["variable"] == "calendar_years").any()
+    off = run_study(read_extract(data), load_config(seed=11, calendar_time=False))
+    assert "calendar_years" not in off.results["design"]["covariates"]
+    assert not off.tables["balance"]["variable"].str.startswith("calendar_years").any()
