@@ -94,13 +94,21 @@ def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool 
     ------
     FileNotFoundError
         No ``_config.yml`` in ``book``.
+    FileExistsError
+        ``out/_build`` exists but was not made here (no ``build.log`` beside it).
     BookBuildError
         A page raised, a Sphinx warning, or a missing tool for the PDF.
     """
     if not (book / "_config.yml").is_file():
         raise FileNotFoundError(f"no book sources (_config.yml) in {book}")
     build = out / "_build"
-    if build.exists():
+    if build.exists() or build.is_symlink():
+        # only a build this function made is replaced (it leaves build.log beside it)
+        if build.is_symlink() or not build.is_dir() or not (out / "build.log").is_file():
+            raise FileExistsError(
+                f"{build} exists but is not a report build made here (no build.log beside "
+                "it); it is left alone: choose another output folder"
+            )
         shutil.rmtree(build)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "build.log"
@@ -201,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         html = build_book(args.results_dir, output_dir=args.out, pdf=args.pdf)
-    except (FileNotFoundError, BookBuildError) as exc:
+    except (FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BookBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"report built in {time.perf_counter() - t0:.0f} s: {html / 'index.html'}")

@@ -179,8 +179,23 @@ def test_missing_results_folder_is_a_clear_error(tmp_path):
         text=True,
         check=False,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "not a results folder" in proc.stderr
+
+
+def test_report_never_replaces_a_build_folder_it_did_not_make(tmp_path, previous_results):
+    """``--out DIR`` whose ``_build`` was not made by the report (no build.log) is refused."""
+    out = tmp_path / "mine"
+    (out / "_build").mkdir(parents=True)
+    (out / "_build" / "thesis.docx").write_bytes(b"mine")
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation.report", str(previous_results), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "left alone" in proc.stderr
+    assert (out / "_build" / "thesis.docx").read_bytes() == b"mine"
 
 
 def test_failing_page_fails_the_build(tmp_path):
