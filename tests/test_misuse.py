@@ -140,6 +140,28 @@ def test_out_in_a_folder_that_cannot_be_written_is_refused(capsys, project):
     assert_refused(status, lines, "cannot write")
 
 
+def test_out_in_a_folder_without_write_permission_is_refused_even_as_root(
+    capsys, project, monkeypatch
+):
+    """The permission check, with ``os.access`` answering as for an ordinary user."""
+    import evaluation.output_path
+
+    locked = project / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(
+        evaluation.output_path.os,
+        "access",
+        lambda path, mode: False if Path(path) == locked else real(path, mode),
+    )
+    before = tree_hash(project)
+    status, lines = run_main(
+        capsys, "--data", str(project / "extract"), "--out", str(locked / "a" / "results")
+    )
+    assert_refused(status, lines, "cannot write in", "locked")
+    assert tree_hash(project) == before
+
+
 def test_out_that_is_a_symbolic_link_is_refused(capsys, project, previous_results):
     link = project / "link"
     link.symlink_to(previous_results)
