@@ -215,8 +215,19 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+#: the signal that stopped the run, if any (an exception raised inside an import or a
+#: descriptor's ``__set_name__`` can reach us wrapped in another exception type)
+_received: list[int] = []
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    _received.append(signum)
     raise Terminated(signum)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
 
 
 def _crash_log(exc: BaseException) -> Path:
@@ -270,9 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.pipeline import StudyError, not_estimable
 
     handlers = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    _received.clear()
+    for signum, handler in (
+        (signal.SIGTERM, _raise_terminated),
+        (signal.SIGHUP, _raise_terminated),
+        (signal.SIGINT, _raise_interrupt),
+    ):
         with contextlib.suppress(ValueError):  # not the main thread: leave the handlers
-            handlers[signum] = signal.signal(signum, _raise_terminated)
+            handlers[signum] = signal.signal(signum, handler)
     try:
         _check_options(args)
         config = load_config(args.config, seed=args.seed, scenario=args.scenario)
@@ -299,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + exc.signum
     except Exception as exc:  # a bug: one line for the user, the traceback in a file
         from evaluation.report import BookBuildError
+
+        if _received:  # the signal's exception came back wrapped (e.g. from an import)
+            if _received[0] == signal.SIGINT:
+                print("interrupted (Ctrl-C); nothing was written", file=sys.stderr)
+                return 130
+            print(f"terminated (signal {_received[0]}); nothing was written", file=sys.stderr)
+            return 128 + _received[0]
 
         log = _crash_log(exc)
         what = (

@@ -452,10 +452,12 @@ def test_stale_siblings_of_a_killed_run_are_cleaned_and_a_previous_folder_restor
 
 
 SLOW_RUN = """
-import sys, time
+import pathlib, sys, time
 import evaluation.pipeline as pipeline
 real = pipeline.run_study
+started = pathlib.Path(sys.argv.pop(1))
 def slow(*args, **kwargs):
+    started.write_text("started")
     time.sleep(60)
     return real(*args, **kwargs)
 pipeline.run_study = slow
@@ -464,12 +466,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _start_slow_run(out: Path, data: Path) -> subprocess.Popen:
+def _start_slow_run(out: Path, data: Path, *, wait_for_study: bool = True) -> subprocess.Popen:
+    """Start a run that sleeps before its study; return once it holds ``out`` (and, with
+    ``wait_for_study``, once it reached the study, every module imported)."""
+    started = out.parent.parent / f"{out.parent.name}-{out.name}.started"
     proc = subprocess.Popen(
         [
             sys.executable,
             "-c",
             SLOW_RUN,
+            str(started),
             "--no-book",
             "--quiet",
             "--data",
@@ -483,21 +489,25 @@ def _start_slow_run(out: Path, data: Path) -> subprocess.Popen:
         text=True,
     )
     deadline = time.monotonic() + 60
-    while not list(out.parent.glob(f".{out.name}.partial-*")):
+    while not list(out.parent.glob(f".{out.name}.partial-*")) or (
+        wait_for_study and not started.exists()
+    ):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run did not start"
         time.sleep(0.1)
     return proc
 
 
+@pytest.mark.parametrize("in_study", [True, False], ids=["in-study", "early"])
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_interrupted_run_leaves_previous_folder_intact_and_nothing_else(
-    project, previous_results, signum, status
+    project, previous_results, signum, status, in_study
 ):
+    """Interrupted in the study, or early (while modules are still being imported)."""
     out = project / "results"
     shutil.copytree(previous_results, out)
     before = tree_hash(project)
-    proc = _start_slow_run(out, project / "extract")
+    proc = _start_slow_run(out, project / "extract", wait_for_study=in_study)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status, err
