@@ -1280,7 +1280,9 @@ def cumulative_risk_difference(
         as :func:`survival_at`'s, with ``per_group`` giving the cumulative ``risk`` and
         its SE by group, and ``scale: "cumulative risk"``. Not estimable when
         :func:`survival_at` is not (``time`` beyond the longest follow-up of an arm,
-        an empty group, fewer than 2 clusters), with its reason in ``details["note"]``.
+        an empty group, fewer than 2 clusters) and when neither arm has an event by
+        ``time`` (a difference of 0 without variance), with the reason in
+        ``details["note"]``.
 
     References
     ----------
@@ -1290,7 +1292,23 @@ def cumulative_risk_difference(
         df, duration=duration, event=event, treatment=treatment, time=time, weights=weights,
         cluster=cluster, alpha=alpha, outcome=outcome, method=method, label=label,
     ).difference  # fmt: skip
+    per_s = diff.details.get("per_group", {})
+    if math.isfinite(diff.estimate) and all(v.get("survival") == 1.0 for v in per_s.values()):
+        return _nan_estimate(
+            outcome, diff.measure, method,
+            f"not estimable: no event by time = {time:g} in either arm (both risks are 0, "
+            "without sampling variance)",
+            details={"time": float(time), "per_group": per_s}, n_treated=diff.n_treated,
+            n_control=diff.n_control, n_events=diff.n_events,
+        )  # fmt: skip
     details = {**diff.details, "scale": "cumulative risk"}
+    for g, v in per_s.items():
+        if v.get("survival") == 1.0:
+            _add_note(
+                details,
+                f"no event by time = {time:g} in the {g} arm: its risk is 0 without variance, "
+                "so the interval reflects the other arm's uncertainty only and may be too narrow",
+            )
     per = details.get("per_group", {})
     details["per_group"] = {
         g: {
@@ -1589,7 +1607,8 @@ def cumulative_incidence_difference(
         ``per_group`` (cumulative incidence of cause 1 and its SE, of cause 2, longest
         follow-up), ``time``, ``variance``, ``n_clusters``, ``weighted``,
         ``events_by_group``. Not estimable (NaN, with the reason in ``details["note"]``)
-        with an empty group, fewer than 2 clusters, or ``time`` beyond the longest
+        with an empty group, fewer than 2 clusters, no cause-1 event by ``time`` in
+        either arm (a difference of 0 without variance), or ``time`` beyond the longest
         follow-up of an arm (as :func:`survival_at`; known beyond it only when every
         person of the arm has had an event of either cause).
 
@@ -1660,6 +1679,13 @@ def cumulative_incidence_difference(
             infl[sel] = w[sel] * _aj_influence(parts, np.array([k]))[:, 0]
         contrib[g] = infl
         se_g[g] = float(np.sqrt(cluster_variance(infl[sel], codes[sel], small_sample=robust)[0]))
+    if cif[0] == 0.0 and cif[1] == 0.0:
+        return _nan_estimate(
+            outcome, measure, method,
+            f"not estimable: no event of the cause by time = {time:g} in either arm (both "
+            "cumulative incidences are 0, without sampling variance)",
+            details={"time": float(time), "events_by_group": events_by_group}, **common,
+        )  # fmt: skip
     diff = cif[1] - cif[0]
     se = float(np.sqrt(cluster_variance(contrib[1] - contrib[0], codes, small_sample=robust)[0]))
     details: dict[str, Any] = {
@@ -1680,6 +1706,14 @@ def cumulative_incidence_difference(
     }
     if problem is not None:
         _add_note(details, problem)
+    for g, label_ in ((1, "HAT"), (0, "OST")):
+        if cif[g] == 0.0:
+            _add_note(
+                details,
+                f"no event of the cause by time = {time:g} in the {label_} arm: its "
+                "cumulative incidence is 0 without variance, so the interval reflects the "
+                "other arm's uncertainty only and may be too narrow",
+            )
     return EffectEstimate(
         outcome=outcome,
         measure=measure,

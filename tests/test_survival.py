@@ -935,6 +935,19 @@ def test_cumulative_incidence_difference_beyond_the_longest_followup():
     # an empty arm
     empty = cumulative_incidence_difference(df[df["treatment"] == 1], time=100, **kw)
     assert math.isnan(empty.estimate) and "empty" in empty.details["note"]
+    # no event by the time in either arm: 0 - 0 without variance is not an estimate
+    for est in (
+        cumulative_incidence_difference(df, time=49, **kw),
+        cumulative_risk_difference(
+            df, duration="time", event="event", treatment="treatment", time=49,
+            outcome="mortality", method="km",
+        ),
+    ):  # fmt: skip
+        assert math.isnan(est.estimate) and math.isnan(est.se)
+        assert est.details["note"].startswith("not estimable: no event")
+    one = cumulative_incidence_difference(df, time=50, **kw)  # a HAT event only
+    assert math.isfinite(one.estimate) and one.estimate > 0
+    assert one.details["note"].startswith("no event of the cause by time = 50 in the OST arm")
 
 
 def test_zero_weight_rows_do_not_extend_the_followup():
