@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -1237,22 +1237,100 @@ def rmst_difference(
     )
 
 
+def cumulative_risk_difference(
+    df: pd.DataFrame,
+    *,
+    duration: str,
+    event: str,
+    treatment: str,
+    time: float = DAYS_PER_YEAR,
+    weights: str | None = None,
+    cluster: str | None = None,
+    alpha: float = 0.05,
+    outcome: str,
+    method: str,
+    label: str | None = None,
+) -> EffectEstimate:
+    """Difference in the cumulative risk of the event by ``time``, HAT minus OST.
+
+    The cumulative risk is ``1 - S(t)`` of the (weighted) Kaplan–Meier curve, so the
+    difference ``(1 - S_HAT(t)) - (1 - S_OST(t))`` is minus the survival difference of
+    :func:`survival_at`, with the same influence-function variance (summed within
+    ``cluster``, small-sample factor ``G / (G - 1)`` when weighted or clustered). For
+    mortality a negative value means fewer deaths with HAT by ``time``.
+
+    Parameters
+    ----------
+    df : DataFrame
+        One row per person.
+    duration, event, treatment : str
+        Follow-up time (>= 0), event indicator (0/1), treatment (1 HAT, 0 OST).
+    time : float
+        Time point, in the unit of ``duration`` (default 365.25 days).
+    weights, cluster, alpha : see :func:`survival_at`
+    outcome, method : str
+        Labels of the result.
+    label : str, optional
+        Measure suffix; default as :func:`survival_at` (``"12m"`` at 365.25).
+
+    Returns
+    -------
+    EffectEstimate
+        ``measure="RD_<label>"`` (difference in probability, Wald interval). ``details``
+        as :func:`survival_at`'s, with ``per_group`` giving the cumulative ``risk`` and
+        its SE by group, and ``scale: "cumulative risk"``. Not estimable when
+        :func:`survival_at` is not (``time`` beyond the longest follow-up of an arm,
+        an empty group, fewer than 2 clusters) and when neither arm has an event by
+        ``time`` (a difference of 0 without variance), with the reason in
+        ``details["note"]``.
+
+    References
+    ----------
+    Kaplan EL, Meier P (1958). JASA 53:457-481.
+    """
+    diff = survival_at(
+        df, duration=duration, event=event, treatment=treatment, time=time, weights=weights,
+        cluster=cluster, alpha=alpha, outcome=outcome, method=method, label=label,
+    ).difference  # fmt: skip
+    per_s = diff.details.get("per_group", {})
+    if math.isfinite(diff.estimate) and all(v.get("survival") == 1.0 for v in per_s.values()):
+        return _nan_estimate(
+            outcome, diff.measure, method,
+            f"not estimable: no event by time = {time:g} in either arm (both risks are 0, "
+            "without sampling variance)",
+            details={"time": float(time), "per_group": per_s}, n_treated=diff.n_treated,
+            n_control=diff.n_control, n_events=diff.n_events,
+        )  # fmt: skip
+    details = {**diff.details, "scale": "cumulative risk"}
+    for g, v in per_s.items():
+        if v.get("survival") == 1.0:
+            _add_note(
+                details,
+                f"no event by time = {time:g} in the {g} arm: its risk is 0 without variance, "
+                "so the interval reflects the other arm's uncertainty only and may be too narrow",
+            )
+    per = details.get("per_group", {})
+    details["per_group"] = {
+        g: {
+            **({"risk": 1.0 - v["survival"], "se": v["se"]} if "survival" in v else {}),
+            "max_followup": v.get("max_followup"),
+        }
+        for g, v in per.items()
+    }
+    return replace(
+        diff,
+        estimate=-diff.estimate,
+        ci_low=-diff.ci_high,
+        ci_high=-diff.ci_low,
+        details=details,
+    )
+
+
 # ----------------------------------------------------------------------------- competing risks
 
 
-def _aalen_johansen(
-    time: np.ndarray,
-    event_type: np.ndarray,
-    w: np.ndarray,
-    codes: np.ndarray,
-    eval_index: np.ndarray | None,
-    small_sample: bool,
-) -> dict[str, np.ndarray]:
-    """Weighted Aalen–Johansen CIF of cause 1 (and 2) with its influence-function SE.
-
-    ``eval_index``: indices into the unique times at which the SE is computed
-    (all unique times when None). ``small_sample``: apply ``G / (G - 1)`` (robust variance).
-    """
+def _aj_parts(time: np.ndarray, event_type: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Weighted Aalen–Johansen CIFs of causes 1 and 2 and the running sums of their influence."""
     times, index = np.unique(time, return_inverse=True)
     m = len(times)
     total = np.bincount(index, weights=w, minlength=m)
@@ -1269,45 +1347,78 @@ def _aalen_johansen(
     cif1 = np.cumsum(s_minus * h1)
     cif2 = np.cumsum(s_minus * h2)
     remaining = at_risk - d
-    # influence of person i on CIF1(t_k), for every k (derivation in the module tests):
-    #   d1_i 1{j(i)<=k} S(t_j(i)-)/Y_j(i) - C1[min(j(i),k)]
-    #   - any_i 1{j(i)<=k} (F_k - F_j(i)) / (Y-d)_j(i) + F_k A[min(j(i),k)] - B[min(j(i),k)]
     ok = remaining > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         c1 = np.cumsum(np.where(at_risk > 0, s_minus * h1 / at_risk, 0.0))
         inv_rem = np.where(ok, 1.0 / remaining, 0.0)
         s_over_y = np.where(at_risk > 0, s_minus / at_risk, 0.0)
-    cum_a = np.cumsum(h * inv_rem)
-    cum_b = np.cumsum(h * cif1 * inv_rem)
+    return {
+        "times": times, "index": index, "at_risk": at_risk, "d1": d1, "d2": d2,
+        "cif1": cif1, "cif2": cif2, "c1": c1, "inv_rem": inv_rem, "s_over_y": s_over_y,
+        "cum_a": np.cumsum(h * inv_rem), "cum_b": np.cumsum(h * cif1 * inv_rem),
+        "cause1": (event_type == 1).astype(float), "anyev": (event_type > 0).astype(float),
+    }  # fmt: skip
+
+
+def _aj_influence(parts: dict[str, np.ndarray], ks: np.ndarray) -> np.ndarray:
+    """Influence of each person (per unit weight) on CIF1 at the unique times ``ks``.
+
+    For person i with time index j(i) and every k (derivation in the module tests)::
+
+        d1_i 1{j(i)<=k} S(t_j(i)-)/Y_j(i) - C1[min(j(i),k)]
+        - any_i 1{j(i)<=k} (F_k - F_j(i)) / (Y-d)_j(i) + F_k A[min(j(i),k)] - B[min(j(i),k)]
+
+    Returns an array of shape (persons, len(ks)); multiply by the weights for the
+    contributions a cluster variance sums.
+    """
+    index, cif1 = parts["index"], parts["cif1"]
+    upto = np.minimum(index[:, None], ks[None, :])
+    reached = index[:, None] <= ks[None, :]
+    fk = cif1[ks][None, :]
+    return (
+        (parts["cause1"] * parts["s_over_y"][index])[:, None] * reached
+        - parts["c1"][upto]
+        - (parts["anyev"] * parts["inv_rem"][index])[:, None]
+        * reached
+        * (fk - cif1[index][:, None])
+        + fk * parts["cum_a"][upto]
+        - parts["cum_b"][upto]
+    )
+
+
+def _aalen_johansen(
+    time: np.ndarray,
+    event_type: np.ndarray,
+    w: np.ndarray,
+    codes: np.ndarray,
+    eval_index: np.ndarray | None,
+    small_sample: bool,
+) -> dict[str, np.ndarray]:
+    """Weighted Aalen–Johansen CIF of cause 1 (and 2) with its influence-function SE.
+
+    ``eval_index``: indices into the unique times at which the SE is computed
+    (all unique times when None). ``small_sample``: apply ``G / (G - 1)`` (robust variance).
+    """
+    parts = _aj_parts(time, event_type, w)
+    m = len(parts["times"])
     if eval_index is None:
         eval_index = np.arange(m)
-    cause1 = (event_type == 1).astype(float)
-    anyev = (event_type > 0).astype(float)
     n = len(time)
     var = np.empty(len(eval_index))
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
     for start in range(0, len(eval_index), chunk):
         ks = eval_index[start : start + chunk]
-        upto = np.minimum(index[:, None], ks[None, :])
-        reached = index[:, None] <= ks[None, :]
-        fk = cif1[ks][None, :]
-        infl = (
-            (cause1 * s_over_y[index])[:, None] * reached
-            - c1[upto]
-            - (anyev * inv_rem[index])[:, None] * reached * (fk - cif1[index][:, None])
-            + fk * cum_a[upto]
-            - cum_b[upto]
-        )
+        infl = _aj_influence(parts, ks)
         var[start : start + len(ks)] = cluster_variance(
             w[:, None] * infl, codes, small_sample=small_sample
         )[0]
     return {
-        "times": times,
-        "at_risk": at_risk,
-        "d1": d1,
-        "d2": d2,
-        "cif1": cif1,
-        "cif2": cif2,
+        "times": parts["times"],
+        "at_risk": parts["at_risk"],
+        "d1": parts["d1"],
+        "d2": parts["d2"],
+        "cif1": parts["cif1"],
+        "cif2": parts["cif2"],
         "se1": np.sqrt(var),
         "eval_index": eval_index,
     }
@@ -1442,6 +1553,179 @@ def cumulative_incidence(
         "se", "ci_low", "ci_high", "cumulative_incidence_competing",
     ]  # fmt: skip
     return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+def cumulative_incidence_difference(
+    df: pd.DataFrame,
+    *,
+    duration: str,
+    event_type: str,
+    treatment: str,
+    time: float = DAYS_PER_YEAR,
+    weights: str | None = None,
+    cluster: str | None = None,
+    alpha: float = 0.05,
+    outcome: str,
+    method: str,
+    label: str | None = None,
+) -> EffectEstimate:
+    """Difference in the cumulative incidence of cause 1 by ``time``, HAT minus OST.
+
+    Each arm's cumulative incidence is the (weighted) Aalen–Johansen estimate of
+    :func:`cumulative_incidence`, with cause 2 competing (e.g. overdose death with other
+    deaths competing: a person who dies of another cause can no longer die of an
+    overdose, which censoring the other deaths would ignore).
+
+    Parameters
+    ----------
+    df : DataFrame
+        One row per person.
+    duration : str
+        Follow-up time (>= 0).
+    event_type : str
+        0 = censored, 1 = cause of interest, 2 = competing cause.
+    treatment : str
+        1 = HAT, 0 = OST.
+    time : float
+        Time point, in the unit of ``duration`` (default 365.25 days).
+    weights : str, optional
+        Weights (matching or IPT weights).
+    cluster : str, optional
+        Matched set; the variance allows for correlation within sets, between the arms
+        included.
+    alpha : float
+        1 - confidence level (Wald interval on the difference).
+    outcome, method : str
+        Labels of the result.
+    label : str, optional
+        Measure suffix; default ``"12m"`` when ``time`` is 365.25, else ``"<time>d"``.
+
+    Returns
+    -------
+    EffectEstimate
+        ``measure="RD_<label>"``; ``n_events`` counts cause-1 events. ``details``:
+        ``per_group`` (cumulative incidence of cause 1 and its SE, of cause 2, longest
+        follow-up), ``time``, ``variance``, ``n_clusters``, ``weighted``,
+        ``events_by_group``. Not estimable (NaN, with the reason in ``details["note"]``)
+        with an empty group, fewer than 2 clusters, no cause-1 event by ``time`` in
+        either arm (a difference of 0 without variance), or ``time`` beyond the longest
+        follow-up of an arm (as :func:`survival_at`; known beyond it only when every
+        person of the arm has had an event of either cause).
+
+    Notes
+    -----
+    The variance is the infinitesimal-jackknife one: each person's influence on their
+    arm's CIF (the closed form of :func:`cumulative_incidence`) times their weight, the
+    difference of the arms' influences summed within ``cluster`` (persons without one),
+    squared and summed, times ``G / (G - 1)`` when weighted or clustered
+    (:mod:`analysis.sandwich`). Without weights and clusters it is the sum of the two
+    arms' variances, each the IJ variance of R's ``survfit`` multi-state fit. The point
+    estimate agrees with R's ``cmprsk::cuminc`` and the clustered SE with the one built
+    from ``survfit``'s influence values (``tests/reference/make_reference_cif.R``).
+
+    References
+    ----------
+    Aalen OO, Johansen S (1978). Scand J Stat 5:141-150.
+    Putter H, Fiocco M, Geskus RB (2007). Stat Med 26:2389-2430.
+    """
+    z = _z(alpha)
+    t = _durations(df, duration)
+    et = _column(df, event_type, "event_type")
+    if not np.isin(et, (0.0, 1.0, 2.0)).all():
+        raise ValueError(f"event_type column {event_type!r} must hold only 0, 1 and 2")
+    et = et.astype(int)
+    a = _binary(df, treatment, "treatment")
+    w = _weights_array(df, weights)
+    codes, n_clusters = _cluster_codes(df, cluster)
+    arm = _TwoArm(
+        time=t, event=(et > 0).astype(int), treat=a, w=w, codes=codes, n_clusters=n_clusters,
+        n_treated=int(a.sum()), n_control=int(len(a) - a.sum()), n_events=int((et == 1).sum()),
+        weighted=weights is not None, clustered=cluster is not None,
+    )  # fmt: skip
+    if label is None:
+        label = "12m" if time == DAYS_PER_YEAR else f"{time:g}d"
+    measure = f"RD_{label}"
+    common = {"n_treated": arm.n_treated, "n_control": arm.n_control, "n_events": arm.n_events}
+    events_by_group = {
+        "HAT": int(((et == 1) & (a == 1)).sum()),
+        "OST": int(((et == 1) & (a == 0)).sum()),
+    }
+    if arm.n_treated == 0 or arm.n_control == 0:
+        return _nan_estimate(
+            outcome, measure, method, "not estimable: one treatment group is empty", **common
+        )
+    beyond, longest = _beyond_followup(arm, time, "time")
+    if beyond is not None:
+        info = {
+            "time": float(time),
+            "per_group": {g: {"max_followup": v} for g, v in longest.items()},
+        }
+        note = beyond.replace("the Kaplan-Meier curve is", "the cumulative incidence is")
+        return _nan_estimate(outcome, measure, method, note, details=info, **common)
+    robust = arm.weighted or arm.clustered
+    problem = _robust_problem(arm) if robust else None
+    if problem is not None and problem.startswith("not estimable"):
+        return _nan_estimate(outcome, measure, method, problem, **common)
+    cif, cif2, se_g, contrib = {}, {}, {}, {}
+    for g in (0, 1):
+        sel = arm.treat == g
+        parts = _aj_parts(t[sel], et[sel], w[sel])
+        k = int(_step_index(parts["times"], time))
+        infl = np.zeros(len(t))
+        if k < 0:  # before the first time: CIF 0, no influence
+            cif[g], cif2[g] = 0.0, 0.0
+        else:
+            cif[g], cif2[g] = float(parts["cif1"][k]), float(parts["cif2"][k])
+            infl[sel] = w[sel] * _aj_influence(parts, np.array([k]))[:, 0]
+        contrib[g] = infl
+        se_g[g] = float(np.sqrt(cluster_variance(infl[sel], codes[sel], small_sample=robust)[0]))
+    if cif[0] == 0.0 and cif[1] == 0.0:
+        return _nan_estimate(
+            outcome, measure, method,
+            f"not estimable: no event of the cause by time = {time:g} in either arm (both "
+            "cumulative incidences are 0, without sampling variance)",
+            details={"time": float(time), "events_by_group": events_by_group}, **common,
+        )  # fmt: skip
+    diff = cif[1] - cif[0]
+    se = float(np.sqrt(cluster_variance(contrib[1] - contrib[0], codes, small_sample=robust)[0]))
+    details: dict[str, Any] = {
+        "time": float(time),
+        "variance": "influence",
+        "n_clusters": arm.n_clusters if arm.clustered else None,
+        "weighted": arm.weighted,
+        "events_by_group": events_by_group,
+        "per_group": {
+            label_: {
+                "cumulative_incidence": cif[g],
+                "se": se_g[g],
+                "cumulative_incidence_competing": cif2[g],
+                "max_followup": longest[label_],
+            }
+            for g, label_ in ((1, "HAT"), (0, "OST"))
+        },
+    }
+    if problem is not None:
+        _add_note(details, problem)
+    for g, label_ in ((1, "HAT"), (0, "OST")):
+        if cif[g] == 0.0:
+            _add_note(
+                details,
+                f"no event of the cause by time = {time:g} in the {label_} arm: its "
+                "cumulative incidence is 0 without variance, so the interval reflects the "
+                "other arm's uncertainty only and may be too narrow",
+            )
+    return EffectEstimate(
+        outcome=outcome,
+        measure=measure,
+        method=method,
+        estimate=diff,
+        ci_low=diff - z * se,
+        ci_high=diff + z * se,
+        p_value=_wald_p(diff, se),
+        se=se,
+        details=details,
+        **common,
+    )
 
 
 # ----------------------------------------------------------------------------- log-rank

@@ -42,6 +42,7 @@ MODEL_LABELS = {
     "km": "Kaplan–Meier",
     "rmst": "RMST",
     "poisson": "Poisson (before/after)",
+    "aj": "Aalen–Johansen",
 }
 VARIABLE_LABELS = {
     "age": "age (years)",
@@ -61,6 +62,7 @@ VARIABLE_LABELS = {
 MEASURE_SHORT = {
     "RR_12m": "RR at 12 m",
     "RD_12m": "RD at 12 m (pp)",
+    "RD_24m": "RD at 24 m (pp)",
     "RMST_diff": "RMST diff. (days)",
     "ratio_of_rate_ratios": "ratio of rate ratios",
 }
@@ -259,7 +261,7 @@ def value(x: Any, measure: str, *, short: bool = False) -> str:
 
     ``short=True`` (tables) leaves the unit out; the measure's label carries it.
     """
-    if measure == "RD_12m":
+    if measure.startswith("RD_"):
         unit = "" if short else "\u00a0percentage points"
         return "–" if not finite(x) else f"{100 * float(x):+.1f}{unit}"
     if measure == "RMST_diff":
@@ -274,7 +276,7 @@ def interval(e: Mapping[str, Any]) -> str:
     lo, hi = e.get("ci_low"), e.get("ci_high")
     if not (finite(lo) and finite(hi)):
         return f"{ci_label()} not available"
-    if measure == "RD_12m":
+    if measure.startswith("RD_"):
         return f"{ci_label()} {100 * float(lo):.1f} to {100 * float(hi):.1f}"
     return f"{ci_label()} {num(lo, _digits(measure))} to {num(hi, _digits(measure))}"
 
@@ -537,3 +539,119 @@ def per_group_details(details: Any) -> dict[str, Any]:
                 return {}
             return parsed if isinstance(parsed, dict) else {}
     return {}
+
+
+# ----------------------------------------------------------------------------- absolute measures
+#: the hazard ratio and the absolute measures of a time-to-event outcome, in table order
+ABSOLUTE_MEASURES = ("HR", "RD_12m", "RD_24m", "RMST_diff")
+#: what each absolute measure is a difference of, per outcome (HAT − OST)
+ABSOLUTE_LABELS = {
+    "mortality": {
+        "RD_12m": "risk of death by 12 months, difference (pp)",
+        "RD_24m": "risk of death by 24 months, difference (pp)",
+        "RMST_diff": "days alive in the first {tau} days, difference",
+    },
+    "overdose_mortality": {
+        "RD_12m": "cumulative incidence of overdose death by 12 months, difference (pp)",
+        "RD_24m": "cumulative incidence of overdose death by 24 months, difference (pp)",
+        "RMST_diff": "days alive in the first {tau} days, difference",
+    },
+    "retention": {
+        "RD_12m": "share still in treatment at 12 months, difference (pp)",
+        "RD_24m": "share still in treatment at 24 months, difference (pp)",
+        "RMST_diff": "days in treatment in the first {tau} days, difference",
+    },
+}
+
+
+def absolute_estimates(outcome: str) -> dict[str, dict[str, Any]]:
+    """The matched-design HR and absolute measures of an outcome, by measure (present only)."""
+    out = {}
+    for measure in ABSOLUTE_MEASURES:
+        e = estimate(outcome, measure)
+        if e is not None and str(e.get("method", "")).endswith("_matched"):
+            out[measure] = e
+    return out
+
+
+def _tau_text(e: Mapping[str, Any]) -> str:
+    tau = (e.get("details") or {}).get("tau") or config().get("rmst_tau_days")
+    return f"{float(tau):g}" if finite(tau) else "τ"
+
+
+def absolute_table(outcome: str) -> None:
+    """A table of the hazard ratio beside the risk differences and the RMST difference.
+
+    Rows: the HR, the differences at 12 and 24 months and the RMST difference of
+    ``outcome`` on the primary (matched) design, each with its interval, p-value and,
+    for synthetic data, the true value; the notes of not-estimable rows below.
+    """
+    rows_in = absolute_estimates(outcome)
+    if not rows_in:
+        missing(f"The hazard ratio and absolute measures of {label(outcome=outcome)}")
+        return
+    with_truth = any(finite(e.get("truth")) for e in rows_in.values())
+    rows, notes = [], []
+    for measure, e in rows_in.items():
+        name = (
+            "hazard ratio"
+            if measure == "HR"
+            else ABSOLUTE_LABELS.get(outcome, {}).get(measure, measure).format(tau=_tau_text(e))
+        )
+        ci = interval(e).removeprefix(ci_label() + " ")
+        estimable = finite(e.get("estimate"))
+        row = {
+            "measure (HAT vs OST)": name,
+            "estimate": value(e.get("estimate"), measure, short=True)
+            if estimable
+            else "not estimable",
+            ci_label(): ci.replace(" to ", "\u00a0to\u00a0") if "available" not in ci else "–",
+            "p": p_only(e.get("p_value")),
+        }
+        if with_truth:
+            row["true value"] = (
+                value(e.get("truth"), measure, short=True) if finite(e.get("truth")) else "–"
+            )
+        rows.append(row)
+        note = (e.get("details") or {}).get("note")
+        if not estimable and note:
+            notes.append(f"{name}: {note}")
+    df = pd.DataFrame(rows)
+    md_table(df, colalign=["left"] + ["right"] * (df.shape[1] - 1))
+    if notes:
+        md("Not estimable: " + "; ".join(notes) + ".")
+
+
+def absolute_summary_table(outcomes: Iterable[str]) -> bool:
+    """One row per outcome (and one for its true values): HR, RD 12 m, RD 24 m, RMST diff.
+
+    Returns whether any estimate was shown.
+    """
+    cols = {"HR": "HR", "RD_12m": "RD 12 m (pp)", "RD_24m": "RD 24 m (pp)",
+            "RMST_diff": "RMST diff. (days)"}  # fmt: skip
+    rows, any_truth = [], False
+    found = {o: absolute_estimates(o) for o in outcomes}
+    for outcome, ests in found.items():
+        if not ests:
+            continue
+        row, truth = {"outcome": label(outcome=outcome)}, {"outcome": "\u2003true value"}
+        for measure, head in cols.items():
+            e = ests.get(measure)
+            if e is None or not finite(e.get("estimate")):
+                row[head] = "–" if e is None else "not estimable"
+            else:
+                ci = interval(e).removeprefix(ci_label() + " ")
+                ci = ci.replace(" to ", "\u00a0to\u00a0") if "available" not in ci else "–"
+                row[head] = f"{value(e['estimate'], measure, short=True)} ({ci})"
+            t = (e or {}).get("truth")
+            truth[head] = value(t, measure, short=True) if finite(t) else "–"
+            any_truth |= finite(t)
+        rows.append(row)
+        rows.append(truth)
+    if not rows:
+        return False
+    if not any_truth:
+        rows = [r for r in rows if r["outcome"] != "\u2003true value"]
+    df = pd.DataFrame(rows)
+    md_table(df, colalign=["left"] + ["right"] * (df.shape[1] - 1))
+    return True

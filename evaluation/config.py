@@ -92,6 +92,11 @@ class StudyConfig(_Frozen):
         365.25, gt=0, description="time at which retention is compared (12 months)"
     )
     rmst_tau_days: float = Field(730.0, gt=0, description="horizon of restricted mean time")
+    risk_times_days: tuple[float, ...] = Field(
+        (365.25, 730.5),
+        description="times at which the absolute risks of the time-to-event outcomes are "
+        "compared (risk differences beside the hazard ratios; 12 and 24 months)",
+    )
     alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level")
 
     @field_validator("covariates")
@@ -101,6 +106,13 @@ class StudyConfig(_Frozen):
         unknown = [c for c in value if c not in allowed]
         if unknown:
             raise ValueError(f"unknown covariates {unknown}; allowed: {sorted(allowed)}")
+        return value
+
+    @field_validator("risk_times_days")
+    @classmethod
+    def _positive_times(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not t > 0 for t in value) or len(set(value)) != len(value):
+            raise ValueError("risk times must be positive and distinct")
         return value
 
     @property

@@ -8,7 +8,7 @@ tables behind the report. It reads and writes no files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,8 @@ from analysis.survival import (
     cox_hazard_ratio,
     cox_score_test,
     cumulative_incidence,
+    cumulative_incidence_difference,
+    cumulative_risk_difference,
     kaplan_meier,
     rmst_difference,
     survival_at,
@@ -367,6 +369,90 @@ def _rates(
     )
 
 
+def horizon_label(days: float) -> str:
+    """Measure suffix of a time point: ``12m`` for 365.25 days, ``24m`` for 730.5, else ``<days>d``."""
+    months = days * 12 / DAYS_PER_YEAR
+    if abs(months - round(months)) < 1e-9 and round(months) > 0:
+        return f"{round(months)}m"
+    return f"{days:g}d"
+
+
+def _defined(est: EffectEstimate, definition: str) -> EffectEstimate:
+    """The estimate with ``details["definition"]``: what its difference or ratio is of."""
+    return replace(est, details={**est.details, "definition": definition})
+
+
+def _absolute_measures(design: Design, config: StudyConfig) -> list[EffectEstimate]:
+    """Absolute measures beside the hazard ratios, on the primary (matched) design.
+
+    For each time-to-event outcome: differences in the cumulative risk (mortality: 1 minus
+    the weighted Kaplan–Meier curve; overdose mortality: the weighted Aalen–Johansen
+    cumulative incidence with other deaths competing) or in the probability of still being
+    in treatment (retention) at ``config.risk_times_days``, and the difference in restricted
+    mean time up to ``config.rmst_tau_days``, all HAT − OST, with cluster-robust
+    influence-function variances. Retention's RR/RD at ``retention_time_days`` and its
+    RMST difference are made in :func:`_primary_extras`.
+    """
+    df = design.data
+    ret = df[df["in_retention"]]
+    common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
+    common |= {"alpha": config.alpha}
+    tau = config.rmst_tau_days
+    out: list[EffectEstimate] = []
+    for t in config.risk_times_days:
+        label = horizon_label(t)
+        out.append(
+            _defined(
+                cumulative_risk_difference(
+                    df, duration="followup_days", event="died", time=t, label=label,
+                    outcome="mortality", method="km_matched", **common,
+                ),
+                f"difference in the cumulative risk of death (1 - weighted Kaplan-Meier) by "
+                f"{t:g} days, HAT - OST; negative: fewer deaths with HAT",
+            )
+        )  # fmt: skip
+    out.append(
+        _defined(
+            rmst_difference(
+                df, duration="followup_days", event="died", tau=tau, outcome="mortality",
+                method="rmst_matched", **common,
+            ),
+            f"difference in restricted mean survival time up to {tau:g} days (days alive "
+            f"within the first {tau:g} days), HAT - OST; positive: HAT patients lived longer",
+        )
+    )  # fmt: skip
+    event_type = np.select([df["overdose_death"] == 1, df["died"] == 1], [1, 2], 0)
+    for t in config.risk_times_days:
+        out.append(
+            _defined(
+                cumulative_incidence_difference(
+                    df.assign(event_type=event_type), duration="followup_days",
+                    event_type="event_type", time=t, label=horizon_label(t),
+                    outcome="overdose_mortality", method="aj_matched", **common,
+                ),
+                f"difference in the cumulative incidence of overdose death by {t:g} days "
+                "(weighted Aalen-Johansen, deaths from other causes competing), HAT - OST; "
+                "negative: fewer overdose deaths with HAT",
+            )
+        )  # fmt: skip
+    for t in config.risk_times_days:
+        if t == config.retention_time_days:
+            continue  # RD at that time is made with the RR in _primary_extras
+        rd = survival_at(
+            ret, duration="retention_days", event="discontinued", time=t,
+            label=horizon_label(t), outcome="retention", method="km_matched", **common,
+        ).difference  # fmt: skip
+        out.append(_defined(rd, _retention_rd_definition(t)))
+    return out
+
+
+def _retention_rd_definition(t: float) -> str:
+    return (
+        f"difference in the probability of still being in treatment at {t:g} days (weighted "
+        "Kaplan-Meier of retention), HAT - OST; positive: more HAT patients retained"
+    )
+
+
 def _primary_extras(
     design: Design, config: StudyConfig
 ) -> tuple[list[EffectEstimate], dict[str, pd.DataFrame], dict[str, Any]]:
@@ -375,29 +461,44 @@ def _primary_extras(
     ret = df[df["in_retention"]]
     common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
     estimates: list[EffectEstimate] = []
+    t12 = config.retention_time_days
     rr, rd = survival_at(
         ret,
         duration="retention_days",
         event="discontinued",
-        time=config.retention_time_days,
+        time=t12,
         alpha=config.alpha,
         outcome="retention",
         method="km_matched",
+        label=horizon_label(t12),
         **common,
     )
-    estimates += [rr, rd]
+    estimates += [
+        _defined(
+            rr,
+            f"ratio of the probabilities of still being in treatment at {t12:g} days "
+            "(weighted Kaplan-Meier of retention), HAT / OST",
+        ),
+        _defined(rd, _retention_rd_definition(t12)),
+    ]
+    tau = config.rmst_tau_days
     estimates.append(
-        rmst_difference(
-            ret,
-            duration="retention_days",
-            event="discontinued",
-            tau=config.rmst_tau_days,
-            alpha=config.alpha,
-            outcome="retention",
-            method="rmst_matched",
-            **common,
+        _defined(
+            rmst_difference(
+                ret,
+                duration="retention_days",
+                event="discontinued",
+                tau=tau,
+                alpha=config.alpha,
+                outcome="retention",
+                method="rmst_matched",
+                **common,
+            ),
+            f"difference in restricted mean time in treatment up to {tau:g} days (days in "
+            f"treatment within the first {tau:g} days), HAT - OST",
         )
     )
+    estimates += _absolute_measures(design, config)
     # the same at-risk rules before and after index: prison days are not person-time and
     # charges dated inside a stay are not counted (baseline_charges, the propensity-model
     # covariate, counts every charge of the window as the contract defines it)

@@ -7,8 +7,9 @@ estimand × method of a simulation study; :func:`power_figure` draws power
 against sample size for the report.
 
 Ratio measures (``HR``, ``IRR``, ``RR_12m``, ``ratio_of_rate_ratios``) are
-assessed on the log scale, differences (``RD_12m``, ``RMST_diff``) on their
-natural scale. The model-based standard error of a replicate is read from its
+assessed on the log scale, differences (``RD_12m``, ``RD_24m``, ``RMST_diff``) on
+their natural scale; every (outcome, measure, method) a replicate reports is
+summarised, so the absolute measures of each outcome get their own bias and coverage. The model-based standard error of a replicate is read from its
 confidence interval, ``(hi - lo) / (2 z)`` on that scale, so that it is the
 standard error the reported interval actually used.
 

@@ -14,7 +14,12 @@ analysis defines it, on the stacked potential outcomes with treatment as the onl
 covariate:
 
 - ``HR``: Cox partial likelihood (Efron ties), exact, one binary covariate;
-- ``RR_12m``, ``RD_12m``, ``RMST_diff``: Kaplan-Meier of retention in each arm;
+- ``RR_12m``, ``RD_12m``, ``RD_24m``, ``RMST_diff``: Kaplan-Meier of retention in each arm
+  (probability of still being in treatment, HAT - OST);
+- ``mortality/RD_12m``, ``RD_24m``, ``RMST_diff``: Kaplan-Meier of death in each arm (the
+  cumulative risk 1 - S, HAT - OST; days alive within 730 days);
+- ``overdose_mortality/RD_12m``, ``RD_24m``: Aalen-Johansen cumulative incidence of overdose
+  death with other deaths competing, HAT - OST;
 - ``crime/IRR``: total expected follow-up charges / total crime person-years per arm
   (expected counts given each simulated path, which removes Poisson noise).
 
@@ -44,6 +49,8 @@ from synthetic.spec import Scenario
 
 RETENTION_T = 365.25
 RMST_TAU = 730.0
+#: horizons of the risk differences (12 and 24 months)
+RISK_TIMES = {"12m": 365.25, "24m": 730.5}
 
 DEFINITIONS = {
     ("mortality", "HR"): "marginal hazard ratio of all-cause death, HAT vs OST, in the treated "
@@ -57,8 +64,19 @@ DEFINITIONS = {
     "end), HAT vs OST, ATT, Cox on stacked potential outcomes",
     ("retention", "RR_12m"): "Kaplan-Meier retention at 365.25 days, HAT / OST, ATT",
     ("retention", "RD_12m"): "Kaplan-Meier retention at 365.25 days, HAT - OST, ATT",
+    ("retention", "RD_24m"): "Kaplan-Meier retention at 730.5 days, HAT - OST, ATT",
     ("retention", "RMST_diff"): "difference in restricted mean retention time up to 730 days "
     "(days), HAT - OST, Kaplan-Meier, ATT",
+    ("mortality", "RD_12m"): "difference in the cumulative risk of death (1 - Kaplan-Meier) by "
+    "365.25 days, HAT - OST, ATT (negative: fewer deaths with HAT)",
+    ("mortality", "RD_24m"): "difference in the cumulative risk of death (1 - Kaplan-Meier) by "
+    "730.5 days, HAT - OST, ATT (negative: fewer deaths with HAT)",
+    ("mortality", "RMST_diff"): "difference in restricted mean survival time up to 730 days "
+    "(days alive within the first 730 days), HAT - OST, Kaplan-Meier, ATT",
+    ("overdose_mortality", "RD_12m"): "difference in the cumulative incidence of overdose death "
+    "by 365.25 days (Aalen-Johansen, other deaths competing), HAT - OST, ATT",
+    ("overdose_mortality", "RD_24m"): "difference in the cumulative incidence of overdose death "
+    "by 730.5 days (Aalen-Johansen, other deaths competing), HAT - OST, ATT",
     ("crime", "IRR"): "ratio of marginal charge rates, HAT vs OST, ATT: total follow-up "
     "charges / total crime person-years (index date to end of follow-up, both days included, "
     "prison days removed) under each potential outcome",
@@ -139,6 +157,17 @@ def km_rmst(time: np.ndarray, event: np.ndarray, tau: float) -> float:
     return float(np.sum(steps_s * np.diff(steps_t)))
 
 
+def aj_cif_at(time: np.ndarray, cause: np.ndarray, t: float) -> float:
+    """Aalen-Johansen cumulative incidence of cause 1 at ``t`` (0 censored, 2 competing)."""
+    times, inv = _distinct(time)
+    at_risk = np.bincount(inv, minlength=times.size)[::-1].cumsum()[::-1]
+    d1 = np.bincount(inv, weights=(cause == 1).astype(float), minlength=times.size)
+    d = np.bincount(inv, weights=(cause > 0).astype(float), minlength=times.size)
+    s_minus = np.r_[1.0, np.cumprod(1 - d / at_risk)[:-1]]
+    i = np.searchsorted(times, t, side="right") - 1
+    return 0.0 if i < 0 else float(np.sum((s_minus * d1 / at_risk)[: i + 1]))
+
+
 # --------------------------------------------------------------------------- potential outcomes
 @dataclass(frozen=True)
 class PotentialOutcomes:
@@ -215,9 +244,22 @@ def estimands(po: PotentialOutcomes) -> dict[tuple[str, str], float]:
     res: dict[tuple[str, str], float] = {}
     t = np.r_[h.followup_days, o.followup_days]
     res[("mortality", "HR")] = math.exp(cox_hr_binary(t, np.r_[h.died, o.died], x)[0])
+    died = np.r_[h.died, o.died].astype(bool)
+    for label, when in RISK_TIMES.items():  # (1 - S_HAT) - (1 - S_OST)
+        res[("mortality", f"RD_{label}")] = km_at(t[~x], died[~x], when) - km_at(
+            t[x], died[x], when
+        )
+    res[("mortality", "RMST_diff")] = km_rmst(t[x], died[x], RMST_TAU) - km_rmst(
+        t[~x], died[~x], RMST_TAU
+    )
     res[("overdose_mortality", "HR")] = math.exp(
         cox_hr_binary(t, np.r_[h.overdose_death, o.overdose_death], x)[0]
     )
+    cause = np.where(np.r_[h.overdose_death, o.overdose_death] > 0, 1, np.where(died, 2, 0))
+    for label, when in RISK_TIMES.items():
+        res[("overdose_mortality", f"RD_{label}")] = aj_cif_at(t[x], cause[x], when) - aj_cif_at(
+            t[~x], cause[~x], when
+        )
     rh, ro = h.in_retention, o.in_retention
     rt = np.r_[h.retention_days[rh], o.retention_days[ro]]
     re = np.r_[h.discontinued[rh], o.discontinued[ro]].astype(bool)
@@ -226,6 +268,9 @@ def estimands(po: PotentialOutcomes) -> dict[tuple[str, str], float]:
     s1, s0 = km_at(rt[rx], re[rx], RETENTION_T), km_at(rt[~rx], re[~rx], RETENTION_T)
     res[("retention", "RR_12m")] = s1 / s0
     res[("retention", "RD_12m")] = s1 - s0
+    res[("retention", "RD_24m")] = km_at(rt[rx], re[rx], RISK_TIMES["24m"]) - km_at(
+        rt[~rx], re[~rx], RISK_TIMES["24m"]
+    )
     res[("retention", "RMST_diff")] = km_rmst(rt[rx], re[rx], RMST_TAU) - km_rmst(
         rt[~rx], re[~rx], RMST_TAU
     )
@@ -248,6 +293,19 @@ def _study_se(po: PotentialOutcomes, n_hat: int, k: int) -> dict[tuple[str, str]
         ("overdose_mortality", h.overdose_death, o.overdose_death),
     ):
         out[(name, "HR")] = math.sqrt(1 / max(n1 * a.mean(), 1e-9) + 1 / max(n0 * b.mean(), 1e-9))
+    for label, when in RISK_TIMES.items():
+        p1 = 1 - km_at(h.followup_days, h.died.astype(bool), when)
+        p0 = 1 - km_at(o.followup_days, o.died.astype(bool), when)
+        out[("mortality", f"RD_{label}")] = math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+        c1 = aj_cif_at(h.followup_days, np.where(h.overdose_death > 0, 1, 2 * h.died), when)
+        c0 = aj_cif_at(o.followup_days, np.where(o.overdose_death > 0, 1, 2 * o.died), when)
+        out[("overdose_mortality", f"RD_{label}")] = math.sqrt(
+            c1 * (1 - c1) / n1 + c0 * (1 - c0) / n0
+        )
+    out[("mortality", "RMST_diff")] = math.sqrt(
+        np.var(np.minimum(h.followup_days, RMST_TAU)) / n1
+        + np.var(np.minimum(o.followup_days, RMST_TAU)) / n0
+    )
     rh, ro = h.in_retention, o.in_retention
     out[("retention", "HR")] = math.sqrt(
         1 / (n1 * np.nanmean(h.discontinued[rh])) + 1 / (n0 * np.nanmean(o.discontinued[ro]))
@@ -256,6 +314,9 @@ def _study_se(po: PotentialOutcomes, n_hat: int, k: int) -> dict[tuple[str, str]
     s0 = km_at(o.retention_days[ro], o.discontinued[ro].astype(bool), RETENTION_T)
     out[("retention", "RR_12m")] = math.sqrt((1 - s1) / (n1 * s1) + (1 - s0) / (n0 * s0))
     out[("retention", "RD_12m")] = math.sqrt(s1 * (1 - s1) / n1 + s0 * (1 - s0) / n0)
+    s1 = km_at(h.retention_days[rh], h.discontinued[rh].astype(bool), RISK_TIMES["24m"])
+    s0 = km_at(o.retention_days[ro], o.discontinued[ro].astype(bool), RISK_TIMES["24m"])
+    out[("retention", "RD_24m")] = math.sqrt(s1 * (1 - s1) / n1 + s0 * (1 - s0) / n0)
     v1 = np.var(np.minimum(h.retention_days[rh], RMST_TAU))
     v0 = np.var(np.minimum(o.retention_days[ro], RMST_TAU))
     out[("retention", "RMST_diff")] = math.sqrt(v1 / n1 + v0 / n0)

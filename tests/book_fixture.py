@@ -59,7 +59,7 @@ def _estimate(
     n_events: int | None = 40,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    ratio = measure not in ("RD_12m", "RMST_diff")
+    ratio = not (measure.startswith("RD_") or measure == "RMST_diff")
     se = (
         (math.log(ci_high) - math.log(ci_low)) / (2 * 1.959964)
         if ratio
@@ -124,7 +124,32 @@ def _estimates(synthetic: bool) -> list[dict[str, Any]]:
         _estimate("crime", "ratio_of_rate_ratios", "poisson_matched", 0.702, 0.531, 0.928,
                   0.0129, truth=0.68 if synthetic else None),
     ]  # fmt: skip
+    # absolute measures beside the hazard ratios (secondary, matched design)
+    for outcome, measure, method, values, truth, definition in ABSOLUTE_ESTIMATES:
+        time = {"RD_12m": 365.25, "RD_24m": 730.5}.get(measure)
+        details = {"definition": definition, **({"time": time} if time else {"tau": 730.0})}
+        out.append(
+            _estimate(outcome, measure, method, *values, truth=truth if synthetic else None,
+                      details=details)
+        )  # fmt: skip
     return out
+
+
+#: (outcome, measure, method, (estimate, ci_low, ci_high, p), truth, definition)
+ABSOLUTE_ESTIMATES = (
+    ("retention", "RD_24m", "km_matched", (0.262, 0.158, 0.366, 0.00001), 0.30,
+     "difference in the probability of still being in treatment at 730.5 days, HAT - OST"),
+    ("mortality", "RD_12m", "km_matched", (-0.012, -0.031, 0.007, 0.2171), -0.010,
+     "difference in the cumulative risk of death by 365.25 days, HAT - OST"),
+    ("mortality", "RD_24m", "km_matched", (-0.021, -0.046, 0.004, 0.1003), -0.019,
+     "difference in the cumulative risk of death by 730.5 days, HAT - OST"),
+    ("mortality", "RMST_diff", "rmst_matched", (6.1, -1.9, 14.1, 0.1346), 7.0,
+     "difference in restricted mean survival time up to 730 days, HAT - OST"),
+    ("overdose_mortality", "RD_12m", "aj_matched", (-0.004, -0.009, 0.001, 0.1172), -0.003,
+     "difference in the cumulative incidence of overdose death by 365.25 days, HAT - OST"),
+    ("overdose_mortality", "RD_24m", "aj_matched", (-0.007, -0.015, 0.001, 0.0865), -0.006,
+     "difference in the cumulative incidence of overdose death by 730.5 days, HAT - OST"),
+)  # fmt: skip
 
 
 def _km(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:

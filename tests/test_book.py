@@ -152,6 +152,9 @@ def test_formatting(tmp_path, monkeypatch):
         h.fmt_estimate(rd)
         == "+17.9\u00a0percentage points (95% CI 8.1 to 27.7; p\u00a0=\u00a00.50)"
     )
+    rd24 = {**rd, "measure": "RD_24m", "estimate": -0.021, "ci_low": -0.046, "ci_high": 0.004}
+    assert h.fmt_estimate(rd24).startswith("-2.1\u00a0percentage points (95% CI -4.6 to 0.4;")
+    assert h.value(-0.021, "RD_24m", short=True) == "-2.1"
     assert h.fmt_estimate({"measure": "HR", "estimate": None}) == "not estimable"
     assert h.fmt_estimate(None) == "not available"
     assert h.change(0.71) == "29% lower" and h.change(1.2) == "20% higher"
@@ -240,6 +243,19 @@ def test_full_book(tmp_path, monkeypatch):
     assert h.fmt_estimate(h.estimate("retention", "RMST_diff")) in retention
     assert h.fmt_estimate(h.estimate("retention", "RR_12m")) in retention
     assert h.fmt_estimate(h.estimate("crime", "ratio_of_rate_ratios")) in main_text(out, "crime")
+    # absolute measures beside the hazard ratios: outcome pages and the summary
+    pages = {"mortality": main_text(out, "mortality"), "retention": retention}
+    for outcome, page in (("mortality", "mortality"), ("overdose_mortality", "mortality"),
+                          ("retention", "retention")):  # fmt: skip
+        ests = h.absolute_estimates(outcome)
+        assert {"HR", "RD_12m", "RD_24m"} <= set(ests), outcome
+        for measure, e in ests.items():
+            shown = h.value(e["estimate"], measure, short=True)
+            truth = h.value(e["truth"], measure, short=True)
+            assert shown in pages[page] and truth in pages[page], (outcome, measure)
+            if measure != "HR":
+                assert f"{shown} (" in summary, (outcome, measure)
+    assert "weights that depend on who is still at risk" in summary
     assert h.manifest()["config_sha256"] in main_text(out, "reproducibility")
 
 

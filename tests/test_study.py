@@ -106,6 +106,57 @@ def test_primary_estimates_recover_the_truth(default_studies):
                 assert abs(z) < 3, (e["outcome"], e["estimate"], e["truth"], z)
 
 
+ABSOLUTE = {
+    ("mortality", "RD_12m", "km_matched"),
+    ("mortality", "RD_24m", "km_matched"),
+    ("mortality", "RMST_diff", "rmst_matched"),
+    ("overdose_mortality", "RD_12m", "aj_matched"),
+    ("overdose_mortality", "RD_24m", "aj_matched"),
+    ("retention", "RD_12m", "km_matched"),
+    ("retention", "RD_24m", "km_matched"),
+    ("retention", "RMST_diff", "rmst_matched"),
+}
+
+
+def test_absolute_measures_recover_the_truth(default_studies):
+    """Risk differences at 12 and 24 months and RMST differences of every time-to-event
+    outcome (secondary, on the matched design) within 3 SE of the ATT truth, on two seeds."""
+    for study in default_studies:
+        est = estimates(study)
+        assert ABSOLUTE <= set(est)
+        for key in ABSOLUTE:
+            e = est[key]
+            assert not e["primary"] and e["truth"] is not None, key
+            assert e["details"]["definition"].count("HAT - OST") == 1, key
+            assert e["ci_low"] < e["estimate"] < e["ci_high"], key
+            z = (e["estimate"] - e["truth"]) / e["se"]
+            assert abs(z) < 3, (key, e["estimate"], e["truth"], e["se"], z)
+        # signs: HAT lowers mortality (risk differences below 0 in the truth) and keeps
+        # patients in treatment
+        assert est[("mortality", "RD_24m", "km_matched")]["truth"] < 0
+        assert est[("retention", "RD_24m", "km_matched")]["truth"] > 0
+
+
+def test_risk_time_beyond_followup_is_not_estimable(ci_study):
+    """A horizon past the longest follow-up gives not-estimable absolute measures (with the
+    reason), no truth for an estimand the generator does not define, and the study runs."""
+    _, data = ci_study
+    study = run_study(read_extract(data), load_config(seed=11, risk_times_days=(730.5, 5000)))
+    est = estimates(study)
+    for outcome, method in (
+        ("mortality", "km_matched"),
+        ("overdose_mortality", "aj_matched"),
+        ("retention", "km_matched"),
+    ):
+        late = est[(outcome, "RD_5000d", method)]
+        assert late["estimate"] is None and late["se"] is None, outcome
+        assert late["details"]["note"].startswith("not estimable: time = 5000"), outcome
+        assert late["truth"] is None
+        assert est[(outcome, "RD_24m", method)]["estimate"] is not None
+    assert ("mortality", "RD_12m", "km_matched") not in est
+    assert ("retention", "RD_12m", "km_matched") in est  # from retention_time_days
+
+
 def test_matched_design_is_closer_to_truth_than_naive(default_studies):
     """Summed over seeds, the matched estimates are nearer the truth than the naive ones.
 

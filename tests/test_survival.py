@@ -7,7 +7,9 @@ Reference values were made once by ``tests/reference/make_reference.R`` (R 4.2, 
 day-level times with many ties and six zero durations, non-integer weights, competing
 events) and frozen in ``tests/reference/r_values.json``; the proportional-hazards tests
 against R's ``cox.zph`` come from ``tests/reference/coxph_r/make_zph_reference.R``
-(``zph_reference.json``). Tests never run R.
+(``zph_reference.json``); the difference in cumulative incidence from
+``tests/reference/make_reference_cif.R`` (``r_values_cif.json``: ``cmprsk::cuminc`` and
+``survfit`` influence values). Tests never run R.
 
 Small-sample factor. Every robust variance of the package is multiplied by G / (G - 1)
 (``analysis.sandwich``; G = matched sets, or persons without a cluster, in the sample or
@@ -42,6 +44,8 @@ from analysis.survival import (
     cox_hazard_ratio,
     cox_score_test,
     cumulative_incidence,
+    cumulative_incidence_difference,
+    cumulative_risk_difference,
     kaplan_meier,
     logrank,
     numbers_at_risk,
@@ -54,6 +58,7 @@ R = json.loads((REF / "r_values.json").read_text())
 ZPH = json.loads((REF / "coxph_r" / "zph_reference.json").read_text())
 ZPH_RTOL = 1e-8
 R2 = json.loads((REF / "r_values_small_sample.json").read_text())
+RC = json.loads((REF / "r_values_cif.json").read_text())
 TIMES = R["meta"]["times"]
 COEF_RTOL = 1e-6
 SE_RTOL = 1e-5
@@ -385,6 +390,97 @@ def test_cumulative_incidence_matches_r(ref, key, kw):
             )
 
 
+@pytest.mark.parametrize("i", range(3))
+def test_cumulative_incidence_difference_matches_r(ref, i):
+    """HAT - OST Aalen-Johansen CIF at 180, 365.25 and 730 days. Point estimates: R's
+    cmprsk::cuminc, unweighted and with integer frequency weights (rows repeated in R, as
+    cuminc has no weights; here once as weights, once repeated). SEs: R's survfit IJ
+    values, unweighted (sqrt(se0^2 + se1^2)) and weighted with the arms' influence
+    differences summed within matched sets (times sqrt(G / (G - 1)), G = 140 sets)."""
+    t = RC["meta"]["times"][i]
+    kw = dict(duration="time", event_type="event_type", treatment="treatment", time=t,
+              outcome="overdose_mortality", method="aj")  # fmt: skip
+    u = cumulative_incidence_difference(ref, **kw)
+    assert u.estimate == pytest.approx(RC["cuminc_unweighted"]["diff"][i], rel=EXACT_RTOL)
+    assert u.se == pytest.approx(RC["ij_unweighted"]["se_diff"][i], rel=EXACT_RTOL)
+    assert u.details["per_group"]["HAT"]["cumulative_incidence"] == pytest.approx(
+        RC["cuminc_unweighted"]["cif1"][i], rel=EXACT_RTOL
+    )
+    assert u.details["per_group"]["OST"]["se"] == pytest.approx(
+        RC["ij_unweighted"]["se0"][i], rel=EXACT_RTOL
+    )
+    assert u.ci_low < u.estimate < u.ci_high
+    assert u.ci_high - u.ci_low == pytest.approx(2 * 1.959963984540054 * u.se, rel=1e-12)
+    w = cumulative_incidence_difference(ref, weights="weight", cluster="match_set", **kw)
+    r = RC["ij_weighted_cluster"]
+    c = _factor(RC["meta"]["n_sets"])
+    assert w.estimate == pytest.approx(r["diff"][i], rel=EXACT_RTOL)
+    assert w.se == pytest.approx(r["se_diff"][i] * c, rel=EXACT_RTOL)
+    assert w.details["per_group"]["HAT"]["se"] == pytest.approx(r["se1"][i] * c, rel=EXACT_RTOL)
+    assert w.details["per_group"]["OST"]["se"] == pytest.approx(r["se0"][i] * c, rel=EXACT_RTOL)
+    # the covariance within matched sets matters: not the arms' variances added
+    se_indep = math.hypot(r["se0"][i], r["se1"][i]) * c
+    assert abs(w.se - se_indep) > 1e-4
+    freq = (1 + ref["id"] % 3).astype(float)
+    fw = cumulative_incidence_difference(ref.assign(fw=freq), weights="fw", **kw)
+    rep = cumulative_incidence_difference(ref.loc[ref.index.repeat(freq.astype(int))], **kw)
+    for est in (fw, rep):
+        assert est.estimate == pytest.approx(
+            RC["cuminc_frequency_weighted"]["diff"][i], rel=EXACT_RTOL
+        )
+    assert w.measure == ("RD_12m" if t == 365.25 else f"RD_{t:g}d")
+    assert u.n_events == int((ref["event_type"] == 1).sum())
+
+
+def test_cumulative_incidence_difference_agrees_with_the_curves(ref):
+    """The per-group values are those of cumulative_incidence at the same time."""
+    kw = {"weights": "weight", "cluster": "match_set"}
+    d = cumulative_incidence_difference(
+        ref, duration="time", event_type="event_type", treatment="treatment", time=500,
+        outcome="o", method="m", label="500", **kw,
+    )  # fmt: skip
+    assert d.measure == "RD_500"
+    weighted = cumulative_incidence(
+        ref, duration="time", event_type="event_type", group="treatment", times=[500],
+        weights="weight",
+    ).set_index("group")  # fmt: skip
+    for g, name in ((1, "HAT"), (0, "OST")):
+        per = d.details["per_group"][name]
+        assert per["cumulative_incidence"] == pytest.approx(
+            weighted.loc[g, "cumulative_incidence"], rel=1e-12
+        )
+        assert per["cumulative_incidence_competing"] == pytest.approx(
+            weighted.loc[g, "cumulative_incidence_competing"], rel=1e-12
+        )
+    assert d.estimate == pytest.approx(
+        weighted.loc[1, "cumulative_incidence"] - weighted.loc[0, "cumulative_incidence"],
+        rel=1e-12,
+    )
+
+
+def test_cumulative_risk_difference_is_minus_the_survival_difference(ref):
+    """(1 - S_HAT) - (1 - S_OST): R's survival difference (make_reference.R) with the sign
+    turned, the same SE; interval limits swapped."""
+    kw = dict(duration="time", event="event", treatment="treatment", weights="weight",
+              cluster="match_set", method="km_matched")  # fmt: skip
+    rd = cumulative_risk_difference(ref, outcome="mortality", **kw)
+    r = R["retention_12m_weighted_cluster"]
+    assert rd.measure == "RD_12m" and rd.outcome == "mortality"
+    assert rd.estimate == pytest.approx(-r["rd"], rel=EXACT_RTOL)
+    assert rd.se == pytest.approx(r["se_rd"] * _factor(N_SETS), rel=EXACT_RTOL)
+    surv = survival_at(ref, **kw).difference
+    assert (rd.ci_low, rd.ci_high) == (-surv.ci_high, -surv.ci_low)
+    assert rd.p_value == surv.p_value
+    per = rd.details["per_group"]
+    assert per["HAT"]["risk"] == pytest.approx(1 - r["s1"], rel=EXACT_RTOL)
+    assert per["OST"]["risk"] == pytest.approx(1 - r["s0"], rel=EXACT_RTOL)
+    assert rd.details["scale"] == "cumulative risk"
+    # the reference data have fewer events with treatment: a negative risk difference
+    assert rd.estimate < 0 < surv.estimate
+    at24 = cumulative_risk_difference(ref, outcome="mortality", time=730.5, label="24m", **kw)
+    assert at24.measure == "RD_24m" and at24.details["time"] == 730.5
+
+
 def test_cumulative_incidence_full_curve_agrees_with_times(ref):
     full = cumulative_incidence(
         ref, duration="time", event_type="event_type", group="treatment", weights="weight"
@@ -579,6 +675,34 @@ def test_truth_cumulative_incidence():
     )
     truth = h1 / (h1 + h2) * (1 - math.exp(-(h1 + h2) * 365.25))
     assert abs(cif["cumulative_incidence"].item() - truth) < 4 * cif["se"].item()
+
+
+@pytest.mark.parametrize("seed", [41, 42])
+def test_truth_cumulative_incidence_difference(seed):
+    """Two arms with exponential causes (cause 1 hazard halved by treatment), matched-like
+    clusters with a shared frailty and weights: HAT - OST CIF at 365.25 days within
+    4 SE of the closed form h1/(h1+h2) (1 - exp(-(h1+h2) t)) difference."""
+    rng = np.random.default_rng(seed)
+    n, h2 = 6000, 0.001
+    cluster = np.arange(n) // 5
+    treat = (np.arange(n) % 5 == 0).astype(int)
+    h1 = np.where(treat == 1, 0.00025, 0.0005)
+    t1, t2 = rng.exponential(1 / h1), rng.exponential(1 / h2, n)
+    c = rng.uniform(300, 1500, n)
+    time = np.minimum(np.minimum(t1, t2), c)
+    etype = np.where(time == c, 0, np.where(t1 < t2, 1, 2))
+    df = pd.DataFrame({"time": time, "event_type": etype, "treatment": treat,
+                       "weight": np.where(treat == 1, 1.0, 0.25), "cluster": cluster})  # fmt: skip
+
+    def cif(a: float) -> float:
+        return a / (a + h2) * (1 - math.exp(-(a + h2) * T12))
+
+    est = cumulative_incidence_difference(
+        df, duration="time", event_type="event_type", treatment="treatment", time=T12,
+        weights="weight", cluster="cluster", outcome="o", method="m",
+    )  # fmt: skip
+    truth = cif(0.00025) - cif(0.0005)
+    assert abs(est.estimate - truth) < 4 * est.se, (est.estimate, truth, est.se)
 
 
 # ----------------------------------------------------------------------------- bootstrap
@@ -790,6 +914,40 @@ def test_rmst_beyond_the_longest_followup_is_not_estimable():
     assert nan.details["note"].startswith("not estimable: tau = 401")
     assert nan.details["tau"] == 401.0
     assert nan.n_treated == 5 and nan.n_control == 5
+
+
+def test_cumulative_incidence_difference_beyond_the_longest_followup():
+    df = _two_arms().assign(event_type=lambda d: d["event"] * np.r_[1, 2, 1, 2, 1, 1, 2, 1, 1, 2])
+    kw = dict(duration="time", event_type="event_type", treatment="treatment", method="aj",
+              outcome="overdose_mortality")  # fmt: skip
+    ok = cumulative_incidence_difference(df, time=400, **kw)
+    assert math.isfinite(ok.estimate) and "note" not in ok.details
+    nan = cumulative_incidence_difference(df, time=730.5, label="24m", **kw)
+    assert math.isnan(nan.estimate) and math.isnan(nan.se) and nan.measure == "RD_24m"
+    assert nan.details["note"].startswith("not estimable: time = 730.5")
+    assert "HAT 400" in nan.details["note"] and "cumulative incidence" in nan.details["note"]
+    json.dumps(nan.to_dict())
+    rd = cumulative_risk_difference(
+        df, duration="time", event="event", treatment="treatment", time=730.5, label="24m",
+        outcome="mortality", method="km",
+    )  # fmt: skip
+    assert math.isnan(rd.estimate) and rd.details["note"].startswith("not estimable: time")
+    # an empty arm
+    empty = cumulative_incidence_difference(df[df["treatment"] == 1], time=100, **kw)
+    assert math.isnan(empty.estimate) and "empty" in empty.details["note"]
+    # no event by the time in either arm: 0 - 0 without variance is not an estimate
+    for est in (
+        cumulative_incidence_difference(df, time=49, **kw),
+        cumulative_risk_difference(
+            df, duration="time", event="event", treatment="treatment", time=49,
+            outcome="mortality", method="km",
+        ),
+    ):  # fmt: skip
+        assert math.isnan(est.estimate) and math.isnan(est.se)
+        assert est.details["note"].startswith("not estimable: no event")
+    one = cumulative_incidence_difference(df, time=50, **kw)  # a HAT event only
+    assert math.isfinite(one.estimate) and one.estimate > 0
+    assert one.details["note"].startswith("no event of the cause by time = 50 in the OST arm")
 
 
 def test_zero_weight_rows_do_not_extend_the_followup():

@@ -23,7 +23,7 @@ from synthetic.population import HAT_MED, day_number, multipliers, ost_candidate
 from synthetic.realised import realised_figures
 from synthetic.selection import draw_treated
 from synthetic.spec import Scenario
-from synthetic.truth import compute_truth, cox_hr_binary, km_at, km_rmst, truth_json
+from synthetic.truth import aj_cif_at, compute_truth, cox_hr_binary, km_at, km_rmst, truth_json
 
 EXAMPLE = "tests/data/example-extract"
 TABLES = ("persons", "treatment_episodes", "deaths", "charges", "incarcerations")
@@ -422,7 +422,7 @@ def test_null_scenario_truth_is_exactly_one():
     spec = _spec("null", **{"truth.n_treated": 4000, "truth.n_batches": 2})
     truth = truth_json(spec)
     for e in truth["estimands"]:
-        expected = 0.0 if e["measure"] in ("RD_12m", "RMST_diff") else 1.0
+        expected = 0.0 if e["measure"].startswith("RD_") or e["measure"] == "RMST_diff" else 1.0
         assert e["value"] == pytest.approx(expected, abs=1e-12), (e["outcome"], e["measure"])
 
 
@@ -432,10 +432,16 @@ def test_truth_has_every_estimand_and_small_monte_carlo_error(default):
     keys = {(e["outcome"], e["measure"]) for e in truth["estimands"]}
     assert keys == {
         ("mortality", "HR"),
+        ("mortality", "RD_12m"),
+        ("mortality", "RD_24m"),
+        ("mortality", "RMST_diff"),
         ("overdose_mortality", "HR"),
+        ("overdose_mortality", "RD_12m"),
+        ("overdose_mortality", "RD_24m"),
         ("retention", "HR"),
         ("retention", "RR_12m"),
         ("retention", "RD_12m"),
+        ("retention", "RD_24m"),
         ("retention", "RMST_diff"),
         ("crime", "IRR"),
         ("crime", "ratio_of_rate_ratios"),
@@ -448,10 +454,34 @@ def test_truth_has_every_estimand_and_small_monte_carlo_error(default):
     assert 0.55 < v[("mortality", "HR")] < 0.8  # conditional 0.7
     assert v[("retention", "HR")] < 0.5 and v[("retention", "RR_12m")] > 1.3
     assert 0.5 < v[("crime", "IRR")] < 0.75  # conditional 0.55 while in HAT
+    # absolute measures: HAT lowers the risk of death (HR < 1), more so by 24 months
+    assert v[("mortality", "RD_24m")] < v[("mortality", "RD_12m")] < 0
+    assert v[("overdose_mortality", "RD_24m")] < v[("overdose_mortality", "RD_12m")] < 0
+    assert v[("mortality", "RD_12m")] < v[("overdose_mortality", "RD_12m")]  # a part of it
+    assert v[("mortality", "RMST_diff")] > 0 and v[("retention", "RD_24m")] > 0
     # the truth does not depend on the data's seed or size
     assert (
         truth_json(load_scenario("default", seed=99, n_hat=50))["estimands"] == truth["estimands"]
     )
+
+
+def test_truth_aalen_johansen_agrees_with_the_analysis():
+    """The truth's Aalen-Johansen CIF (unweighted, own code) gives the analysis package's
+    value on the same data (ties, censoring, competing events); its Kaplan-Meier and RMST
+    are checked against lifelines above."""
+    from analysis.survival import cumulative_incidence
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    time = np.ceil(rng.exponential(500, n))
+    cause = rng.choice([0, 1, 2], n, p=[0.5, 0.2, 0.3])
+    df = pd.DataFrame({"time": time, "cause": cause, "g": 1})
+    for t in (100.0, 365.25, 730.5):
+        cif = cumulative_incidence(df, duration="time", event_type="cause", group="g", times=[t])
+        value = cif["cumulative_incidence"].item()
+        assert 0 < value < 1
+        assert aj_cif_at(time, cause, t) == pytest.approx(value, rel=1e-12)
+    assert aj_cif_at(time, cause, 0.5) == 0.0
 
 
 def test_potential_outcomes_are_coupled():
