@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -57,6 +58,7 @@ VARIABLE_LABELS = {
     "prior_overdose": "previous non-fatal overdose",
     "benzodiazepine_use": "benzodiazepine use",
     "baseline_charges": "charges before index",
+    "calendar_years": "calendar time (years since the first index date)",
 }
 #: measure names in tables, with the unit of the value where it is not a ratio
 MEASURE_SHORT = {
@@ -281,14 +283,77 @@ def interval(e: Mapping[str, Any]) -> str:
     return f"{ci_label()} {num(lo, _digits(measure))} to {num(hi, _digits(measure))}"
 
 
-def fmt_estimate(e: Mapping[str, Any] | None) -> str:
-    """An estimate as the report writes it: ``0.73 (95% CI 0.45 to 1.19; p = 0.21)``."""
+def estimate_note(e: Mapping[str, Any] | None) -> str | None:
+    """The note an estimate carries (``details.note``): why it is not estimable, or a
+    caveat on a finite estimate (e.g. few clusters); ``None`` when there is none."""
+    if e is None:
+        return None
+    details = e.get("details")
+    note = per_group_details(details).get("note") if details is not None else None
+    if note is None and isinstance(e.get("note"), str):  # a table with a note column
+        note = e["note"]
+    return (str(note).strip() or None) if note else None
+
+
+def not_estimable_reason(e: Mapping[str, Any]) -> str:
+    """Why an estimate is not estimable, for the reader (never empty)."""
+    # "not estimable: ...", "HR not estimable: ..." -> the reason alone
+    reason = re.sub(r"^(?:\w+ )?not estimable\s*:?\s*", "", estimate_note(e) or "")
+    return reason or "no reason recorded in the results"
+
+
+class Notes:
+    """Footnotes for the estimates of one table or list.
+
+    ``mark(text)`` gives a superscript number for a note (the same number for the same
+    text); ``show()`` writes the notes under the table. A note is never dropped: a finite
+    estimate that carries one (e.g. "only 20 clusters ...") is marked where it is shown.
+    """
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, text: str | None) -> str:
+        """A superscript marker for ``text`` (empty for no text)."""
+        if not text:
+            return ""
+        if text not in self.texts:
+            self.texts.append(text)
+        return f"{{sup}}`{self.texts.index(text) + 1}`"
+
+    def markdown(self) -> str:
+        """The notes as Markdown, one paragraph; empty when there are none."""
+        if not self.texts:
+            return ""
+        return "Notes: " + " ".join(
+            f"{{sup}}`{i}` {t[0].upper() + t[1:]}{'' if t.endswith('.') else '.'}"
+            for i, t in enumerate(self.texts, start=1)
+        )
+
+    def show(self) -> None:
+        """Show the notes (nothing when there are none)."""
+        if self.texts:
+            md(self.markdown())
+
+
+def fmt_estimate(e: Mapping[str, Any] | None, notes: Notes | None = None) -> str:
+    """An estimate as the report writes it: ``0.73 (95% CI 0.45 to 1.19; p = 0.21)``.
+
+    A not-estimable estimate gives ``not estimable (reason)``; a finite one with a note
+    gives the note inside the brackets (``...; p = 0.21; note: only 20 clusters ...)``).
+    With ``notes`` (a table), the note becomes a footnote marker instead.
+    """
     if e is None:
         return "not available"
     if not finite(e.get("estimate")):
-        note = (e.get("details") or {}).get("note") if isinstance(e.get("details"), dict) else None
-        return "not estimable" + (f" ({note})" if note else "")
-    return f"{value(e['estimate'], e.get('measure', ''))} ({interval(e)}; {pval(e.get('p_value'))})"
+        if notes is not None:
+            return "not estimable" + notes.mark("not estimable: " + not_estimable_reason(e))
+        return f"not estimable ({not_estimable_reason(e)})"
+    note = estimate_note(e)
+    text = f"{value(e['estimate'], e.get('measure', ''))} ({interval(e)}; {pval(e.get('p_value'))}"
+    if note and notes is not None:
+        return text + ")" + notes.mark(note)
+    return text + (f"; note: {note})" if note else ")")
 
 
 def fmt_truth(e: Mapping[str, Any] | None) -> str | None:
@@ -341,7 +406,10 @@ def variable_label(name: Any) -> str:
             rest = text[len(key) :]
             if rest.startswith("_"):
                 rest = rest[1:]
-                rest = {"missing": " (missing)", "log1p": " (log 1 + x)"}.get(rest, f": {rest}")
+                if rest.startswith("rcs") and rest[3:].isdigit():  # restricted cubic spline
+                    rest = f", spline term {rest[3:]}"
+                else:
+                    rest = {"missing": " (missing)", "log1p": " (log 1 + x)"}.get(rest, f": {rest}")
             return VARIABLE_LABELS[key] + rest
     return text
 
@@ -386,6 +454,61 @@ def label(outcome: str | None = None, measure: str | None = None, method: str | 
         model, _, design_name = str(method).partition("_")
         return f"{MODEL_LABELS.get(model, model)}, {design_label(design_name)}"
     return ""
+
+
+#: the time transform g(t) of a proportional-hazards test (``ph_test.transform``)
+PH_TRANSFORMS = {
+    "km": "1 − Kaplan–Meier",
+    "rank": "the rank of the event time",
+    "identity": "time",
+    "log": "log time",
+}
+#: the page that shows an outcome's estimates
+OUTCOME_PAGES = {
+    "mortality": "mortality.md",
+    "overdose_mortality": "mortality.md",
+    "retention": "retention.md",
+    "crime": "crime.md",
+}
+
+
+def alpha_level() -> float:
+    """The configured ``alpha`` (default 0.05): the level of the tests the text reads."""
+    a = config().get("alpha", 0.05)
+    return float(a) if finite(a) else 0.05
+
+
+def ph_variance_label(test: Mapping[str, Any]) -> str:
+    """``robust`` or ``model-based``: the variance of a proportional-hazards test."""
+    return {"robust": "robust", "model": "model-based"}.get(
+        str(test.get("variance")), str(test.get("variance") or "–")
+    )
+
+
+def primary_ph_tests() -> list[dict[str, Any]]:
+    """The proportional-hazards tests of the primary Cox models (``diagnostics.ph_tests``)."""
+    primary = {(e.get("outcome"), e.get("method")) for e in results().get("estimates", [])
+               if e.get("primary")}  # fmt: skip
+    return [
+        t
+        for t in section("diagnostics", "ph_tests", default=[])
+        if (t.get("outcome"), t.get("method")) in primary
+    ]
+
+
+def other_measures(outcome: str, method_suffix: str = "_matched") -> list[str]:
+    """Labels of the measures beside the HR for an outcome (absolute measures and others)."""
+    seen = []
+    for e in results().get("estimates", []):
+        m = e.get("measure")
+        if (
+            e.get("outcome") == outcome
+            and m not in ("HR", "IRR")
+            and str(e.get("method", "")).endswith(method_suffix)
+            and m not in seen
+        ):
+            seen.append(m)
+    return [label(measure=m).removesuffix(" (days)") for m in seen]
 
 
 # ----------------------------------------------------------------------------- display
@@ -487,19 +610,25 @@ def estimates_table(
         return
     if with_truth is None:
         with_truth = any(finite(r.get("truth")) for r in rows)
+    notes = Notes()
     out = []
     for r in rows:
         measure = r.get("measure", "")
         model, _, design_name = str(r.get("method", "")).partition("_")
         ci = interval(r).removeprefix(ci_label() + " ")
+        estimable = finite(r.get("estimate"))
+        if estimable:
+            shown = value(r.get("estimate"), measure, short=True) + notes.mark(estimate_note(r))
+        else:
+            shown = fmt_estimate(r, notes)
         row = {"outcome": label(outcome=r.get("outcome"))} if outcome else {}
         row.update(
             {
                 "measure": MEASURE_SHORT.get(measure, measure),
                 "design": design_label(design_name, short=True),
-                "estimate": value(r.get("estimate"), measure, short=True),
+                "estimate": shown,
                 ci_label(): ci.replace(" to ", "\u00a0to\u00a0") if "available" not in ci else "–",
-                "p": p_only(r.get("p_value")),
+                "p": p_only(r.get("p_value")) if estimable else "–",
                 "n HAT / OST": f"{integer(r.get('n_treated'))} / {integer(r.get('n_control'))}",
             }
         )
@@ -522,6 +651,7 @@ def estimates_table(
         "Models: "
         + "; ".join(f"{m} ({', '.join(dict.fromkeys(ms))})" for m, ms in models.items())
         + "."
+        + ("\n\n" + notes.markdown() if notes.texts else "")
     )
 
 

@@ -9,7 +9,8 @@ with the pipeline's own writer (``evaluation.results_folder.write_results_folder
 known); ``minimal=True`` writes only the contract's minimum (``results.json``
 with ``schema_version``, ``cohort`` and the three primary estimates, truth
 ``null``; no tables, no figures, no IPTW design) to check that every page
-tolerates missing optional pieces.
+tolerates missing optional pieces. Both hold estimates with a note and a
+not-estimable one, which the pages must show with their reasons.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ PRIMARY_VALUES = {
 }
 
 
+#: the minimal folder's estimates in the states a small study meets
+MINIMAL_NOTES = {
+    "mortality": "only 12 clusters (values of cluster): the cluster-robust variance (with the "
+    "G/(G-1) factor) may be too small and the interval too narrow",
+}
+MINIMAL_NOT_ESTIMABLE = (
+    "not estimable: the cluster-robust variance needs at least 2 clusters and there is 1 "
+    "(values of cluster); scores sum to zero within a single cluster, so its variance would be 0"
+)
+
+
 def _estimate(
     outcome: str,
     measure: str,
@@ -65,15 +77,19 @@ def _estimate(
         if ratio
         else (ci_high - ci_low) / (2 * 1.959964)
     )
+
+    def value(x: float) -> float | None:  # not estimable: null, as EffectEstimate.to_dict()
+        return x if math.isfinite(x) else None
+
     return {
         "outcome": outcome,
         "measure": measure,
         "method": method,
-        "estimate": estimate,
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-        "p_value": p_value,
-        "se": se,
+        "estimate": value(estimate),
+        "ci_low": value(ci_low),
+        "ci_high": value(ci_high),
+        "p_value": value(p_value),
+        "se": value(se),
         "n_treated": n_treated,
         "n_control": n_control,
         "n_events": n_events,
@@ -91,11 +107,31 @@ def _estimates(synthetic: bool) -> list[dict[str, Any]]:
         for outcome, measure, model, truth in RATIO_ESTIMATES:
             est, lo, hi, p = PRIMARY_VALUES[outcome]
             f = shift[design]
+            robust = design != "naive"
+            # retention's hazard ratio changes over follow-up (test rejects at 5%), the others not
+            chisq, p_ph = (6.3 * f, 0.012 / f) if outcome == "retention" else (0.84 * f, 0.36 / f)
+            test = {"statistic": chisq, "p_value": p_ph, "df": 1}
             ph = (
-                {"ph_test": {"statistic": 0.84 * f, "p_value": 0.36 / f, "df": 1,
-                             "transform": "km", "term": "treatment"}}
+                {"ph_test": {**test, "transform": "km", "term": "treatment",
+                             "variance": "robust" if robust else "model",
+                             "terms": {"treatment": dict(test)}, "global": dict(test),
+                             "model_based": {"statistic": chisq * 0.8, "p_value": min(p_ph * 1.2, 1.0),
+                                             "global": dict(test)}}}
                 if model == "cox" else {"alpha": 1.9}
             )  # fmt: skip
+            if (outcome, design) == ("crime", "matched_1to1"):  # a finite estimate with a note
+                ph["note"] = "no overdispersion: theta at the boundary, the fit is Poisson"
+            if (outcome, design) == ("overdose_mortality", "matched_1to1"):  # not estimable
+                out.append(
+                    _estimate(outcome, measure, f"{model}_{design}", math.nan, math.nan,
+                              math.nan, math.nan, truth=truth if synthetic else None,
+                              n_events=9, details={"note": (
+                                  "HR not estimable: monotone likelihood: at every event time "
+                                  "no HAT person is at risk with an event (every HAT person's "
+                                  "follow-up ends before the first OST event; the HR tends to 0)"
+                              )})
+                )  # fmt: skip
+                continue
             out.append(
                 _estimate(
                     outcome,
@@ -192,7 +228,7 @@ def _cif() -> pd.DataFrame:
                 {
                     "group": group,
                     "time": t,
-                    "n_at_risk": 0.0,
+                    "n_at_risk": np.linspace(96.0, 5.0, len(t)),
                     "events": 0.0,
                     "competing_events": 0.0,
                     "cumulative_incidence": ci,
@@ -276,7 +312,8 @@ def _tables(rng: np.random.Generator, estimates: list[dict]) -> dict[str, pd.Dat
     variables = ["age", "sex: M", "region: west", "region: central", "region: north",
                  "years_opioid_use", "years_opioid_use (missing)", "prior_ost_episodes",
                  "injecting", "psychiatric_dx", "homeless", "prior_overdose",
-                 "benzodiazepine_use", "baseline_charges"]  # fmt: skip
+                 "benzodiazepine_use", "baseline_charges", "calendar_years",
+                 "calendar_years_rcs1", "calendar_years_rcs2"]  # fmt: skip
     before = rng.uniform(-0.6, 0.6, len(variables))
     balance = pd.DataFrame(
         {
@@ -360,7 +397,9 @@ def write_results_fixture(
         Whether the data are synthetic (truth known, ``truth`` section filled).
     minimal : bool
         Only the contract's minimum: no tables, figures or manifest details,
-        no design or diagnostics section, truth ``null``.
+        no design or diagnostics section, truth ``null``; its primary estimates
+        in the states a small study meets (a finite one with a note on few
+        clusters, one not estimable with the reason in ``details.note``).
 
     Returns
     -------
@@ -370,10 +409,14 @@ def write_results_fixture(
     rng = np.random.default_rng(1)
     if minimal:
         primary = [
-            _estimate(outcome, measure, f"{model}_matched", *PRIMARY_VALUES[outcome], primary=True)
+            _estimate(outcome, measure, f"{model}_matched", *PRIMARY_VALUES[outcome], primary=True,
+                      details={"note": MINIMAL_NOTES[outcome]} if outcome in MINIMAL_NOTES else None)
             for outcome, measure, model, _ in RATIO_ESTIMATES
             if outcome != "overdose_mortality"
-        ]
+        ]  # fmt: skip
+        # a small study: one primary estimate not estimable (reason in its note)
+        primary[-1] = _estimate("crime", "IRR", "nb_matched", math.nan, math.nan, math.nan,
+                                math.nan, primary=True, details={"note": MINIMAL_NOT_ESTIMABLE})  # fmt: skip
         results = {
             "schema_version": 1,
             "cohort": {"n_hat": 103, "n_ost": 1515, "n_hat_matched": 96, "n_ost_matched": 371},
@@ -424,7 +467,7 @@ def write_results_fixture(
         "design": {
             "primary": "matched",
             "designs": designs,
-            "covariates": list(config.covariates),
+            "covariates": list(config.propensity_covariates),
             "max_abs_smd": {
                 "before": float(bal["smd_before"].abs().max()),
                 "matched": float(bal["smd_matched"].abs().max()),
@@ -441,22 +484,49 @@ def write_results_fixture(
                 {
                     "outcome": "mortality",
                     "measure": "HR",
+                    "estimate": 0.734,
+                    "ci_low": 0.452,
+                    "ci_high": 1.191,
+                    "rr": 0.734,
+                    "rr_ci_low": 0.452,
+                    "rr_ci_high": 1.191,
                     "point": 2.07,
                     "ci": 1.0,
+                    "rare": True,
+                    "rare_rule": "cumulative incidence by the end of follow-up 0.112 <= 0.15: rare outcome",
+                    "incidence": 0.112,
                     "conversion": "rare outcome: HR ~ RR",
                 },
                 {
                     "outcome": "retention",
                     "measure": "HR",
+                    "estimate": 0.571,
+                    "ci_low": 0.437,
+                    "ci_high": 0.746,
+                    "rr": 0.696,
+                    "rr_ci_low": 0.589,
+                    "rr_ci_high": 0.817,
                     "point": 2.24,
                     "ci": 1.71,
+                    "rare": False,
+                    "rare_rule": "cumulative incidence by the end of follow-up 0.468 > 0.15: common outcome",
+                    "incidence": 0.468,
                     "conversion": "common outcome: VanderWeele (2020) HR conversion",
                 },
                 {
                     "outcome": "crime",
                     "measure": "IRR",
+                    "estimate": 0.664,
+                    "ci_low": 0.512,
+                    "ci_high": 0.861,
+                    "rr": 0.664,
+                    "rr_ci_low": 0.512,
+                    "rr_ci_high": 0.861,
                     "point": 2.37,
                     "ci": 1.59,
+                    "rare": None,
+                    "rare_rule": "not needed: risk or rate ratio",
+                    "incidence": None,
                     "conversion": "none",
                 },
             ],  # fmt: skip

@@ -155,8 +155,36 @@ def test_formatting(tmp_path, monkeypatch):
     rd24 = {**rd, "measure": "RD_24m", "estimate": -0.021, "ci_low": -0.046, "ci_high": 0.004}
     assert h.fmt_estimate(rd24).startswith("-2.1\u00a0percentage points (95% CI -4.6 to 0.4;")
     assert h.value(-0.021, "RD_24m", short=True) == "-2.1"
-    assert h.fmt_estimate({"measure": "HR", "estimate": None}) == "not estimable"
     assert h.fmt_estimate(None) == "not available"
+    assert h.variable_label("calendar_years_rcs2") == (
+        "calendar time (years since the first index date), spline term 2"
+    )
+
+
+def test_notes_are_shown_with_their_estimates(tmp_path, monkeypatch):
+    """Not estimable always gives the reason; a finite estimate's note is never dropped."""
+    h = load_helpers(write_results_fixture(tmp_path / "results"), monkeypatch)
+    bare = {"measure": "HR", "estimate": None}
+    assert h.fmt_estimate(bare) == "not estimable (no reason recorded in the results)"
+    why = {"measure": "HR", "estimate": None,
+           "details": {"note": "not estimable: tau = 730 is beyond the longest follow-up"}}  # fmt: skip
+    assert h.fmt_estimate(why) == "not estimable (tau = 730 is beyond the longest follow-up)"
+    few = {"measure": "HR", "estimate": 0.734, "ci_low": 0.452, "ci_high": 1.191,
+           "p_value": 0.2113, "details": {"note": "only 20 clusters"}}  # fmt: skip
+    assert h.fmt_estimate(few) == (
+        "0.73 (95% CI 0.45 to 1.19; p\u00a0=\u00a00.21; note: only 20 clusters)"
+    )
+    notes = h.Notes()
+    assert h.fmt_estimate(few, notes).endswith(")" + "{sup}`1`")
+    assert h.fmt_estimate(why, notes) == "not estimable{sup}`2`"
+    assert notes.mark("only 20 clusters") == "{sup}`1`"  # same note, same number
+    assert notes.markdown() == (
+        "Notes: {sup}`1` Only 20 clusters. {sup}`2` Not estimable: tau = 730 is beyond the "
+        "longest follow-up."
+    )
+    # a CSV row keeps its details as text
+    row = {"measure": "HR", "estimate": float("nan"), "details": '{"note": "no events"}'}
+    assert h.fmt_estimate(row) == "not estimable (no events)"
     assert h.change(0.71) == "29% lower" and h.change(1.2) == "20% higher"
     assert h.change(0.998) == "0.2% lower" and h.change(1.0) == "the same"
     assert h.pval(0.0491) == "p\u00a0=\u00a00.049"
@@ -257,6 +285,33 @@ def test_full_book(tmp_path, monkeypatch):
                 assert f"{shown} (" in summary, (outcome, measure)
     assert "weights that depend on who is still at risk" in summary
     assert h.manifest()["config_sha256"] in main_text(out, "reproducibility")
+    score = h.section("diagnostics", "score_test_retention")
+    assert f"χ² = {h.num(score['statistic'])}" in retention and "Log-rank" not in retention
+    # notes of estimates: a marker where the estimate is, the note under the table
+    sensitivity = main_text(out, "sensitivity").replace("\u2019", "'")  # smart quotes
+    for e in h.results()["estimates"]:
+        note = h.estimate_note(e)
+        if note:
+            assert h.not_estimable_reason(e)[1:] in sensitivity, note
+    assert sensitivity.count("<sup>") >= 4  # two markers and two notes
+    assert "not estimable<sup>" in sensitivity
+    # proportional hazards: the test that is done, read as evidence, not proof
+    for page in ("summary", "methods", "sensitivity"):
+        assert "scaled Schoenfeld" not in main_text(out, page), page
+    assert (
+        "cox.zph" in sensitivity and "not evidence that the hazards are proportional" in sensitivity
+    )
+    ph = {t["outcome"]: t for t in h.primary_ph_tests()}
+    assert ph["retention"]["p_value"] < 0.05 <= ph["mortality"]["p_value"]  # the fixture's
+    assert "retention in treatment the test of proportional hazards rejects them" in summary
+    assert f"all-cause mortality ({h.pval(ph['mortality']['p_value'])})" in summary
+    assert "averages over follow-up" in summary and "do not assume proportional hazards" in summary
+    # E-values: the rule and the incidence
+    for x in h.section("diagnostics", "e_values"):
+        assert x["rare_rule"] in sensitivity
+        if x["incidence"] is not None:
+            assert h.pct(x["incidence"]) in sensitivity
+    assert "spline term 1" in main_text(out, "balance")
 
 
 def test_minimal_book(tmp_path, monkeypatch):
@@ -271,6 +326,10 @@ def test_minimal_book(tmp_path, monkeypatch):
     for outcome in PRIMARY:
         assert h.fmt_estimate(h.primary_estimate(outcome)) in summary, outcome
     assert "Synthetic data" not in summary and "True value" not in summary
+    # a note and a reason, in the table (as footnotes) and in the text
+    assert "not estimable (the cluster-robust variance needs at least 2 clusters" in summary
+    assert "note: only 12 clusters" in summary and "Only 12 clusters" in summary
+    assert not re.search(r"\bnan\b", summary, flags=re.I)
     assert "not available in this results folder" in main_text(out, "balance")
     assert "not available in this results folder" in main_text(out, "retention")
     assert "no manifest.json" in main_text(out, "reproducibility")
