@@ -3,7 +3,9 @@
 >>> from synthetic import generate_extract
 >>> generate_extract("ci", out="extract-ci", seed=7)  # doctest: +SKIP
 
-``python -m synthetic --scenario default --out DIR`` does the same from the command line.
+``python -m synthetic --scenario default --out DIR`` does the same from the command line;
+``--contract 2`` (or ``generate_extract(..., contract=2)``) writes a history extract
+(data contract version 2) from ``synthetic/scenarios/history/`` (``synthetic/history_*.py``).
 See ``synthetic/spec.py`` for every parameter and its source.
 """
 

@@ -270,6 +270,7 @@ def generate_extract(
     n_hat: int | None = None,
     n_ost: int | None = None,
     format: Literal["csv", "parquet"] = "csv",
+    contract: Literal[1, 2] = 1,
 ) -> Path:
     """Generate a scenario and write it as an extract folder; returns the folder.
 
@@ -282,7 +283,17 @@ def generate_extract(
     seed, n_hat, n_ost : int, optional
         Override the scenario's seed and sizes.
     format : {"csv", "parquet"}
+    contract : {1, 2}
+        Data contract version: 2 writes a history extract from a history scenario
+        (:func:`synthetic.history_generate.generate_history_extract`; ``n_hat`` and
+        ``n_ost`` do not apply).
     """
+    if contract == 2:
+        if n_hat is not None or n_ost is not None:
+            raise ValueError("n_hat and n_ost belong to contract 1")
+        from synthetic.history_generate import generate_history_extract
+
+        return generate_history_extract(scenario, out=out, seed=seed, format=format)
     spec = load_scenario(scenario, seed=seed, n_hat=n_hat, n_ost=n_ost)
     tables, truth = generate(spec, np.random.default_rng(spec.seed))
     return write(tables, truth, out, spec=spec, format=format)
