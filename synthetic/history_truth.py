@@ -73,8 +73,19 @@ DEFINITIONS = {
     "HAT now vs {c}, ATT; version 1's censoring rules",
     ("retention", "RR_12m"): "Kaplan-Meier retention at 365.25 days, HAT now / {c}, ATT",
     ("retention", "RD_12m"): "Kaplan-Meier retention at 365.25 days, HAT now - {c}, ATT",
+    ("retention", "RD_24m"): "Kaplan-Meier retention at 730.5 days, HAT now - {c}, ATT",
     ("retention", "RMST_diff"): "difference in restricted mean retention time up to 730 days "
     "(days), HAT now - {c}, Kaplan-Meier, ATT",
+    ("mortality", "RD_12m"): "difference in the cumulative risk of death (1 - Kaplan-Meier) by "
+    "365.25 days, HAT now - {c}, ATT (negative: fewer deaths with HAT)",
+    ("mortality", "RD_24m"): "difference in the cumulative risk of death (1 - Kaplan-Meier) by "
+    "730.5 days, HAT now - {c}, ATT (negative: fewer deaths with HAT)",
+    ("mortality", "RMST_diff"): "difference in restricted mean survival time up to 730 days "
+    "(days alive within the first 730 days), HAT now - {c}, Kaplan-Meier, ATT",
+    ("overdose_mortality", "RD_12m"): "difference in the cumulative incidence of overdose death "
+    "by 365.25 days (Aalen-Johansen, other deaths competing), HAT now - {c}, ATT",
+    ("overdose_mortality", "RD_24m"): "difference in the cumulative incidence of overdose death "
+    "by 730.5 days (Aalen-Johansen, other deaths competing), HAT now - {c}, ATT",
     ("crime", "IRR"): "ratio of marginal charge rates, HAT now vs {c}, ATT: follow-up charges "
     "/ crime person-years (index date to end of follow-up, both days included, prison days "
     "removed) under each potential outcome",
