@@ -263,8 +263,11 @@ class _Keys:
 
     def query(self, code: np.ndarray, day: np.ndarray) -> np.ndarray:
         """Positions after the last row of ``code`` with a day on or before ``day``."""
-        offset = np.clip(day - self.origin, 0, self.span - 1)
-        return np.searchsorted(self.keys, code * self.span + offset, side="right")
+        offset = day - self.origin
+        if len(offset) and (offset.min() < 0 or offset.max() >= self.span):
+            offset = np.clip(offset, 0, self.span - 1)
+        offset += code * self.span
+        return np.searchsorted(self.keys, offset, side="right")
 
     def count_on_or_before(self, code: np.ndarray, day: np.ndarray) -> np.ndarray:
         """Rows of each ``code`` dated on or before ``day``."""
@@ -653,6 +656,14 @@ def _categorical(values: np.ndarray, categories: Sequence[str]) -> pd.Categorica
 
 def _column(name: str, values: np.ndarray, valid: np.ndarray, n: int) -> object:
     """A column of ``n`` rows holding ``values`` where ``valid`` (others missing)."""
+    if len(values) == n:  # every row valid
+        if name in ("sex", "region"):
+            return _categorical(values, SEXES if name == "sex" else REGIONS)
+        if name in _DATE_OUTCOMES:
+            return _dates(values)
+        if values.dtype == np.float64:
+            return values
+        return pd.arrays.IntegerArray(values.astype(np.int64, copy=False), np.zeros(n, dtype=bool))
     if name in ("sex", "region"):
         full = np.full(n, None, dtype=object)
         full[valid] = values
@@ -690,8 +701,8 @@ def _frame(
     if outcomes:
         values.update(_outcomes(h, c, d, protocol))
     out = {}
-    for name, v in values.items():
-        v = np.asarray(v)
+    for name in list(values):  # each compact column is freed once spread out
+        v = np.asarray(values.pop(name))
         if v.dtype == bool:
             v = v.astype(np.int64)
         out[name] = _column(name, v, valid, n)
@@ -950,7 +961,7 @@ def _piece(
         "reason": pd.Categorical.from_codes(reason.astype(np.int64) - 1, list(ELIGIBILITY_REASONS)),
     }
     columns.update(_frame(h, code, day, protocol, valid=eligible))
-    return pd.DataFrame(columns, columns=list(RISK_SET_COLUMNS))
+    return pd.DataFrame(columns, columns=list(RISK_SET_COLUMNS), copy=False)
 
 
 def _prepare(
@@ -1015,8 +1026,12 @@ def iter_risk_sets(
     piece = np.maximum(np.cumsum(analysed_date) - 1, 0) // per_date
     for k in np.unique(piece):
         mine = piece == k
-        table = _piece(h, protocol, dates[mine], analysed_date[mine], code, day, not_eligible)
-        yield RiskSets(table=table, initiators=initiators, protocol=protocol)
+        # no local name for the table: the previous piece is freed while the next is built
+        yield RiskSets(
+            table=_piece(h, protocol, dates[mine], analysed_date[mine], code, day, not_eligible),
+            initiators=initiators,
+            protocol=protocol,
+        )
 
 
 def derive_risk_sets(
