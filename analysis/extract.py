@@ -1,9 +1,11 @@
-"""A registry extract in the format of the data contract: the :class:`Extract` type,
-reading (:func:`read_extract`) and writing (:func:`write_extract`).
+"""A registry extract in the format of the data contract: the :class:`Extract` type
+(version 1, designed extract) and the :class:`HistoryExtract` type (version 2,
+history extract), reading (:func:`read_extract`) and writing (:func:`write_extract`).
 
 Reading validates every rule of the contract (see ``analysis.validation``) and
 returns tables with normalised types, sorted canonically so that the order of
-rows in the files never changes a result.
+rows in the files never changes a result. ``contract_version`` in ``extract.yml``
+(absent = 1) chooses the version.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ import yaml
 
 from analysis.contract import (
     BOOLEAN_COVARIATES,
-    COLUMNS,
+    CONTRACT_VERSIONS,
     DATE_COLUMNS,
+    HISTORY_DATE_COLUMNS,
+    HISTORY_REQUIRED_TABLES,
+    HISTORY_TABLES,
+    HISTORY_VERSION,
     REQUIRED_TABLES,
     TABLES,
 )
@@ -35,16 +41,27 @@ from analysis.validation import (
     as_arrow,
     check_groups,
     check_references,
+    check_unique_assessments,
     column_kind,
     conform_columns,
     encode,
     normalise_table,
     one_line,
     parse_dates,
+    table_columns,
     validate_table,
 )
 
-__all__ = ["SORT_KEYS", "Extract", "ExtractError", "empty_table", "read_extract", "write_extract"]
+__all__ = [
+    "SORT_KEYS",
+    "Extract",
+    "ExtractError",
+    "HistoryExtract",
+    "contract_version",
+    "empty_table",
+    "read_extract",
+    "write_extract",
+]
 
 #: canonical row order of each table (all columns of the event tables, so ties are equal rows)
 SORT_KEYS: dict[str, tuple[str, ...]] = {
@@ -53,8 +70,11 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "deaths": ("person_id",),
     "charges": ("person_id", "charge_date", "offence"),
     "incarcerations": ("person_id", "start_date", "end_date"),
+    "assessments": ("person_id", "assessment_date"),  # at most one per person and date
+    "overdoses": ("person_id", "overdose_date"),
 }
-META_KEYS = ("extract_date", "description")
+META_KEYS = ("contract_version", "extract_date", "description")
+HISTORY_META_KEYS = (*META_KEYS, "history_start")
 FORMATS = ("csv", "parquet")
 
 
@@ -106,8 +126,67 @@ class Extract:
     files: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
+    contract_version = 1
+
     def table(self, name: str) -> pd.DataFrame:
         """Return a table by its contract name."""
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class HistoryExtract:
+    """A validated history extract (contract version 2).
+
+    Treatment histories instead of groups and index dates: who started HAT,
+    when, and who could have been compared with them are derived (see
+    ``analysis.risk_sets``).
+
+    Attributes
+    ----------
+    persons : pandas.DataFrame
+        ``person_id, sex, birth_year, region, emigration_date``.
+    treatment_episodes, deaths, charges, incarcerations : pandas.DataFrame
+        As in :class:`Extract` (``medication`` ``diacetylmorphine`` is HAT).
+    assessments : pandas.DataFrame
+        Status forms: ``person_id, assessment_date, years_opioid_use, injecting,
+        psychiatric_dx, homeless, benzodiazepine_use`` (answers ``float64``,
+        booleans 0.0/1.0, ``NaN`` = missing), at most one per person and date;
+        empty when the table is absent.
+    overdoses : pandas.DataFrame or None
+        Non-fatal overdoses, ``person_id, overdose_date``; ``None`` when the
+        table is absent (prior overdose is then unknown, not "none").
+    extract_date : pandas.Timestamp
+        Last day covered by the registries.
+    history_start : pandas.Timestamp
+        First day covered by the registries. Events dated before it are kept
+        (they are known events); the notes say which tables have them.
+    description, truth, files, notes
+        As in :class:`Extract`.
+
+    Notes
+    -----
+    Types and canonical order as in :class:`Extract`; ``assessments`` sorted by
+    ``person_id, assessment_date``, ``overdoses`` by ``person_id, overdose_date``.
+    """
+
+    persons: pd.DataFrame
+    treatment_episodes: pd.DataFrame
+    deaths: pd.DataFrame
+    charges: pd.DataFrame
+    incarcerations: pd.DataFrame
+    assessments: pd.DataFrame
+    overdoses: pd.DataFrame | None
+    extract_date: pd.Timestamp
+    history_start: pd.Timestamp
+    description: str | None = None
+    truth: dict[str, Any] | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    contract_version = HISTORY_VERSION
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """Return a table by its contract name (``overdoses`` may be ``None``)."""
         return getattr(self, name)
 
 
@@ -122,7 +201,7 @@ _DatesAsStrings.yaml_implicit_resolvers = {
 }
 
 
-def _read_meta(folder: Path, notes: list[str]) -> tuple[pd.Timestamp, str | None]:
+def _load_meta(folder: Path) -> dict[str, Any]:
     file = "extract.yml"
     path = folder / file
     if not path.is_file():
@@ -133,23 +212,72 @@ def _read_meta(folder: Path, notes: list[str]) -> tuple[pd.Timestamp, str | None
         raise ExtractError(f"{file}: not valid YAML: {one_line(exc)}", file=file) from None
     if not isinstance(meta, dict):
         raise ExtractError(f"{file}: must be a mapping of keys to values", file=file)
-    value = meta.get("extract_date")
+    return meta
+
+
+def _meta_version(meta: dict[str, Any]) -> int:
+    """``contract_version`` of ``extract.yml`` (absent = 1)."""
+    value = meta.get("contract_version")
+    if value is None:
+        return 1
+    text = str(value).strip()
+    if not isinstance(value, bool) and text in {str(v) for v in CONTRACT_VERSIONS}:
+        return int(text)
+    known = " or ".join(str(v) for v in CONTRACT_VERSIONS)
+    raise ExtractError(
+        f"extract.yml, key 'contract_version': {value!r} is not a contract version ({known})",
+        file="extract.yml",
+        column="contract_version",
+    )
+
+
+def _meta_date(meta: dict[str, Any], key: str) -> pd.Timestamp:
+    file = "extract.yml"
+    value = meta.get(key)
     if value is None:
         raise ExtractError(
-            f"{file}: required key 'extract_date' is missing or empty",
-            file=file,
-            column="extract_date",
+            f"{file}: required key '{key}' is missing or empty", file=file, column=key
         )
-    extract_date = parse_dates(pd.Series([str(value)], dtype=object)).iloc[0]
-    if pd.isna(extract_date):
+    day = parse_dates(pd.Series([str(value)], dtype=object)).iloc[0]
+    if pd.isna(day):
         raise ExtractError(
-            f"{file}, key 'extract_date': {str(value)!r} is not an ISO 8601 date (YYYY-MM-DD)",
+            f"{file}, key '{key}': {str(value)!r} is not an ISO 8601 date (YYYY-MM-DD)",
             file=file,
-            column="extract_date",
+            column=key,
         )
-    notes += [f"{file}: ignored unknown key '{key}'" for key in meta if key not in META_KEYS]
+    return pd.Timestamp(day)
+
+
+def _read_meta(folder: Path, notes: list[str]) -> tuple[pd.Timestamp, str | None]:
+    meta = _load_meta(folder)
+    extract_date = _meta_date(meta, "extract_date")
+    notes += [f"extract.yml: ignored unknown key '{key}'" for key in meta if key not in META_KEYS]
     description = meta.get("description")
-    return pd.Timestamp(extract_date), None if description is None else str(description)
+    return extract_date, None if description is None else str(description)
+
+
+def contract_version(path: str | Path) -> int:
+    """The contract version an extract folder declares (``contract_version``, absent = 1).
+
+    Parameters
+    ----------
+    path : path-like
+        The extract folder.
+
+    Returns
+    -------
+    int
+        1 (designed extract) or 2 (history extract).
+
+    Raises
+    ------
+    ExtractError
+        No folder, no readable ``extract.yml``, or an unknown version.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ExtractError(f"{folder}: no such extract folder")
+    return _meta_version(_load_meta(folder))
 
 
 def _truth_problem(truth: Any) -> str | None:
@@ -197,9 +325,11 @@ def _read_truth(folder: Path) -> dict[str, Any] | None:
     return truth
 
 
-def _find_tables(folder: Path, notes: list[str]) -> dict[str, Path]:
+def _find_tables(folder: Path, notes: list[str], version: int = 1) -> dict[str, Path]:
+    history = version == HISTORY_VERSION
+    required = HISTORY_REQUIRED_TABLES if history else REQUIRED_TABLES
     found: dict[str, Path] = {}
-    for table in TABLES:
+    for table in HISTORY_TABLES if history else TABLES:
         paths = [
             folder / f"{table}.{fmt}" for fmt in FORMATS if (folder / f"{table}.{fmt}").is_file()
         ]
@@ -211,7 +341,7 @@ def _find_tables(folder: Path, notes: list[str]) -> dict[str, Path]:
             )
         if paths:
             found[table] = paths[0]
-        elif table in REQUIRED_TABLES:
+        elif table in required:
             raise ExtractError(
                 f"{table}: required table missing: neither {table}.csv nor {table}.parquet in {folder}",
                 table=table,
@@ -305,7 +435,7 @@ def _clean_column(values: pa.ChunkedArray, kind: str | None) -> pa.ChunkedArray:
 _STRINGS = {pa.string(): pd.StringDtype("pyarrow")}
 
 
-def _read_raw(path: Path, table: str) -> pd.DataFrame:
+def _read_raw(path: Path, table: str, version: int = 1) -> pd.DataFrame:
     """Read a table file into a frame in file order, before validation."""
     file = path.name
     arrow = _read_arrow(path, table)
@@ -320,7 +450,7 @@ def _read_raw(path: Path, table: str) -> pd.DataFrame:
         )
     columns = {}
     for name, values in zip(names, arrow.columns, strict=True):
-        kind = column_kind(name) if name in COLUMNS[table] else None
+        kind = column_kind(name) if name in table_columns(table, version) else None
         try:
             columns[name] = _clean_column(values, kind)
         except pa.ArrowException as exc:
@@ -334,10 +464,11 @@ def _read_raw(path: Path, table: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def empty_table(table: str) -> pd.DataFrame:
+def empty_table(table: str, version: int = 1) -> pd.DataFrame:
     """Return an empty table with the contract's columns and normalised types."""
-    raw = pd.DataFrame({c: pd.Series([], dtype=object) for c in COLUMNS[table]})
-    return normalise_table(raw, table)
+    columns = table_columns(table, version)
+    raw = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    return normalise_table(raw, table, version=version)
 
 
 def _sort_keys(raw: pd.DataFrame, typed: pd.DataFrame, table: str) -> list[np.ndarray]:
@@ -400,15 +531,16 @@ def _canonical(
     return out
 
 
-def read_extract(path: str | Path) -> Extract:
+def read_extract(path: str | Path) -> Extract | HistoryExtract:
     """Read and validate an extract folder.
 
-    The folder holds ``extract.yml`` (``extract_date``, optional ``description``),
-    one file per table, ``<table>.csv`` or ``<table>.parquet`` (each table in
-    either format), and optionally ``truth.json``. CSV cells are read as UTF-8
-    strings, trimmed, with empty cells missing; Parquet columns may be typed
-    (dates as strings, ``date32`` or timestamps; booleans as bool, 0/1 or
-    strings; ``person_id`` as string or integer).
+    The folder holds ``extract.yml`` (``extract_date``, optional ``description``
+    and ``contract_version``; version 2 also ``history_start``), one file per
+    table, ``<table>.csv`` or ``<table>.parquet`` (each table in either format),
+    and optionally ``truth.json``. CSV cells are read as UTF-8 strings, trimmed,
+    with empty cells missing; Parquet columns may be typed (dates as strings,
+    ``date32`` or timestamps; booleans as bool, 0/1 or strings; ``person_id`` as
+    string or integer).
 
     Parameters
     ----------
@@ -417,8 +549,10 @@ def read_extract(path: str | Path) -> Extract:
 
     Returns
     -------
-    Extract
-        Normalised, canonically sorted tables (see :class:`Extract`).
+    Extract or HistoryExtract
+        Normalised, canonically sorted tables: an :class:`Extract` when
+        ``contract_version`` is absent or 1, a :class:`HistoryExtract` when it
+        is 2.
 
     Raises
     ------
@@ -426,9 +560,9 @@ def read_extract(path: str | Path) -> Extract:
         The folder breaks a rule of the data contract; the first broken rule is
         reported with its file, table, column and 1-based data rows.
     """
+    if contract_version(path) == HISTORY_VERSION:
+        return _read_history(Path(path))
     folder = Path(path)
-    if not folder.is_dir():
-        raise ExtractError(f"{folder}: no such extract folder")
     notes: list[str] = []
     extract_date, description = _read_meta(folder, notes)
     truth = _read_truth(folder)
@@ -462,6 +596,95 @@ def read_extract(path: str | Path) -> Extract:
     )
 
 
+#: what events dated before ``history_start`` may change, by table (for the notes)
+_BEFORE_HISTORY = {
+    "treatment_episodes": "they count in previous HAT, prior OST spells and treatment spells, "
+    "which the registries may list incompletely before that date",
+    "incarcerations": "stays reaching past that date count as prison time",
+    "deaths": "these persons are never eligible",
+    "charges": "they fall before every eligible date's lookback window",
+    "assessments": "they fall before every eligible date's lookback window",
+    "overdoses": "they fall before every eligible date's lookback window",
+}
+
+
+def _before_history_notes(
+    tables: dict[str, pd.DataFrame], history_start: pd.Timestamp
+) -> list[str]:
+    """One note per table with events dated before ``history_start``."""
+    day = history_start.strftime("%Y-%m-%d")
+    notes = []
+    for table, effect in _BEFORE_HISTORY.items():
+        column = HISTORY_DATE_COLUMNS[table][0]
+        n = int((tables[table][column] < history_start).sum())
+        if n:
+            notes.append(
+                f"{table}: {n} row{'s' if n > 1 else ''} dated before history_start {day} "
+                f"({column}); kept as known events: {effect}"
+            )
+    return notes
+
+
+def _read_history(folder: Path) -> HistoryExtract:
+    """Read and validate a version-2 extract folder (see :func:`read_extract`)."""
+    notes: list[str] = []
+    meta = _load_meta(folder)
+    extract_date = _meta_date(meta, "extract_date")
+    history_start = _meta_date(meta, "history_start")
+    if history_start > extract_date:
+        raise ExtractError(
+            f"extract.yml, key 'history_start': {history_start:%Y-%m-%d} is after the "
+            f"extract date {extract_date:%Y-%m-%d}",
+            file="extract.yml",
+            column="history_start",
+        )
+    notes += [
+        f"extract.yml: ignored unknown key '{key}'" for key in meta if key not in HISTORY_META_KEYS
+    ]
+    description = meta.get("description")
+    truth = _read_truth(folder)
+    paths = _find_tables(folder, notes, HISTORY_VERSION)
+    files = {table: p.name for table, p in paths.items()}
+    raws: dict[str, pd.DataFrame] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    for table in HISTORY_TABLES:
+        if table not in paths:
+            tables[table] = empty_table(table, HISTORY_VERSION)
+            absent = "prior overdose is missing" if table == "overdoses" else "an empty table"
+            notes.append(f"{table}: no {table}.csv or {table}.parquet; read as {absent}")
+            continue
+        raw, column_notes = conform_columns(
+            _read_raw(paths[table], table, HISTORY_VERSION),
+            table=table,
+            file=files[table],
+            version=HISTORY_VERSION,
+        )
+        notes += column_notes
+        tables[table] = validate_table(
+            raw,
+            table=table,
+            file=files[table],
+            extract_date=extract_date,
+            version=HISTORY_VERSION,
+        )
+        raws[table] = raw
+        if table == "assessments":
+            check_unique_assessments(tables[table], raw, file=files[table])
+    positions = check_references(raws, files)
+    out = _canonical(raws, tables, positions)
+    notes += _before_history_notes(out, history_start)
+    return HistoryExtract(
+        **{t: out[t] for t in HISTORY_TABLES if t != "overdoses"},
+        overdoses=out["overdoses"] if "overdoses" in paths else None,
+        extract_date=extract_date,
+        history_start=history_start,
+        description=None if description is None else str(description),
+        truth=truth,
+        files=files,
+        notes=tuple(notes),
+    )
+
+
 # --------------------------------------------------------------------------- writing
 _INTEGER_LIKE = ("birth_year", "prior_ost_episodes", *BOOLEAN_COVARIATES)
 
@@ -472,8 +695,10 @@ def _as_days(s: pd.Series) -> np.ndarray:
     return s.to_numpy().astype("datetime64[D]")
 
 
-def _format_table(df: pd.DataFrame, table: str, format: str) -> pa.Table | pd.DataFrame:
-    out = df.loc[:, [c for c in COLUMNS[table] if c in df.columns]].copy()
+def _format_table(
+    df: pd.DataFrame, table: str, format: str, version: int = 1
+) -> pa.Table | pd.DataFrame:
+    out = df.loc[:, [c for c in table_columns(table, version) if c in df.columns]].copy()
     for column in _INTEGER_LIKE:
         if column in out.columns and (
             pd.api.types.is_bool_dtype(out[column]) or pd.api.types.is_float_dtype(out[column])
@@ -482,7 +707,8 @@ def _format_table(df: pd.DataFrame, table: str, format: str) -> pa.Table | pd.Da
             finite = values[~np.isnan(values)]
             if np.array_equal(finite, np.round(finite)):  # keep non-integers as they are
                 out[column] = out[column].astype(float).astype("Int64")
-    dates = [c for c in DATE_COLUMNS[table] if c in out.columns]
+    date_columns = HISTORY_DATE_COLUMNS if version == HISTORY_VERSION else DATE_COLUMNS
+    dates = [c for c in date_columns[table] if c in out.columns]
     if format == "csv":
         for column in dates:
             days = _as_days(out[column])
@@ -507,18 +733,22 @@ def write_extract(
     description: str | None = None,
     truth: dict[str, Any] | None = None,
     format: Literal["csv", "parquet"] = "csv",
+    history_start: pd.Timestamp | str | None = None,
 ) -> Path:
     """Write tables as an extract folder in the contract's format.
 
     Dates are written as ``YYYY-MM-DD`` (CSV) or ``date32`` (Parquet); integer
     and boolean covariates held as floats with missing values are written as
     integers (``1``, not ``1.0``). Reading the folder back with
-    :func:`read_extract` gives the same tables as an :class:`Extract` holds.
+    :func:`read_extract` gives the same tables as an :class:`Extract` (or, with
+    ``history_start``, a :class:`HistoryExtract`) holds.
 
     Parameters
     ----------
     tables : dict of str to DataFrame
-        At least the required tables; ``incarcerations`` is written when given.
+        At least the required tables; ``incarcerations`` (and, for version 2,
+        ``assessments`` and ``overdoses``) are written when given (a value of
+        ``None`` is not written).
     path : path-like
         Folder to write (created if needed).
     extract_date : Timestamp or str
@@ -529,6 +759,10 @@ def write_extract(
         Written to ``truth.json`` (sorted keys) when given.
     format : {"csv", "parquet"}
         File format of every table.
+    history_start : Timestamp or str, optional
+        Given: write a version-2 history extract (``contract_version: 2`` and
+        this ``history_start`` in ``extract.yml``, the version-2 tables and
+        columns). Absent: a version-1 extract, as before.
 
     Returns
     -------
@@ -539,15 +773,22 @@ def write_extract(
         raise ValueError(f"unknown format {format!r}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    for table in TABLES:
-        if table not in tables:
+    version = 1 if history_start is None else HISTORY_VERSION
+    for table in HISTORY_TABLES if version == HISTORY_VERSION else TABLES:
+        if tables.get(table) is None:
             continue
-        data = _format_table(tables[table], table, format)
+        data = _format_table(tables[table], table, format, version)
         if format == "csv":
             data.to_csv(path / f"{table}.csv", index=False, lineterminator="\n")
         else:
             pq.write_table(data, path / f"{table}.parquet")
     meta: dict[str, Any] = {"extract_date": pd.Timestamp(extract_date).date()}
+    if history_start is not None:
+        meta = {
+            "contract_version": HISTORY_VERSION,
+            **meta,
+            "history_start": pd.Timestamp(history_start).date(),
+        }
     if description:
         meta["description"] = description
     (path / "extract.yml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")

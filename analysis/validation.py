@@ -15,6 +15,11 @@ Each table passes two pandera schemas, in this order:
 Cross-table rules (every ``person_id`` exists in ``persons``; both groups present)
 are vectorised pandas checks (:func:`check_references`, :func:`check_groups`).
 
+A version-2 (history) extract has its own tables and columns (``version=2``):
+``persons`` without groups, index dates or covariates (version-1 columns are
+refused by :func:`conform_columns`), ``birth_year`` in 1900..extract year - 15,
+and at most one assessment per person and date (:func:`check_unique_assessments`).
+
 The first broken rule raises :class:`ExtractError`, which names the file, table,
 column and the 1-based data rows of the file (row 1 is the first row under the
 header, in file order, before any sorting).
@@ -40,20 +45,27 @@ from analysis.contract import (
     COLUMNS,
     DATE_COLUMNS,
     GROUPS,
+    HISTORY_COLUMNS,
+    HISTORY_DATE_COLUMNS,
+    HISTORY_OPTIONAL_COLUMNS,
+    HISTORY_VERSION,
     MEDICATIONS,
     OFFENCES,
     OPTIONAL_PERSON_COLUMNS,
     REGIONS,
     SEXES,
+    VERSION_1_PERSON_COLUMNS,
 )
 
 __all__ = [
     "CATEGORIES",
     "REQUIRED_VALUES",
+    "HISTORY_REQUIRED_VALUES",
     "ExtractError",
     "as_arrow",
     "check_groups",
     "check_references",
+    "check_unique_assessments",
     "column_kind",
     "conform_columns",
     "encode",
@@ -64,6 +76,7 @@ __all__ = [
     "parse_numbers",
     "raw_schema",
     "rows_error",
+    "table_columns",
     "typed_schema",
     "validate_table",
 ]
@@ -91,11 +104,23 @@ REQUIRED_VALUES: dict[str, tuple[str, ...]] = {
     "charges": ("person_id", "charge_date", "offence"),
     "incarcerations": ("person_id", "start_date"),
 }
+#: columns whose values may not be missing, in a version-2 (history) extract
+HISTORY_REQUIRED_VALUES: dict[str, tuple[str, ...]] = {
+    "persons": ("person_id", "sex", "birth_year", "region"),
+    "treatment_episodes": REQUIRED_VALUES["treatment_episodes"],
+    "deaths": REQUIRED_VALUES["deaths"],
+    "charges": REQUIRED_VALUES["charges"],
+    "incarcerations": REQUIRED_VALUES["incarcerations"],
+    "assessments": ("person_id", "assessment_date"),
+    "overdoses": ("person_id", "overdose_date"),
+}
 #: tables with at most one row per person
 UNIQUE_PERSON_TABLES = ("persons", "deaths")
 
 MAX_ROWS_SHOWN = 5
-_DATE_NAMES = frozenset(c for cols in DATE_COLUMNS.values() for c in cols)
+_DATE_NAMES = frozenset(
+    c for dates in (DATE_COLUMNS, HISTORY_DATE_COLUMNS) for cols in dates.values() for c in cols
+)
 _ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _BOOLEAN_WORDS = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0, "false": 0.0, "true": 1.0}
 #: normalised dtype of every date column: whole days at second resolution, so that every
@@ -143,6 +168,19 @@ class ExtractError(ValueError):
         self.column = column
         self.rows = [int(r) for r in rows]
         self.n_rows = len(self.rows) if n_rows is None else int(n_rows)
+
+
+def table_columns(table: str, version: int = 1) -> tuple[str, ...]:
+    """Return the columns of a table of the given contract version, in contract order."""
+    return (HISTORY_COLUMNS if version == HISTORY_VERSION else COLUMNS)[table]
+
+
+def _required_values(table: str, version: int) -> tuple[str, ...]:
+    return (HISTORY_REQUIRED_VALUES if version == HISTORY_VERSION else REQUIRED_VALUES)[table]
+
+
+def _optional_columns(version: int) -> tuple[str, ...]:
+    return HISTORY_OPTIONAL_COLUMNS if version == HISTORY_VERSION else OPTIONAL_PERSON_COLUMNS
 
 
 def column_kind(column: str) -> str:
@@ -393,13 +431,15 @@ def _format_checks(column: str) -> list[pa.Check]:
     return []
 
 
-def raw_schema(table: str) -> pa.DataFrameSchema:
+def raw_schema(table: str, *, version: int = 1) -> pa.DataFrameSchema:
     """Return the schema of a table as read from its file.
 
     Parameters
     ----------
     table : str
         Contract table name.
+    version : int, default 1
+        Contract version of the extract.
 
     Returns
     -------
@@ -412,18 +452,23 @@ def raw_schema(table: str) -> pa.DataFrameSchema:
     columns = {
         column: pa.Column(
             None,
-            nullable=column not in REQUIRED_VALUES[table],
+            nullable=column not in _required_values(table, version),
             unique=column == "person_id" and table in UNIQUE_PERSON_TABLES,
             checks=_format_checks(column),
-            required=column not in OPTIONAL_PERSON_COLUMNS,
+            required=column not in _optional_columns(version),
         )
-        for column in COLUMNS[table]
+        for column in table_columns(table, version)
     }
     return pa.DataFrameSchema(columns, name=f"{table} (as read)")
 
 
 def _birth_year_in_range(df: pd.DataFrame) -> pd.Series:
     latest = df["index_date"].dt.year - MIN_AGE_AT_INDEX
+    return (df["birth_year"] >= MIN_BIRTH_YEAR) & (df["birth_year"] <= latest)
+
+
+def _birth_year_by_extract_date(df: pd.DataFrame, extract_date: pd.Timestamp) -> pd.Series:
+    latest = extract_date.year - MIN_AGE_AT_INDEX
     return (df["birth_year"] >= MIN_BIRTH_YEAR) & (df["birth_year"] <= latest)
 
 
@@ -441,7 +486,7 @@ _TYPED_DTYPES = {
 }
 
 
-def typed_schema(table: str, *, extract_date: pd.Timestamp) -> pa.DataFrameSchema:
+def typed_schema(table: str, *, extract_date: pd.Timestamp, version: int = 1) -> pa.DataFrameSchema:
     """Return the schema of a normalised table (see :func:`normalise_table`).
 
     Parameters
@@ -450,18 +495,22 @@ def typed_schema(table: str, *, extract_date: pd.Timestamp) -> pa.DataFrameSchem
         Contract table name.
     extract_date : pandas.Timestamp
         ``index_date`` may not be later.
+    version : int, default 1
+        Contract version of the extract.
 
     Returns
     -------
     pandera.pandas.DataFrameSchema
         Normalised dtypes plus the rules on values: non-negative
         ``years_opioid_use`` and ``prior_ost_episodes``, ``index_date`` not after
-        ``extract_date``, ``birth_year`` in 1900..index year - 15 and
-        ``end_date >= start_date`` (where both are given).
+        ``extract_date``, ``birth_year`` in 1900..index year - 15 (version 2,
+        without index dates: 1900..extract year - 15) and ``end_date >=
+        start_date`` (where both are given).
     """
     extract_date = pd.Timestamp(extract_date)
+    required = _required_values(table, version)
     columns = {}
-    for column in COLUMNS[table]:
+    for column in table_columns(table, version):
         checks = []
         if column in NON_NEGATIVE_COLUMNS:
             checks.append(
@@ -481,11 +530,24 @@ def typed_schema(table: str, *, extract_date: pd.Timestamp) -> pa.DataFrameSchem
                 )
             )
         dtype = "int64" if column == "birth_year" else _TYPED_DTYPES[column_kind(column)]
-        columns[column] = pa.Column(
-            dtype, checks=checks, nullable=column not in REQUIRED_VALUES[table]
-        )
+        columns[column] = pa.Column(dtype, checks=checks, nullable=column not in required)
     checks = []
-    if table == "persons":
+    if table == "persons" and version == HISTORY_VERSION:
+        latest = extract_date.year - MIN_AGE_AT_INDEX
+        error = f"have a birth_year outside {MIN_BIRTH_YEAR}..{latest} (extract year - {MIN_AGE_AT_INDEX})"
+        _ROW_RULES["birth_year_by_extract_date"] = ("birth_year", ("birth_year",))
+        checks.append(
+            _check(
+                pa.Check(
+                    lambda df: _birth_year_by_extract_date(df, extract_date),
+                    name="birth_year_by_extract_date",
+                    error=error,
+                    ignore_na=False,
+                ),
+                error.replace("have", "has", 1),
+            )
+        )
+    elif table == "persons":
         error = f"have a birth_year outside {MIN_BIRTH_YEAR}..index year - {MIN_AGE_AT_INDEX}"
         _ROW_RULES["birth_year_range"] = ("birth_year", ("birth_year", "index_date"))
         checks.append(
@@ -496,7 +558,7 @@ def typed_schema(table: str, *, extract_date: pd.Timestamp) -> pa.DataFrameSchem
                 error.replace("have", "has", 1),
             )
         )
-    if "end_date" in COLUMNS[table]:
+    if "end_date" in table_columns(table, version):
         _ROW_RULES["end_after_start"] = ("end_date", ("start_date", "end_date"))
         checks.append(
             _check(
@@ -629,7 +691,9 @@ def _validate(
 
 
 # --------------------------------------------------------------------------- tables
-def conform_columns(raw: pd.DataFrame, *, table: str, file: str) -> tuple[pd.DataFrame, list[str]]:
+def conform_columns(
+    raw: pd.DataFrame, *, table: str, file: str, version: int = 1
+) -> tuple[pd.DataFrame, list[str]]:
     """Check a table's columns; fill absent optional ones and drop unknown ones.
 
     Parameters
@@ -638,6 +702,8 @@ def conform_columns(raw: pd.DataFrame, *, table: str, file: str) -> tuple[pd.Dat
         The table as read.
     table, file : str
         Contract table name and file name.
+    version : int, default 1
+        Contract version of the extract.
 
     Returns
     -------
@@ -650,11 +716,24 @@ def conform_columns(raw: pd.DataFrame, *, table: str, file: str) -> tuple[pd.Dat
     Raises
     ------
     ExtractError
-        A required column is absent.
+        A required column is absent; a version-2 ``persons`` table has a column
+        of version 1 (``group``, ``index_date``, a baseline covariate).
     """
-    expected = COLUMNS[table]
+    expected = table_columns(table, version)
+    if version == HISTORY_VERSION and table == "persons":
+        old = [c for c in VERSION_1_PERSON_COLUMNS if c in raw.columns]
+        if old:
+            raise ExtractError(
+                f"{file}: column '{old[0]}' belongs to contract version 1 (designed extract: "
+                "groups, index dates and baseline covariates given); a version-2 history "
+                "extract derives them from the histories (status forms go in assessments), "
+                f"so remove {', '.join(repr(c) for c in old)} or declare contract_version 1",
+                file=file,
+                table=table,
+                column=old[0],
+            )
     absent = [c for c in expected if c not in raw.columns]
-    required_absent = [c for c in absent if c not in OPTIONAL_PERSON_COLUMNS]
+    required_absent = [c for c in absent if c not in _optional_columns(version)]
     if required_absent:
         column = required_absent[0]
         raise ExtractError(
@@ -672,7 +751,7 @@ def conform_columns(raw: pd.DataFrame, *, table: str, file: str) -> tuple[pd.Dat
     return out, notes
 
 
-def normalise_table(raw: pd.DataFrame, table: str) -> pd.DataFrame:
+def normalise_table(raw: pd.DataFrame, table: str, *, version: int = 1) -> pd.DataFrame:
     """Convert a table that passed :func:`raw_schema` to the normalised types.
 
     Parameters
@@ -681,6 +760,8 @@ def normalise_table(raw: pd.DataFrame, table: str) -> pd.DataFrame:
         The table as read, with the contract's columns.
     table : str
         Contract table name.
+    version : int, default 1
+        Contract version of the extract.
 
     Returns
     -------
@@ -691,7 +772,7 @@ def normalise_table(raw: pd.DataFrame, table: str) -> pd.DataFrame:
         missing).
     """
     out = {}
-    for column in COLUMNS[table]:
+    for column in table_columns(table, version):
         kind = column_kind(column)
         s = raw[column]
         if kind == "category":  # few distinct values: share the string objects
@@ -711,7 +792,7 @@ def normalise_table(raw: pd.DataFrame, table: str) -> pd.DataFrame:
 
 
 def validate_table(
-    raw: pd.DataFrame, *, table: str, file: str, extract_date: pd.Timestamp
+    raw: pd.DataFrame, *, table: str, file: str, extract_date: pd.Timestamp, version: int = 1
 ) -> pd.DataFrame:
     """Validate one table and return it normalised, in file order.
 
@@ -723,6 +804,8 @@ def validate_table(
         Contract table name and file name (for messages).
     extract_date : pandas.Timestamp
         The extract date of ``extract.yml``.
+    version : int, default 1
+        Contract version of the extract.
 
     Returns
     -------
@@ -734,12 +817,44 @@ def validate_table(
     ExtractError
         The first broken rule.
     """
-    _validate(raw_schema(table), raw, file=file, table=table, frame=raw)
-    typed = normalise_table(raw, table)
+    _validate(raw_schema(table, version=version), raw, file=file, table=table, frame=raw)
+    typed = normalise_table(raw, table, version=version)
     _validate(
-        typed_schema(table, extract_date=extract_date), typed, file=file, table=table, frame=raw
+        typed_schema(table, extract_date=extract_date, version=version),
+        typed,
+        file=file,
+        table=table,
+        frame=raw,
     )
     return typed
+
+
+def check_unique_assessments(typed: pd.DataFrame, raw: pd.DataFrame, *, file: str) -> None:
+    """Raise :class:`ExtractError` if a person has two assessments on the same date.
+
+    Parameters
+    ----------
+    typed : pandas.DataFrame
+        The normalised ``assessments`` table in file order.
+    raw : pandas.DataFrame
+        The table as read (for showing values), same index.
+    file : str
+        File name, for the message.
+    """
+    codes, _ = encode(typed["person_id"])
+    days = typed["assessment_date"].to_numpy().astype("datetime64[D]").view(np.int64)
+    repeated = pd.DataFrame({"p": codes, "d": days}).duplicated(keep=False).to_numpy()
+    if repeated.any():
+        raise rows_error(
+            file=file,
+            table="assessments",
+            column="assessment_date",
+            frame=raw,
+            index=np.flatnonzero(repeated),
+            problem="are assessments of the same person on the same date "
+            "(at most one per person and date)",
+            show=["assessment_date"],
+        )
 
 
 def check_groups(persons: pd.DataFrame, *, file: str) -> None:

@@ -18,7 +18,7 @@ from analysis.balance import balance_table, effective_sample_size
 from analysis.cohort import Cohort, derive_cohort
 from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR, PRIMARY_OUTCOMES, SCHEMA_VERSION
 from analysis.counts import before_after_ratio, crude_rates, negative_binomial_irr
-from analysis.extract import Extract
+from analysis.extract import Extract, HistoryExtract
 from analysis.matching import match
 from analysis.propensity import PropensityScore, fit_propensity
 from analysis.results import EffectEstimate
@@ -603,8 +603,14 @@ def run_study(
     Raises
     ------
     StudyError
-        The extract is valid but the study cannot be done on it.
+        The extract is valid but the study cannot be done on it (a version-2
+        history extract, for now).
     """
+    if isinstance(extract, HistoryExtract):
+        raise StudyError(
+            "the target-trial analysis of version-2 (history) extracts is not available yet; "
+            "this version analyses version-1 (designed) extracts"
+        )
     steps = steps or Steps(quiet=True)
     with steps.step("derive cohort"):
         cohort: Cohort = derive_cohort(extract, gap_days=config.gap_days)
