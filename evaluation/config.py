@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -93,6 +93,11 @@ class StudyConfig(_Frozen):
     )
     rmst_tau_days: float = Field(730.0, gt=0, description="horizon of restricted mean time")
     alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level")
+    cox_small_sample: Literal["mancl-derouen", "factor"] = Field(
+        "mancl-derouen",
+        description="small-sample correction of the matched designs' Cox robust variance: "
+        "Mancl-DeRouen's bias-corrected sandwich (few events) or the G/(G-1) factor",
+    )
 
     @field_validator("covariates")
     @classmethod
