@@ -37,9 +37,10 @@ Mancl & DeRouen (2001),
 with :math:`A_g = -\\partial U_g / \\partial \\beta` the cluster's share of the information
 (:math:`\\sum_g H_g = I`). It is written on the parameters' scale; for GLMs and GEE it
 equals Mancl and DeRouen's form with the observation-level hat matrix
-:math:`D_g B D_g^\\top V_g^{-1}` (push-through identity) and R's
-``sandwich::vcovCL(type = "HC3", cadjust = FALSE)``. It replaces the ``G/(G-1)`` factor
-(both are small-sample corrections; they are not stacked).
+:math:`D_g B D_g^\\top V_g^{-1}` (push-through identity; checked in the tests). It is not
+R's ``sandwich::vcovCL(type = "HC3")``, whose GLM hat matrix is the transposed arrangement
+:math:`X_g B X_g^\\top W_g`. It replaces the ``G/(G-1)`` factor (both are small-sample
+corrections; they are not stacked).
 
 Few clusters
 ------------
