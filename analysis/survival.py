@@ -363,6 +363,7 @@ def cox_hazard_ratio(
     outcome: str,
     method: str,
     ph_transform: str = "km",
+    small_sample: str = "factor",
 ) -> EffectEstimate:
     """Hazard ratio of treatment (HAT vs OST) from a Cox proportional-hazards model.
 
@@ -402,12 +403,18 @@ def cox_hazard_ratio(
         ``"km"`` (default, as in R) is ``1 - S(t-)`` of the unweighted Kaplan–Meier
         estimate over all rows; ``"rank"`` the rank of the time among all rows (ties
         averaged); ``"identity"`` the time; ``"log"`` its logarithm.
+    small_sample : {"factor", "mancl-derouen"}
+        Small-sample correction of the robust variance: the factor ``G / (G - 1)``, or the
+        bias-corrected sandwich of Mancl & DeRouen (2001) (see Notes). Ignored without
+        weights and cluster (model-based variance).
 
     Returns
     -------
     EffectEstimate
         ``measure="HR"``. ``details``: ``se_log`` (SE of the log HR), ``se_log_model``
-        (model-based), ``robust``, ``n_clusters``, ``coefficients`` (every term: coef,
+        (model-based), ``robust``, ``small_sample`` (the correction used), ``se_log_factor``
+        (the ``G / (G - 1)`` sandwich's SE, beside a bias-corrected one), ``max_leverage``,
+        ``n_clusters``, ``coefficients`` (every term: coef,
         SE), ``ph_test``, ``events_by_group`` and ``warnings`` raised while fitting.
         ``ph_test`` holds the test of the treatment term (``statistic``, ``p_value``,
         ``df``, ``term``), ``transform``, ``variance`` (``"robust"`` or ``"model"``, as
@@ -426,6 +433,16 @@ def cox_hazard_ratio(
     residuals with Efron's fractional risk sets (lifelines' are not, so its SEs differ
     from R's by up to 0.1% on day-level data); it reproduces R's
     ``coxph(..., cluster=)`` times ``G / (G - 1)`` to 1e-9 (tests) in O(n p).
+
+    With few events the sandwich is biased downwards even with many clusters: the few
+    clusters (matched sets) that hold an event of the smaller arm carry most of the
+    information, and their squared score totals, evaluated at an estimate fitted to them,
+    are too small (about 20 HAT deaths among 400 matched sets: SE 3% too small; 6 overdose
+    deaths: 7%; see ``benchmarks/coverage.md``). ``small_sample="mancl-derouen"`` divides each
+    cluster's score total by ``1 - h_g``, ``h_g`` its share of the information (leverage),
+    which matches the cluster jackknife to first order. When a cluster's leverage exceeds
+    :data:`analysis.sandwich.MAX_LEVERAGE` (e.g. one event in an arm) the correction is not
+    computed: the ``G / (G - 1)`` sandwich is used and a note says so.
 
     The proportional-hazards test (:func:`analysis.coxph.cox_zph`) is the score test of
     R's ``cox.zph`` (survival >= 3.0) for adding ``treatment x g(t)`` to the model: the
@@ -509,6 +526,7 @@ def cox_hazard_ratio(
                 weights=w if weights is not None else None,
                 cluster=codes if robust else None,
                 ties="efron",
+                small_sample=small_sample if robust else "factor",
             )
         except (ValueError, np.linalg.LinAlgError) as err:
             return _nan_estimate(
@@ -552,6 +570,18 @@ def cox_hazard_ratio(
     v_model = np.asarray(fit.cov, dtype=float)
     robust = weights is not None or cluster is not None
     cov = np.asarray(fit.robust_cov if robust else fit.cov, dtype=float)
+    corrected = robust and fit.small_sample != "factor"
+    se_factor = None
+    if corrected:
+        factor_cov = np.asarray(fit.robust_cov_factor, dtype=float)
+        se_factor = float(np.sqrt(factor_cov[0, 0]))
+        if not np.isfinite(cov).all():
+            notes.append(
+                f"the bias-corrected ({fit.small_sample}) variance is not computed: one "
+                f"cluster holds most of the information (leverage {fit.max_leverage:.2f}); "
+                "the G/(G-1) sandwich is used and the interval may be too narrow"
+            )
+            cov = factor_cov
     se_all = np.sqrt(np.diag(cov))
     b, se = float(beta[0]), float(se_all[0])
     ph_test = _ph_test(
@@ -564,6 +594,9 @@ def cox_hazard_ratio(
         "se_log": se,
         "se_log_model": float(np.sqrt(v_model[0, 0])),
         "robust": robust,
+        "small_sample": (fit.small_sample if robust else None),
+        "se_log_factor": se_factor,
+        "max_leverage": fit.max_leverage,
         "n_clusters": n_clusters if cluster is not None else None,
         "ties": "efron",
         "coefficients": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -98,6 +98,11 @@ class StudyConfig(_Frozen):
         "compared (risk differences beside the hazard ratios; 12 and 24 months)",
     )
     alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level")
+    cox_small_sample: Literal["mancl-derouen", "factor"] = Field(
+        "mancl-derouen",
+        description="small-sample correction of the matched designs' Cox robust variance: "
+        "Mancl-DeRouen's bias-corrected sandwich (few events) or the G/(G-1) factor",
+    )
 
     @field_validator("covariates")
     @classmethod

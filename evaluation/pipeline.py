@@ -254,6 +254,9 @@ def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstima
                 alpha=config.alpha,
                 outcome=outcome,
                 method=f"cox_{design.name}",
+                small_sample=config.cox_small_sample
+                if design.name.startswith("matched")
+                else "factor",
             )
         else:
             est = negative_binomial_irr(

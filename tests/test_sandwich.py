@@ -76,3 +76,52 @@ def test_cluster_check():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cluster_check(FEW_CLUSTERS) is None
+
+
+def _poisson_clusters(seed: int = 11, n_clusters: int = 12):
+    """Clustered Poisson data and the fitted GLM's pieces (Newton, canonical link)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 6, n_clusters)
+    g = np.repeat(np.arange(n_clusters), sizes)
+    X = np.column_stack([np.ones(g.size), rng.normal(size=g.size), rng.random(g.size) < 0.4])
+    u = np.repeat(rng.normal(scale=0.4, size=n_clusters), sizes)
+    y = rng.poisson(np.exp(X @ [0.3, 0.5, -0.4] + u))
+    beta = np.zeros(3)
+    for _ in range(50):
+        mu = np.exp(X @ beta)
+        beta = beta + np.linalg.solve((X * mu[:, None]).T @ X, X.T @ (y - mu))
+    mu = np.exp(X @ beta)
+    return X, y, g, mu
+
+
+def test_bias_corrected_equals_mancl_derouen_observation_level_formula():
+    """Parameter-scale (I - A_g B)^-1 U_g = MD's D'V^-1 (I - H_gg)^-1 e with H_gg n_g x n_g."""
+    from analysis.sandwich import bias_corrected_covariance, cluster_totals
+
+    X, y, g, mu = _poisson_clusters()
+    bread = np.linalg.inv((X * mu[:, None]).T @ X)
+    totals = cluster_totals(X * (y - mu)[:, None], g)
+    info = np.stack([(X[g == k] * mu[g == k, None]).T @ X[g == k] for k in range(g.max() + 1)])
+    cov, leverage = bias_corrected_covariance(totals, info, bread)
+    meat = np.zeros((3, 3))
+    for k in range(g.max() + 1):  # Mancl & DeRouen (2001), eq. (5), written out
+        s = g == k
+        D = X[s] * mu[s, None]
+        v_inv = np.diag(1 / mu[s])
+        H = D @ bread @ D.T @ v_inv
+        a = D.T @ v_inv @ np.linalg.solve(np.eye(s.sum()) - H, (y - mu)[s])
+        meat += np.outer(a, a)
+    np.testing.assert_allclose(cov, bread @ meat @ bread, rtol=1e-10)
+    plain, _ = cluster_covariance(X * (y - mu)[:, None], g, bread=bread)
+    assert (np.diag(cov) > np.diag(plain)).all()  # larger than the G/(G-1) sandwich here
+    assert 0 < leverage < 1
+
+
+def test_bias_corrected_refuses_a_dominant_cluster():
+    from analysis.sandwich import MAX_LEVERAGE, bias_corrected_covariance
+
+    totals = np.array([[1.0], [-1.0]])
+    info = np.array([[[0.95]], [[0.05]]])
+    cov, leverage = bias_corrected_covariance(totals, info, np.array([[1.0]]))
+    assert leverage == pytest.approx(0.95) and leverage > MAX_LEVERAGE
+    assert np.isnan(cov).all()

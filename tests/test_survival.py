@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.sandwich import FewClustersWarning
 from analysis.survival import (
@@ -1220,3 +1221,61 @@ def test_robust_score_test_holds_its_level_where_the_logrank_does_not():
         rej_rs += cox_score_test(df, weights="weight", cluster="cluster", **kw)["p_value"] < 0.05
     assert rej_rs / n_rep < 0.08
     assert rej_lr / n_rep > 0.3
+
+
+def _matched_few_events(seed: int, n_sets: int = 120) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    k = 5
+    a = np.tile([1] + [0] * (k - 1), n_sets)
+    t = np.ceil(rng.exponential(4000 * np.exp(0.4 * a)))
+    return pd.DataFrame(
+        {
+            "time": np.minimum(t, 1000),
+            "event": (t < 1000).astype(int),
+            "treatment": a,
+            "weight": np.where(a == 1, 1.0, 1 / (k - 1)),
+            "set": np.repeat(np.arange(n_sets), k),
+        }
+    )
+
+
+def test_cox_bias_corrected_variance_in_details():
+    """small_sample="mancl-derouen": a larger SE than the G/(G-1) sandwich (kept beside it),
+    the same estimate; the interval is built on the corrected SE."""
+    df = _matched_few_events(1)
+    common = dict(
+        duration="time", event="event", treatment="treatment", weights="weight",
+        cluster="set", outcome="mortality", method="cox_matched",
+    )  # fmt: skip
+    plain = cox_hazard_ratio(df, **common)
+    md = cox_hazard_ratio(df, small_sample="mancl-derouen", **common)
+    assert md.estimate == pytest.approx(plain.estimate, rel=1e-12)
+    assert md.details["small_sample"] == "mancl-derouen"
+    assert md.details["se_log_factor"] == pytest.approx(plain.details["se_log"], rel=1e-12)
+    assert md.details["se_log"] > plain.details["se_log"]
+    assert md.details["max_leverage"] > 0
+    z = float(stats.norm.ppf(0.975))
+    assert math.log(md.ci_high) - math.log(md.estimate) == pytest.approx(
+        z * md.details["se_log"], rel=1e-9
+    )
+    assert plain.details["small_sample"] == "factor" and plain.details["se_log_factor"] is None
+
+
+def test_cox_bias_correction_falls_back_with_a_dominant_set(monkeypatch):
+    """A matched set with a leverage above MAX_LEVERAGE (lowered here: one HAT event among 40
+    sets gives its set a leverage of about 0.12, since control events carry information too):
+    the correction is not computed, the G/(G-1) sandwich is used and a note says so."""
+    import analysis.sandwich
+
+    monkeypatch.setattr(analysis.sandwich, "MAX_LEVERAGE", 0.1)
+    df = _matched_few_events(2, n_sets=40)
+    first = df.index[(df["treatment"] == 1) & (df["event"] == 1)]
+    df.loc[first[1:], "event"] = 0
+    est = cox_hazard_ratio(
+        df, duration="time", event="event", treatment="treatment", weights="weight",
+        cluster="set", outcome="mortality", method="cox_matched", small_sample="mancl-derouen",
+    )  # fmt: skip
+    assert est.details["events_by_group"]["treated"] == 1
+    assert 0.1 < est.details["max_leverage"] < 0.2
+    assert est.details["se_log"] == pytest.approx(est.details["se_log_factor"], rel=1e-12)
+    assert "bias-corrected" in est.details["note"] and np.isfinite(est.ci_low)
