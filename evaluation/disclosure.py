@@ -165,6 +165,8 @@ def _time_counts(
             pd.Series(t[types == 0]).value_counts().reindex(times, fill_value=0).values
         )
         frames.append(out)
+    if not frames:
+        return pd.DataFrame(columns=["group", "time", "n_at_risk", *names, "censored"])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -836,6 +836,12 @@ def make_release(
         if name not in tables:
             return
         out = Output(name=f"tables/{name}.csv", kind=kind, rules=rule)
+        if tables[name].empty:  # e.g. no retention analysis: nothing to check
+            out.comments.append("empty table: no rows to release")
+            released[name] = tables[name]
+            out.table = released[name]
+            outputs.append(out)
+            return
         released[name] = make(out).reset_index(drop=True)
         out.table = released[name]
         outputs.append(out)
