@@ -83,16 +83,75 @@ def results_label() -> str:
     return os.environ.get("HAT_RESULTS_SHOWN") or str(results_dir())
 
 
+class Suppressed(float):
+    """A value withheld by disclosure control: NaN in arithmetic, its label when shown.
+
+    ``release/results.json`` gives a suppressed value as ``null`` and lists it under
+    ``suppressed`` with the text to show (``<10``, ``withheld``); ``release/disclosure.json``
+    lists the suppressed cells of the tables. The loaders put this marker in their place,
+    and the formatting functions show its label.
+    """
+
+    def __new__(cls, shown: str = "suppressed") -> Suppressed:
+        obj = super().__new__(cls, "nan")
+        obj.shown = shown
+        return obj
+
+    def __str__(self) -> str:
+        return self.shown
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return self.shown
+
+
+def _mark_suppressed(node: Any) -> Any:
+    """Put :class:`Suppressed` markers where ``suppressed`` lists a null value."""
+    if isinstance(node, list):
+        return [_mark_suppressed(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _mark_suppressed(v) for k, v in node.items()}
+    listed = node.get("suppressed")
+    if isinstance(listed, Mapping):
+        for key, info in listed.items():
+            if out.get(key) is None:
+                shown = info.get("shown") if isinstance(info, Mapping) else None
+                out[key] = Suppressed(str(shown or "suppressed"))
+    return out
+
+
 @cache
 def results() -> dict[str, Any]:
-    """Contents of ``results.json`` (required)."""
+    """Contents of ``results.json`` (required); suppressed values as :class:`Suppressed`."""
     path = results_dir() / "results.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"no results.json in {path.parent}: set HAT_RESULTS to a results folder "
             "written by `python -m evaluation.run`"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _mark_suppressed(json.loads(path.read_text(encoding="utf-8")))
+
+
+@cache
+def disclosure() -> dict[str, Any]:
+    """``disclosure.json`` of a release folder; empty for a full results folder."""
+    path = results_dir() / "disclosure.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")) or {}
+
+
+def is_release() -> bool:
+    """Whether the pages read ``release/`` (outputs that passed disclosure control)."""
+    return bool(disclosure())
+
+
+def suppressed_label() -> str:
+    """How a suppressed count is shown: ``<10`` (the configured threshold)."""
+    t = (disclosure().get("config") or {}).get("safe_threshold")
+    return f"<{t}" if t else "suppressed"
 
 
 @cache
@@ -123,6 +182,15 @@ def table(name: str) -> pd.DataFrame | None:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return None
+    for out in disclosure().get("outputs", []):
+        if out.get("name") != f"tables/{name}.csv":
+            continue
+        for cell in out.get("suppressed", []):
+            row, col = cell.get("row"), cell.get("column")
+            if isinstance(row, int) and col in df and 0 <= row < len(df):
+                if df[col].dtype != object:
+                    df[col] = df[col].astype(object)
+                df.at[row, col] = Suppressed(str(cell.get("shown") or "suppressed"))
     return df if len(df) else None
 
 
@@ -203,6 +271,8 @@ def finite(x: Any) -> bool:
 
 def num(x: Any, digits: int = 2) -> str:
     """A number with ``digits`` decimals, or an en dash when missing."""
+    if isinstance(x, Suppressed):
+        return x.shown
     if not finite(x):
         return "–"
     x = float(x)
@@ -213,6 +283,8 @@ def num(x: Any, digits: int = 2) -> str:
 
 def integer(x: Any) -> str:
     """An integer with thousands separators, or an en dash."""
+    if isinstance(x, Suppressed):
+        return x.shown
     if not finite(x):
         return "–"
     return f"{round(float(x)):,}"
@@ -220,6 +292,8 @@ def integer(x: Any) -> str:
 
 def pct(x: Any, digits: int = 1) -> str:
     """A proportion (0–1) as a percentage."""
+    if isinstance(x, Suppressed):
+        return x.shown
     if not finite(x):
         return "–"
     return f"{100 * float(x):.{digits}f}%"
@@ -295,6 +369,24 @@ def estimate_note(e: Mapping[str, Any] | None) -> str | None:
     return (str(note).strip() or None) if note else None
 
 
+def count_or_sum(x: Any) -> str:
+    """A count (``12``) or a weighted sum (``10.8``); a suppressed one as its label."""
+    if finite(x) and float(x) == round(float(x)):
+        return integer(x)
+    return num(x, 1)
+
+
+def withheld(e: Mapping[str, Any] | None) -> bool:
+    """Whether an estimate was withheld by disclosure control (few persons or events)."""
+    listed = (e or {}).get("suppressed")
+    return isinstance(listed, Mapping) and "estimate" in listed
+
+
+def unavailable(e: Mapping[str, Any] | None) -> str:
+    """``withheld`` (disclosure control) or ``not estimable`` for an estimate without value."""
+    return "withheld" if withheld(e) else "not estimable"
+
+
 def not_estimable_reason(e: Mapping[str, Any]) -> str:
     """Why an estimate is not estimable, for the reader (never empty)."""
     # "not estimable: ...", "HR not estimable: ..." -> the reason alone
@@ -346,9 +438,11 @@ def fmt_estimate(e: Mapping[str, Any] | None, notes: Notes | None = None) -> str
     if e is None:
         return "not available"
     if not finite(e.get("estimate")):
+        word = unavailable(e)
         if notes is not None:
-            return "not estimable" + notes.mark("not estimable: " + not_estimable_reason(e))
-        return f"not estimable ({not_estimable_reason(e)})"
+            reason = not_estimable_reason(e)
+            return word + notes.mark(reason if withheld(e) else "not estimable: " + reason)
+        return f"{word} ({not_estimable_reason(e).removeprefix('withheld for ')})"
     note = estimate_note(e)
     text = f"{value(e['estimate'], e.get('measure', ''))} ({interval(e)}; {pval(e.get('p_value'))}"
     if note and notes is not None:
@@ -581,6 +675,48 @@ def forest_input(est: pd.DataFrame) -> pd.DataFrame:
     ).drop(columns=["_o", "_d"])
 
 
+def source_note() -> None:
+    """Say which outputs the pages read: ``release/`` (disclosure-controlled) or the full folder."""
+    if is_release():
+        md(
+            ":::{admonition} Outputs that passed disclosure control\n:class: note\n"
+            "These pages are built from `release/`, the outputs that may leave the secure "
+            "research environment: counts below the threshold are shown as "
+            f"{suppressed_label()}, curves are on a coarse time grid, and estimates from too "
+            "few persons or events are withheld. The rules are listed in the methods.\n:::"
+        )
+    else:
+        md(
+            ":::{admonition} Full results (not checked for disclosure)\n:class: note\n"
+            "These pages are built from the full results folder, for the analyst inside the "
+            "secure research environment; they are not checked for disclosure. The outputs "
+            "that may leave it, and a report built from them, are in `release/`.\n:::"
+        )
+
+
+def disclosure_rules() -> None:
+    """The disclosure-control rules applied to ``release/``, from its record."""
+    record = disclosure()
+    if not record:
+        release = results_dir() / "release" / "disclosure.json"
+        if release.is_file():
+            record = json.loads(release.read_text(encoding="utf-8"))
+    if not record:
+        md("*No disclosure record is available for these results.*")
+        return
+    where = "These pages show" if is_release() else "The released outputs (`release/`) show"
+    tool = record.get("tool") or {}
+    md(
+        f"{where} only what passed statistical disclosure control with the rules of ACRO "
+        f"{tool.get('version', '')} (SACRO project), thresholds from the "
+        f"{record.get('config_source', 'configuration')}:\n\n"
+        + "\n".join(f"- {rule}" for rule in record.get("rules", []))
+        + "\n\nEvery output, the rule applied and each suppressed cell with its reason are "
+        "listed in `release/disclosure.json`, and in ACRO's format in `release/acro/` for "
+        "review in SACRO-Viewer."
+    )
+
+
 def synthetic_banner() -> None:
     """A warning banner when the results come from synthetic data."""
     if not is_synthetic():
@@ -734,7 +870,7 @@ def absolute_table(outcome: str) -> None:
             "measure (HAT vs OST)": name,
             "estimate": value(e.get("estimate"), measure, short=True)
             if estimable
-            else "not estimable",
+            else unavailable(e),
             ci_label(): ci.replace(" to ", "\u00a0to\u00a0") if "available" not in ci else "–",
             "p": p_only(e.get("p_value")),
         }
@@ -749,7 +885,7 @@ def absolute_table(outcome: str) -> None:
     df = pd.DataFrame(rows)
     md_table(df, colalign=["left"] + ["right"] * (df.shape[1] - 1))
     if notes:
-        md("Not estimable: " + "; ".join(notes) + ".")
+        md("Not estimable or withheld: " + "; ".join(notes) + ".")
 
 
 def absolute_summary_table(outcomes: Iterable[str]) -> bool:
@@ -768,7 +904,7 @@ def absolute_summary_table(outcomes: Iterable[str]) -> bool:
         for measure, head in cols.items():
             e = ests.get(measure)
             if e is None or not finite(e.get("estimate")):
-                row[head] = "–" if e is None else "not estimable"
+                row[head] = "–" if e is None else unavailable(e)
             else:
                 ci = interval(e).removeprefix(ci_label() + " ")
                 ci = ci.replace(" to ", "\u00a0to\u00a0") if "available" not in ci else "–"

@@ -67,6 +67,80 @@ class SensitivityConfig(_Frozen):
     naive: bool = Field(True, description="also report the unmatched, unadjusted comparison")
 
 
+class DisclosureConfig(_Frozen):
+    """Statistical disclosure control of the outputs that may leave the secure environment.
+
+    The first nine keys are ACRO's risk-appetite parameters, with ACRO's names and
+    defaults (``acro/default.yaml``, ACRO 1.0.2), so a TRE's ACRO configuration can be
+    copied here; ``time_grid_days`` and ``round_counts`` are this study's additions.
+    See :mod:`evaluation.release` for the rules that use them.
+    """
+
+    safe_threshold: int = Field(
+        10, ge=1, description="minimum frequency: a count of persons below it is suppressed"
+    )
+    safe_dof_threshold: int = Field(
+        10, ge=1, description="minimum residual degrees of freedom of a model (ACRO)"
+    )
+    safe_nk_n: int = Field(
+        2, ge=1, le=10, description="N of the N-K dominance rule for sums (largest N contributors)"
+    )
+    safe_nk_k: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="K of the N-K rule: a sum fails when its N largest contributors hold at "
+        "least this share of it",
+    )
+    safe_pratio_p: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="p-ratio rule: a sum fails when its total less the two largest "
+        "contributions is below this share of the largest",
+    )
+    check_missing_values: bool = Field(
+        False, description="ACRO's check for missing values (recorded; not used by the rules)"
+    )
+    survival_safe_threshold: int = Field(
+        10,
+        ge=1,
+        description="persons at risk and events needed in every step of a released survival "
+        "or cumulative-incidence curve",
+    )
+    zeros_are_disclosive: bool = Field(
+        True, description="a count of zero is suppressed like a small count (class disclosure)"
+    )
+    safe_round_base: int = Field(
+        5, ge=1, description="released counts of persons are rounded to a multiple of this"
+    )
+    time_grid_days: int = Field(
+        30,
+        ge=1,
+        description="released times of curves are multiples of this many days (no finer date)",
+    )
+    round_counts: bool = Field(
+        True,
+        description="round released counts to safe_round_base, so that a small count cannot "
+        "be recovered as the difference of two released counts",
+    )
+
+    def acro_config(self) -> dict[str, Any]:
+        """The ACRO-format configuration (``acro/default.yaml`` keys) these values give."""
+        keys = (
+            "safe_threshold",
+            "safe_dof_threshold",
+            "safe_nk_n",
+            "safe_nk_k",
+            "safe_pratio_p",
+            "check_missing_values",
+            "survival_safe_threshold",
+            "zeros_are_disclosive",
+            "safe_round_base",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+
 class StudyConfig(_Frozen):
     """Everything that decides a study's results, besides the data."""
 
@@ -105,6 +179,7 @@ class StudyConfig(_Frozen):
         "Mancl-DeRouen's bias-corrected sandwich (2-3% larger SEs for all-cause mortality, about "
         "7% for overdose deaths in the default scenario; see benchmarks/coverage.md)",
     )
+    disclosure: DisclosureConfig = DisclosureConfig()
 
     @field_validator("covariates")
     @classmethod

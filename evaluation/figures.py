@@ -62,7 +62,10 @@ def km_plot(
         lines = []
         for group, df in at_risk.groupby("group", sort=True):
             counts = df.set_index("time").reindex(times)["n_at_risk"]
-            lines.append(f"{group:>4}: " + "  ".join(f"{int(c):>5}" for c in counts.fillna(0)))
+            lines.append(
+                f"{group:>4}: "
+                + "  ".join(f"{int(c):>5}" if pd.notna(c) else f"{'–':>5}" for c in counts)
+            )
         ax.text(
             0.0,
             -0.22,
@@ -185,6 +188,13 @@ def forest_plot(estimates: pd.DataFrame, *, title: str = "All estimates") -> plt
     return fig
 
 
+def _count(x: object) -> str:
+    """A count for a figure's text; a value suppressed by disclosure control as its label."""
+    if hasattr(x, "shown"):
+        return str(x.shown)
+    return "–" if pd.isna(x) else f"{int(x):,}"
+
+
 def flow_plot(flow: pd.DataFrame, *, title: str = "Flow of persons") -> plt.Figure:
     """Flow diagram: persons read, exclusions, analysed, retention analysis, matched.
 
@@ -209,7 +219,7 @@ def flow_plot(flow: pd.DataFrame, *, title: str = "Flow of persons") -> plt.Figu
     if len(main_ys) > 1:
         ax.plot([x_main, x_main], [main_ys[0], main_ys[-1]], color="#444444", lw=1.0, zorder=0)
     for y, r in zip(ys, rows, strict=True):
-        counts = f"HAT {int(r.n_hat):,}  ·  OST {int(r.n_ost):,}"
+        counts = f"HAT {_count(r.n_hat)}  ·  OST {_count(r.n_ost)}"
         if str(r.step).startswith("excluded"):
             text = str(r.step).replace("excluded from retention: ", "excluded from retention:\n")
             ax.annotate("", xy=(x_side - 0.1, y), xytext=(x_main, y), arrowprops=arrow)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,7 +37,9 @@ PRODUCER = "hat-evaluation"
 #: manifest key holding the marker ``{"producer": ..., "format": ..., "files": [...]}``
 MARKER_KEY = "results_folder"
 #: entries a results folder may hold at its top level
-TOP_LEVEL = ("results.json", "manifest.json", "tables", "figures", "book")
+TOP_LEVEL = ("results.json", "manifest.json", "tables", "figures", "book", "release")
+#: what a release writer leaves while it swaps ``release/`` in (removed by the next one)
+_RELEASE_STAGING = re.compile(r"^\.release\.(partial|previous)-\d+$")
 _SHOWN = 3
 
 
@@ -102,6 +105,11 @@ def foreign_files(folder: str | Path) -> list[str]:
     listed = _listed_files(folder)
     found = []
     for entry in sorted(folder.iterdir()):
+        if _RELEASE_STAGING.match(entry.name) and entry.is_dir() and not entry.is_symlink():
+            continue
+        if entry.name == "release":
+            found += _foreign_in_release(folder, entry)
+            continue
         if entry.name not in TOP_LEVEL:
             found.append(entry.name)
             continue
@@ -126,6 +134,23 @@ def foreign_files(folder: str | Path) -> list[str]:
             )
             if not ours or path.is_symlink() or not path.is_file():
                 found.append(relative)
+    return found
+
+
+def _foreign_in_release(folder: Path, release: Path) -> list[str]:
+    """Files under ``release/`` that its record (``release/disclosure.json``) does not list."""
+    if release.is_symlink() or not release.is_dir():
+        return [release.name]
+    try:
+        record = json.loads((release / "disclosure.json").read_text(encoding="utf-8"))
+        listed = {f"release/{f}" for f in record["files"]} | {"release/disclosure.json"}
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    found = []
+    for path in sorted(release.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_symlink() or (path.is_file() and relative not in listed):
+            found.append(relative)
     return found
 
 

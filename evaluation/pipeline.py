@@ -44,6 +44,7 @@ from analysis.survival import (
 )
 from analysis.weighting import att_weights
 from evaluation.config import StudyConfig
+from evaluation.disclosure import disclosure_evidence
 from evaluation.progress import Steps
 
 
@@ -58,6 +59,31 @@ OUTCOME_MODELS = {
     "retention": ("cox", "retention_days", "discontinued"),
     "crime": ("nb", "followup_charges", "crime_years"),
 }
+
+
+#: crude-rate tables of the matched design: {table: (label column, blocks of
+#: (events column, person-years column, label))}
+RATE_TABLES = {
+    "mortality_rates": (
+        "outcome",
+        (
+            ("died", "followup_years", "all-cause mortality"),
+            ("overdose_death", "followup_years", "overdose mortality"),
+        ),
+    ),
+    "crime_rates": (
+        "period",
+        (
+            (
+                "baseline_charges_at_risk",
+                "baseline_crime_years",
+                "2 years before index (out of prison)",
+            ),
+            ("followup_charges", "crime_years", "after index (out of prison)"),
+        ),
+    ),
+}
+RATE_PER = {"mortality_rates": 1000, "crime_rates": 1}
 
 
 @dataclass(frozen=True)
@@ -541,28 +567,8 @@ def _primary_extras(
         weights="weight",
         cluster="cluster",
     )
-    tables["mortality_rates"] = _rates(
-        df,
-        per=1000,
-        label="outcome",
-        rows=(
-            ("died", "followup_years", "all-cause mortality"),
-            ("overdose_death", "followup_years", "overdose mortality"),
-        ),
-    )
-    tables["crime_rates"] = _rates(
-        df,
-        per=1,
-        label="period",
-        rows=(
-            (
-                "baseline_charges_at_risk",
-                "baseline_crime_years",
-                "2 years before index (out of prison)",
-            ),
-            ("followup_charges", "crime_years", "after index (out of prison)"),
-        ),
-    )
+    for name, (label, rows) in RATE_TABLES.items():
+        tables[name] = _rates(df, per=RATE_PER[name], label=label, rows=rows)
     tables["crime_before_after"] = pd.DataFrame(
         [
             {
@@ -727,6 +733,12 @@ def run_study(
             "ps_overlap": _ps_histogram(df, matched),
             "estimates": pd.DataFrame([e.to_dict() for e in estimates]).drop(columns=["details"]),
         }
+    )
+    # for disclosure control of the outputs (stays in the analyst's folder, never released)
+    tables.update(
+        disclosure_evidence(
+            df, designs, covariates=config.propensity_covariates, rate_tables=RATE_TABLES
+        )
     )
     return Study(results=results, tables=tables)
 

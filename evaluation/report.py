@@ -142,6 +142,37 @@ def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool 
     return html
 
 
+def book_reads_release(results_dir: str | Path, read: str = "auto") -> bool:
+    """Whether the report is built from ``release/`` (the disclosure-controlled outputs).
+
+    ``read`` is ``release``, ``full`` or ``auto``: real data read ``release/`` (the full
+    folder if it has none), synthetic data the full results folder.
+    """
+    import json
+
+    folder = Path(results_dir)
+    if read not in ("auto", "release", "full"):
+        raise ValueError(f"read must be auto, release or full, not {read!r}")
+    if read == "full":
+        return False
+    has_release = (folder / "release" / "results.json").is_file()
+    if read == "release":
+        if not has_release:
+            raise FileNotFoundError(
+                f"{folder} has no release/ to build the report from; make it with "
+                f"`python -m evaluation.release {folder}`"
+            )
+        return True
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    synthetic = (manifest.get("source") or {}).get("kind") == "synthetic"
+    # a folder without release/ (written before disclosure control) is reported in full,
+    # and its first page says that it was not checked
+    return has_release and not synthetic
+
+
 def build_book(
     results_dir: str | Path,
     *,
@@ -149,6 +180,7 @@ def build_book(
     pdf: bool = False,
     source: str | Path | None = None,
     shown_as: str | Path | None = None,
+    read: str = "auto",
 ) -> Path:
     """Build the report's HTML (and optionally PDF) from a results folder.
 
@@ -168,6 +200,10 @@ def build_book(
     shown_as : path-like, optional
         The results folder's path as the report names it, when the book is built
         in a staging folder before it is moved into place; default ``results_dir``.
+    read : {"auto", "release", "full"}
+        What the pages read: ``release/`` (the outputs that passed disclosure control,
+        default for real data) or the full results folder (default for synthetic
+        data); the title page says which.
 
     Returns
     -------
@@ -189,7 +225,12 @@ def build_book(
         )
     book = Path(source).resolve() if source is not None else BOOK_SOURCE
     out = Path(output_dir).resolve() if output_dir is not None else results_dir / "book"
-    env = {"HAT_RESULTS": str(results_dir), "HAT_RESULTS_SHOWN": str(shown_as or results_dir)}
+    shown = Path(shown_as or results_dir)
+    if book_reads_release(results_dir, read):
+        results_dir, shown = results_dir / "release", shown / "release"
+    # the pages import this repository's package, whatever is installed
+    path = os.pathsep.join(p for p in (str(BOOK_SOURCE.parent), os.environ.get("PYTHONPATH")) if p)
+    env = {"HAT_RESULTS": str(results_dir), "HAT_RESULTS_SHOWN": str(shown), "PYTHONPATH": path}
     return build_jupyter_book(book, out, env=env, pdf=pdf)
 
 
@@ -205,10 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, metavar="DIR", help="build folder (default RESULTS_DIR/book)"
     )
+    parser.add_argument(
+        "--read",
+        choices=("auto", "release", "full"),
+        default="auto",
+        help="build from RESULTS_DIR/release (the disclosure-controlled outputs) or the full "
+        "folder; auto: release for real data, full for synthetic data",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        html = build_book(args.results_dir, output_dir=args.out, pdf=args.pdf)
+        html = build_book(args.results_dir, output_dir=args.out, pdf=args.pdf, read=args.read)
     except (FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

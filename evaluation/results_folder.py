@@ -53,6 +53,7 @@ PACKAGES = (
     "matplotlib",
     "seaborn",
     "jupyter-book",
+    "acro",
 )
 
 
@@ -307,6 +308,17 @@ class ResultsFolderWriter:
             self._release()
             self._created = []
         return self.out
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold the lock a run into ``out`` takes (:class:`FolderBusy` if another holds it)."""
+    writer = ResultsFolderWriter(out)
+    writer._acquire()
+    try:
+        yield
+    finally:
+        writer._release()
 
 
 def _os_reason(exc: OSError) -> str:

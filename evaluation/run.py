@@ -186,6 +186,10 @@ def run(
                 tables=study.tables,
                 figures=study.figures(),
             )
+        from evaluation.release import write_release
+
+        with steps.step("disclosure control (release/)"):
+            write_release(writer.staging)
         if book:
             from evaluation.report import build_book
 
