@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from analysis.contract import BOOLEAN_COVARIATES, CALENDAR_COVARIATE
 from analysis.missing import DEFAULT_COVARIATES
+from evaluation.target_trial_config import TargetTrialConfig
 
 #: cohort columns with few values, on which matching may be exact (missing = its own value)
 EXACT_MATCH_COLUMNS = ("region", "sex", *BOOLEAN_COVARIATES)
@@ -98,6 +99,9 @@ class StudyConfig(_Frozen):
         "compared (risk differences beside the hazard ratios; 12 and 24 months)",
     )
     alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level")
+    target_trial: TargetTrialConfig = Field(
+        TargetTrialConfig(), description="protocol of the emulated target trial (version 2)"
+    )
 
     @field_validator("covariates")
     @classmethod
