@@ -181,6 +181,10 @@ def censoring_weights(
     ndarray
         The weight of each interval (1 in a row's first).
     """
+    # a separated censoring model can give probabilities of 1: kept below 1 so every
+    # weight is finite (the truncation then bounds them)
+    p_num = np.clip(p_num, 0.0, 1.0 - 1e-9)
+    p_den = np.clip(p_den, 0.0, 1.0 - 1e-9)
     log_term = np.log1p(-p_num) - np.log1p(-p_den)
     total = np.cumsum(log_term)
     first = np.r_[True, row[1:] != row[:-1]]

@@ -291,6 +291,12 @@ def per_protocol_estimates(
         for key, v in _values(d, wb, freq_row, config).items():
             reps[key].append(v)
     z = float(stats.norm.ppf(1 - config.alpha / 2))
+    xi, rx = d.x[d.iv.row], d.x[d.riv.row][d.riv_keep]
+    events = {
+        "mortality": (d.iv.event, xi),
+        "overdose_mortality": ((d.event_type == 1).astype(np.int64), xi),
+        "retention": (d.riv.event[d.riv_keep], rx),
+    }
     n_t, n_c = int((d.x == 1).sum()), int((d.x == 0).sum())
     estimates = []
     for (outcome, measure), value in point.items():
@@ -311,11 +317,19 @@ def per_protocol_estimates(
             "weights": "matching weight x stabilised, truncated inverse probability of "
             "censoring weight",
         }
+        if measure == "HR":
+            ev, arm = events[outcome]
+            by_group = {"treated": int(ev[arm == 1].sum()), "control": int(ev[arm == 0].sum())}
+            details["events_by_group"] = by_group
         if not np.isfinite(value) or (ratio and not value > 0):
-            estimates.append(
-                _not_estimable(common, "the weighted estimate is not finite (an arm without "
-                "events, or nobody left at the time)", details)
-            )  # fmt: skip
+            note = "the weighted estimate is not finite (nobody left at the time)"
+            if measure == "HR" and min(by_group.values()) == 0:
+                group = "HAT" if by_group["treated"] == 0 else "comparator"
+                note = (
+                    f"not estimable: no events in the {group} group (the partial likelihood "
+                    "has no maximum; the HR tends to 0 or infinity)"
+                )
+            estimates.append(_not_estimable(common, note, details))
             continue
         if ok.sum() < 2:
             estimates.append(

@@ -187,7 +187,11 @@ def test_itt_and_per_protocol_recover_the_truth(tmp_path, scenario, seed):
                 if x["estimand"] == estimand and x["outcome"] == outcome
                 and x["measure"] == measure and x["method"].endswith(method)
             ]  # fmt: skip
-            assert e["truth"] is not None and e["estimate"] is not None
+            assert e["truth"] is not None
+            if e["estimate"] is None:
+                # the small scenario can have no event in an arm: a state, with its reason
+                assert scenario == "ci" and "no events in the" in e["details"]["note"], e
+                continue
             assert abs(_z(e, history.truth)) < 3, (estimand, outcome, e)
     if scenario == "default":
         (naive,) = [x for x in est if x["method"] == "nb_naive"]
