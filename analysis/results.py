@@ -48,6 +48,9 @@ class EffectEstimate:
         The true value of the same estimand, when known (synthetic data).
     details : dict
         Method-specific extras (e.g. proportional-hazards test, dispersion).
+    estimand : str or None
+        From a version-2 (history) extract: ``itt`` (intention to treat) or
+        ``per_protocol``; ``None`` (and left out of :meth:`to_dict`) for version 1.
     """
 
     outcome: str
@@ -64,6 +67,7 @@ class EffectEstimate:
     primary: bool = False
     truth: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    estimand: str | None = None
 
     @classmethod
     def from_log(
@@ -103,5 +107,8 @@ class EffectEstimate:
         return replace(self, primary=primary)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dictionary (NaN becomes ``null``)."""
-        return _clean(asdict(self))
+        """JSON-safe dictionary (NaN becomes ``null``; no ``estimand`` key when it is ``None``)."""
+        out = asdict(self)
+        if out["estimand"] is None:
+            del out["estimand"]
+        return _clean(out)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from analysis.contract import BOOLEAN_COVARIATES, CALENDAR_COVARIATE
 from analysis.missing import DEFAULT_COVARIATES
+from evaluation.target_trial_config import TargetTrialConfig
 
 #: cohort columns with few values, on which matching may be exact (missing = its own value)
 EXACT_MATCH_COLUMNS = ("region", "sex", *BOOLEAN_COVARIATES)
@@ -180,6 +181,9 @@ class StudyConfig(_Frozen):
         "7% for overdose deaths in the default scenario; see benchmarks/coverage.md)",
     )
     disclosure: DisclosureConfig = DisclosureConfig()
+    target_trial: TargetTrialConfig = Field(
+        TargetTrialConfig(), description="protocol of the emulated target trial (version 2)"
+    )
 
     @field_validator("covariates")
     @classmethod

@@ -588,7 +588,7 @@ def _primary_extras(
 
 
 def run_study(
-    extract: Extract,
+    extract: Extract | HistoryExtract,
     config: StudyConfig,
     *,
     steps: Steps | None = None,
@@ -612,14 +612,17 @@ def run_study(
     Raises
     ------
     StudyError
-        The extract is valid but the study cannot be done on it (a version-2
-        history extract, for now).
+        The extract is valid but the study cannot be done on it.
+
+    Notes
+    -----
+    A version-2 (history) extract is analysed as an emulated target trial
+    (:func:`evaluation.target_trial.run_target_trial`).
     """
     if isinstance(extract, HistoryExtract):
-        raise StudyError(
-            "the target-trial analysis of version-2 (history) extracts is not available yet; "
-            "this version analyses version-1 (designed) extracts"
-        )
+        from evaluation.target_trial import run_target_trial
+
+        return run_target_trial(extract, config, steps=steps)
     steps = steps or Steps(quiet=True)
     with steps.step("derive cohort"):
         cohort: Cohort = derive_cohort(extract, gap_days=config.gap_days)

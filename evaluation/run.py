@@ -186,11 +186,22 @@ def run(
                 tables=study.tables,
                 figures=study.figures(),
             )
-        from evaluation.release import write_release
+        history = study.results["cohort"].get("extract_version") == 2
+        if history:
+            # the disclosure rules and the report do not cover the target-trial outputs yet
+            warnings.warn(
+                "version-2 (history) extract: results.json, tables and figures are written; the "
+                "disclosure-controlled release/ and the report are not available for the "
+                "target-trial analysis yet",
+                UserWarning,
+                stacklevel=1,
+            )
+        else:
+            from evaluation.release import write_release
 
-        with steps.step("disclosure control (release/)"):
-            write_release(writer.staging)
-        if book:
+            with steps.step("disclosure control (release/)"):
+                write_release(writer.staging)
+        if book and not history:
             from evaluation.report import build_book
 
             with steps.step("build the report"):

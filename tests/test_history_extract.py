@@ -360,11 +360,10 @@ def test_row_and_column_order_do_not_matter(
 
 # ------------------------------------------------------------------ command line
 def test_run_on_a_history_extract_exits_2(tmp_path: Path) -> None:
+    """Nine persons are too few for the target trial: exit 2 with the reason."""
     out = tmp_path / "results"
     proc = run_cli("--data", str(EXAMPLE), "--out", str(out), cwd=ROOT)
-    assert_bad_input(
-        proc, out, "the target-trial analysis of version-2 (history) extracts is not available yet"
-    )
+    assert_bad_input(proc, out, "no initiator could be matched to a comparator of its risk set")
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
