@@ -27,6 +27,10 @@ from pathlib import Path
 #: the book's sources (pages, _config.yml, _toc.yml)
 BOOK_SOURCE = Path(__file__).resolve().parents[1] / "book"
 PDF_NAME = "hat-evaluation.pdf"
+#: the PDF's root page, empty: Sphinx's LaTeX drops the root page's title (the book's title
+#: stands in its place) and makes its sections chapters, so the PDF gets this page as its root
+#: and the book's root page (the summary) as its first chapter, with its title
+PDF_COVER = "cover"
 _JB = "from jupyter_book.cli.main import main; main()"
 
 
@@ -69,6 +73,24 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, what: str) -> None:
             f"the {what} build of the report failed (exit status {proc.returncode}); "
             f"full log: {log}\n{_diagnose(output)}"
         )
+
+
+def pdf_toc(book: Path, out: Path) -> Path | None:
+    """Write the PDF's table of contents: the book's, with :data:`PDF_COVER` as its root.
+
+    Returns the file written (``_toc_pdf.yml`` in the build folder ``out``), or ``None`` when
+    the book has no cover page (its root page then loses its title in the PDF).
+    """
+    if not (book / f"{PDF_COVER}.md").is_file():
+        return None
+    import yaml
+
+    toc = yaml.safe_load((book / "_toc.yml").read_text(encoding="utf-8"))
+    toc["chapters"] = [{"file": toc["root"]}, *toc.get("chapters", [])]
+    toc["root"] = PDF_COVER
+    path = out / "_toc_pdf.yml"
+    path.write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool = False) -> Path:
@@ -130,8 +152,13 @@ def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool 
                 "latexmk texlive-latex-recommended texlive-latex-extra "
                 "texlive-fonts-recommended texlive-xetex tex-gyre fonts-freefont-otf"
             )
+        toc = pdf_toc(book, build)
+        toc_option = ["--toc", str(toc)] if toc else []
         _run(
-            [sys.executable, "-c", _JB, "build", *common, "--builder", "pdflatex"], env, log, "PDF"
+            [sys.executable, "-c", _JB, "build", *common, *toc_option, "--builder", "pdflatex"],
+            env,
+            log,
+            "PDF",
         )
         if not (build / "latex" / PDF_NAME).is_file():
             raise BookBuildError(

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -56,6 +57,11 @@ PACKAGES = (
     "acro",
 )
 
+#: the locked environment: exact versions (and hashes) of every dependency for Python 3.11,
+#: written by ``uv pip compile`` (the command is in the file's first lines, and in the README)
+LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", flags=re.M)
+
 
 def json_safe(value: Any) -> Any:
     """Convert numpy scalars, NaN/inf (to ``None``), tuples and Timestamps for JSON."""
@@ -88,6 +94,60 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _normalise(name: str) -> str:
+    """A distribution name as PEP 503 compares them (``Foo_bar`` and ``foo-bar`` are one)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(text: str) -> dict[str, str]:
+    """The ``name==version`` pins of a lock file (``requirements.lock``), by normalised name."""
+    return {_normalise(name): version for name, version in _PIN.findall(text)}
+
+
+def lock_record(path: str | Path = LOCK_FILE) -> dict[str, Any]:
+    """The lock file's SHA-256 and whether the running environment is the locked one.
+
+    Parameters
+    ----------
+    path : path-like
+        The lock file; default ``requirements.lock`` beside the package's sources.
+
+    Returns
+    -------
+    dict
+        ``file`` (its name), ``sha256`` (of its bytes), ``packages`` (number of
+        pins), ``environment_matches`` (every pinned package installed at its locked
+        version) and ``differences`` (``{name: {locked, installed}}``, empty when it
+        matches). Without a lock file, ``sha256`` and ``environment_matches`` are
+        ``None`` and ``note`` says why.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {
+            "file": path.name,
+            "sha256": None,
+            "environment_matches": None,
+            "note": f"no lock file at {path}: the package is not installed from its sources",
+        }
+    data = path.read_bytes()
+    installed = {
+        _normalise(dist.metadata["Name"] or ""): dist.version for dist in metadata.distributions()
+    }
+    pins = locked_versions(data.decode("utf-8"))
+    differences = {
+        name: {"locked": version, "installed": installed.get(name, "not installed")}
+        for name, version in pins.items()
+        if installed.get(name) != version
+    }
+    return {
+        "file": path.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "packages": len(pins),
+        "environment_matches": not differences,
+        "differences": differences,
+    }
 
 
 def hash_files(folder: str | Path) -> dict[str, Any]:

@@ -129,6 +129,7 @@ def run(
         ResultsFolderWriter,
         command_line,
         hash_files,
+        lock_record,
         package_versions,
     )
 
@@ -176,6 +177,7 @@ def run(
             "warnings": seen,
             "counts": study.results["cohort"],
             "versions": package_versions(),
+            "lock": lock_record(),
         }
         with steps.step("write results folder"):
             manifest["timings_seconds"] = dict(steps.timings)
