@@ -21,10 +21,12 @@ ROWS = [
     ("mortality", "cox_matched"),
     ("overdose_mortality", "cox_matched"),
     ("retention", "cox_matched"),
+    ("crime", "rate_matched"),
     ("crime", "nb_matched"),
     ("mortality", "cox_iptw"),
     ("overdose_mortality", "cox_iptw"),
     ("retention", "cox_iptw"),
+    ("crime", "rate_iptw"),
     ("crime", "nb_iptw"),
 ]
 

@@ -40,6 +40,7 @@ DESIGN_LABELS = {
 MODEL_LABELS = {
     "cox": "Cox",
     "nb": "negative binomial",
+    "rate": "ratio of rates (robust)",
     "km": "Kaplan–Meier",
     "rmst": "RMST",
     "poisson": "Poisson (before/after)",

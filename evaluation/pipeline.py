@@ -17,7 +17,7 @@ import pandas as pd
 from analysis.balance import balance_table, effective_sample_size
 from analysis.cohort import Cohort, derive_cohort
 from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR, PRIMARY_OUTCOMES, SCHEMA_VERSION
-from analysis.counts import before_after_ratio, crude_rates, negative_binomial_irr
+from analysis.counts import before_after_ratio, crude_rates, negative_binomial_irr, rate_ratio
 from analysis.extract import Extract, HistoryExtract
 from analysis.matching import match
 from analysis.propensity import PropensityScore, fit_propensity
@@ -57,7 +57,7 @@ OUTCOME_MODELS = {
     "mortality": ("cox", "followup_days", "died"),
     "overdose_mortality": ("cox", "followup_days", "overdose_death"),
     "retention": ("cox", "retention_days", "discontinued"),
-    "crime": ("nb", "followup_charges", "crime_years"),
+    "crime": ("rate", "followup_charges", "crime_years"),
 }
 
 
@@ -285,7 +285,10 @@ def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstima
                 else "factor",
             )
         else:
-            est = negative_binomial_irr(
+            # the ratio of marginal rates (Poisson estimating equation, robust variance): the
+            # effect among the treated on charges is defined as a ratio of total charges to
+            # total person-time; a negative-binomial fit targets another ratio (below)
+            est = rate_ratio(
                 data,
                 count=a,
                 exposure=b,
@@ -294,7 +297,7 @@ def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstima
                 cluster=cluster,
                 alpha=config.alpha,
                 outcome=outcome,
-                method=f"nb_{design.name}",
+                method=f"rate_{design.name}",
             )
         if design.weight_model is not None and np.isfinite(est.estimate):
             est = _with_estimated_weights(est, data, design, model=model, a=a, b=b, config=config)
@@ -365,7 +368,7 @@ def _with_estimated_weights(
         keep = (w > 0) & (data[b].to_numpy(float) > 0)
         design_x = np.column_stack([np.ones(int(keep.sum())), treated[keep]])
         exposure = data[b].to_numpy(float)[keep]
-        theta = float(est.details["theta"])
+        theta = float(est.details.get("theta", np.inf))  # rate ratio: Poisson equation
         ef = nb_estimating_function(data[a].to_numpy(float)[keep], exposure, design_x, theta=theta)
         bread = nb_expected_bread(exposure, design_x, beta, w[keep], theta=theta)
         term = 1
@@ -544,6 +547,21 @@ def _primary_extras(
         method="poisson_matched",
     )
     estimates += [ratio]
+    # the model that was primary before: a negative-binomial regression, whose IRR weights
+    # persons by 1 / (1 + mu / theta) and so is not the ratio of marginal rates
+    estimates.append(
+        negative_binomial_irr(
+            df,
+            count="followup_charges",
+            exposure="crime_years",
+            treatment="treatment",
+            weights="weight",
+            cluster="cluster",
+            alpha=config.alpha,
+            outcome="crime",
+            method="nb_matched",
+        )
+    )
     tables: dict[str, pd.DataFrame] = {}
     km = kaplan_meier(
         ret,

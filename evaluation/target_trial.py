@@ -228,7 +228,7 @@ def protocol_table(rs: RiskSets, config: StudyConfig) -> pd.DataFrame:
         (
             "Statistical analysis",
             "effect in the treated: hazard ratios, rate ratios, risk and RMST differences",
-            "Cox, Kaplan-Meier, Aalen-Johansen, negative binomial on the matched rows, "
+            "Cox, Kaplan-Meier, Aalen-Johansen, ratio of charge rates on the matched rows, "
             "variances clustered on the person; per protocol: weighted by censoring weights "
             f"from a pooled logistic model on {pp.interval_days}-day intervals, truncated at "
             f"the {pp.truncate:g} quantile, bootstrap over persons ({pp.bootstrap} replicates, "

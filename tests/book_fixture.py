@@ -32,7 +32,7 @@ RATIO_ESTIMATES = (
     ("mortality", "HR", "cox", 0.71),
     ("overdose_mortality", "HR", "cox", 0.62),
     ("retention", "HR", "cox", 0.55),
-    ("crime", "IRR", "nb", 0.68),
+    ("crime", "IRR", "rate", 0.68),
 )
 
 #: the primary (matched) values: estimate, ci_low, ci_high, p_value
@@ -415,7 +415,7 @@ def write_results_fixture(
             if outcome != "overdose_mortality"
         ]  # fmt: skip
         # a small study: one primary estimate not estimable (reason in its note)
-        primary[-1] = _estimate("crime", "IRR", "nb_matched", math.nan, math.nan, math.nan,
+        primary[-1] = _estimate("crime", "IRR", "rate_matched", math.nan, math.nan, math.nan,
                                 math.nan, primary=True, details={"note": MINIMAL_NOT_ESTIMABLE})  # fmt: skip
         results = {
             "schema_version": 1,

@@ -164,17 +164,17 @@ def test_matched_design_is_closer_to_truth_than_naive(default_studies):
     log HR (about 0.25) is as large as the naive bias, so two seeds cannot tell the
     designs apart (the Monte Carlo study does).
     """
-    for outcome, model in (("retention", "cox"), ("crime", "nb")):
+    for outcome, model in (("retention", "cox"), ("crime", "rate")):
         err = {"matched": 0.0, "naive": 0.0}
         for study in default_studies:
             est = estimates(study)
-            measure = "IRR" if model == "nb" else "HR"
+            measure = "IRR" if model == "rate" else "HR"
             for design in err:
                 e = est[(outcome, measure, f"{model}_{design}")]
                 err[design] += abs(math.log(e["estimate"]) - math.log(e["truth"]))
         assert err["matched"] < err["naive"], (outcome, err)
     # the naive crime IRR misses the truth by several standard errors
-    e = estimates(default_studies[0])[("crime", "IRR", "nb_naive")]
+    e = estimates(default_studies[0])[("crime", "IRR", "rate_naive")]
     assert abs(math.log(e["estimate"]) - math.log(e["truth"])) / _se(e) > 3
 
 
@@ -252,8 +252,8 @@ def test_before_after_crime_uses_the_same_at_risk_rules(ci_study, tmp_path):
     ours = {(e["outcome"], e["measure"], e["method"]): e for e in again.results["estimates"]}
     theirs = estimates(study)
     assert (
-        ours[("crime", "IRR", "nb_matched")]["estimate"]
-        == theirs[("crime", "IRR", "nb_matched")]["estimate"]
+        ours[("crime", "IRR", "rate_matched")]["estimate"]
+        == theirs[("crime", "IRR", "rate_matched")]["estimate"]
     )
     # the pipeline's matched sample, rebuilt: weighted at-risk sums per group
     matched = _matched_sample(extract, config)

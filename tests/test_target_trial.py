@@ -194,5 +194,5 @@ def test_itt_and_per_protocol_recover_the_truth(tmp_path, scenario, seed):
                 continue
             assert abs(_z(e, history.truth)) < 3, (estimand, outcome, e)
     if scenario == "default":
-        (naive,) = [x for x in est if x["method"] == "nb_naive"]
+        (naive,) = [x for x in est if x["method"] == "rate_naive"]
         assert abs(_z(naive, history.truth)) > 3, naive
