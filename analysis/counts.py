@@ -599,6 +599,25 @@ def negative_binomial_irr(
 # ----------------------------------------------------------------------------- before/after
 
 
+def _log_rate(
+    y: np.ndarray, e: np.ndarray, w: np.ndarray, sel: np.ndarray
+) -> tuple[float, float, float, np.ndarray]:
+    """Weighted rate of the rows ``sel`` and each row's influence on its logarithm.
+
+    Returns ``(events, person_years, rate, influence)``: ``rate = sum w y / sum w e`` over
+    ``sel`` (NaN without person-time) and ``influence = w (y - rate e) / sum w y`` on the
+    rows of ``sel``, 0 elsewhere (0 everywhere without events or person-time, where the
+    log-rate is not defined).
+    """
+    events = float(np.sum(w[sel] * y[sel]))
+    person_years = float(np.sum(w[sel] * e[sel]))
+    rate = events / person_years if person_years > 0 else float("nan")
+    influence = np.zeros(len(y))
+    if events > 0 and person_years > 0:
+        influence[sel] = w[sel] * (y[sel] - rate * e[sel]) / events
+    return events, person_years, rate, influence
+
+
 class BeforeAfter(NamedTuple):
     """Within-group after/before rate ratios and their ratio.
 
@@ -717,13 +736,9 @@ def before_after_ratio(
         parts = {}
         contrib = np.zeros(len(a))
         for period, y, e, sign in (("before", yb, eb, -1.0), ("after", ya, ea, 1.0)):
-            events = float(np.sum(w[sel] * y[sel]))
-            py = float(np.sum(w[sel] * e[sel]))
-            rate = events / py if py > 0 else float("nan")
+            events, py, rate, influence = _log_rate(y, e, w, sel)
             parts[period] = {"events": events, "person_years": py, "rate": rate}
-            if events > 0 and py > 0:
-                # influence of each person on log(rate): w (y - rate e) / sum(w y)
-                contrib[sel] += sign * w[sel] * (y[sel] - rate * e[sel]) / events
+            contrib += sign * influence
         rates[label] = parts
         ok = all(p["events"] > 0 and p["person_years"] > 0 for p in parts.values())
         log_rr[g] = (
@@ -859,8 +874,9 @@ def rate_ratio(
             outcome, "IRR", method, "IRR not estimable: one treatment group is empty",
             details=details, **common,
         )  # fmt: skip
-    events = {g: float(np.sum((w * y)[a == g])) for g in (0, 1)}
-    years = {g: float(np.sum((w * expo)[a == g])) for g in (0, 1)}
+    parts = {g: _log_rate(y, expo, w, a == g) for g in (0, 1)}
+    events = {g: parts[g][0] for g in (0, 1)}
+    years = {g: parts[g][1] for g in (0, 1)}
     if min(events.values()) == 0:
         empty, limit = ("HAT", "0") if events[1] == 0 else ("OST", "infinity")
         return _nan_estimate(
@@ -872,16 +888,12 @@ def rate_ratio(
     problem = cluster_check(count_clusters(codes), what=what)
     if problem is not None and problem.startswith("not estimable"):
         return _nan_estimate(outcome, "IRR", method, f"IRR {problem}", details=details, **common)
-    rate = {g: events[g] / years[g] for g in (0, 1)}
-    group_rate = np.where(a == 1, rate[1], rate[0])
-    group_events = np.where(a == 1, events[1], events[0])
-    influence = np.where(a == 1, 1.0, -1.0) * w * (y - group_rate * expo) / group_events
-    var, n_clusters = cluster_variance(influence, codes, small_sample=True)
+    rate = {g: parts[g][2] for g in (0, 1)}
+    var, n_clusters = cluster_variance(parts[1][3] - parts[0][3], codes, small_sample=True)
     se = float(np.sqrt(var))
     log_irr = math.log(rate[1] / rate[0])
     # SE of the intercept (log OST rate) from the OST influence alone
-    ost = np.where(a == 0, w * (y - rate[0] * expo) / events[0], 0.0)
-    se0 = float(np.sqrt(cluster_variance(ost, codes, small_sample=True)[0]))
+    se0 = float(np.sqrt(cluster_variance(parts[0][3], codes, small_sample=True)[0]))
     details.update(
         {
             "se_log": se,
