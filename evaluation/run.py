@@ -24,6 +24,7 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
+from analysis.validation import one_line
 from evaluation.config import ConfigError, StudyConfig, load_config
 from evaluation.progress import Steps
 
@@ -215,13 +216,8 @@ def run(
 
 def _warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
     """Distinct warnings, in order, as ``Category: message`` lines."""
-    lines = [f"{w.category.__name__}: {one_line_text(str(w.message))}" for w in caught]
+    lines = [f"{w.category.__name__}: {one_line(w.message)}" for w in caught]
     return list(dict.fromkeys(lines))
-
-
-def one_line_text(text: str) -> str:
-    """``text`` with its line breaks folded into spaces."""
-    return " ".join(text.split())
 
 
 class Terminated(BaseException):
@@ -281,7 +277,7 @@ def _check_scenario(config: StudyConfig) -> None:
     try:
         load_scenario(config.scenario, seed=config.seed, n_hat=config.n_hat, n_ost=config.n_ost)
     except ScenarioError as exc:
-        raise ConfigError(f"scenario: {one_line_text(str(exc))}") from None
+        raise ConfigError(f"scenario: {one_line(exc)}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             keep=keep,
         )
     except StudyError as exc:
-        return _fail(f"the study cannot be done: {one_line_text(str(exc))}")
+        return _fail(f"the study cannot be done: {one_line(exc)}")
     except (ConfigError, ExtractError, OutputError) as exc:
-        return _fail(one_line_text(str(exc)))
+        return _fail(one_line(exc))
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C); nothing was written", file=sys.stderr)
         return 130
@@ -345,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             "the report could not be built (rerun with --no-book to get the results folder "
             "without it)"
             if isinstance(exc, BookBuildError)
-            else f"internal error: {type(exc).__name__}: {one_line_text(str(exc))[:300]}"
+            else f"internal error: {type(exc).__name__}: {one_line(exc)[:300]}"
         )
         print(
             f"error: {what}; this is a bug, please report it with the log {log}; "
