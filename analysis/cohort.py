@@ -179,6 +179,26 @@ class Cohort:
         return out.astype({"n_hat": "int64", "n_ost": "int64", "n_total": "int64"})
 
 
+def calendar_years(dates: pd.Series, *, first: pd.Timestamp | None = None) -> pd.Series:
+    """Calendar time of each date: years (days / 365.25) since ``first``.
+
+    Parameters
+    ----------
+    dates : pandas.Series
+        Dates (``index_date`` of the cohort, or of stacked risk-set rows).
+    first : pandas.Timestamp, optional
+        The origin; default the earliest of ``dates``.
+
+    Returns
+    -------
+    pandas.Series
+        The :data:`analysis.contract.CALENDAR_COVARIATE` of the propensity models.
+    """
+    dates = pd.to_datetime(dates)
+    origin = dates.min() if first is None else first
+    return (dates - origin).dt.days / DAYS_PER_YEAR
+
+
 def _days(values: pd.Series | pd.Index | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Day numbers (days since 1970-01-01, int64) and a mask of missing dates."""
     s = pd.Series(values)

@@ -51,7 +51,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.balance import balance_table
-from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR
+from analysis.cohort import calendar_years
+from analysis.contract import CALENDAR_COVARIATE
 from analysis.matching import MatchedSample, match
 from analysis.propensity import PropensityScore, fit_propensity
 from analysis.risk_sets import ROLE_CANDIDATE, ROLE_INITIATOR
@@ -87,7 +88,7 @@ def stack_risk_sets(table: pd.DataFrame) -> pd.DataFrame:
         treatment=treatment,
         group=np.where(treatment == 1, "HAT", "OST"),
         row_id=date.dt.strftime("%Y-%m-%d") + _SEP + rows["person_id"].astype(str),
-        **{CALENDAR_COVARIATE: (date - first).dt.days / DAYS_PER_YEAR},
+        **{CALENDAR_COVARIATE: calendar_years(date, first=first)},
     )
 
 

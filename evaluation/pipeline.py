@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.balance import balance_table, effective_sample_size
-from analysis.cohort import Cohort, derive_cohort
+from analysis.cohort import Cohort, calendar_years, derive_cohort
 from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR, PRIMARY_OUTCOMES, SCHEMA_VERSION
 from analysis.counts import before_after_ratio, crude_rates, negative_binomial_irr, rate_ratio
 from analysis.extract import Extract, HistoryExtract
@@ -645,8 +645,7 @@ def run_study(
     with steps.step("derive cohort"):
         cohort: Cohort = derive_cohort(extract, gap_days=config.gap_days)
         df = cohort.table.copy()
-        index_date = pd.to_datetime(df["index_date"])
-        df[CALENDAR_COVARIATE] = (index_date - index_date.min()).dt.days / DAYS_PER_YEAR
+        df[CALENDAR_COVARIATE] = calendar_years(df["index_date"])
         n_hat = int(df["treatment"].sum())
         n_ost = int(len(df) - n_hat)
         if n_hat == 0 or n_ost == 0:

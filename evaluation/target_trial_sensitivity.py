@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR
+from analysis.cohort import calendar_years
+from analysis.contract import CALENDAR_COVARIATE
 from analysis.extract import HistoryExtract
 from analysis.matching import match
 from analysis.propensity import fit_propensity
@@ -97,8 +98,7 @@ def sensitivity_estimates(
         comp = _rows_on(history, pd.DataFrame({"person_id": others, "index_date": day}), rs, config)
         rows = pd.concat([init[comp.columns.intersection(init.columns)], comp], ignore_index=True)
         rows["treatment"] = np.r_[np.ones(len(init), np.int64), np.zeros(len(comp), np.int64)]
-        date = pd.to_datetime(rows["index_date"])
-        rows[CALENDAR_COVARIATE] = (date - date.min()).dt.days / DAYS_PER_YEAR
+        rows[CALENDAR_COVARIATE] = calendar_years(rows["index_date"])
         covs = tuple(plan.covariates) + ((CALENDAR_COVARIATE,) if plan.calendar_time else ())
         try:
             ps = fit_propensity(rows, treatment="treatment", covariates=covs)

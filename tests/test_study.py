@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cohort import derive_cohort
-from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR, PRIMARY_OUTCOMES
+from analysis.cohort import calendar_years, derive_cohort
+from analysis.contract import CALENDAR_COVARIATE, PRIMARY_OUTCOMES
 from analysis.extract import read_extract
 from analysis.propensity import fit_propensity
 from analysis.sensitivity import incidence_at_end
@@ -192,8 +192,7 @@ def test_matched_arms_carry_equal_weight(ci_study):
 def _matched_sample(extract, config) -> pd.DataFrame:
     """The pipeline's primary (matched) design, rebuilt from its parts."""
     df = derive_cohort(extract, gap_days=config.gap_days).table
-    index_date = pd.to_datetime(df["index_date"])
-    df[CALENDAR_COVARIATE] = (index_date - index_date.min()).dt.days / DAYS_PER_YEAR
+    df[CALENDAR_COVARIATE] = calendar_years(df["index_date"])
     ps = fit_propensity(df, treatment="treatment", covariates=config.propensity_covariates)
     df = df.assign(ps=ps.score, ps_logit=ps.logit)
     return build_designs(df, config, propensity=ps)["matched"].data
