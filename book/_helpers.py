@@ -520,8 +520,13 @@ def variable_order(name: Any) -> int:
     return len(covs)
 
 
-def design_label(name: Any, *, short: bool = False) -> str:
-    """Readable name of a design (``matched``, ``iptw``, ``matched_caliper0.1``...)."""
+def design_label(name: Any, *, short: bool = False, primary: Any = None) -> str:
+    """Readable name of a design (``matched``, ``iptw``, ``matched_caliper0.1``...).
+
+    The short name of the primary design says "(primary)" unless ``primary`` is False: a
+    secondary estimate on that design (a risk difference, the negative binomial beside
+    crime's rate ratio) is then not mistaken for the primary estimate.
+    """
     name = str(name)
     if not short:
         if name in DESIGN_LABELS:
@@ -533,6 +538,8 @@ def design_label(name: Any, *, short: bool = False) -> str:
                    "naive": "naive (unadjusted)"}  # fmt: skip
     if name in short_names:
         k = (design("matched") or {}).get("k") if name == "matched" else None
+        if name == "matched" and primary is not None and not bool(primary):
+            return f"matched 1:{k}" if k else "matched 1:k"
         return f"matched 1:{k} (primary)" if k else short_names[name]
     if name.startswith("matched_caliper"):
         return f"caliper {name.removeprefix('matched_caliper')} SD"
@@ -672,7 +679,10 @@ def forest_input(est: pd.DataFrame) -> pd.DataFrame:
     est = est.sort_values(["_o", "measure", "_d"], kind="stable")
     return est.assign(
         outcome=est["outcome"].map(lambda o: label(outcome=o)),
-        method=est["design"].map(lambda d: design_label(d, short=True)),
+        method=[
+            design_label(d, short=True, primary=p)
+            for d, p in zip(est["design"], est["primary"], strict=True)
+        ],
     ).drop(columns=["_o", "_d"])
 
 
@@ -762,7 +772,7 @@ def estimates_table(
         row.update(
             {
                 "measure": MEASURE_SHORT.get(measure, measure),
-                "design": design_label(design_name, short=True),
+                "design": design_label(design_name, short=True, primary=r.get("primary")),
                 "estimate": shown,
                 ci_label(): ci.replace(" to ", "\u00a0to\u00a0") if "available" not in ci else "–",
                 "p": p_only(r.get("p_value")) if estimable else "–",
