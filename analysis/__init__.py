@@ -1,10 +1,10 @@
 """Statistical methods for the HAT vs matched OST registry evaluation.
 
-Data flow is one way: an extract (see ``analysis.extract``) is derived into a
-person-level cohort (``analysis.cohort``), a matched or weighted design
-(``analysis.propensity``, ``analysis.matching``, ``analysis.weighting``,
-``analysis.balance``) and effect estimates (``analysis.survival``,
-``analysis.counts``, ``analysis.sensitivity``), all returned as frozen typed
+Data flow is one way: an extract (see ``analysis.data.extract``) is derived into a
+person-level cohort (``analysis.data.cohort``), a matched or weighted design
+(``analysis.design.propensity``, ``analysis.design.matching``, ``analysis.design.weighting``,
+``analysis.design.balance``) and effect estimates (``analysis.outcomes.survival``,
+``analysis.outcomes.counts``, ``analysis.outcomes.sensitivity``), all returned as frozen typed
 results (``analysis.results``). ``analysis`` never imports ``synthetic``.
 """
 

@@ -56,7 +56,7 @@ def retention_groupby(extract, person_ids: np.ndarray, *, gap_days: int = 30) ->
     -------
     DataFrame
         Index ``person_id``; ``in_retention``, ``retention_days``, ``discontinued``
-        (the definitions of ``analysis.cohort.derive_cohort``).
+        (the definitions of ``analysis.data.cohort.derive_cohort``).
     """
     extract_date = pd.Timestamp(extract.extract_date)
     persons = extract.persons.loc[

@@ -1,4 +1,4 @@
-"""Benchmark ``analysis.coxph.fit_cox`` against R's ``survival::coxph`` and lifelines.
+"""Benchmark ``analysis.outcomes.coxph.fit_cox`` against R's ``survival::coxph`` and lifelines.
 
 All three fit the same simulated registry-like data: 10 covariates (3 binary, 7 continuous),
 follow-up up to 10 years, Efron ties.
@@ -131,7 +131,7 @@ def worker(tool: str, data_path: str, repeats: int, scenario: str) -> dict:
     """Run inside a fresh subprocess: load the data, time the fit, return JSON-able results."""
     data = dict(np.load(data_path))
     if tool == "ours":
-        from analysis.coxph import fit_cox
+        from analysis.outcomes.coxph import fit_cox
 
         kw = {}
         if scenario == "days+weights+cluster":

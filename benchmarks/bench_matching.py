@@ -1,4 +1,4 @@
-"""Benchmark ``analysis.matching.match`` against the naive quadratic greedy search.
+"""Benchmark ``analysis.design.matching.match`` against the naive quadratic greedy search.
 
 Data: registry-like logit propensity scores, treated ~ N(-4.6 + shift, 1), controls
 ~ N(-4.6, 1) (about 1 % treated at shift 0); four regions, HAT only in two of them
@@ -72,7 +72,7 @@ def make_data(
 
 def naive_match(df: pd.DataFrame, *, k: int, caliper: float) -> pd.DataFrame:
     """Sequential greedy matching with a full distance vector per treated person."""
-    from analysis.matching import caliper_width
+    from analysis.design.matching import caliper_width
 
     ids = df["person_id"].to_numpy()
     s = df["ps_logit"].to_numpy()
@@ -119,7 +119,7 @@ def _peak_reset() -> bool:
 def worker(spec: dict) -> dict:
     """Run one scenario in this process; return timings and peak memory."""
     sys.path.insert(0, str(ROOT))
-    from analysis.matching import match
+    from analysis.design.matching import match
 
     df = make_data(
         spec["n_treated"], spec["n_control"], shift=spec["shift"], decimals=spec["round"]

@@ -8,12 +8,12 @@ of ``benchmarks/baselines.py`` for that stage, also in a fresh subprocess.
 Stages (the calls of ``evaluation.pipeline.run_study``, primary design):
 
 ========================  ============================================================
-``read_extract``          ``analysis.extract.read_extract`` (validation included)
-``derive_cohort``         ``analysis.cohort.derive_cohort``
-``fit_propensity``        ``analysis.propensity.fit_propensity`` (config covariates)
-``match``                 ``analysis.matching.match``: 1:4, caliper 0.2 SD, exact region
-``att_weights``           ``analysis.weighting.att_weights``
-``balance_table``         ``analysis.balance.balance_table`` before and after matching
+``read_extract``          ``analysis.data.extract.read_extract`` (validation included)
+``derive_cohort``         ``analysis.data.cohort.derive_cohort``
+``fit_propensity``        ``analysis.design.propensity.fit_propensity`` (config covariates)
+``match``                 ``analysis.design.matching.match``: 1:4, caliper 0.2 SD, exact region
+``att_weights``           ``analysis.design.weighting.att_weights``
+``balance_table``         ``analysis.design.balance.balance_table`` before and after matching
 ``cox_matched``           ``cox_hazard_ratio`` of mortality, matched (weights, cluster)
 ``cox_naive``             ``cox_hazard_ratio`` of mortality, whole cohort, unweighted
 ``nb_matched``            ``negative_binomial_irr`` of charges, matched
@@ -194,21 +194,21 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
     info: dict[str, Any] = {}
     common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
     if stage == "read_extract":
-        from analysis.extract import read_extract
+        from analysis.data.extract import read_extract
 
         call = lambda: read_extract(data)  # noqa: E731
     elif stage == "derive_cohort":
-        from analysis.cohort import derive_cohort
+        from analysis.data.cohort import derive_cohort
 
         extract = _load(work, "extract")
         call = lambda: derive_cohort(extract, gap_days=cfg.gap_days)  # noqa: E731
     elif stage == "fit_propensity":
-        from analysis.propensity import fit_propensity
+        from analysis.design.propensity import fit_propensity
 
         df = _load(work, "cohort")
         call = lambda: fit_propensity(df, treatment="treatment", covariates=cfg.covariates)  # noqa: E731
     elif stage == "match":
-        from analysis.matching import match
+        from analysis.design.matching import match
 
         df = _load(work, "cohort_ps")
         m = cfg.matching
@@ -222,13 +222,13 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             replace=m.replace,
         )
     elif stage == "att_weights":
-        from analysis.weighting import att_weights
+        from analysis.design.weighting import att_weights
 
         df = _load(work, "cohort_ps")
         tr = cfg.sensitivity.iptw_trim
         call = lambda: att_weights(df, treatment="treatment", score="ps", trim=tr)  # noqa: E731
     elif stage == "balance_table":
-        from analysis.balance import balance_table
+        from analysis.design.balance import balance_table
 
         df, matched = _load(work, "cohort_ps"), _load(work, "matched")
 
@@ -244,7 +244,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             return before, after
 
     elif stage in ("cox_matched", "cox_naive"):
-        from analysis.survival import cox_hazard_ratio
+        from analysis.outcomes.survival import cox_hazard_ratio
 
         if stage == "cox_matched":
             df, kw = _load(work, "matched"), {"weights": "weight", "cluster": "cluster"}
@@ -261,7 +261,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             **kw,
         )
     elif stage == "nb_matched":
-        from analysis.counts import negative_binomial_irr
+        from analysis.outcomes.counts import negative_binomial_irr
 
         df = _load(work, "matched")
         call = lambda: negative_binomial_irr(  # noqa: E731
@@ -274,7 +274,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             **common,
         )
     elif stage == "km_rr12":
-        from analysis.survival import survival_at
+        from analysis.outcomes.survival import survival_at
 
         ret = _retention_sample(_load(work, "matched"))
         call = lambda: survival_at(  # noqa: E731
@@ -288,7 +288,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             **common,
         )
     elif stage == "rmst":
-        from analysis.survival import rmst_difference
+        from analysis.outcomes.survival import rmst_difference
 
         ret = _retention_sample(_load(work, "matched"))
         call = lambda: rmst_difference(  # noqa: E731
@@ -302,7 +302,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             **common,
         )
     elif stage == "cif":
-        from analysis.survival import cumulative_incidence
+        from analysis.outcomes.survival import cumulative_incidence
 
         cif_df = _cif_frame(_load(work, "matched"))
         call = lambda: cumulative_incidence(  # noqa: E731

@@ -1,4 +1,4 @@
-"""Benchmark the target trial's risk sets (``analysis.risk_sets``) on history extracts.
+"""Benchmark the target trial's risk sets (``analysis.data.risk_sets``) on history extracts.
 
 A random history extract (contract version 2) is generated here, vectorised with a
 seeded numpy Generator (not with the synthetic package): ``--candidates`` persons in
@@ -52,9 +52,9 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.contract import ASSESSMENT_COVARIATES  # noqa: E402
-from analysis.extract import HistoryExtract  # noqa: E402
-from analysis.risk_sets import derive_risk_sets, iter_risk_sets  # noqa: E402
+from analysis.data.contract import ASSESSMENT_COVARIATES  # noqa: E402
+from analysis.data.extract import HistoryExtract  # noqa: E402
+from analysis.data.risk_sets import derive_risk_sets, iter_risk_sets  # noqa: E402
 
 HISTORY_START = np.datetime64("2015-01-01")
 EXTRACT_DATE = np.datetime64("2025-12-31")

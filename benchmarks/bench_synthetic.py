@@ -6,7 +6,7 @@ Each size runs in a fresh subprocess (so peak memory is that size's own) and rep
   default parameters; independent of the data's size, cached within a process);
 * ``generate``: drawing the tables (persons, episodes, deaths, charges, prison stays) once
   the truth is cached;
-* ``write``: writing the extract with ``analysis.extract.write_extract`` (``--format``);
+* ``write``: writing the extract with ``analysis.data.extract.write_extract`` (``--format``);
 * ``peak RSS``: the process's peak resident set size (``resource.getrusage``), which
   includes the interpreter with numpy, pandas and pyarrow loaded (about 0.2 GB).
 

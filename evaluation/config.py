@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from analysis.contract import BOOLEAN_COVARIATES, CALENDAR_COVARIATE
-from analysis.missing import DEFAULT_COVARIATES
+from analysis.data.contract import BOOLEAN_COVARIATES, CALENDAR_COVARIATE
+from analysis.design.missing import DEFAULT_COVARIATES
 from evaluation.target_trial_config import TargetTrialConfig
 
 #: cohort columns with few values, on which matching may be exact (missing = its own value)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.contract import BOOLEAN_COVARIATES, REGIONS
-from analysis.missing import design_matrix
+from analysis.data.contract import BOOLEAN_COVARIATES, REGIONS
+from analysis.design.missing import design_matrix
 
 #: prefix of the evidence tables in ``tables/``
 EVIDENCE_PREFIX = "disclosure_"
@@ -67,7 +67,7 @@ def contributions(values: Iterable[float]) -> dict[str, Any]:
 def _table1_evidence(
     samples: Mapping[str, pd.DataFrame], covariates: Iterable[str]
 ) -> pd.DataFrame:
-    """Persons behind each cell of Table 1 (same rows as ``analysis.descriptives``)."""
+    """Persons behind each cell of Table 1 (same rows as ``analysis.design.descriptives``)."""
     rows: list[dict[str, Any]] = []
     for column, df in samples.items():
 

@@ -49,7 +49,7 @@ def love_plot(
     ----------
     balance : DataFrame
         A ``variable`` column and one ``smd_<design>`` column per design, e.g. the
-        output of :func:`analysis.balance.compare_balance` (``smd_before``,
+        output of :func:`analysis.design.balance.compare_balance` (``smd_before``,
         ``smd_after``) or the study's balance table (``smd_before``,
         ``smd_matched``, ``smd_iptw``).
     threshold : float, default 0.1

@@ -14,16 +14,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.balance import balance_table, effective_sample_size
-from analysis.cohort import Cohort, calendar_years, derive_cohort
-from analysis.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR, PRIMARY_OUTCOMES, SCHEMA_VERSION
-from analysis.counts import before_after_ratio, crude_rates, negative_binomial_irr, rate_ratio
-from analysis.extract import Extract, HistoryExtract
-from analysis.matching import match
-from analysis.propensity import PropensityScore, fit_propensity
-from analysis.results import EffectEstimate
-from analysis.sensitivity import e_value, incidence_at_end
-from analysis.stacked import (
+from analysis.data.cohort import Cohort, calendar_years, derive_cohort
+from analysis.data.contract import (
+    CALENDAR_COVARIATE,
+    DAYS_PER_YEAR,
+    PRIMARY_OUTCOMES,
+    SCHEMA_VERSION,
+)
+from analysis.data.extract import Extract, HistoryExtract
+from analysis.design.balance import balance_table, effective_sample_size
+from analysis.design.matching import match
+from analysis.design.propensity import PropensityScore, fit_propensity
+from analysis.design.weighting import att_weights
+from analysis.outcomes.counts import (
+    before_after_ratio,
+    crude_rates,
+    negative_binomial_irr,
+    rate_ratio,
+)
+from analysis.outcomes.sensitivity import e_value, incidence_at_end
+from analysis.outcomes.stacked import (
     EstimatedWeights,
     att_weight_model_from_propensity,
     cox_estimating_function,
@@ -32,7 +42,7 @@ from analysis.stacked import (
     stacked_variance,
     with_stacked_variance,
 )
-from analysis.survival import (
+from analysis.outcomes.survival import (
     cox_hazard_ratio,
     cox_score_test,
     cumulative_incidence,
@@ -42,7 +52,7 @@ from analysis.survival import (
     rmst_difference,
     survival_at,
 )
-from analysis.weighting import att_weights
+from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.disclosure import disclosure_evidence
 from evaluation.progress import Steps
@@ -789,7 +799,7 @@ def _balance(df: pd.DataFrame, designs: dict[str, Design], config: StudyConfig) 
 
 def _table1(df: pd.DataFrame, matched: Design, config: StudyConfig) -> pd.DataFrame:
     """Baseline table by group, before and after matching."""
-    from analysis.descriptives import baseline_table
+    from analysis.design.descriptives import baseline_table
 
     covs = list(config.propensity_covariates)
     before = baseline_table(df, group="group", covariates=covs)

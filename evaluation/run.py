@@ -24,7 +24,7 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from analysis.validation import one_line
+from analysis.data.validation import one_line
 from evaluation.config import ConfigError, StudyConfig, load_config
 from evaluation.progress import Steps
 
@@ -116,14 +116,14 @@ def run(
 
     Raises
     ------
-    analysis.validation.ExtractError
+    analysis.data.validation.ExtractError
         The extract breaks a rule of the data contract.
     evaluation.output_path.OutputError
         ``out`` may not be written (or another run is writing it).
     evaluation.pipeline.StudyError
         The study cannot be done on this extract.
     """
-    from analysis.extract import read_extract
+    from analysis.data.extract import read_extract
     from evaluation.output_path import check_output_path
     from evaluation.pipeline import run_study
     from evaluation.results_folder import (
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     bug), nothing written, the traceback in a log file named on stderr.
     """
     args = build_parser().parse_args(argv)
-    from analysis.validation import ExtractError
+    from analysis.data.validation import ExtractError
     from evaluation.output_path import OutputError
     from evaluation.pipeline import StudyError, not_estimable
 

@@ -221,7 +221,7 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
     """
     from threadpoolctl import threadpool_limits
 
-    from analysis.extract import read_extract
+    from analysis.data.extract import read_extract
     from evaluation.pipeline import run_study
     from synthetic.generate import generate, write
 

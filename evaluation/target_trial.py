@@ -2,10 +2,10 @@
 
 ``run_target_trial`` carries out the protocol of ``config.target_trial``
 (:mod:`evaluation.target_trial_config`): the risk sets of the HAT initiators
-(:func:`analysis.risk_sets.derive_risk_sets`), risk-set matching on a propensity model of
-the stacked risk sets (:func:`analysis.risk_set_matching.risk_set_match`), the
+(:func:`analysis.data.risk_sets.derive_risk_sets`), risk-set matching on a propensity model of
+the stacked risk sets (:func:`analysis.design.risk_set_matching.risk_set_match`), the
 intention-to-treat effects (primary) and the per-protocol effects with inverse probability
-of censoring weights (:mod:`analysis.ipcw`), and the comparisons that show what the
+of censoring weights (:mod:`analysis.design.ipcw`), and the comparisons that show what the
 emulation changes (naive, prevalent users). It reads and writes no files.
 
 Variances of the intention-to-treat estimates are clustered on the **person**, not on the
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.contract import DAYS_PER_YEAR, PRIMARY_OUTCOMES, SCHEMA_VERSION
-from analysis.extract import HistoryExtract
+from analysis.data.contract import DAYS_PER_YEAR, PRIMARY_OUTCOMES, SCHEMA_VERSION
+from analysis.data.extract import HistoryExtract
+from analysis.data.risk_sets import RiskSets, derive_risk_sets
+from analysis.design.risk_set_matching import RiskSetMatch, risk_set_match
+from analysis.outcomes.sensitivity import e_value
 from analysis.results import EffectEstimate
-from analysis.risk_set_matching import RiskSetMatch, risk_set_match
-from analysis.risk_sets import RiskSets, derive_risk_sets
-from analysis.sensitivity import e_value
 from evaluation.config import StudyConfig
 from evaluation.pipeline import (
     Design,

@@ -20,8 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from analysis.contract import BOOLEAN_COVARIATES, OUTCOMES, PRIMARY_OUTCOMES, REGIONS
-from analysis.risk_sets import COVARIATE_COLUMNS
+from analysis.data.contract import BOOLEAN_COVARIATES, OUTCOMES, PRIMARY_OUTCOMES, REGIONS
+from analysis.data.risk_sets import COVARIATE_COLUMNS
 
 #: covariates on the date that the propensity model may use
 TARGET_TRIAL_COVARIATES: tuple[str, ...] = COVARIATE_COLUMNS

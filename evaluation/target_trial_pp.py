@@ -4,13 +4,13 @@ HAT, inverse probability of censoring weights, bootstrap over persons.
 The comparator strategy per protocol is "never initiate HAT". A comparator's follow-up
 ends, censored, on its first HAT start (the ``pp_*`` columns of the risk sets). The
 censoring is informative, so the comparators' intervals are weighted by stabilised inverse
-probability of censoring weights (:mod:`analysis.ipcw`):
+probability of censoring weights (:mod:`analysis.design.ipcw`):
 
 - **censoring model** (denominator): pooled logistic regression of starting HAT in an
   interval of ``interval_days`` on the covariates *at the interval's start* (the latest
   status form, an overdose in the lookback window, days in OST in the year before,
   charges in the lookback window, still in the treatment spell of the index date, age,
-  sex; :func:`analysis.risk_sets.covariates_on` on the interval's first day) and time
+  sex; :func:`analysis.data.risk_sets.covariates_on` on the interval's first day) and time
   since the index date (restricted cubic spline, 4 knots), over the comparators'
   intervals of follow-up;
 - **numerator model**: time since the index date only;
@@ -38,8 +38,9 @@ import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
-from analysis.contract import DAYS_PER_YEAR
-from analysis.ipcw import (
+from analysis.data.contract import DAYS_PER_YEAR
+from analysis.data.risk_sets import covariates_on, outcomes_from
+from analysis.design.ipcw import (
     aj_counting,
     censoring_weights,
     cox_counting,
@@ -50,10 +51,9 @@ from analysis.ipcw import (
     survival_at_time,
     weighted_rates,
 )
-from analysis.missing import design_matrix, restricted_cubic_spline, spline_knots
+from analysis.design.missing import design_matrix, restricted_cubic_spline, spline_knots
+from analysis.design.risk_set_matching import RiskSetMatch
 from analysis.results import EffectEstimate
-from analysis.risk_set_matching import RiskSetMatch
-from analysis.risk_sets import covariates_on, outcomes_from
 from evaluation.config import StudyConfig
 from evaluation.pipeline import horizon_label
 

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.cohort import calendar_years
-from analysis.contract import CALENDAR_COVARIATE
-from analysis.extract import HistoryExtract
-from analysis.matching import match
-from analysis.propensity import fit_propensity
+from analysis.data.cohort import calendar_years
+from analysis.data.contract import CALENDAR_COVARIATE
+from analysis.data.extract import HistoryExtract
+from analysis.data.risk_sets import RiskSets, covariates_on, eligibility_on, outcomes_from
+from analysis.design.matching import match
+from analysis.design.propensity import fit_propensity
+from analysis.design.risk_set_matching import RiskSetMatch
 from analysis.results import EffectEstimate
-from analysis.risk_set_matching import RiskSetMatch
-from analysis.risk_sets import RiskSets, covariates_on, eligibility_on, outcomes_from
 from evaluation.config import StudyConfig
 from evaluation.pipeline import Design, _outcome_estimates
 

@@ -1,7 +1,7 @@
 """The data contract's definitions (``shared/data-contract.md``, "Definitions") on arrays.
 
 A small, vectorised implementation used by the truth (on the potential outcomes) and by
-the generator's self-checks. It is independent of ``analysis.cohort`` on purpose, and is
+the generator's self-checks. It is independent of ``analysis.data.cohort`` on purpose, and is
 tested against the hand-made example extract (``tests/data/example-extract``).
 
 All dates are integer day numbers (any origin); a missing date is ``None``/``NO_DAY``
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.contract import DAYS_PER_YEAR
+from analysis.data.contract import DAYS_PER_YEAR
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Generate a synthetic registry extract with known truth.
 
 ``generate(spec, rng)`` returns the contract's tables and ``truth.json``'s contents;
-``write`` writes them with :func:`analysis.extract.write_extract`;
+``write`` writes them with :func:`analysis.data.extract.write_extract`;
 ``generate_extract`` does both for a named scenario (the evaluation pipeline's entry).
 """
 
@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis.contract import (
+from analysis.data.contract import (
     BOOLEAN_COVARIATES,
     COLUMNS,
     DAYS_PER_YEAR,
@@ -22,7 +22,7 @@ from analysis.contract import (
     OFFENCES,
     REGIONS,
 )
-from analysis.extract import write_extract
+from analysis.data.extract import write_extract
 from synthetic.outcomes import (
     followup_charges,
     history_charges,

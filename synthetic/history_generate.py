@@ -5,7 +5,7 @@
 contents (:mod:`synthetic.history_truth`); ``write_history`` writes them;
 ``generate_history_extract`` does both for a named scenario.
 
-The version-1 writer (:func:`analysis.extract.write_extract`) knows only version 1's tables
+The version-1 writer (:func:`analysis.data.extract.write_extract`) knows only version 1's tables
 and ``extract.yml`` keys, so this module writes version-2 folders itself, in the same
 formats: CSV (UTF-8, header, ISO dates, empty cell = missing, booleans 0/1, integers
 without decimals) or Parquet (dates as ``date32``).
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from analysis.contract import MEDICATIONS, OFFENCES, REGIONS
+from analysis.data.contract import MEDICATIONS, OFFENCES, REGIONS
 from synthetic.history_sim import NEVER, Simulation, simulate_population
 from synthetic.history_spec import HistoryScenario, load_history_scenario
 from synthetic.population import EPOCH, day_number

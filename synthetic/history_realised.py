@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.contract import DAYS_PER_YEAR
+from analysis.data.contract import DAYS_PER_YEAR
 from synthetic.truth import km_at
 
 HAT = "diacetylmorphine"

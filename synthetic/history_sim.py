@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from analysis.contract import DAYS_PER_YEAR, MEDICATIONS, OFFENCES, REGIONS
+from analysis.data.contract import DAYS_PER_YEAR, MEDICATIONS, OFFENCES, REGIONS
 from synthetic.history_spec import Coefficients, HistoryScenario
 from synthetic.population import day_number
 

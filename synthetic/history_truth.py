@@ -36,7 +36,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from analysis.contract import REGIONS
+from analysis.data.contract import REGIONS
 from synthetic.derive import Derived
 from synthetic.history_derive import history_outcomes, initiator_reason
 from synthetic.history_sim import (

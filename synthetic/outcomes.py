@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.contract import DAYS_PER_YEAR
+from analysis.data.contract import DAYS_PER_YEAR
 from synthetic.population import HAT_MED, METHADONE, NO_DAY, People, choose
 from synthetic.spec import Scenario
 

@@ -20,13 +20,13 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from analysis.contract import DAYS_PER_YEAR, MEDICATIONS, REGIONS
+from analysis.data.contract import DAYS_PER_YEAR, MEDICATIONS, REGIONS
 from synthetic.spec import Effects, Population, Scenario
 
 EPOCH = np.datetime64("1970-01-01", "D")
 NO_DAY = np.iinfo(np.int64).min // 4  # "no such date" in integer-day arrays
 
-#: medication codes (index into ``analysis.contract.MEDICATIONS``)
+#: medication codes (index into ``analysis.data.contract.MEDICATIONS``)
 HAT_MED = MEDICATIONS.index("diacetylmorphine")
 METHADONE = MEDICATIONS.index("methadone")
 

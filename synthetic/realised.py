@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.contract import DAYS_PER_YEAR
+from analysis.data.contract import DAYS_PER_YEAR
 from synthetic.derive import derive_frame
 from synthetic.truth import RETENTION_T, km_at
 

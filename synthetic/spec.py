@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from analysis.contract import REGIONS
+from analysis.data.contract import REGIONS
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 

@@ -35,7 +35,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from analysis.contract import DAYS_PER_YEAR
+from analysis.data.contract import DAYS_PER_YEAR
 from synthetic.derive import Derived, derive
 from synthetic.outcomes import (
     expected_followup_charges,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.contract import TABLES
+from analysis.data.contract import TABLES
 
 EXAMPLE = Path(__file__).parent / "data" / "example-extract"
 

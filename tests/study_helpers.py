@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.extract import read_extract
+from analysis.data.extract import read_extract
 from evaluation.config import load_config
 from evaluation.pipeline import Study, run_study
 from synthetic import generate_extract

@@ -1,4 +1,4 @@
-"""Tests of analysis.balance (SMD, variance ratio, summaries) and the design figures."""
+"""Tests of analysis.design.balance (SMD, variance ratio, summaries) and the design figures."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from analysis.balance import balance_summary, balance_table, compare_balance
-from analysis.matching import match
+from analysis.design.balance import balance_summary, balance_table, compare_balance
+from analysis.design.matching import match
 from evaluation.figures_design import GROUP_COLOURS, love_plot, ps_overlap_plot
 from tests.test_propensity import make_cohort, with_scores
 

@@ -1,4 +1,4 @@
-"""Tests of ``analysis.cohort.derive_cohort``.
+"""Tests of ``analysis.data.cohort.derive_cohort``.
 
 Three kinds of test:
 
@@ -12,7 +12,7 @@ Three kinds of test:
    arithmetic), and row-order invariance.
 
 ``read_extract`` is written elsewhere; extracts are built here directly with the
-normalised types documented on :class:`analysis.extract.Extract`.
+normalised types documented on :class:`analysis.data.extract.Extract`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.cohort import COHORT_COLUMNS, Cohort, derive_cohort
-from analysis.contract import BOOLEAN_COVARIATES, COLUMNS, DATE_COLUMNS, NUMERIC_COVARIATES
-from analysis.extract import Extract
+from analysis.data.cohort import COHORT_COLUMNS, Cohort, derive_cohort
+from analysis.data.contract import BOOLEAN_COVARIATES, COLUMNS, DATE_COLUMNS, NUMERIC_COVARIATES
+from analysis.data.extract import Extract
 
 EXAMPLE = Path(__file__).parent / "data" / "example-extract"
 EXTRACT_DATE = "2025-12-31"

@@ -1,4 +1,4 @@
-"""Tests of analysis.counts: R reference values (MASS::glm.nb, glm poisson with a
+"""Tests of analysis.outcomes.counts: R reference values (MASS::glm.nb, glm poisson with a
 clustered sandwich), an independent Python fit (statsmodels' discrete NegativeBinomial),
 exact Poisson limits, simulated truth, invariances and edge cases.
 
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.counts import (
+from analysis.outcomes.counts import (
     BeforeAfter,
     PoissonRate,
     before_after_ratio,
@@ -460,7 +460,7 @@ def test_rate_ratio_matches_r_poisson_with_vcovcl(ref, key, kw):
     """R: glm(count ~ treatment + offset(log(exposure)), poisson, weights = weight) with
     sandwich::vcovCL(type = "HC0", cadjust = TRUE) clustered on match_set or id
     (tests/reference/make_reference_rate_ratio.R)."""
-    from analysis.counts import rate_ratio
+    from analysis.outcomes.counts import rate_ratio
 
     est = rate_ratio(ref, count="count", exposure="exposure", treatment="treatment",
                      method="rate", **kw)  # fmt: skip
@@ -471,7 +471,7 @@ def test_rate_ratio_matches_r_poisson_with_vcovcl(ref, key, kw):
 
 
 def test_rate_ratio_is_the_ratio_of_weighted_totals_and_refuses_empty_arms(ref):
-    from analysis.counts import rate_ratio
+    from analysis.outcomes.counts import rate_ratio
 
     d = ref[ref["exposure"] > 0]
     est = rate_ratio(ref, count="count", exposure="exposure", treatment="treatment",

@@ -1,4 +1,4 @@
-"""Tests for ``analysis.coxph``: R's ``survival::coxph``, lifelines, simulated truth, invariances."""
+"""Tests for ``analysis.outcomes.coxph``: R's ``survival::coxph``, lifelines, simulated truth, invariances."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.coxph import (
+from analysis.outcomes.coxph import (
     CoxResult,
     _segment_cumsum,
     _segment_revcumsum,
@@ -94,7 +94,7 @@ def test_matches_r_coxph(ref_files, name):
 
 def test_step_halving_is_exercised(ref_files, monkeypatch):
     """On ``halving.csv`` a Newton step lowers the log-likelihood, so the step is halved."""
-    import analysis.coxph as coxph
+    import analysis.outcomes.coxph as coxph
 
     seen = []
     original = coxph._evaluate
@@ -650,7 +650,7 @@ def test_cox_zph_reference_covers_weighted_and_robust_cases():
 
 def test_weighted_information_with_unit_weights_is_the_information(ref_data):
     """The g-weighted information used by the test is the fit's information when g = 1."""
-    import analysis.coxph as coxph
+    import analysis.outcomes.coxph as coxph
 
     X = ref_data[COVARIATES].to_numpy(dtype=float)
     ev = ref_data["event"].to_numpy() == 1

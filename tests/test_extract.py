@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.contract import COLUMNS, OPTIONAL_PERSON_COLUMNS, TABLES
-from analysis.extract import SORT_KEYS, Extract, read_extract, write_extract
+from analysis.data.contract import COLUMNS, OPTIONAL_PERSON_COLUMNS, TABLES
+from analysis.data.extract import SORT_KEYS, Extract, read_extract, write_extract
 from tests.extract_factory import (
     EXAMPLE,
     copy_example,

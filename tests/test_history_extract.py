@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.contract import HISTORY_COLUMNS, HISTORY_TABLES, VERSION_1_PERSON_COLUMNS
-from analysis.extract import (
+from analysis.data.contract import HISTORY_COLUMNS, HISTORY_TABLES, VERSION_1_PERSON_COLUMNS
+from analysis.data.extract import (
     SORT_KEYS,
     Extract,
     HistoryExtract,
@@ -20,7 +20,7 @@ from analysis.extract import (
     read_extract,
     write_extract,
 )
-from analysis.risk_sets import derive_risk_sets
+from analysis.data.risk_sets import derive_risk_sets
 from tests.extract_factory import (
     EXAMPLE as EXAMPLE_V1,
 )

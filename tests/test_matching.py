@@ -1,4 +1,4 @@
-"""Tests of analysis.matching: greedy 1:k nearest-neighbour matching on the logit PS."""
+"""Tests of analysis.design.matching: greedy 1:k nearest-neighbour matching on the logit PS."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.balance import compare_balance
-from analysis.matching import (
+from analysis.design.balance import compare_balance
+from analysis.design.matching import (
     REASON_CALIPER,
     REASON_NO_STRATUM,
     REASON_NOT_FINITE,
@@ -190,7 +190,7 @@ def test_matches_sequential_greedy_with_ties(seed) -> None:
 @pytest.mark.parametrize(("width", "window", "batch"), [(4, 1, 3), (8, 2, 5), (6, 3, 1000)])
 def test_internal_limits_do_not_change_the_result(monkeypatch, width, window, batch) -> None:
     """Tiny candidate lists, windows and blocks force every refill and rebuild path."""
-    import analysis.matching as matching
+    import analysis.design.matching as matching
 
     monkeypatch.setattr(matching, "_LIST_WIDTH", width)
     monkeypatch.setattr(matching, "_WINDOW", window)

@@ -1,4 +1,4 @@
-"""Tests of analysis.missing: the design matrix with missing indicators."""
+"""Tests of analysis.design.missing: the design matrix with missing indicators."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.missing import (
+from analysis.design.missing import (
     DEFAULT_COVARIATES,
     design_matrix,
     restricted_cubic_spline,

@@ -396,7 +396,7 @@ def test_far_future_end_dates_are_valid_and_mean_ongoing(capsys, project, end):
 
 
 def test_early_dates_and_a_late_extract_date_are_read(tmp_path):
-    from analysis.extract import read_extract
+    from analysis.data.extract import read_extract
 
     data = copy_example(tmp_path / "extract")
     (data / "extract.yml").write_text("extract_date: 2300-12-31\n")
@@ -411,8 +411,8 @@ def test_early_dates_and_a_late_extract_date_are_read(tmp_path):
 
 @pytest.mark.parametrize("time_of_day", ["13:45", "00:00"])
 def test_parquet_timestamp_with_a_time_of_day_is_treated_as_in_csv(capsys, tmp_path, time_of_day):
-    from analysis.extract import read_extract
-    from analysis.validation import ExtractError
+    from analysis.data.extract import read_extract
+    from analysis.data.validation import ExtractError
 
     data = copy_example(tmp_path / "extract")
     charges = pd.read_csv(data / "charges.csv", dtype=str, keep_default_na=False)

@@ -1,4 +1,4 @@
-"""Tests of analysis.propensity, and the synthetic confounded cohort of the design tests."""
+"""Tests of analysis.design.propensity, and the synthetic confounded cohort of the design tests."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from analysis.missing import design_matrix
-from analysis.propensity import fit_propensity
+from analysis.design.missing import design_matrix
+from analysis.design.propensity import fit_propensity
 
 REGIONS = ["south-east", "west", "central", "north"]
 

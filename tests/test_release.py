@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.extract import read_extract
+from analysis.data.extract import read_extract
 from evaluation.config import ConfigError, DisclosureConfig, load_config
 from evaluation.output_path import foreign_files
 from evaluation.pipeline import StudyError, run_study

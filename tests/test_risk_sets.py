@@ -1,4 +1,4 @@
-"""Tests of ``analysis.risk_sets``: the target trial's building blocks from a history
+"""Tests of ``analysis.data.risk_sets``: the target trial's building blocks from a history
 extract (contract version 2).
 
 1. The example history (``tests/data/example-history``, a copy of
@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.contract import ASSESSMENT_COVARIATES, HISTORY_COLUMNS, HISTORY_DATE_COLUMNS
-from analysis.extract import HistoryExtract, read_extract
-from analysis.risk_sets import (
+from analysis.data.contract import ASSESSMENT_COVARIATES, HISTORY_COLUMNS, HISTORY_DATE_COLUMNS
+from analysis.data.extract import HistoryExtract, read_extract
+from analysis.data.risk_sets import (
     ELIGIBILITY_REASONS,
     RISK_SET_COLUMNS,
     RiskSets,

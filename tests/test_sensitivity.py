@@ -1,4 +1,4 @@
-"""Tests of analysis.sensitivity (E-values) against published examples and the formulas."""
+"""Tests of analysis.outcomes.sensitivity (E-values) against published examples and the formulas."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.sensitivity import EValue, e_value, incidence_at_end
+from analysis.outcomes.sensitivity import EValue, e_value, incidence_at_end
 
 
 def test_published_example_vanderweele_ding_2017():

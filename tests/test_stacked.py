@@ -1,4 +1,4 @@
-"""Tests of analysis.stacked: IPTW variances that account for the propensity model.
+"""Tests of analysis.outcomes.stacked: IPTW variances that account for the propensity model.
 
 Reference values: ``tests/reference/iptw_stacked/`` holds simulated data (``make_data.py``),
 the same stack of estimating equations written independently in R (``make_reference.R``:
@@ -19,10 +19,11 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from analysis.counts import negative_binomial_irr
-from analysis.coxph import fit_cox
-from analysis.propensity import fit_propensity
-from analysis.stacked import (
+from analysis.design.propensity import fit_propensity
+from analysis.design.weighting import att_weights
+from analysis.outcomes.counts import negative_binomial_irr
+from analysis.outcomes.coxph import fit_cox
+from analysis.outcomes.stacked import (
     att_weight_model,
     att_weight_model_from_propensity,
     cox_estimating_function,
@@ -30,8 +31,7 @@ from analysis.stacked import (
     nb_expected_bread,
     stacked_variance,
 )
-from analysis.survival import cox_hazard_ratio
-from analysis.weighting import att_weights
+from analysis.outcomes.survival import cox_hazard_ratio
 from tests.reference.iptw_stacked.make_data import (
     LOG_EFFECT,
     SLOPES_CONTROL,

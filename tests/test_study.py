@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cohort import calendar_years, derive_cohort
-from analysis.contract import CALENDAR_COVARIATE, PRIMARY_OUTCOMES
-from analysis.extract import read_extract
-from analysis.propensity import fit_propensity
-from analysis.sensitivity import incidence_at_end
+from analysis.data.cohort import calendar_years, derive_cohort
+from analysis.data.contract import CALENDAR_COVARIATE, PRIMARY_OUTCOMES
+from analysis.data.extract import read_extract
+from analysis.design.propensity import fit_propensity
+from analysis.outcomes.sensitivity import incidence_at_end
 from evaluation.config import load_config
 from evaluation.pipeline import build_designs, run_study
 from evaluation.results_folder import dumps

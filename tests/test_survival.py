@@ -1,4 +1,4 @@
-"""Tests of analysis.survival: R reference values, published results, simulated truth,
+"""Tests of analysis.outcomes.survival: R reference values, published results, simulated truth,
 invariances and edge cases.
 
 Reference values were made once by ``tests/reference/make_reference.R`` (R 4.2, survival
@@ -39,8 +39,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.sandwich import FewClustersWarning
-from analysis.survival import (
+from analysis.outcomes.survival import (
     KaplanMeier,
     cox_hazard_ratio,
     cox_score_test,
@@ -53,6 +52,7 @@ from analysis.survival import (
     rmst_difference,
     survival_at,
 )
+from analysis.sandwich import FewClustersWarning
 
 REF = Path(__file__).parent / "reference"
 R = json.loads((REF / "r_values.json").read_text())

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.contract import COLUMNS, DAYS_PER_YEAR
-from analysis.extract import read_extract
+from analysis.data.contract import COLUMNS, DAYS_PER_YEAR
+from analysis.data.extract import read_extract
 from synthetic import ScenarioError, generate, generate_extract, load_scenario, scenario_names
 from synthetic.__main__ import main as cli
 from synthetic.derive import derive_frame
@@ -160,7 +160,7 @@ def test_derivation_of_baseline_prison_and_end_of_followup_rules():
 
 
 def test_derivation_agrees_with_analysis_cohort(ci_folder):
-    cohort = pytest.importorskip("analysis.cohort")
+    cohort = pytest.importorskip("analysis.data.cohort")
     extract = read_extract(ci_folder)
     ours = derive_frame({t: extract.table(t) for t in TABLES}, extract.extract_date)
     theirs = cohort.derive_cohort(extract).table
@@ -469,7 +469,7 @@ def test_truth_aalen_johansen_agrees_with_the_analysis():
     """The truth's Aalen-Johansen CIF (unweighted, own code) gives the analysis package's
     value on the same data (ties, censoring, competing events); its Kaplan-Meier and RMST
     are checked against lifelines above."""
-    from analysis.survival import cumulative_incidence
+    from analysis.outcomes.survival import cumulative_incidence
 
     rng = np.random.default_rng(8)
     n = 3000

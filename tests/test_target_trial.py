@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.extract import read_extract
-from analysis.ipcw import censoring_weights, cox_counting, km_counting, split_intervals
-from analysis.risk_set_matching import risk_set_match
-from analysis.risk_sets import derive_risk_sets
+from analysis.data.extract import read_extract
+from analysis.data.risk_sets import derive_risk_sets
+from analysis.design.ipcw import censoring_weights, cox_counting, km_counting, split_intervals
+from analysis.design.risk_set_matching import risk_set_match
 from evaluation.config import ConfigError, load_config
 from evaluation.pipeline import run_study
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.contract import BOOLEAN_COVARIATES, DATE_COLUMNS
-from analysis.extract import ExtractError as ReExported
-from analysis.extract import read_extract
-from analysis.validation import REQUIRED_VALUES, ExtractError, parse_booleans, parse_dates
+from analysis.data.contract import BOOLEAN_COVARIATES, DATE_COLUMNS
+from analysis.data.extract import ExtractError as ReExported
+from analysis.data.extract import read_extract
+from analysis.data.validation import REQUIRED_VALUES, ExtractError, parse_booleans, parse_dates
 from tests.extract_factory import (
     append_rows,
     copy_example,

@@ -1,4 +1,4 @@
-"""Tests of analysis.weighting: ATT odds weights."""
+"""Tests of analysis.design.weighting: ATT odds weights."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.balance import compare_balance, effective_sample_size
-from analysis.weighting import att_weights
+from analysis.design.balance import compare_balance, effective_sample_size
+from analysis.design.weighting import att_weights
 from tests.test_propensity import make_cohort, with_scores
 
 

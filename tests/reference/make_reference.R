@@ -1,4 +1,4 @@
-# Frozen reference values for analysis/survival.py and analysis/counts.py.
+# Frozen reference values for analysis/outcomes/survival.py and analysis/outcomes/counts.py.
 #
 # Run once from the repository root, after tests/reference/make_data.py:
 #

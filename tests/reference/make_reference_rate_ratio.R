@@ -1,4 +1,4 @@
-# Reference values for analysis.counts.rate_ratio: the ratio of (weighted) marginal rates as a
+# Reference values for analysis.outcomes.counts.rate_ratio: the ratio of (weighted) marginal rates as a
 # Poisson regression with treatment only and a log-exposure offset, with sandwich::vcovCL's
 # cluster-robust variance (HC0 meat, G/(G-1) cluster adjustment: the package's convention).
 # Run from this folder: Rscript make_reference_rate_ratio.R  (writes r_values_rate_ratio.json)

@@ -1,5 +1,5 @@
 # Frozen reference values for the small-sample convention and the degenerate cases of
-# analysis/sandwich.py, analysis/survival.py, analysis/counts.py and analysis/coxph.py.
+# analysis/sandwich.py, analysis/outcomes/survival.py, analysis/outcomes/counts.py and analysis/outcomes/coxph.py.
 #
 # Run once from the repository root:
 #

@@ -1,4 +1,4 @@
-# Frozen reference values for analysis/coxph.py from R's survival::coxph.
+# Frozen reference values for analysis/outcomes/coxph.py from R's survival::coxph.
 #
 # Run from the repository root (after make_data.py has written data.csv and halving.csv):
 #   Rscript tests/reference/coxph_r/make_reference.R

@@ -1,5 +1,5 @@
-# Frozen reference values for the proportional-hazards tests of analysis/coxph.py (cox_zph)
-# and analysis/survival.py (cox_hazard_ratio's details["ph_test"]), from R's survival::cox.zph.
+# Frozen reference values for the proportional-hazards tests of analysis/outcomes/coxph.py (cox_zph)
+# and analysis/outcomes/survival.py (cox_hazard_ratio's details["ph_test"]), from R's survival::cox.zph.
 #
 # Run from the repository root (after make_data.py has written matched.csv):
 #   Rscript tests/reference/coxph_r/make_zph_reference.R

@@ -5,7 +5,7 @@ Run once from the repository root (about 5 minutes on 2 cores)::
     .venv/bin/python tests/reference/iptw_stacked/bootstrap.py
 
 Each replicate resamples persons with replacement and redoes everything: the propensity
-model (:func:`analysis.propensity.fit_propensity`), the ATT weights with their normalisation
+model (:func:`analysis.design.propensity.fit_propensity`), the ATT weights with their normalisation
 (and trimming cap), the weighted Cox model and the weighted negative-binomial model. The
 standard deviation of the replicates is the reference for the stacked sandwich; its Monte
 Carlo error is about ``sd / sqrt(2 (B - 1))``.
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.counts import negative_binomial_irr
-from analysis.propensity import fit_propensity
-from analysis.survival import cox_hazard_ratio
-from analysis.weighting import att_weights
+from analysis.design.propensity import fit_propensity
+from analysis.design.weighting import att_weights
+from analysis.outcomes.counts import negative_binomial_irr
+from analysis.outcomes.survival import cox_hazard_ratio
 
 HERE = Path(__file__).parent
 COVARIATES = ("x1", "x2", "x3")

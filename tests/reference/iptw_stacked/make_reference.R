@@ -1,10 +1,10 @@
-# Frozen reference values for analysis/stacked.py: the IPTW (ATT) log HR and log IRR with the
+# Frozen reference values for analysis/outcomes/stacked.py: the IPTW (ATT) log HR and log IRR with the
 # M-estimation sandwich of the whole stack of estimating equations, written independently of
 # the Python code: the per-person estimating functions of the propensity model (logistic
 # score), of the weight normalisation and of the outcome model (R's own Cox score residuals
 # from survival::coxph; the NB2 score by formula at the glm.nb fit), and one numerical
 # Jacobian of their sum in ALL parameters at once (central differences), so no block of the
-# derivation in analysis/stacked.py (closed-form influence functions, chain rule through the
+# derivation in analysis/outcomes/stacked.py (closed-form influence functions, chain rule through the
 # weights) is reused.
 #
 # Run once from the repository root, after tests/reference/iptw_stacked/make_data.py:

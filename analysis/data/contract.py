@@ -5,7 +5,7 @@ extract reader, the synthetic generator's writer and the cohort derivation.
 Extracts come in two contract versions (``contract_version`` in ``extract.yml``,
 absent = 1): version 1, the designed extract (groups and index dates given), and
 version 2, the history extract (treatment histories; the target trial's
-initiators, index dates and risk sets are derived, see ``analysis.risk_sets``).
+initiators, index dates and risk sets are derived, see ``analysis.data.risk_sets``).
 The ``HISTORY_*`` constants describe version 2.
 """
 

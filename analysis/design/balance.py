@@ -1,7 +1,7 @@
 """Covariate balance between treated and controls: SMD, variance ratio, ESS.
 
 Balance is judged on the same expanded covariates the propensity model sees
-(:func:`analysis.missing.design_matrix`, every level of a categorical covariate,
+(:func:`analysis.design.missing.design_matrix`, every level of a categorical covariate,
 missing indicators, ``log1p`` charges), before and after matching or weighting.
 
 The standardised mean difference (SMD) divides the difference in (weighted) means
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.missing import DEFAULT_COVARIATES, design_matrix
+from analysis.design.missing import DEFAULT_COVARIATES, design_matrix
 
 #: |SMD| below which a covariate is called balanced (Austin 2009)
 SMD_THRESHOLD = 0.1
@@ -112,8 +112,8 @@ def balance_table(
         The sample to describe (full cohort, matched sample or weighted cohort).
     treatment : str, default ``"treatment"``
         0/1 column, 1 = treated.
-    covariates : sequence of str, default :data:`analysis.missing.DEFAULT_COVARIATES`
-        Covariates, expanded by :func:`analysis.missing.design_matrix` with every
+    covariates : sequence of str, default :data:`analysis.design.missing.DEFAULT_COVARIATES`
+        Covariates, expanded by :func:`analysis.design.missing.design_matrix` with every
         level of a categorical covariate kept and missing indicators added.
     weights : str or array-like, optional
         Column name or values (row order of ``df``): matching or IPT weights.

@@ -28,9 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from analysis.results import EffectEstimate, _clean
-from analysis.sandwich import cluster_check, cluster_covariance, cluster_variance, count_clusters
-from analysis.survival import (
+from analysis.outcomes.survival import (
     _binary,
     _cluster_codes,
     _column,
@@ -38,6 +36,8 @@ from analysis.survival import (
     _weights_array,
     _z,
 )
+from analysis.results import EffectEstimate, _clean
+from analysis.sandwich import cluster_check, cluster_covariance, cluster_variance, count_clusters
 
 #: dispersion below which the NB2 fit is reported as the Poisson boundary (theta > 1e8)
 _THETA_MAX = 1e8

@@ -29,8 +29,8 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.outcomes.survival import _binary, _durations, _product_limit, _weights_array
 from analysis.results import _clean
-from analysis.survival import _binary, _durations, _product_limit, _weights_array
 
 #: measures read as risk ratios (rate ratios are treated as risk ratios, as in the paper)
 _RISK_RATIO_MEASURES = ("RR", "IRR", "ratio_of_rate_ratios")

@@ -1,7 +1,7 @@
 """Propensity score: the probability of HAT given baseline covariates.
 
 :func:`fit_propensity` fits an unpenalised logistic regression of ``treatment`` on
-the design matrix of :func:`analysis.missing.design_matrix` (dummies, missing
+the design matrix of :func:`analysis.design.missing.design_matrix` (dummies, missing
 indicators, ``log1p`` charges) and returns the score and its logit for every
 person.
 
@@ -15,8 +15,8 @@ every 0/1 column, the rows where it is 1 (and those where it is 0) are checked; 
 they are all controls (all treated), their score is the limit of the maximum-
 likelihood fit, exactly 0 (1), their logit ``-inf`` (``+inf``), and they leave the
 fit together with any column that becomes constant. The check repeats until no cell
-is separated. These persons cannot be matched (:func:`analysis.matching.match`
-skips non-finite scores) and get weight 0 as controls in :func:`analysis.weighting.
+is separated. These persons cannot be matched (:func:`analysis.design.matching.match`
+skips non-finite scores) and get weight 0 as controls in :func:`analysis.design.weighting.
 att_weights`; with exact matching on region they were never candidates anyway.
 Columns that are linear combinations of earlier ones (two covariates missing in the
 same rows give identical indicators) are dropped, in column order.
@@ -53,7 +53,7 @@ from statsmodels.tools.sm_exceptions import (
     PerfectSeparationWarning,
 )
 
-from analysis.missing import DEFAULT_COVARIATES, design_matrix
+from analysis.design.missing import DEFAULT_COVARIATES, design_matrix
 
 #: residual variance share below which a column counts as a combination of earlier ones
 _COLLINEAR_TOL = 1e-9
@@ -209,8 +209,8 @@ def fit_propensity(
         One row per person.
     treatment : str, default ``"treatment"``
         0/1 column, 1 = HAT.
-    covariates : sequence of str, default :data:`analysis.missing.DEFAULT_COVARIATES`
-        Baseline covariates; expanded by :func:`analysis.missing.design_matrix`
+    covariates : sequence of str, default :data:`analysis.design.missing.DEFAULT_COVARIATES`
+        Baseline covariates; expanded by :func:`analysis.design.missing.design_matrix`
         (dummies with the first level as reference, missing indicators with mean
         fill, ``log1p(baseline_charges)``).
 
@@ -235,7 +235,7 @@ def fit_propensity(
     Unpenalised maximum likelihood (statsmodels ``Logit``, Newton). Separated
     cells (a region without HAT) are handled before fitting; see the module notes.
     The model is a tool for balance, not an explanation: judge it by the balance it
-    gives (:func:`analysis.balance.balance_table`), not by its coefficients.
+    gives (:func:`analysis.design.balance.balance_table`), not by its coefficients.
 
     References
     ----------

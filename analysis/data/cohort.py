@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.contract import BOOLEAN_COVARIATES, DAYS_PER_YEAR, NUMERIC_COVARIATES
-from analysis.extract import Extract
+from analysis.data.contract import BOOLEAN_COVARIATES, DAYS_PER_YEAR, NUMERIC_COVARIATES
+from analysis.data.extract import Extract
 
 #: day number standing for "no date" (missing death or emigration date)
 _NO_DATE = np.iinfo(np.int64).max
@@ -192,7 +192,7 @@ def calendar_years(dates: pd.Series, *, first: pd.Timestamp | None = None) -> pd
     Returns
     -------
     pandas.Series
-        The :data:`analysis.contract.CALENDAR_COVARIATE` of the propensity models.
+        The :data:`analysis.data.contract.CALENDAR_COVARIATE` of the propensity models.
     """
     dates = pd.to_datetime(dates)
     origin = dates.min() if first is None else first

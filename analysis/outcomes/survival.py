@@ -51,8 +51,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.contract import DAYS_PER_YEAR
-from analysis.coxph import CoxResult, _segment_cumsum, cox_zph, fit_cox
+from analysis.data.contract import DAYS_PER_YEAR
+from analysis.outcomes.coxph import CoxResult, _segment_cumsum, cox_zph, fit_cox
 from analysis.results import EffectEstimate
 from analysis.sandwich import (
     FewClustersWarning,
@@ -368,7 +368,7 @@ def cox_hazard_ratio(
     """Hazard ratio of treatment (HAT vs OST) from a Cox proportional-hazards model.
 
     The partial likelihood (Efron's method for ties, weighted when ``weights`` is given)
-    is maximised with :func:`analysis.coxph.fit_cox` (vectorised Newton-Raphson,
+    is maximised with :func:`analysis.outcomes.coxph.fit_cox` (vectorised Newton-Raphson,
     checked against R's ``coxph``). With ``cluster`` the variance is
     the robust sandwich of Lin & Wei summed over clusters (matched sets); with
     ``weights`` and no cluster it is the robust sandwich per person (weights treated as
@@ -429,7 +429,7 @@ def cox_hazard_ratio(
 
     Notes
     -----
-    The robust variance is the one of :func:`analysis.coxph.fit_cox`, built from score
+    The robust variance is the one of :func:`analysis.outcomes.coxph.fit_cox`, built from score
     residuals with Efron's fractional risk sets (lifelines' are not, so its SEs differ
     from R's by up to 0.1% on day-level data); it reproduces R's
     ``coxph(..., cluster=)`` times ``G / (G - 1)`` to 1e-9 (tests) in O(n p).
@@ -444,7 +444,7 @@ def cox_hazard_ratio(
     :data:`analysis.sandwich.MAX_LEVERAGE` (e.g. one event in an arm) the correction is not
     computed: the ``G / (G - 1)`` sandwich is used and a note says so.
 
-    The proportional-hazards test (:func:`analysis.coxph.cox_zph`) is the score test of
+    The proportional-hazards test (:func:`analysis.outcomes.coxph.cox_zph`) is the score test of
     R's ``cox.zph`` (survival >= 3.0) for adding ``treatment x g(t)`` to the model: the
     case-weighted Schoenfeld residuals times ``g`` at the event times, against the full
     information of the model with the added terms (Efron's ties as in the fit). R's

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.contract import BOOLEAN_COVARIATES, REGIONS
+from analysis.data.contract import BOOLEAN_COVARIATES, REGIONS
 
 
 def _wmean(x: np.ndarray, w: np.ndarray) -> float:

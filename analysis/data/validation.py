@@ -8,7 +8,7 @@ Each table passes two pandera schemas, in this order:
    as its type (strict ISO 8601 ``YYYY-MM-DD`` dates, integers, numbers,
    booleans ``0/1``/``true/false``).
 2. :func:`normalise_table` converts the frame to the normalised types of
-   :class:`analysis.extract.Extract`, and :func:`typed_schema` checks the rules on
+   :class:`analysis.data.extract.Extract`, and :func:`typed_schema` checks the rules on
    values: ``birth_year`` in 1900..index year - 15, non-negative covariates,
    ``end_date >= start_date``, ``index_date`` not after the extract date.
 
@@ -39,7 +39,7 @@ import pyarrow as pa_arrow
 import pyarrow.compute as pc
 from pandera.errors import SchemaError, SchemaErrorReason
 
-from analysis.contract import (
+from analysis.data.contract import (
     BOOLEAN_COVARIATES,
     CAUSES,
     COLUMNS,

@@ -1,7 +1,7 @@
 """Risk-set matching of HAT initiators to comparators of their own risk sets.
 
 The target trial compares "initiate HAT now" with "do not initiate HAT now" among persons
-eligible for both on the day (:mod:`analysis.risk_sets`). Risk-set matching (Li, Propert &
+eligible for both on the day (:mod:`analysis.data.risk_sets`). Risk-set matching (Li, Propert &
 Rosenbaum 2001; Lu 2005) matches each initiator, at its index date, to persons of that
 date's risk set: eligible on the date and not starting HAT on it. Such a person may start
 HAT later (and be an initiator of a later date), and may compare in the risk sets of
@@ -17,7 +17,7 @@ Here:
   discrete-time hazard of starting HAT given the covariates, the risk-set score of Li et
   al. (2001), who use the Cox hazard;
 - each initiator is matched to ``k`` candidates of its own risk set by
-  :func:`analysis.matching.match` with the risk set (index date) as an exact stratum
+  :func:`analysis.design.matching.match` with the risk set (index date) as an exact stratum
   besides the configured ones (region): nearest on the logit of the score, within the
   caliper (in SD of the stacked logits), greedily, without replacement *within* a risk
   set (two initiators of the same date never share a comparator; a person's rows of
@@ -50,12 +50,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.balance import balance_table
-from analysis.cohort import calendar_years
-from analysis.contract import CALENDAR_COVARIATE
-from analysis.matching import MatchedSample, match
-from analysis.propensity import PropensityScore, fit_propensity
-from analysis.risk_sets import ROLE_CANDIDATE, ROLE_INITIATOR
+from analysis.data.cohort import calendar_years
+from analysis.data.contract import CALENDAR_COVARIATE
+from analysis.data.risk_sets import ROLE_CANDIDATE, ROLE_INITIATOR
+from analysis.design.balance import balance_table
+from analysis.design.matching import MatchedSample, match
+from analysis.design.propensity import PropensityScore, fit_propensity
 
 __all__ = ["RiskSetMatch", "risk_set_match", "stack_risk_sets"]
 
@@ -69,7 +69,7 @@ def stack_risk_sets(table: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     table : pandas.DataFrame
-        :attr:`analysis.risk_sets.RiskSets.table` (not-eligible rows may be present;
+        :attr:`analysis.data.risk_sets.RiskSets.table` (not-eligible rows may be present;
         they are left out, as are excluded initiators).
 
     Returns
@@ -169,7 +169,7 @@ class RiskSetMatch:
         pandas.DataFrame
             ``variable, smd_before, variance_ratio_before, smd_matched,
             variance_ratio_matched``; SMDs on the yardstick of the stacked rows
-            (:func:`analysis.balance.balance_table`).
+            (:func:`analysis.design.balance.balance_table`).
         """
         covs = list(self.covariates)
         before = balance_table(self.stacked, treatment="treatment", covariates=covs)
@@ -237,10 +237,10 @@ def risk_set_match(
     Parameters
     ----------
     table : pandas.DataFrame
-        :attr:`analysis.risk_sets.RiskSets.table`.
+        :attr:`analysis.data.risk_sets.RiskSets.table`.
     covariates : sequence of str
         Covariates on the date for the propensity model (expanded by
-        :func:`analysis.missing.design_matrix`: dummies, missing indicators,
+        :func:`analysis.design.missing.design_matrix`: dummies, missing indicators,
         ``log1p`` charges).
     k : int, default 4
         Comparators per initiator.
@@ -262,7 +262,7 @@ def risk_set_match(
 
     Notes
     -----
-    Greedy matching (:func:`analysis.matching.match`): initiators in descending order
+    Greedy matching (:func:`analysis.design.matching.match`): initiators in descending order
     of the score, each round giving every initiator one more comparator; the strata are
     (index date, ``exact``), so a candidate row can serve one initiator only, and
     initiators of different dates never compete. Deterministic (ties by row id).

@@ -1,8 +1,8 @@
 """Missing baseline covariates: the design matrix of the propensity model.
 
 :func:`design_matrix` turns the covariate columns of the cohort table into a
-numeric matrix, the same one for the propensity model (:mod:`analysis.propensity`)
-and for the balance diagnostics (:mod:`analysis.balance`):
+numeric matrix, the same one for the propensity model (:mod:`analysis.design.propensity`)
+and for the balance diagnostics (:mod:`analysis.design.balance`):
 
 - a categorical covariate (``sex``, ``region``, any string or categorical column)
   becomes one 0/1 column per level, the first level dropped by default; levels are
@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from analysis.contract import (
+from analysis.data.contract import (
     BOOLEAN_COVARIATES,
     CALENDAR_COVARIATE,
     NUMERIC_COVARIATES,

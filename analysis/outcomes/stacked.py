@@ -39,7 +39,7 @@ treated as a fixed constant: a capped weight does not move with ``alpha`` (its d
 an uncapped one does. The sampling variability of the estimated quantile itself (a non-smooth
 function of the data) is not propagated; it concerns only the ``1 - q`` share of capped
 controls. Persons whose score was fixed at 0 or 1 by separation (see
-:mod:`analysis.propensity`) are outside the logistic fit and their weights do not move.
+:mod:`analysis.design.propensity`) are outside the logistic fit and their weights do not move.
 
 References
 ----------
@@ -66,8 +66,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from analysis.missing import design_matrix
-from analysis.propensity import PropensityScore
+from analysis.design.missing import design_matrix
+from analysis.design.propensity import PropensityScore
 from analysis.results import EffectEstimate
 from analysis.sandwich import count_clusters, small_sample_factor
 
@@ -211,7 +211,7 @@ def att_weight_model_from_propensity(
     covariates: Sequence[str],
     cap: float = math.inf,
 ) -> EstimatedWeights:
-    """:func:`att_weight_model` for a fit of :func:`analysis.propensity.fit_propensity`.
+    """:func:`att_weight_model` for a fit of :func:`analysis.design.propensity.fit_propensity`.
 
     Parameters
     ----------
@@ -223,9 +223,9 @@ def att_weight_model_from_propensity(
         0/1 treatment column.
     covariates : sequence of str
         The covariates of the fit (expanded again by
-        :func:`analysis.missing.design_matrix`).
+        :func:`analysis.design.missing.design_matrix`).
     cap : float, default inf
-        The cap on the unnormalised control odds (:attr:`analysis.weighting.
+        The cap on the unnormalised control odds (:attr:`analysis.design.weighting.
         WeightedSample.cap`).
 
     Returns
@@ -555,7 +555,7 @@ def nb_estimating_function(
 
     ``w_i x_i (y_i - mu_i) / (1 + mu_i / theta)`` at fixed dispersion ``theta``
     (``inf``: Poisson). Theta is held at its estimate, as in the weights-known sandwich of
-    :func:`analysis.counts.negative_binomial_irr`.
+    :func:`analysis.outcomes.counts.negative_binomial_irr`.
 
     Parameters
     ----------
@@ -587,7 +587,7 @@ def nb_expected_bread(
 ) -> np.ndarray:
     """Inverse expected information of a weighted NB2 fit, ``(X' diag(w mu / (1 + mu/theta)) X)^-1``.
 
-    The bread of :func:`analysis.counts.negative_binomial_irr`'s sandwich (as R's
+    The bread of :func:`analysis.outcomes.counts.negative_binomial_irr`'s sandwich (as R's
     ``vcov(glm.nb(...))`` and ``sandwich``). Passed to :func:`stacked_variance`, it makes the
     weights-known part equal that estimator's SE; the default numerical bread is the
     observed derivative of the score, which differs from it in finite samples (log is not

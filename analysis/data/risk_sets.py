@@ -15,7 +15,7 @@ by the data contract's "Target trial: derivations" (``shared/data-contract.md``)
   (:func:`derive_risk_sets`; :func:`iter_risk_sets` yields the same rows in
   pieces of bounded size).
 
-Everything is vectorised, as ``analysis.cohort`` is for version 1: dates are day
+Everything is vectorised, as ``analysis.data.cohort`` is for version 1: dates are day
 numbers; each person's episodes, stays, charges, status forms and overdoses are
 sorted once under an integer key ``person * span + day``, and every per-row rule
 is a binary search (``np.searchsorted``) into those keys, a cumulative sum of
@@ -34,8 +34,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.cohort import _merge_intervals
-from analysis.contract import (
+from analysis.data.cohort import _merge_intervals
+from analysis.data.contract import (
     ASSESSMENT_COVARIATES,
     DAYS_PER_YEAR,
     HAT_MEDICATION,
@@ -43,7 +43,7 @@ from analysis.contract import (
     REGIONS,
     SEXES,
 )
-from analysis.extract import HistoryExtract
+from analysis.data.extract import HistoryExtract
 
 __all__ = [
     "ELIGIBILITY_REASONS",
@@ -195,7 +195,7 @@ class RiskSets:
         ``str``; ``role``, ``reason``, ``sex``, ``region`` categorical;
         ``years_opioid_use``, the status-form answers and ``prior_overdose``
         ``float64`` (booleans 0.0/1.0, ``NaN`` missing, as in
-        :class:`analysis.extract.Extract`); every count and day number
+        :class:`analysis.data.extract.Extract`); every count and day number
         ``Int64``. The columns are described at :func:`covariates_on` and
         :func:`outcomes_from`.
     initiators : pandas.DataFrame
@@ -1097,7 +1097,7 @@ def derive_risk_sets(
 
     Examples
     --------
-    >>> from analysis.extract import read_extract
+    >>> from analysis.data.extract import read_extract
     >>> history = read_extract("tests/data/example-history")  # doctest: +SKIP
     >>> derive_risk_sets(history).table.query("role == 'candidate'")  # doctest: +SKIP
     """

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.balance import effective_sample_size
+from analysis.design.balance import effective_sample_size
 
 __all__ = ["WeightedSample", "att_weights", "effective_sample_size"]
 

@@ -2,7 +2,7 @@
 (version 1, designed extract) and the :class:`HistoryExtract` type (version 2,
 history extract), reading (:func:`read_extract`) and writing (:func:`write_extract`).
 
-Reading validates every rule of the contract (see ``analysis.validation``) and
+Reading validates every rule of the contract (see ``analysis.data.validation``) and
 returns tables with normalised types, sorted canonically so that the order of
 rows in the files never changes a result. ``contract_version`` in ``extract.yml``
 (absent = 1) chooses the version.
@@ -24,7 +24,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import yaml
 
-from analysis.contract import (
+from analysis.data.contract import (
     BOOLEAN_COVARIATES,
     CONTRACT_VERSIONS,
     DATE_COLUMNS,
@@ -35,7 +35,7 @@ from analysis.contract import (
     REQUIRED_TABLES,
     TABLES,
 )
-from analysis.validation import (
+from analysis.data.validation import (
     MAX_ROWS_SHOWN,
     ExtractError,
     as_arrow,
@@ -139,7 +139,7 @@ class HistoryExtract:
 
     Treatment histories instead of groups and index dates: who started HAT,
     when, and who could have been compared with them are derived (see
-    ``analysis.risk_sets``).
+    ``analysis.data.risk_sets``).
 
     Attributes
     ----------
@@ -514,7 +514,7 @@ def _canonical(
 
     ``positions`` gives, for each event table read from a file, the row of
     ``persons`` (in file order) of each of its rows (see
-    :func:`analysis.validation.check_references`).
+    :func:`analysis.data.validation.check_references`).
     """
     person_order = pc.sort_indices(as_arrow(raws["persons"]["person_id"])).to_numpy()
     person_rank = np.empty(len(person_order), dtype=np.int64)
