@@ -51,6 +51,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis._checks import (
+    binary,
+    cluster_codes,
+    durations,
+    numeric,
+    wald_p,
+    weights_array,
+    z_value,
+)
 from analysis.data.contract import DAYS_PER_YEAR
 from analysis.outcomes.coxph import CoxResult, _segment_cumsum, cox_zph, fit_cox
 from analysis.results import EffectEstimate
@@ -72,72 +81,13 @@ _CHUNK_CELLS = 2_000_000
 # ----------------------------------------------------------------------------- input checks
 
 
-def _column(df: pd.DataFrame, name: str, role: str) -> np.ndarray:
-    """A numeric column as float, refusing missing and infinite values."""
-    if name not in df.columns:
-        raise KeyError(f"{role} column {name!r} is not in the data")
-    try:
-        values = pd.to_numeric(df[name], errors="raise").to_numpy(dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{role} column {name!r} is not numeric") from err
-    bad = ~np.isfinite(values)
-    if bad.any():
-        raise ValueError(
-            f"{role} column {name!r} has {int(bad.sum())} missing or infinite values; "
-            "select the analysable rows first"
-        )
-    return values
-
-
-def _binary(df: pd.DataFrame, name: str, role: str) -> np.ndarray:
-    """A 0/1 column as int."""
-    values = _column(df, name, role)
-    if not np.isin(values, (0.0, 1.0)).all():
-        raise ValueError(f"{role} column {name!r} must hold only 0 and 1")
-    return values.astype(int)
-
-
-def _durations(df: pd.DataFrame, name: str) -> np.ndarray:
-    values = _column(df, name, "duration")
-    if (values < 0).any():
-        raise ValueError(f"duration column {name!r} has {int((values < 0).sum())} negative values")
-    return values
-
-
-def _weights_array(df: pd.DataFrame, name: str | None) -> np.ndarray:
-    """Weights (ones when ``name`` is None); non-negative and not all zero."""
-    if name is None:
-        return np.ones(len(df))
-    values = _column(df, name, "weights")
-    if (values < 0).any():
-        raise ValueError(f"weights column {name!r} has negative values")
-    if len(values) and not (values > 0).any():
-        raise ValueError(f"weights column {name!r} is zero everywhere")
-    return values
-
-
-def _cluster_codes(df: pd.DataFrame, name: str | None) -> tuple[np.ndarray, int]:
-    """Integer cluster codes 0..G-1 (each row its own cluster when ``name`` is None)."""
-    if name is None:
-        return np.arange(len(df)), len(df)
-    if name not in df.columns:
-        raise KeyError(f"cluster column {name!r} is not in the data")
-    if df[name].isna().any():
-        raise ValueError(f"cluster column {name!r} has missing values")
-    codes, uniques = pd.factorize(df[name], sort=True)
-    return codes.astype(np.intp), len(uniques)
-
-
-def _z(alpha: float) -> float:
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    return float(stats.norm.ppf(1 - alpha / 2))
-
-
-def _wald_p(estimate: float, se: float) -> float:
-    if not (math.isfinite(estimate) and math.isfinite(se)) or se <= 0:
-        return float("nan")
-    return float(2 * stats.norm.sf(abs(estimate / se)))
+_column = numeric
+_binary = binary
+_durations = durations
+_weights_array = weights_array
+_cluster_codes = cluster_codes
+_z = z_value
+_wald_p = wald_p
 
 
 def _nan_estimate(outcome: str, measure: str, method: str, note: str, **kw: Any) -> EffectEstimate:
