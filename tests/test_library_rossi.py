@@ -57,18 +57,16 @@ def matched(rossi, ps):
     return m, rossi.merge(m.data[["id", "match_set", "weight"]], on="id")
 
 
-@pytest.fixture(scope="module")
-def samples(request) -> dict[str, tuple[pd.DataFrame, dict]]:
-    """Each sample with the weights and cluster arguments of its estimators."""
+def _sample(request, name: str) -> tuple[pd.DataFrame, dict]:
+    """A sample with the weights and cluster arguments of its estimators."""
     rossi = request.getfixturevalue("rossi")
-    ps = request.getfixturevalue("ps")
-    m = request.getfixturevalue("matched")[1]
-    w = att_weights(rossi, treatment="fin", score=ps.score).data["weight"].to_numpy()
-    return {
-        "matched": (m, {"weights": "weight", "cluster": "match_set"}),
-        "unweighted": (rossi, {}),
-        "iptw": (rossi.assign(w=w), {"weights": "w"}),
-    }
+    if name == "matched":
+        return request.getfixturevalue("matched")[1], {"weights": "weight", "cluster": "match_set"}
+    if name == "iptw":
+        ps = request.getfixturevalue("ps")
+        w = att_weights(rossi, treatment="fin", score=ps.score).data["weight"].to_numpy()
+        return rossi.assign(w=w), {"weights": "w"}
+    return rossi, {}
 
 
 def test_data_are_the_reference_data():
@@ -92,8 +90,8 @@ def test_matched_sets_are_matchits(matched):
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
-def test_means_against_r(samples, sample):
-    df, kw = samples[sample]
+def test_means_against_r(request, sample):
+    df, kw = _sample(request, sample)
     r = R[sample]
     md = mean_difference(df, outcome="week", treatment="fin", **kw)
     rd = risk_difference(df, outcome="arrest", treatment="fin", **kw)
@@ -105,9 +103,9 @@ def test_means_against_r(samples, sample):
     assert rr.se == pytest.approx(r["risk_ratio_arrest"]["se_log"], rel=1e-7)
 
 
-def test_matched_cox_against_r(samples):
+def test_matched_cox_against_r(request):
     """coxph(Surv(week, arrest) ~ fin, weights, cluster = pair): robust variance x G/(G-1)."""
-    df, kw = samples["matched"]
+    df, kw = _sample(request, "matched")
     est = cox_hazard_ratio(
         df, duration="week", event="arrest", treatment="fin", outcome="arrest",
         method="cox_matched", **kw,
@@ -119,14 +117,14 @@ def test_matched_cox_against_r(samples):
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
-def test_cumulative_risk_at_52_weeks_is_the_risk_difference(samples, sample):
+def test_cumulative_risk_at_52_weeks_is_the_risk_difference(request, sample):
     """Nobody is censored before week 52, so 1 - KM(52) is the share arrested.
 
     The influence-function variance of the Kaplan–Meier contrast is then the mean's: equal
     with weights or clusters (both with G/(G-1)); without them the survival estimators use
     Greenwood's model-based variance, G/(G-1) = n/(n-1) smaller.
     """
-    df, kw = samples[sample]
+    df, kw = _sample(request, sample)
     km = cumulative_risk_difference(
         df, duration="week", event="arrest", treatment="fin", time=52, outcome="arrest",
         method=sample, **kw,
@@ -138,11 +136,13 @@ def test_cumulative_risk_at_52_weeks_is_the_risk_difference(samples, sample):
     assert km.se * factor == pytest.approx(rd.se, rel=1e-8)
 
 
-def test_every_estimator_runs_with_the_datas_names(samples, rossi):
-    df, kw = samples["matched"]
+def test_every_estimator_runs_with_the_datas_names(request, rossi):
+    df, kw = _sample(request, "matched")
     base = {"duration": "week", "event": "arrest"}
-    curves = kaplan_meier(df, group="fin", **base, **kw)
-    assert curves is not None
+    curve = kaplan_meier(df, group="fin", **base, **kw).curve
+    at_52 = curve[curve["time"] == 52].set_index("group")["survival"]
+    share = df.groupby("fin")["arrest"].mean()  # 1:1 pairs: every weight is 1
+    np.testing.assert_allclose(at_52.sort_index(), 1 - share.sort_index(), rtol=1e-12)
     rmst = rmst_difference(df, treatment="fin", tau=52, outcome="arrest", method="m", **base, **kw)
     assert math.isfinite(rmst.estimate) and rmst.se > 0
     score = cox_score_test(df, treatment="fin", **base, **kw)
