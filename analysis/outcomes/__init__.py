@@ -10,6 +10,9 @@ survival
     differences.
 counts
     Ratio of weighted rates, negative-binomial rate ratios, before/after ratios.
+means
+    Differences in weighted means (continuous outcome), risk differences and risk ratios
+    (binary outcome), with the cluster-robust variance.
 sensitivity
     E-values.
 stacked
