@@ -244,7 +244,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             return before, after
 
     elif stage in ("cox_matched", "cox_naive"):
-        from analysis.outcomes.survival import cox_hazard_ratio
+        from analysis.outcomes.cox import cox_hazard_ratio
 
         if stage == "cox_matched":
             df, kw = _load(work, "matched"), {"weights": "weight", "cluster": "cluster"}
@@ -274,7 +274,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             **common,
         )
     elif stage == "km_rr12":
-        from analysis.outcomes.survival import survival_at
+        from analysis.outcomes.absolute import survival_at
 
         ret = _retention_sample(_load(work, "matched"))
         call = lambda: survival_at(  # noqa: E731
@@ -288,7 +288,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             **common,
         )
     elif stage == "rmst":
-        from analysis.outcomes.survival import rmst_difference
+        from analysis.outcomes.rmst import rmst_difference
 
         ret = _retention_sample(_load(work, "matched"))
         call = lambda: rmst_difference(  # noqa: E731
@@ -302,7 +302,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             **common,
         )
     elif stage == "cif":
-        from analysis.outcomes.survival import cumulative_incidence
+        from analysis.outcomes.competing_risks import cumulative_incidence
 
         cif_df = _cif_frame(_load(work, "matched"))
         call = lambda: cumulative_incidence(  # noqa: E731

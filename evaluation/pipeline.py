@@ -26,12 +26,21 @@ from analysis.design.balance import balance_table, effective_sample_size
 from analysis.design.matching import match
 from analysis.design.propensity import PropensityScore, fit_propensity
 from analysis.design.weighting import att_weights
+from analysis.outcomes.absolute import cumulative_risk_difference, survival_at
+from analysis.outcomes.competing_risks import (
+    cumulative_incidence,
+    cumulative_incidence_difference,
+)
 from analysis.outcomes.counts import (
     before_after_ratio,
     crude_rates,
     negative_binomial_irr,
     rate_ratio,
 )
+from analysis.outcomes.cox import cox_hazard_ratio
+from analysis.outcomes.kaplan_meier import kaplan_meier
+from analysis.outcomes.logrank import cox_score_test
+from analysis.outcomes.rmst import rmst_difference
 from analysis.outcomes.sensitivity import e_value, incidence_at_end
 from analysis.outcomes.stacked import (
     EstimatedWeights,
@@ -41,16 +50,6 @@ from analysis.outcomes.stacked import (
     nb_expected_bread,
     stacked_variance,
     with_stacked_variance,
-)
-from analysis.outcomes.survival import (
-    cox_hazard_ratio,
-    cox_score_test,
-    cumulative_incidence,
-    cumulative_incidence_difference,
-    cumulative_risk_difference,
-    kaplan_meier,
-    rmst_difference,
-    survival_at,
 )
 from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig

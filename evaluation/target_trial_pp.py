@@ -40,19 +40,17 @@ from scipy.special import expit
 
 from analysis.data.contract import DAYS_PER_YEAR
 from analysis.data.risk_sets import covariates_on, outcomes_from
-from analysis.design.ipcw import (
+from analysis.design.ipcw import censoring_weights, fit_logistic, split_intervals
+from analysis.design.missing import design_matrix, restricted_cubic_spline, spline_knots
+from analysis.design.risk_set_matching import RiskSetMatch
+from analysis.outcomes.counting import (
     aj_counting,
-    censoring_weights,
     cox_counting,
-    fit_logistic,
     km_counting,
     rmst,
-    split_intervals,
     survival_at_time,
     weighted_rates,
 )
-from analysis.design.missing import design_matrix, restricted_cubic_spline, spline_knots
-from analysis.design.risk_set_matching import RiskSetMatch
 from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.pipeline import horizon_label

@@ -1,4 +1,4 @@
-"""Tests for ``analysis.outcomes.coxph``: R's ``survival::coxph``, lifelines, simulated truth, invariances."""
+"""Tests for the Cox engine ``analysis.outcomes.coxph`` and ``cox_zph``: R's ``survival::coxph``, lifelines, simulated truth, invariances."""
 
 from __future__ import annotations
 
@@ -10,33 +10,32 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.outcomes.coxph import (
-    CoxResult,
-    _segment_cumsum,
-    _segment_revcumsum,
-    cox_fit,
-    cox_zph,
-    fit_cox,
-)
+from analysis.outcomes._coxph_core import _segment_cumsum, _segment_revcumsum
+from analysis.outcomes.cox import cox_hazard_ratio
+from analysis.outcomes.coxph import CoxResult, CoxScore, fit_cox
+from analysis.outcomes.ph_test import cox_zph
 
-REF_DIR = Path(__file__).parent / "reference" / "coxph_r"
-REFERENCE = json.loads((REF_DIR / "reference.json").read_text())
+REF_DIR = Path(__file__).parent / "reference"
+REFERENCE = json.loads((REF_DIR / "r_values_coxph.json").read_text())
 COVARIATES = REFERENCE["efron"]["covariates"]
 CASES = sorted(k for k in REFERENCE if not k.startswith("_"))
 ROSSI_COVARIATES = ["fin", "age", "race", "wexp", "mar", "paro", "prio"]
-ZPH_REFERENCE = json.loads((REF_DIR / "zph_reference.json").read_text())
+ZPH_REFERENCE = json.loads((REF_DIR / "r_values_zph.json").read_text())
 ZPH_CASES = sorted(k for k in ZPH_REFERENCE if not k.startswith("_"))
 ZPH_RTOL = 1e-8
 
 
 @pytest.fixture(scope="module")
 def ref_data() -> pd.DataFrame:
-    return pd.read_csv(REF_DIR / "data.csv")
+    return pd.read_csv(REF_DIR / "coxph_data.csv")
 
 
 @pytest.fixture(scope="module")
 def ref_files(ref_data) -> dict[str, pd.DataFrame]:
-    return {"data.csv": ref_data, "halving.csv": pd.read_csv(REF_DIR / "halving.csv")}
+    return {
+        "coxph_data.csv": ref_data,
+        "coxph_halving.csv": pd.read_csv(REF_DIR / "coxph_halving.csv"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +45,31 @@ def rossi() -> pd.DataFrame:
     return load_rossi()
 
 
+def fit_columns(
+    df: pd.DataFrame,
+    *,
+    duration: str,
+    event: str,
+    covariates: list[str],
+    weights: str | None = None,
+    cluster: str | None = None,
+    strata: str | list[str] | None = None,
+    **kw,
+) -> CoxResult:
+    """The engine on columns of a DataFrame (shorthand of these tests)."""
+    return fit_cox(
+        df[list(covariates)],
+        df[duration],
+        df[event],
+        weights=None if weights is None else df[weights],
+        cluster=None if cluster is None else df[cluster],
+        strata=None if strata is None else df[strata],
+        **kw,
+    )
+
+
 def _fit_case(df: pd.DataFrame, case: dict) -> CoxResult:
-    return cox_fit(
+    return fit_columns(
         df,
         duration=case["time"],
         event="event",
@@ -66,8 +88,9 @@ def _fit_case(df: pd.DataFrame, case: dict) -> CoxResult:
 def test_matches_r_coxph(ref_files, name):
     """Coefficients, model-based and robust variances, log-likelihoods equal R's to 1e-6.
 
-    Reference made by ``tests/reference/coxph_r/make_reference.R`` (R 4.2.2, survival 3.5.3)
-    from ``data.csv`` (``make_data.py``); the R call of each case is in ``reference.json``.
+    Reference made by ``tests/reference/make_reference_coxph.R`` (R 4.2.2, survival 3.5.3)
+    from ``coxph_data.csv`` (``make_data_coxph.py``); the R call of each case is in
+    ``r_values_coxph.json``.
     R's robust variance has no small-sample factor; the package multiplies every robust
     variance by G / (G - 1) (G = 150 clusters, or the rows without a cluster), applied here.
     """
@@ -93,8 +116,8 @@ def test_matches_r_coxph(ref_files, name):
 
 
 def test_step_halving_is_exercised(ref_files, monkeypatch):
-    """On ``halving.csv`` a Newton step lowers the log-likelihood, so the step is halved."""
-    import analysis.outcomes.coxph as coxph
+    """On ``coxph_halving.csv`` a Newton step lowers the log-likelihood, so the step is halved."""
+    import analysis.outcomes._coxph_solve as coxph
 
     seen = []
     original = coxph._evaluate
@@ -105,7 +128,7 @@ def test_step_halving_is_exercised(ref_files, monkeypatch):
         return out
 
     monkeypatch.setattr(coxph, "_evaluate", recording)
-    _fit_case(ref_files["halving.csv"], REFERENCE["halving"])
+    _fit_case(ref_files["coxph_halving.csv"], REFERENCE["halving"])
     assert any(b < a for a, b in zip(seen, seen[1:], strict=False))
 
 
@@ -121,7 +144,7 @@ def test_reference_data_are_heavily_tied(ref_data):
 
 def test_rossi_published_coefficients(rossi):
     """Fox & Weisberg's Cox model of the Rossi recidivism data (Efron ties)."""
-    res = cox_fit(rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES)
+    res = fit_columns(rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES)
     published = [-0.379, -0.0574, 0.314, -0.150, -0.434, -0.0849, 0.0915]
     np.testing.assert_allclose(res.params, published, rtol=0, atol=6e-4)
     assert res.n == 432 and res.n_events == 114
@@ -134,7 +157,7 @@ def test_rossi_matches_lifelines(rossi):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cph = CoxPHFitter().fit(rossi[["week", "arrest", *ROSSI_COVARIATES]], "week", "arrest")
-    res = cox_fit(rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES)
+    res = fit_columns(rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES)
     np.testing.assert_allclose(res.params, cph.params_[ROSSI_COVARIATES], atol=1e-6)
     np.testing.assert_allclose(res.se, cph.standard_errors_[ROSSI_COVARIATES], atol=1e-6)
     np.testing.assert_allclose(res.loglik, cph.log_likelihood_, rtol=1e-9)
@@ -167,7 +190,9 @@ def test_rossi_robust_se_matches_r(rossi, ties, r_robust_se):
     (lifelines' ``robust=True`` gives different values, off by up to 0.01 here.) Times the
     small-sample factor sqrt(432 / 431) of the package's robust variances.
     """
-    res = cox_fit(rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES, ties=ties)
+    res = fit_columns(
+        rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES, ties=ties
+    )
     expected = np.sqrt(432 / 431) * np.asarray(r_robust_se)
     np.testing.assert_allclose(res.robust_se, expected, rtol=0, atol=1e-8)
 
@@ -205,8 +230,8 @@ def test_recovers_simulated_hazard_ratio(seed):
     """|log est - log truth| < 4 se, and closer to the truth than the unadjusted estimate."""
     df, truth = simulate_cohort(6000, np.random.default_rng(seed))
     kw = {"duration": "followup_days", "event": "died", "cluster": "site"}
-    res = cox_fit(df, covariates=["treatment", "age", "male"], **kw)
-    naive = cox_fit(df, covariates=["treatment"], **kw)
+    res = fit_columns(df, covariates=["treatment", "age", "male"], **kw)
+    naive = fit_columns(df, covariates=["treatment"], **kw)
     assert abs(res.params[0] - truth) < 4 * res.robust_se[0]
     assert abs(res.params[0] - truth) < abs(naive.params[0] - truth)
 
@@ -218,7 +243,7 @@ def test_confidence_interval_coverage():
     hits = []
     for _ in range(300):
         df, truth = simulate_cohort(2000, rng)
-        res = cox_fit(
+        res = fit_columns(
             df, duration="followup_days", event="died", covariates=["treatment", "age", "male"]
         )
         hits.append(abs(res.params[0] - truth) < 1.959964 * res.robust_se[0])
@@ -236,7 +261,7 @@ def _assert_same(a: CoxResult, b: CoxResult, atol: float = 1e-10) -> None:
 
 
 def _ref_fit(df: pd.DataFrame, **kw) -> CoxResult:
-    return cox_fit(df, duration="time", event="event", covariates=COVARIATES, **kw)
+    return fit_columns(df, duration="time", event="event", covariates=COVARIATES, **kw)
 
 
 def test_row_order_does_not_matter(ref_data):
@@ -295,7 +320,9 @@ def test_labels_and_input_types_do_not_matter(ref_data):
 def test_breslow_equals_efron_without_ties(ref_data):
     df = ref_data.drop_duplicates("time_exact")
     kw = {"duration": "time_exact", "event": "event", "covariates": COVARIATES}
-    _assert_same(cox_fit(df, **kw, ties="efron"), cox_fit(df, **kw, ties="breslow"), atol=1e-12)
+    _assert_same(
+        fit_columns(df, **kw, ties="efron"), fit_columns(df, **kw, ties="breslow"), atol=1e-12
+    )
 
 
 def test_input_is_not_modified(ref_data):
@@ -350,7 +377,7 @@ def test_extreme_risk_scores_in_a_small_stratum():
 
 
 def test_summary_and_to_dict(rossi):
-    res = cox_fit(rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES)
+    res = fit_columns(rossi, duration="week", event="arrest", covariates=ROSSI_COVARIATES)
     table = res.summary()
     assert list(table.index) == ROSSI_COVARIATES
     assert list(table.columns) == [
@@ -370,12 +397,12 @@ def test_not_converged_warns(rossi):
     assert not res.converged and res.n_iter == 1
 
 
-R2 = json.loads((REF_DIR.parent / "r_values_small_sample.json").read_text())
+R2 = json.loads((REF_DIR / "r_values_small_sample.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def matched_ref() -> pd.DataFrame:
-    return pd.read_csv(REF_DIR.parent / "reference_data.csv")
+    return pd.read_csv(REF_DIR / "reference_data.csv")
 
 
 def test_score_tests_match_r(matched_ref):
@@ -387,19 +414,19 @@ def test_score_tests_match_r(matched_ref):
     st = R2["score_tests"]
     kw = {"duration": "time", "event": "event"}
     shrink_sets, shrink_rows = 139 / 140, (len(d) - 1) / len(d)
-    plain = cox_fit(d, covariates=["treatment"], **kw)
+    plain = fit_columns(d, covariates=["treatment"], **kw)
     assert plain.score_test == pytest.approx(st["sctest_unweighted"], rel=1e-9)
-    wc = cox_fit(d, covariates=["treatment"], weights="weight", cluster="match_set", **kw)
+    wc = fit_columns(d, covariates=["treatment"], weights="weight", cluster="match_set", **kw)
     assert wc.robust_score_test == pytest.approx(
         st["robscore_weighted_cluster"] * shrink_sets, rel=1e-9
     )
-    w = cox_fit(d, covariates=["treatment"], weights="weight", **kw)
+    w = fit_columns(d, covariates=["treatment"], weights="weight", **kw)
     assert w.robust_score_test == pytest.approx(
         st["robscore_weighted_robust"] * shrink_rows, rel=1e-9
     )
-    c = cox_fit(d, covariates=["treatment"], cluster="match_set", **kw)
+    c = fit_columns(d, covariates=["treatment"], cluster="match_set", **kw)
     assert c.robust_score_test == pytest.approx(st["robscore_cluster"] * shrink_sets, rel=1e-9)
-    three = cox_fit(
+    three = fit_columns(
         d, covariates=["treatment", "age", "female"], weights="weight", cluster="match_set", **kw
     )
     assert three.score_test == pytest.approx(st["sctest_weighted_cluster_3df"], rel=1e-9)
@@ -412,7 +439,7 @@ def test_clustered_robust_se_matches_vcovcl(matched_ref):
     """R: sandwich::vcovCL(coxph(Surv(time, event) ~ treatment + age + female),
     cluster = ~match_set, type = "HC0", cadjust = TRUE): the G / (G - 1) factor from an
     independent implementation."""
-    res = cox_fit(
+    res = fit_columns(
         matched_ref, duration="time", event="event", covariates=["treatment", "age", "female"],
         cluster="match_set",
     )  # fmt: skip
@@ -424,7 +451,7 @@ def test_clustered_robust_se_matches_vcovcl(matched_ref):
 def test_one_cluster_has_no_robust_variance(matched_ref):
     """One cluster: the weighted score residuals sum to the score, zero at the estimate, so
     the factor-free sandwich would be exactly 0. It is NaN instead."""
-    res = cox_fit(
+    res = fit_columns(
         matched_ref.assign(one=1), duration="time", event="event", covariates=["treatment"],
         cluster="one",
     )  # fmt: skip
@@ -454,7 +481,7 @@ def test_monotone_likelihood_is_detected():
     df = _monotone_eight()
     assert "did not converge" in R2["monotone"]["r_warning"] and R2["monotone"]["coef"] > 15
     with pytest.warns(RuntimeWarning, match="monotone likelihood"):
-        res = cox_fit(
+        res = fit_columns(
             df, duration="time", event="event", covariates=["treatment"], weights="weight",
             cluster="set",
         )  # fmt: skip
@@ -464,7 +491,7 @@ def test_monotone_likelihood_is_detected():
     # mirrored: controls first, the coefficient tends to -infinity
     mirror = df.assign(treatment=1 - df["treatment"])
     with pytest.warns(RuntimeWarning):
-        res = cox_fit(mirror, duration="time", event="event", covariates=["treatment"])
+        res = fit_columns(mirror, duration="time", event="event", covariates=["treatment"])
     assert "-infinity" in res.diverging["treatment"]
 
 
@@ -475,12 +502,12 @@ def test_monotone_likelihood_not_flagged_for_finite_estimates(matched_ref):
     df.loc[[3, 4], "time"] = [5, 4]  # treated person 4 now leaves after control person 5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = cox_fit(df, duration="time", event="event", covariates=["treatment"])
+        res = fit_columns(df, duration="time", event="event", covariates=["treatment"])
     assert res.converged and res.diverging == {} and np.isfinite(res.params).all()
     assert 1.0 < res.params[0] < 10.0
     fits = [
-        cox_fit(matched_ref, duration="time", event="event", covariates=["treatment", "age"]),
-        cox_fit(
+        fit_columns(matched_ref, duration="time", event="event", covariates=["treatment", "age"]),
+        fit_columns(
             matched_ref, duration="time", event="event", covariates=["treatment", "age"],
             weights="weight", cluster="match_set", strata="female",
         ),
@@ -554,21 +581,23 @@ def test_invalid_input_raises(ref_data, change, message):
 def test_collinear_covariates_raise(ref_data):
     df = ref_data.assign(age2=2.0 * ref_data["age"] + 1.0)
     with pytest.raises(ValueError, match="singular"):
-        cox_fit(df, duration="time", event="event", covariates=[*COVARIATES, "age2"])
+        fit_columns(df, duration="time", event="event", covariates=[*COVARIATES, "age2"])
 
 
 def test_unknown_ties_and_columns_raise(ref_data):
     with pytest.raises(ValueError, match="ties"):
         _ref_fit(ref_data, ties="exact")
+    # the engine takes arrays; the estimator on a DataFrame names a missing column
     with pytest.raises(KeyError, match="nope"):
-        _ref_fit(ref_data, cluster="nope")
+        cox_hazard_ratio(ref_data, duration="time", event="event", treatment="treatment",
+                         cluster="nope", outcome="o", method="m")  # fmt: skip
 
 
 # --- proportional-hazards test (cox_zph) ------------------------------------------------------
 
 
 def _zph_data(case: dict) -> dict:
-    """The arrays of an R case of ``zph_reference.json``: design, terms, weights, strata."""
+    """The arrays of an R case of ``r_values_zph.json``: design, terms, weights, strata."""
     df = pd.read_csv(REF_DIR / case["file"])
     parts = [t.strip() for t in case["rhs"].split("+")]
     strata = [t for t in parts if t.startswith("strata(")]
@@ -608,7 +637,7 @@ def test_cox_zph_matches_r(name, variance, transform):
     """Per-term and global chi-square, df and p equal R's to 1e-8 relative.
 
     ``variance="model"``: ``cox.zph(fit, transform)$table`` of survival 3.5-3, fits made by
-    ``tests/reference/coxph_r/make_zph_reference.R`` (the exact R call is stored with each
+    ``tests/reference/make_reference_zph.R`` (the exact R call is stored with each
     case): unweighted, matching weights 1 and 0.25, with and without ``cluster()`` (which
     ``cox.zph`` ignores), inverse-probability weights, Efron and Breslow ties, strata, a
     two-column factor term, events at time 0. ``variance="robust"``: the same score tests
@@ -650,7 +679,7 @@ def test_cox_zph_reference_covers_weighted_and_robust_cases():
 
 def test_weighted_information_with_unit_weights_is_the_information(ref_data):
     """The g-weighted information used by the test is the fit's information when g = 1."""
-    import analysis.outcomes.coxph as coxph
+    import analysis.outcomes._coxph_core as coxph
 
     X = ref_data[COVARIATES].to_numpy(dtype=float)
     ev = ref_data["event"].to_numpy() == 1
@@ -741,3 +770,50 @@ def test_mancl_derouen_matches_the_cluster_jackknife():
     assert md.small_sample == "mancl-derouen" and 0 < md.max_leverage < 0.5
     with pytest.raises(ValueError, match="small_sample"):
         fit_cox(X, t, e, small_sample="HC3")
+
+
+# --- what the engine returns beside the coefficients ------------------------------------------
+
+
+def test_information_residuals_and_robust_variance_agree(ref_data):
+    """The information is the inverse covariance; the weighted score residuals sum to the score
+    (0 at the estimate) and give the robust covariance through the one cluster sandwich; the
+    weighted Schoenfeld residuals also sum to the score (one row per event, by time)."""
+    kw = {"weights": "weight", "cluster": "cluster", "strata": "stratum"}
+    res = _ref_fit(ref_data, **kw)
+    p = len(COVARIATES)
+    np.testing.assert_allclose(res.information @ res.cov, np.eye(p), atol=1e-9)
+    assert res.score_residuals.shape == (len(ref_data), p)
+    np.testing.assert_allclose(res.score_residuals.sum(axis=0), 0.0, atol=1e-8)
+    totals = pd.DataFrame(res.score_residuals).groupby(ref_data["cluster"].to_numpy()).sum()
+    g = len(totals)
+    meat = g / (g - 1) * totals.to_numpy().T @ totals.to_numpy()
+    np.testing.assert_allclose(res.robust_cov, res.cov @ meat @ res.cov, rtol=1e-10, atol=1e-14)
+    sch = res.schoenfeld_residuals
+    assert len(sch) == res.n_events and list(sch.columns) == COVARIATES
+    events = ref_data.iloc[sch.index]
+    assert (events["event"] == 1).all()
+    order = events[["stratum", "time"]].to_numpy()
+    assert (np.diff(order[:, 0]) >= 0).all()  # by stratum, then time
+    same = np.diff(order[:, 0]) == 0
+    assert (np.diff(order[:, 1])[same] >= 0).all()
+    weighted_sum = (sch.to_numpy() * events["weight"].to_numpy()[:, None]).sum(axis=0)
+    np.testing.assert_allclose(weighted_sum, 0.0, atol=1e-8)
+    assert "score_residuals" not in res.to_dict()
+
+
+def test_cox_score_is_the_engine_at_any_coefficients_and_weights(ref_data):
+    """CoxScore (the estimating function of the stacked variance) gives the fit's weighted
+    score residuals at the estimate, and at other weights sums to the score of that fit."""
+    X = ref_data[COVARIATES].to_numpy(dtype=float)
+    t, e = ref_data["time"].to_numpy(dtype=float), ref_data["event"].to_numpy()
+    w = ref_data["weight"].to_numpy(dtype=float)
+    fit = fit_cox(X, t, e, weights=w)
+    score = CoxScore(X, t, e)
+    np.testing.assert_allclose(score(fit.params, w), fit.score_residuals, rtol=1e-12, atol=1e-13)
+    w2 = w * np.random.default_rng(5).uniform(0.5, 2.0, len(w))
+    refit = fit_cox(X, t, e, weights=w2)
+    np.testing.assert_allclose(score.total(refit.params, w2), 0.0, atol=1e-8)
+    np.testing.assert_allclose(
+        score(fit.params, w2).sum(axis=0), score.total(fit.params, w2), rtol=1e-10, atol=1e-10
+    )

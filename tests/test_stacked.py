@@ -22,6 +22,7 @@ from scipy import stats
 from analysis.design.propensity import fit_propensity
 from analysis.design.weighting import att_weights
 from analysis.outcomes.counts import negative_binomial_irr
+from analysis.outcomes.cox import cox_hazard_ratio
 from analysis.outcomes.coxph import fit_cox
 from analysis.outcomes.stacked import (
     att_weight_model,
@@ -31,7 +32,6 @@ from analysis.outcomes.stacked import (
     nb_expected_bread,
     stacked_variance,
 )
-from analysis.outcomes.survival import cox_hazard_ratio
 from tests.reference.iptw_stacked.make_data import (
     LOG_EFFECT,
     SLOPES_CONTROL,

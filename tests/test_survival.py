@@ -1,4 +1,5 @@
-"""Tests of analysis.outcomes.survival: R reference values, published results, simulated truth,
+"""Tests of the survival estimators (analysis.outcomes: kaplan_meier, cox, absolute, rmst,
+competing_risks, logrank): R reference values, published results, simulated truth,
 invariances and edge cases.
 
 Reference values were made once by ``tests/reference/make_reference.R`` (R 4.2, survival
@@ -6,8 +7,8 @@ Reference values were made once by ``tests/reference/make_reference.R`` (R 4.2, 
 ``tests/reference/make_data.py``: 140 matched sets of 1 HAT + 1-4 OST persons, 592 rows,
 day-level times with many ties and six zero durations, non-integer weights, competing
 events) and frozen in ``tests/reference/r_values.json``; the proportional-hazards tests
-against R's ``cox.zph`` come from ``tests/reference/coxph_r/make_zph_reference.R``
-(``zph_reference.json``); the difference in cumulative incidence from
+against R's ``cox.zph`` come from ``tests/reference/make_reference_zph.R``
+(``r_values_zph.json``); the difference in cumulative incidence from
 ``tests/reference/make_reference_cif.R`` (``r_values_cif.json``: ``cmprsk::cuminc`` and
 ``survfit`` influence values). Tests never run R.
 
@@ -39,24 +40,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.outcomes.survival import (
-    KaplanMeier,
-    cox_hazard_ratio,
-    cox_score_test,
+from analysis.outcomes.absolute import cumulative_risk_difference, survival_at
+from analysis.outcomes.competing_risks import (
     cumulative_incidence,
     cumulative_incidence_difference,
-    cumulative_risk_difference,
-    kaplan_meier,
-    logrank,
-    numbers_at_risk,
-    rmst_difference,
-    survival_at,
 )
+from analysis.outcomes.cox import cox_hazard_ratio
+from analysis.outcomes.kaplan_meier import KaplanMeier, kaplan_meier, numbers_at_risk
+from analysis.outcomes.logrank import cox_score_test, logrank
+from analysis.outcomes.rmst import rmst_difference
 from analysis.sandwich import FewClustersWarning
 
 REF = Path(__file__).parent / "reference"
 R = json.loads((REF / "r_values.json").read_text())
-ZPH = json.loads((REF / "coxph_r" / "zph_reference.json").read_text())
+ZPH = json.loads((REF / "r_values_zph.json").read_text())
 ZPH_RTOL = 1e-8
 R2 = json.loads((REF / "r_values_small_sample.json").read_text())
 RC = json.loads((REF / "r_values_cif.json").read_text())
@@ -135,7 +132,7 @@ def test_cox_matches_r(ref, key, kw):
 def test_cox_ph_test_matches_r(ref, key, kw, transform):
     """R: cox.zph(coxph(Surv(time, event) ~ treatment + age + female, ties = "efron",
     [weights = weight, cluster = match_set]), transform = <transform>) (survival 3.5-3;
-    ``tests/reference/coxph_r/make_zph_reference.R``). With weights and clusters the
+    ``tests/reference/make_reference_zph.R``). With weights and clusters the
     reported test uses the robust variance (computed in R from the residuals of the model
     with the added ``x g(t)`` terms, same script); R's model-based values sit in
     ``model_based``. Agreement is about 1e-13; checked to 1e-8."""

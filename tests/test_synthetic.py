@@ -469,7 +469,7 @@ def test_truth_aalen_johansen_agrees_with_the_analysis():
     """The truth's Aalen-Johansen CIF (unweighted, own code) gives the analysis package's
     value on the same data (ties, censoring, competing events); its Kaplan-Meier and RMST
     are checked against lifelines above."""
-    from analysis.outcomes.survival import cumulative_incidence
+    from analysis.outcomes.competing_risks import cumulative_incidence
 
     rng = np.random.default_rng(8)
     n = 3000

@@ -12,8 +12,9 @@ import pytest
 
 from analysis.data.extract import read_extract
 from analysis.data.risk_sets import derive_risk_sets
-from analysis.design.ipcw import censoring_weights, cox_counting, km_counting, split_intervals
+from analysis.design.ipcw import censoring_weights, split_intervals
 from analysis.design.risk_set_matching import risk_set_match
+from analysis.outcomes.counting import cox_counting, km_counting
 from evaluation.config import ConfigError, load_config
 from evaluation.pipeline import run_study
 

@@ -16,10 +16,9 @@ for every comparator:
 - a comparator's weight in interval ``j`` is ``prod_{l<j} (1 - p_num,l) / (1 - p_den,l)``,
   truncated at chosen quantiles (:func:`censoring_weights`); initiators are never
   artificially censored (weight 1);
-- the outcome estimators take the interval rows with their weights: a Cox model on
-  counting-process data (:func:`cox_counting`, Breslow ties), Kaplan-Meier and
-  Aalen-Johansen curves (:func:`km_counting`, :func:`aj_counting`) and ratios of weighted
-  rates (:func:`weighted_rates`).
+- the outcome estimators take the interval rows with their weights
+  (:mod:`analysis.outcomes.counting`: a Cox model on counting-process data, Kaplan-Meier
+  and Aalen-Johansen curves, ratios of weighted rates).
 
 Limits: the weights remove the selection by censoring only if the model holds and the
 covariates at the intervals' starts capture every common cause of starting HAT and the
@@ -50,16 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-__all__ = [
-    "Intervals",
-    "aj_counting",
-    "censoring_weights",
-    "cox_counting",
-    "fit_logistic",
-    "km_counting",
-    "split_intervals",
-    "weighted_rates",
-]
+__all__ = ["Intervals", "censoring_weights", "fit_logistic", "split_intervals"]
 
 #: start of the first interval: a day before time zero, so events on day 0 are at risk
 FIRST_START = -1.0
@@ -192,151 +182,3 @@ def censoring_weights(
     before = total - log_term  # up to the previous interval
     base = before[start_index]
     return np.exp(before - base)
-
-
-def _at_risk(times: np.ndarray, start: np.ndarray, stop: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted number at risk at each of ``times``: rows with ``start < t <= stop``."""
-    o_stop, o_start = np.argsort(stop), np.argsort(start)
-    cum_stop = np.r_[0.0, np.cumsum(w[o_stop])]
-    cum_start = np.r_[0.0, np.cumsum(w[o_start])]
-    total = cum_stop[-1]
-    # sum of w with stop >= t minus sum of w with start >= t
-    stop_ge = total - cum_stop[np.searchsorted(stop[o_stop], times, side="left")]
-    start_ge = total - cum_start[np.searchsorted(start[o_start], times, side="left")]
-    return stop_ge - start_ge
-
-
-def _events(times: np.ndarray, stop: np.ndarray, event: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted events at each of ``times`` (``times`` sorted and unique)."""
-    e = event == 1
-    pos = np.searchsorted(times, stop[e])
-    hit = pos < len(times)
-    hit[hit] = times[pos[hit]] == stop[e][hit]
-    return np.bincount(pos[hit], weights=w[e][hit], minlength=len(times))
-
-
-def cox_counting(
-    start: np.ndarray,
-    stop: np.ndarray,
-    event: np.ndarray,
-    x: np.ndarray,
-    w: np.ndarray,
-) -> tuple[float, float]:
-    """Weighted Cox model with one binary covariate on counting-process data.
-
-    Breslow's handling of ties; the risk set at an event time ``t`` holds the rows with
-    ``start < t <= stop``, each with its own (time-varying) weight.
-
-    Parameters
-    ----------
-    start, stop, event : ndarray
-        Interval rows.
-    x : ndarray of 0/1
-        Treatment.
-    w : ndarray
-        Weights.
-
-    Returns
-    -------
-    (float, float)
-        log hazard ratio and the model-based information (``nan`` log HR when no
-        event, or when an arm has no event and the likelihood is monotone).
-    """
-    e = (event == 1) & (w > 0)
-    times = np.unique(stop[e])
-    if not len(times):
-        return float("nan"), float("nan")
-    y1 = _at_risk(times, start[x == 1], stop[x == 1], w[x == 1])
-    y0 = _at_risk(times, start[x == 0], stop[x == 0], w[x == 0])
-    d1 = _events(times, stop[x == 1], event[x == 1], w[x == 1])
-    d0 = _events(times, stop[x == 0], event[x == 0], w[x == 0])
-    d = d0 + d1
-    if d1.sum() <= 0 or d0.sum() <= 0:
-        return float("nan"), float("nan")
-    b = 0.0
-    info = float("nan")
-    for _ in range(100):
-        r = np.exp(b)
-        p = r * y1 / (y0 + r * y1)
-        score = float(np.sum(d1 - d * p))
-        info = float(np.sum(d * p * (1 - p)))
-        if not info > 0:
-            return float("nan"), float("nan")
-        step = float(np.clip(score / info, -2.0, 2.0))
-        b += step
-        if abs(step) < 1e-10:
-            break
-    return b, info
-
-
-def km_counting(
-    start: np.ndarray, stop: np.ndarray, event: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted Kaplan-Meier curve on counting-process data.
-
-    Returns
-    -------
-    (ndarray, ndarray)
-        Event times and the survival just after each.
-    """
-    e = (event == 1) & (w > 0)
-    times = np.unique(stop[e])
-    if not len(times):
-        return times, np.ones(0)
-    y = _at_risk(times, start, stop, w)
-    d = _events(times, stop, event, w)
-    surv = np.cumprod(1.0 - np.where(y > 0, d / np.where(y > 0, y, 1.0), 0.0))
-    return times, surv
-
-
-def survival_at_time(times: np.ndarray, surv: np.ndarray, t: float) -> float:
-    """The step function ``surv`` (after each of ``times``) at ``t``."""
-    k = np.searchsorted(times, t, side="right")
-    return float(surv[k - 1]) if k > 0 else 1.0
-
-
-def rmst(times: np.ndarray, surv: np.ndarray, tau: float) -> float:
-    """Area under the step function ``surv`` from 0 to ``tau`` (days)."""
-    keep = times < tau
-    t = np.r_[0.0, np.maximum(times[keep], 0.0), tau]
-    s = np.r_[1.0, surv[keep]]
-    return float(np.sum(s * np.diff(t)))
-
-
-def aj_counting(
-    start: np.ndarray,
-    stop: np.ndarray,
-    event_type: np.ndarray,
-    w: np.ndarray,
-    time: float,
-    cause: int = 1,
-) -> float:
-    """Weighted Aalen-Johansen cumulative incidence of ``cause`` by ``time``.
-
-    ``event_type`` 0 censored, ``cause`` the event of interest, any other value a
-    competing event; every event ends the all-cause survival.
-    """
-    anyev = (event_type > 0).astype(np.int64)
-    e = (anyev == 1) & (w > 0)
-    times = np.unique(stop[e])
-    times = times[times <= time]
-    if not len(times):
-        return 0.0
-    y = _at_risk(times, start, stop, w)
-    d = _events(times, stop, anyev, w)
-    d1 = _events(times, stop, (event_type == cause).astype(np.int64), w)
-    haz = np.where(y > 0, d / np.where(y > 0, y, 1.0), 0.0)
-    surv_before = np.r_[1.0, np.cumprod(1.0 - haz)[:-1]]
-    return float(np.sum(surv_before * np.where(y > 0, d1 / np.where(y > 0, y, 1.0), 0.0)))
-
-
-def weighted_rates(
-    count: np.ndarray, years: np.ndarray, x: np.ndarray, w: np.ndarray
-) -> tuple[float, float]:
-    """Weighted event rates ``sum w y / sum w T`` of the arms ``x == 1`` and ``x == 0``."""
-    out = []
-    for arm in (1, 0):
-        a = x == arm
-        py = float(np.sum(w[a] * years[a]))
-        out.append(float(np.sum(w[a] * count[a])) / py if py > 0 else float("nan"))
-    return out[0], out[1]

@@ -28,14 +28,12 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from analysis.outcomes.survival import (
-    _binary,
-    _cluster_codes,
-    _column,
-    _nan_estimate,
-    _weights_array,
-    _z,
-)
+from analysis._checks import binary as _binary
+from analysis._checks import cluster_codes as _cluster_codes
+from analysis._checks import numeric as _column
+from analysis._checks import weights_array as _weights_array
+from analysis._checks import z_value as _z
+from analysis.outcomes._common import nan_estimate as _nan_estimate
 from analysis.results import EffectEstimate, _clean
 from analysis.sandwich import cluster_check, cluster_covariance, cluster_variance, count_clusters
 

@@ -29,7 +29,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.outcomes.survival import _binary, _durations, _product_limit, _weights_array
+from analysis._checks import binary as _binary
+from analysis._checks import durations as _durations
+from analysis._checks import weights_array as _weights_array
+from analysis.outcomes._product_limit import product_limit as _product_limit
 from analysis.results import _clean
 
 #: measures read as risk ratios (rate ratios are treated as risk ratios, as in the paper)

@@ -68,8 +68,14 @@ from scipy.special import expit
 
 from analysis.design.missing import design_matrix
 from analysis.design.propensity import PropensityScore
+from analysis.outcomes.coxph import CoxScore
 from analysis.results import EffectEstimate
-from analysis.sandwich import count_clusters, small_sample_factor
+from analysis.sandwich import (
+    cluster_covariance,
+    cluster_totals,
+    count_clusters,
+    small_sample_factor,
+)
 
 __all__ = [
     "EstimatedWeights",
@@ -157,6 +163,7 @@ def att_weight_model(
     ValueError
         Shapes do not agree, no treated person, or every control has weight 0.
     """
+    # long: the docstring documents the weights; the body is about 40 lines
     X = np.asarray(X, dtype=np.float64)
     a = np.asarray(treatment, dtype=np.float64)
     alpha = np.asarray(coefficients, dtype=np.float64)
@@ -299,15 +306,6 @@ def _total(ef: EstimatingFunction, beta: np.ndarray, w: np.ndarray) -> np.ndarra
     return np.asarray(ef(beta, w), dtype=np.float64).sum(axis=0)
 
 
-def _cluster_totals(values: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
-    if codes is None:
-        return values
-    _, inverse = np.unique(codes, return_inverse=True)
-    out = np.zeros((int(inverse.max()) + 1, values.shape[1]))
-    np.add.at(out, inverse, values)
-    return out
-
-
 def stacked_variance(
     estimating_function: EstimatingFunction,
     beta: np.ndarray,
@@ -357,6 +355,7 @@ def stacked_variance(
     Reifeis SA, Hudgens MG (2022). On variance of the treatment effect in the treated
     when estimated by inverse probability weighting. *Am J Epidemiol* 191:1092-1097.
     """
+    # long: the docstring documents the variance; the body is about 50 lines
     beta = np.asarray(beta, dtype=np.float64)
     n, r = weights.influence.shape
     idx = np.arange(n) if rows is None else np.asarray(rows, dtype=np.intp)
@@ -393,17 +392,16 @@ def stacked_variance(
     if len(np.unique(idx)) != len(idx):
         raise ValueError("rows must not repeat a row of the weight model")
     contrib[idx] = U
-    known = _cluster_totals(contrib @ bread.T, cluster)
+    codes = np.arange(n) if cluster is None else pd.factorize(np.asarray(cluster), sort=True)[0]
     influence = (contrib + weights.influence @ J.T) @ bread.T
-    totals = _cluster_totals(influence, cluster)
-    # the package's one small-sample convention (analysis.sandwich): G / (G - 1), with G the
-    # clusters contributing: all of them when the propensity model's influence is stacked,
-    # those of the outcome model's rows when the weights are taken as known
-    codes = np.arange(n) if cluster is None else np.asarray(cluster)
-    cov = totals.T @ totals * small_sample_factor(count_clusters(codes))
+    # the one cluster sandwich (analysis.sandwich), with its small-sample factor G / (G - 1)
+    # over the clusters contributing: all of them when the propensity model's influence is
+    # stacked, those of the outcome model's rows when the weights are taken as known
+    cov, _ = cluster_covariance(influence, codes)
+    known = cluster_totals(contrib @ bread.T, codes)
     cov_known = known.T @ known * small_sample_factor(count_clusters(codes[idx]))
     return StackedVariance(
-        cov=0.5 * (cov + cov.T),
+        cov=cov,
         cov_weights_known=0.5 * (cov_known + cov_known.T),
         influence=influence,
         bread=bread,
@@ -418,7 +416,8 @@ def cox_estimating_function(
 
     The contributions sum to the score of the weighted partial likelihood at any
     coefficients, and they are the rows the Lin–Wei sandwich is built from. The risk-set
-    averages depend on the weights, so the total score is not linear in them.
+    averages depend on the weights, so the total score is not linear in them. They are the
+    Cox engine's (:class:`analysis.outcomes.coxph.CoxScore`), which sorts the data once.
 
     Parameters
     ----------
@@ -430,122 +429,10 @@ def cox_estimating_function(
     Returns
     -------
     callable
-        ``(beta, w) -> (m, q)``.
+        ``(beta, w) -> (m, q)``, with a ``total(beta, w)`` method for the summed score.
     """
-    return _CoxScore(duration, event, X)
-
-
-class _CoxScore:
-    """Cox (Efron) score contributions, with a fast total for the numerical derivatives.
-
-    The sort of the times is done once; ``total`` then costs a few ``bincount`` and
-    cumulative sums, so the ``2 r`` evaluations of :func:`stacked_variance` stay cheap on
-    registry-sized data.
-    """
-
-    def __init__(self, duration: np.ndarray, event: np.ndarray, X: np.ndarray) -> None:
-        self.t = np.asarray(duration, dtype=np.float64)
-        self.e = np.asarray(event, dtype=np.int64)
-        self.x = np.asarray(X, dtype=np.float64).reshape(len(self.t), -1)
-        times, self.index = np.unique(self.t, return_inverse=True)
-        self.n_times = len(times)
-        deaths = np.flatnonzero(self.e == 1)
-        self.deaths = deaths[np.argsort(self.t[deaths], kind="stable")]
-        event_times, self.k, self.d_k = np.unique(
-            self.t[self.deaths], return_inverse=True, return_counts=True
-        )
-        self.n_event_times = len(event_times)
-        self.pos = np.searchsorted(times, event_times)[self.k]  # per death: its time's position
-        first = np.concatenate([[0], np.cumsum(self.d_k)[:-1]])
-        self.frac = (np.arange(len(self.deaths)) - first[self.k]) / self.d_k[self.k]
-
-    def __call__(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return w[:, None] * _efron_score_residuals(self.t, self.e, self.x, w, beta)
-
-    def _revcum(self, values: np.ndarray) -> np.ndarray:
-        return np.cumsum(np.bincount(self.index, values, self.n_times)[::-1])[::-1]
-
-    def total(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Score of the weighted partial likelihood (Efron): sum of the contributions."""
-        lp = self.x @ beta
-        wr = w * np.exp(lp - lp.max())
-        dth, k, frac = self.deaths, self.k, self.frac
-        s0_d = np.bincount(k, wr[dth], self.n_event_times)[k]
-        denom = self._revcum(wr)[self.pos] - frac * s0_d
-        wbar = (np.bincount(k, w[dth], self.n_event_times) / self.d_k)[k]
-        out = np.empty(self.x.shape[1])
-        for j in range(self.x.shape[1]):
-            s1 = self._revcum(wr * self.x[:, j])[self.pos]
-            s1_d = np.bincount(k, wr[dth] * self.x[dth, j], self.n_event_times)[k]
-            xbar = (s1 - frac * s1_d) / denom
-            out[j] = np.sum(w[dth] * self.x[dth, j]) - np.sum(wbar * xbar)
-        return out
-
-
-def _efron_score_residuals(
-    time: np.ndarray, event: np.ndarray, x: np.ndarray, w: np.ndarray, beta: np.ndarray
-) -> np.ndarray:
-    """Score residuals of a weighted Cox model with Efron's ties, one row per person.
-
-    At an event time with ``d`` tied deaths (mean death weight ``wbar``), Efron's
-    approximation has ``d`` risk-set denominators ``S0 - (r/d) S0_D`` (r = 0..d-1) in
-    which the dying persons' risk is reduced by ``r/d``. A person's score residual is
-    ``int (x_i - xbar(t)) dM_i(t)`` with these fractional risks, as in R's ``coxph``
-    (``residuals(fit, "score")``); the weighted residuals sum to the score, so the
-    sandwich built from them is the one R reports. Vectorised: O(n p) after a sort.
-    """
-    n, p = x.shape
-    risk = np.exp(x @ beta - np.max(x @ beta))  # common factor cancels in every ratio
-    wr = w * risk
-    times, index = np.unique(time, return_inverse=True)
-    m = len(times)
-    s0 = np.cumsum(np.bincount(index, weights=wr, minlength=m)[::-1])[::-1]
-    s1 = np.empty((m, p))
-    for col in range(p):
-        s1[:, col] = np.cumsum(np.bincount(index, weights=wr * x[:, col], minlength=m)[::-1])[::-1]
-    deaths = np.flatnonzero(event == 1)
-    deaths = deaths[np.argsort(time[deaths], kind="stable")]
-    event_times, k_of_death, d_k = np.unique(time[deaths], return_inverse=True, return_counts=True)
-    n_event_times = len(event_times)
-    pos = np.searchsorted(times, event_times)  # event time -> position among all times
-    first = np.concatenate([[0], np.cumsum(d_k)[:-1]])
-    r = np.arange(len(deaths)) - first[k_of_death]
-    frac = r / d_k[k_of_death]
-    s0_d = np.bincount(k_of_death, weights=wr[deaths], minlength=n_event_times)
-    s1_d = np.empty((n_event_times, p))
-    for col in range(p):
-        s1_d[:, col] = np.bincount(
-            k_of_death, weights=wr[deaths] * x[deaths, col], minlength=n_event_times
-        )
-    wbar = np.bincount(k_of_death, weights=w[deaths], minlength=n_event_times) / d_k
-    denom = s0[pos][k_of_death] - frac * s0_d[k_of_death]  # (D,)
-    xbar = (s1[pos][k_of_death] - frac[:, None] * s1_d[k_of_death]) / denom[:, None]  # (D, p)
-    step = wbar[k_of_death] / denom  # hazard increment of each fractional step
-
-    def per_time(values: np.ndarray) -> np.ndarray:
-        if values.ndim == 1:
-            return np.bincount(k_of_death, weights=values, minlength=n_event_times)
-        return np.stack(
-            [
-                np.bincount(k_of_death, weights=values[:, c], minlength=n_event_times)
-                for c in range(p)
-            ],
-            axis=1,
-        )
-
-    a = per_time(step)
-    b = per_time(step[:, None] * xbar)
-    a_tied = per_time(frac * step)
-    b_tied = per_time((frac * step)[:, None] * xbar)
-    mean_xbar = per_time(xbar) / d_k[:, None]
-    cum_a = np.concatenate([[0.0], np.cumsum(a)])
-    cum_b = np.vstack([np.zeros((1, p)), np.cumsum(b, axis=0)])
-    last = np.searchsorted(event_times, time, side="right")  # event times <= T_i
-    score = -risk[:, None] * (x * cum_a[last][:, None] - cum_b[last])
-    k = k_of_death
-    schoenfeld = x[deaths] - mean_xbar[k]
-    score[deaths] += schoenfeld + risk[deaths, None] * (x[deaths] * a_tied[k][:, None] - b_tied[k])
-    return score
+    x = np.asarray(X, dtype=np.float64).reshape(len(duration), -1)
+    return CoxScore(x, duration, event, ties="efron")
 
 
 def nb_estimating_function(

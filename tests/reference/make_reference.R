@@ -1,4 +1,5 @@
-# Frozen reference values for analysis/outcomes/survival.py and analysis/outcomes/counts.py.
+# Frozen reference values for the survival estimators (analysis/outcomes/kaplan_meier.py,
+# absolute.py, rmst.py, competing_risks.py, cox.py, logrank.py) and analysis/outcomes/counts.py.
 #
 # Run once from the repository root, after tests/reference/make_data.py:
 #

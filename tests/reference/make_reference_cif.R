@@ -1,5 +1,5 @@
 # Frozen reference values for the difference in Aalen-Johansen cumulative incidence,
-# HAT minus OST (analysis.outcomes.survival.cumulative_incidence_difference).
+# HAT minus OST (analysis.outcomes.competing_risks.cumulative_incidence_difference).
 #
 # Run once from the repository root:
 #

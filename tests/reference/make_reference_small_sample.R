@@ -1,5 +1,6 @@
 # Frozen reference values for the small-sample convention and the degenerate cases of
-# analysis/sandwich.py, analysis/outcomes/survival.py, analysis/outcomes/counts.py and analysis/outcomes/coxph.py.
+# analysis/sandwich.py, the survival estimators (analysis/outcomes/), analysis/outcomes/counts.py
+# and the Cox engine analysis/outcomes/coxph.py.
 #
 # Run once from the repository root:
 #

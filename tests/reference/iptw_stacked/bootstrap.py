@@ -23,7 +23,7 @@ import pandas as pd
 from analysis.design.propensity import fit_propensity
 from analysis.design.weighting import att_weights
 from analysis.outcomes.counts import negative_binomial_irr
-from analysis.outcomes.survival import cox_hazard_ratio
+from analysis.outcomes.cox import cox_hazard_ratio
 
 HERE = Path(__file__).parent
 COVARIATES = ("x1", "x2", "x3")

@@ -1,8 +1,8 @@
-# Frozen reference values for analysis/outcomes/coxph.py from R's survival::coxph.
+# Frozen reference values for analysis/outcomes/coxph.py (the Cox engine) from R's survival::coxph.
 #
-# Run from the repository root (after make_data.py has written data.csv and halving.csv):
-#   Rscript tests/reference/coxph_r/make_reference.R
-# Writes tests/reference/coxph_r/reference.json. Tests read that file and never run R.
+# Run from the repository root (after make_data_coxph.py has written coxph_data.csv and coxph_halving.csv):
+#   Rscript tests/reference/make_reference_coxph.R
+# Writes tests/reference/r_values_coxph.json. Tests read that file and never run R.
 #
 # Every case fits
 #   coxph(Surv(<time>, event) ~ <covariates> [+ strata(<strata>)], data = <file>,
@@ -14,7 +14,7 @@
 # exact call is stored with it ("r_call").
 suppressPackageStartupMessages(library(survival))
 
-here <- "tests/reference/coxph_r"
+here <- "tests/reference"
 main_covs <- c("treatment", "age", "male", "injecting", "x_cont", "x_skew")
 
 cases <- list(
@@ -30,8 +30,8 @@ cases <- list(
   list(name = "efron_weights_cluster_as_strata", ties = "efron", w = TRUE, cl = FALSE, st = "cluster"),
   # continuous times, almost no ties
   list(name = "efron_exact_times", ties = "efron", w = TRUE, cl = TRUE, st = FALSE, time = "time_exact"),
-  # halving.csv: a Cauchy covariate; Newton from zero overshoots and must halve its step
-  list(name = "halving", ties = "efron", w = FALSE, cl = FALSE, st = FALSE, file = "halving.csv",
+  # coxph_halving.csv: a Cauchy covariate; Newton from zero overshoots and must halve its step
+  list(name = "halving", ties = "efron", w = FALSE, cl = FALSE, st = FALSE, file = "coxph_halving.csv",
        covs = "x")
 )
 
@@ -41,7 +41,7 @@ mat <- function(m) paste0("[", paste(apply(m, 1, num), collapse = ", "), "]")
 ctrl <- coxph.control(eps = 1e-11, iter.max = 100, toler.chol = 1e-13)
 out <- character(0)
 for (cs in cases) {
-  d <- read.csv(file.path(here, if (is.null(cs$file)) "data.csv" else cs$file))
+  d <- read.csv(file.path(here, if (is.null(cs$file)) "coxph_data.csv" else cs$file))
   covs <- if (is.null(cs$covs)) main_covs else cs$covs
   rhs <- paste(covs, collapse = " + ")
   st <- if (isTRUE(cs$st)) "stratum" else if (is.character(cs$st)) cs$st else NULL
@@ -57,7 +57,7 @@ for (cs in cases) {
     '    "ties": "', cs$ties, '", "weights": ', tolower(cs$w), ', "cluster": ', tolower(cs$cl),
     ', "strata": ', if (is.null(st)) "null" else paste0('"', st, '"'),
     ', "time": "', time, '",\n',
-    '    "file": "', if (is.null(cs$file)) "data.csv" else cs$file, '", "covariates": ',
+    '    "file": "', if (is.null(cs$file)) "coxph_data.csv" else cs$file, '", "covariates": ',
     paste0("[", paste0('"', covs, '"', collapse = ", "), "]"), ',\n',
     '    "r_call": "', gsub('"', "'", call_txt), '",\n',
     '    "coef": ', num(coef(fit)), ',\n',
@@ -70,5 +70,5 @@ for (cs in cases) {
 }
 meta <- paste0('  "_meta": {"r_version": "', R.version.string, '", "survival": "',
                as.character(packageVersion("survival")), '"}')
-writeLines(c("{", paste(c(meta, out), collapse = ",\n"), "}"), file.path(here, "reference.json"))
-cat("wrote", file.path(here, "reference.json"), "\n")
+writeLines(c("{", paste(c(meta, out), collapse = ",\n"), "}"), file.path(here, "r_values_coxph.json"))
+cat("wrote", file.path(here, "r_values_coxph.json"), "\n")

@@ -1,9 +1,9 @@
-# Frozen reference values for the proportional-hazards tests of analysis/outcomes/coxph.py (cox_zph)
-# and analysis/outcomes/survival.py (cox_hazard_ratio's details["ph_test"]), from R's survival::cox.zph.
+# Frozen reference values for the proportional-hazards tests of analysis/outcomes/ph_test.py (cox_zph)
+# and analysis/outcomes/cox.py (cox_hazard_ratio's details["ph_test"]), from R's survival::cox.zph.
 #
-# Run from the repository root (after make_data.py has written matched.csv):
-#   Rscript tests/reference/coxph_r/make_zph_reference.R
-# Writes tests/reference/coxph_r/zph_reference.json. Tests read that file and never run R.
+# Run from the repository root (after make_data_coxph.py has written coxph_matched.csv):
+#   Rscript tests/reference/make_reference_zph.R
+# Writes tests/reference/r_values_zph.json. Tests read that file and never run R.
 #
 # Every case fits
 #   fit <- coxph(<formula>, data = d, ties = <ties>, [weights = <w>], [cluster = <cl>],
@@ -21,38 +21,38 @@
 # statistic of a term is U_g' V^-1 U_g on that term's columns (Lin & Wei 1989).
 suppressPackageStartupMessages(library(survival))
 
-here <- "tests/reference/coxph_r"
+here <- "tests/reference"
 ctrl <- coxph.control(eps = 1e-14, iter.max = 100, toler.chol = 1e-15)
 all_tr <- c("km", "rank", "identity", "log")
 
 cases <- list(
-  list(name = "unweighted_treatment", file = "matched.csv", rhs = "treatment", tr = all_tr),
-  list(name = "unweighted_3cov", file = "matched.csv", rhs = "treatment + age + female",
+  list(name = "unweighted_treatment", file = "coxph_matched.csv", rhs = "treatment", tr = all_tr),
+  list(name = "unweighted_3cov", file = "coxph_matched.csv", rhs = "treatment + age + female",
        tr = all_tr),
-  list(name = "matching_weights", file = "matched.csv", rhs = "treatment", w = "weight",
+  list(name = "matching_weights", file = "coxph_matched.csv", rhs = "treatment", w = "weight",
        tr = all_tr, robust = c("km", "rank")),
-  list(name = "matching_weights_cluster", file = "matched.csv", rhs = "treatment", w = "weight",
+  list(name = "matching_weights_cluster", file = "coxph_matched.csv", rhs = "treatment", w = "weight",
        cl = "match_set", tr = c("km", "rank", "identity"), robust = c("km", "rank", "identity")),
-  list(name = "matching_weights_cluster_3cov", file = "matched.csv",
+  list(name = "matching_weights_cluster_3cov", file = "coxph_matched.csv",
        rhs = "treatment + age + female", w = "weight", cl = "match_set",
        tr = c("km", "identity", "log"), robust = c("km", "log")),
-  list(name = "iptw_weights_robust", file = "matched.csv", rhs = "treatment + age",
+  list(name = "iptw_weights_robust", file = "coxph_matched.csv", rhs = "treatment + age",
        w = "iptw_weight", tr = c("km", "rank"), robust = c("km", "rank")),
-  list(name = "breslow_weights", file = "matched.csv", rhs = "treatment + age + female",
+  list(name = "breslow_weights", file = "coxph_matched.csv", rhs = "treatment + age + female",
        w = "weight", ties = "breslow", tr = c("km", "identity"), robust = "km"),
-  list(name = "factor_term", file = "matched.csv", rhs = "treatment + factor(region) + age",
+  list(name = "factor_term", file = "coxph_matched.csv", rhs = "treatment + factor(region) + age",
        w = "weight", cl = "match_set", tr = c("km", "rank"), robust = "km"),
   # heavy ties (whole months), non-integer weights, strata, 6 covariates
-  list(name = "strata_weights_cluster", file = "data.csv",
+  list(name = "strata_weights_cluster", file = "coxph_data.csv",
        rhs = "treatment + age + male + x_cont + strata(stratum)", w = "weight", cl = "cluster",
        tr = c("km", "rank", "log"), robust = "km"),
   # the data of tests/test_survival.py (zero durations, events at time 0)
-  list(name = "survival_unweighted", file = "../reference_data.csv",
+  list(name = "survival_unweighted", file = "reference_data.csv",
        rhs = "treatment + age + female", tr = c("km", "rank", "identity")),
-  list(name = "survival_weights_cluster", file = "../reference_data.csv",
+  list(name = "survival_weights_cluster", file = "reference_data.csv",
        rhs = "treatment + age + female", w = "weight", cl = "match_set",
        tr = c("km", "rank", "identity"), robust = c("km", "rank")),
-  list(name = "survival_weights_cluster_treatment", file = "../reference_data.csv",
+  list(name = "survival_weights_cluster_treatment", file = "reference_data.csv",
        rhs = "treatment", w = "weight", cl = "match_set", tr = c("km", "rank"),
        robust = c("km", "rank"))
 )
@@ -142,5 +142,5 @@ for (cs in cases) {
 }
 meta <- paste0('  "_meta": {"r_version": "', R.version.string, '", "survival": "',
                as.character(packageVersion("survival")), '"}')
-writeLines(c("{", paste(c(meta, out), collapse = ",\n"), "}"), file.path(here, "zph_reference.json"))
-cat("wrote", file.path(here, "zph_reference.json"), "\n")
+writeLines(c("{", paste(c(meta, out), collapse = ",\n"), "}"), file.path(here, "r_values_zph.json"))
+cat("wrote", file.path(here, "r_values_zph.json"), "\n")

@@ -1,9 +1,9 @@
-"""Write the fixed dataset ``data.csv`` that ``make_reference.R`` fits with ``survival::coxph``.
+"""Write the fixed dataset ``coxph_data.csv`` that ``make_reference_coxph.R`` fits with ``survival::coxph``.
 
 Run from the repository root::
 
-    .venv/bin/python tests/reference/coxph_r/make_data.py
-    Rscript tests/reference/coxph_r/make_reference.R
+    .venv/bin/python tests/reference/make_data_coxph.py
+    Rscript tests/reference/make_reference_coxph.R
 
 The data mimic a registry extract at coarse time resolution: follow-up is recorded in whole
 30-day months, so event times are heavily tied (up to dozens of events on one time). There are
@@ -11,11 +11,11 @@ positive non-integer case weights, 150 clusters (e.g. treatment sites) and 3 str
 and 6 covariates (binary and continuous). ``time_exact`` holds the unrounded times, for the
 untied case.
 
-``halving.csv`` is a small dataset with a Cauchy-distributed covariate, on which the first
+``coxph_halving.csv`` is a small dataset with a Cauchy-distributed covariate, on which the first
 Newton steps overshoot, so the fit needs step halving.
 
-``matched.csv`` is a matched sample for the proportional-hazards tests
-(``make_zph_reference.R``): 250 matched sets of one treated and four controls, matching weights
+``coxph_matched.csv`` is a matched sample for the proportional-hazards tests
+(``make_reference_zph.R``): 250 matched sets of one treated and four controls, matching weights
 exactly 1 and 0.25, a shared frailty and a shared censoring time within each set, times in whole
 weeks (tied), and an inverse-probability (ATT) weight per person.
 """
@@ -114,7 +114,9 @@ def make_matched_data(n_sets: int = 250, k: int = 4, seed: int = 20261127) -> pd
 
 if __name__ == "__main__":
     here = Path(__file__).parent
-    make_data().to_csv(here / "data.csv", index=False, float_format="%.10g")
-    make_halving_data().to_csv(here / "halving.csv", index=False, float_format="%.17g")
-    make_matched_data().to_csv(here / "matched.csv", index=False, float_format="%.10g")
-    print(f"wrote {here / 'data.csv'}, {here / 'halving.csv'} and {here / 'matched.csv'}")
+    make_data().to_csv(here / "coxph_data.csv", index=False, float_format="%.10g")
+    make_halving_data().to_csv(here / "coxph_halving.csv", index=False, float_format="%.17g")
+    make_matched_data().to_csv(here / "coxph_matched.csv", index=False, float_format="%.10g")
+    print(
+        f"wrote {here / 'coxph_data.csv'}, {here / 'coxph_halving.csv'} and {here / 'coxph_matched.csv'}"
+    )
