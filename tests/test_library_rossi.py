@@ -24,15 +24,12 @@ from analysis.design.balance import balance_table
 from analysis.design.matching import match
 from analysis.design.propensity import fit_propensity
 from analysis.design.weighting import att_weights
+from analysis.outcomes.absolute import cumulative_risk_difference
+from analysis.outcomes.cox import cox_hazard_ratio
+from analysis.outcomes.kaplan_meier import kaplan_meier
+from analysis.outcomes.logrank import cox_score_test, logrank
 from analysis.outcomes.means import mean_difference, risk_difference, risk_ratio
-from analysis.outcomes.survival import (
-    cox_hazard_ratio,
-    cox_score_test,
-    cumulative_risk_difference,
-    kaplan_meier,
-    logrank,
-    rmst_difference,
-)
+from analysis.outcomes.rmst import rmst_difference
 
 HERE = Path(__file__).parent / "reference"
 R = json.loads((HERE / "r_values_library_rossi.json").read_text())
