@@ -8,8 +8,14 @@ coxph
 survival
     Kaplan–Meier, Cox hazard ratios, Aalen–Johansen cumulative incidence, RMST and risk
     differences.
+rates
+    Exact and weighted Poisson rates; the ratio of two arms' weighted marginal rates.
+negative_binomial
+    Negative-binomial (NB2) rate ratio with a person-time offset.
+before_after
+    Within-arm after/before rate ratios and their ratio.
 counts
-    Ratio of weighted rates, negative-binomial rate ratios, before/after ratios.
+    The count estimators above in one namespace.
 sensitivity
     E-values.
 stacked
