@@ -483,3 +483,45 @@ def test_rate_ratio_is_the_ratio_of_weighted_totals_and_refuses_empty_arms(ref):
                      treatment="treatment", cluster="one", outcome="crime",
                      method="rate")  # fmt: skip
     assert math.isnan(one.estimate) and "at least 2 clusters" in one.details["note"]
+
+
+# ----------------------------------------------------------------------------- generic use
+
+
+def test_generic_column_roles_and_arm_labels(ref):
+    """Any column names; a missing column names its argument; arms are labelled as asked."""
+    from analysis._checks import ColumnError
+
+    df = ref.rename(columns={"count": "k", "exposure": "t", "treatment": "z"})
+    est = rate_ratio(df, events="k", exposure="t", treatment="z", outcome="o", method="m")
+    same = rate_ratio(ref, events="count", exposure="exposure", treatment="treatment",
+                      outcome="o", method="m")  # fmt: skip
+    assert est.estimate == same.estimate and est.se == same.se
+    assert list(est.details["rates"]) == ["treated", "control"]
+    assert "z" in est.details["coefficients"]
+    nb = negative_binomial_irr(df, events="k", exposure="t", treatment="z", outcome="o",
+                               method="m")  # fmt: skip
+    nb_ref = negative_binomial_irr(ref, events="count", exposure="exposure",
+                                   treatment="treatment", outcome="o", method="m")  # fmt: skip
+    assert nb.estimate == nb_ref.estimate and nb.details["alpha"] == nb_ref.details["alpha"]
+    ba = before_after_ratio(
+        ref, events_before="count_before", exposure_before="exposure_before",
+        events_after="count_after", exposure_after="exposure", treatment="treatment",
+        outcome="o", method="m",
+    )  # fmt: skip
+    assert ba.per_group[0].details["group"] == "treated"
+    assert ba.ratio.details["contrast"] == "treated / control"
+    for call in (
+        lambda: rate_ratio(df, events="nope", exposure="t", treatment="z", outcome="o",
+                           method="m"),
+        lambda: negative_binomial_irr(df, events="k", exposure="t", treatment="z",
+                                      covariates=["nope"], outcome="o", method="m"),
+        lambda: crude_rates(df, events="k", exposure="t", group="nope"),
+    ):  # fmt: skip
+        with pytest.raises(ColumnError, match="column 'nope' is not in the data"):
+            call()
+    with pytest.raises(ColumnError, match="^events column 'nope'"):
+        rate_ratio(df, events="nope", exposure="t", treatment="z", outcome="o", method="m")
+    with pytest.raises(ColumnError, match="^covariates column 'nope'"):
+        negative_binomial_irr(df, events="k", exposure="t", treatment="z", covariates=["nope"],
+                              outcome="o", method="m")  # fmt: skip
