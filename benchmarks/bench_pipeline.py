@@ -261,16 +261,17 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             **kw,
         )
     elif stage == "nb_matched":
-        from analysis.outcomes.counts import negative_binomial_irr
+        from analysis.outcomes.negative_binomial import negative_binomial_irr
 
         df = _load(work, "matched")
         call = lambda: negative_binomial_irr(  # noqa: E731
             df,
-            count="followup_charges",
+            events="followup_charges",
             exposure="crime_years",
             alpha=cfg.alpha,
             outcome="crime",
             method="nb_matched",
+            arm_labels=("HAT", "OST"),
             **common,
         )
     elif stage == "km_rr12":

@@ -24,6 +24,15 @@ import pandas as pd
 from analysis.data.contract import BOOLEAN_COVARIATES, REGIONS
 from analysis.design.missing import design_matrix
 
+__all__ = [
+    "EVENT_COLUMNS",
+    "EVIDENCE_PREFIX",
+    "TOP_COLUMNS",
+    "TOP_VALUES",
+    "contributions",
+    "disclosure_evidence",
+]
+
 #: prefix of the evidence tables in ``tables/``
 EVIDENCE_PREFIX = "disclosure_"
 #: how many of the largest contributions of each sum are kept (N of the N-K rule <= this)
@@ -173,6 +182,7 @@ def _time_counts(
 def _rates_evidence(
     df: pd.DataFrame, tables: Mapping[str, tuple[str, tuple[tuple[str, str, str], ...]]]
 ) -> pd.DataFrame:
+    """Persons and contributions behind each cell of the rates tables."""
     rows = []
     for table, (label, blocks) in tables.items():
         for events, _years, name in blocks:
@@ -186,6 +196,7 @@ def _rates_evidence(
 
 
 def _estimates_evidence(designs: Mapping[str, Any]) -> pd.DataFrame:
+    """Persons, events and contributions per design, outcome and arm behind the estimates."""
     rows = []
     for name, design in designs.items():
         data = design.data

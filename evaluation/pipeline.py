@@ -27,19 +27,16 @@ from analysis.design.matching import match
 from analysis.design.propensity import PropensityScore, fit_propensity
 from analysis.design.weighting import att_weights
 from analysis.outcomes.absolute import cumulative_risk_difference, survival_at
+from analysis.outcomes.before_after import before_after_ratio
 from analysis.outcomes.competing_risks import (
     cumulative_incidence,
     cumulative_incidence_difference,
 )
-from analysis.outcomes.counts import (
-    before_after_ratio,
-    crude_rates,
-    negative_binomial_irr,
-    rate_ratio,
-)
 from analysis.outcomes.cox import cox_hazard_ratio
 from analysis.outcomes.kaplan_meier import kaplan_meier
 from analysis.outcomes.logrank import cox_score_test
+from analysis.outcomes.negative_binomial import negative_binomial_irr
+from analysis.outcomes.rates import crude_rates, rate_ratio
 from analysis.outcomes.rmst import rmst_difference
 from analysis.outcomes.sensitivity import e_value, incidence_at_end
 from analysis.outcomes.stacked import (
@@ -299,7 +296,7 @@ def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstima
             # total person-time; a negative-binomial fit targets another ratio (below)
             est = rate_ratio(
                 data,
-                count=a,
+                events=a,
                 exposure=b,
                 treatment="treatment",
                 weights=weights,
@@ -307,6 +304,7 @@ def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstima
                 alpha=config.alpha,
                 outcome=outcome,
                 method=f"rate_{design.name}",
+                arm_labels=("HAT", "OST"),
             )
         if design.weight_model is not None and np.isfinite(est.estimate):
             est = _with_estimated_weights(est, data, design, model=model, a=a, b=b, config=config)
@@ -402,7 +400,7 @@ def _rates(
     return pd.concat(
         [
             crude_rates(
-                df, events=events, person_years=years, group="group", per=per, weights="weight"
+                df, events=events, exposure=years, group="group", per=per, weights="weight"
             ).assign(**{label: name})
             for events, years, name in rows
         ],
@@ -545,15 +543,17 @@ def _primary_extras(
     # covariate, counts every charge of the window as the contract defines it)
     per_group, ratio = before_after_ratio(
         df,
-        count_before="baseline_charges_at_risk",
+        events_before="baseline_charges_at_risk",
         exposure_before="baseline_crime_years",
-        count_after="followup_charges",
+        events_after="followup_charges",
         exposure_after="crime_years",
         treatment="treatment",
         weights="weight",
         cluster="cluster",
         alpha=config.alpha,
+        outcome="crime",
         method="poisson_matched",
+        arm_labels=("HAT", "OST"),
     )
     estimates += [ratio]
     # the model that was primary before: a negative-binomial regression, whose IRR weights
@@ -561,7 +561,7 @@ def _primary_extras(
     estimates.append(
         negative_binomial_irr(
             df,
-            count="followup_charges",
+            events="followup_charges",
             exposure="crime_years",
             treatment="treatment",
             weights="weight",
@@ -569,6 +569,7 @@ def _primary_extras(
             alpha=config.alpha,
             outcome="crime",
             method="nb_matched",
+            arm_labels=("HAT", "OST"),
         )
     )
     tables: dict[str, pd.DataFrame] = {}

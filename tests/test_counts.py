@@ -1,6 +1,7 @@
-"""Tests of analysis.outcomes.counts: R reference values (MASS::glm.nb, glm poisson with a
-clustered sandwich), an independent Python fit (statsmodels' discrete NegativeBinomial),
-exact Poisson limits, simulated truth, invariances and edge cases.
+"""Tests of the count estimators (analysis.outcomes.rates, .negative_binomial,
+.before_after): R reference values (MASS::glm.nb, glm poisson with a clustered sandwich), an
+independent Python fit (statsmodels' discrete NegativeBinomial), exact Poisson limits,
+simulated truth, invariances and edge cases.
 
 R values: ``tests/reference/make_reference.R`` on ``tests/reference/reference_data.csv``
 (see ``tests/test_survival.py``), frozen in ``r_values.json``; robust variances there carry
@@ -26,14 +27,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.outcomes.counts import (
-    BeforeAfter,
-    PoissonRate,
-    before_after_ratio,
-    crude_rates,
-    negative_binomial_irr,
-    poisson_rate,
-)
+from analysis.outcomes.before_after import BeforeAfter, before_after_ratio
+from analysis.outcomes.negative_binomial import negative_binomial_irr
+from analysis.outcomes.rates import PoissonRate, crude_rates, poisson_rate, rate_ratio
 
 REF = Path(__file__).parent / "reference"
 R = json.loads((REF / "r_values.json").read_text())
@@ -53,6 +49,7 @@ def _factor(kw: dict) -> float:
 COEF_RTOL = 1e-6
 SE_RTOL = 1e-5
 TERMS = {"intercept": "(Intercept)", "treatment": "treatment", "age": "age"}
+ARMS = ("HAT", "OST")
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +59,8 @@ def ref() -> pd.DataFrame:
 
 def _nb(df, **kw):
     return negative_binomial_irr(
-        df, count="count", exposure="exposure", treatment="treatment", covariates=["age"],
-        method="nb_test", **kw,
+        df, events="count", exposure="exposure", treatment="treatment", covariates=["age"],
+        outcome="crime", method="nb_test", arm_labels=ARMS, **kw,
     )  # fmt: skip
 
 
@@ -149,9 +146,9 @@ def test_before_after_matches_r(ref, key, kw):
     equal sandwich::vcovCL(..., type = "HC0", cadjust = TRUE) (r_values_small_sample.json),
     i.e. R's factor-free sandwich times G / (G - 1)."""
     res = before_after_ratio(
-        ref, count_before="count_before", exposure_before="exposure_before",
-        count_after="count_after", exposure_after="exposure", treatment="treatment",
-        method="poisson_test", **kw,
+        ref, events_before="count_before", exposure_before="exposure_before",
+        events_after="count_after", exposure_after="exposure", treatment="treatment",
+        outcome="crime", method="poisson_test", arm_labels=ARMS, **kw,
     )  # fmt: skip
     assert isinstance(res, BeforeAfter)
     per_group, ratio = res
@@ -189,7 +186,7 @@ def test_poisson_rate_exact_limits():
 
 
 def test_crude_rates(ref):
-    rates = crude_rates(ref, events="event", person_years="exposure", group="treatment", per=1000)
+    rates = crude_rates(ref, events="event", exposure="exposure", group="treatment", per=1000)
     assert list(rates["group"]) == [0, 1]
     g1 = ref[ref["treatment"] == 1]
     row = rates[rates["group"] == 1].iloc[0]
@@ -199,13 +196,13 @@ def test_crude_rates(ref):
     assert row["ci_high"] == pytest.approx(1000 * exact.ci_high)
     # unit weights: the Fay-Feuer gamma interval reduces to Garwood's
     unit = crude_rates(
-        ref.assign(w=1.0), events="event", person_years="exposure", group="treatment",
+        ref.assign(w=1.0), events="event", exposure="exposure", group="treatment",
         per=1000, weights="w",
     )  # fmt: skip
     for col in ("rate", "ci_low", "ci_high"):
         np.testing.assert_allclose(unit[col], rates[col], rtol=1e-10)
     weighted = crude_rates(
-        ref, events="count", person_years="exposure", group="treatment", per=1, weights="weight"
+        ref, events="count", exposure="exposure", group="treatment", per=1, weights="weight"
     )
     assert (weighted["ci_low"] < weighted["rate"]).all()
     assert (weighted["rate"] < weighted["ci_high"]).all()
@@ -236,8 +233,8 @@ def test_truth_negative_binomial(seed, weighted):
     df = _counts(seed)
     kw = {"weights": "w", "cluster": "set"} if weighted else {}
     est = negative_binomial_irr(
-        df, count="y", exposure="expo", treatment="treatment", covariates=["base"],
-        method="nb", **kw,
+        df, events="y", exposure="expo", treatment="treatment", covariates=["base"],
+        outcome="crime", method="nb", **kw,
     )  # fmt: skip
     assert abs(math.log(est.estimate) - math.log(IRR_TRUE)) < 4 * est.se
     alpha_se = est.details["theta_se"] / est.details["theta"] ** 2
@@ -265,8 +262,8 @@ def test_truth_before_after():
         }
     )
     (hat, ost), ratio = before_after_ratio(
-        df, count_before="yb", exposure_before="eb", count_after="ya", exposure_after="ea",
-        treatment="treatment", method="poisson",
+        df, events_before="yb", exposure_before="eb", events_after="ya", exposure_after="ea",
+        treatment="treatment", outcome="crime", method="poisson",
     )  # fmt: skip
     assert abs(math.log(ratio.estimate) - math.log(0.5)) < 4 * ratio.se
     assert abs(math.log(ost.estimate) - math.log(0.8)) < 4 * ost.se
@@ -291,9 +288,9 @@ def test_permuted_rows_and_unit_weights(ref):
     assert unit.estimate == pytest.approx(plain.estimate, rel=1e-10)
     assert unit.details["theta"] == pytest.approx(plain.details["theta"], rel=1e-8)
     assert unit.se == pytest.approx(robust.se, rel=1e-10)
-    kw = dict(count_before="count_before", exposure_before="exposure_before",
-              count_after="count_after", exposure_after="exposure", treatment="treatment",
-              method="m")  # fmt: skip
+    kw = dict(events_before="count_before", exposure_before="exposure_before",
+              events_after="count_after", exposure_after="exposure", treatment="treatment",
+              outcome="crime", method="m")  # fmt: skip
     x = before_after_ratio(ref, **kw).ratio
     y = before_after_ratio(perm, **kw).ratio
     z = before_after_ratio(ref.assign(w=1.0), weights="w", **kw).ratio
@@ -323,7 +320,9 @@ def test_poisson_data_reach_the_boundary():
     treat = rng.binomial(1, 0.5, n)
     expo = rng.uniform(0.5, 2, n)
     df = pd.DataFrame({"y": rng.poisson(expo * np.exp(-0.5 * treat)), "e": expo, "t": treat})
-    est = negative_binomial_irr(df, count="y", exposure="e", treatment="t", method="nb")
+    est = negative_binomial_irr(
+        df, events="y", exposure="e", treatment="t", outcome="crime", method="nb"
+    )
     assert est.details["alpha"] < 0.05
     import statsmodels.api as sm
 
@@ -334,9 +333,9 @@ def test_poisson_data_reach_the_boundary():
 
 def _before_after(df, **kw):
     return before_after_ratio(
-        df, count_before="count_before", exposure_before="exposure_before",
-        count_after="count_after", exposure_after="exposure", treatment="treatment",
-        method="m", **kw,
+        df, events_before="count_before", exposure_before="exposure_before",
+        events_after="count_after", exposure_after="exposure", treatment="treatment",
+        outcome="crime", method="m", **kw,
     )  # fmt: skip
 
 
@@ -398,8 +397,8 @@ def test_monotone_likelihood_is_not_estimable(ref):
     runs off to infinity (the Poisson/NB likelihood has no maximum)."""
     z = (ref["count"] == 0) & (ref.index % 3 == 0)  # only rows without events have z = 1
     est = negative_binomial_irr(
-        ref.assign(z=z.astype(int)), count="count", exposure="exposure", treatment="treatment",
-        covariates=["z"], method="m",
+        ref.assign(z=z.astype(int)), events="count", exposure="exposure", treatment="treatment",
+        covariates=["z"], outcome="crime", method="m",
     )  # fmt: skip
     assert math.isnan(est.estimate)
     assert est.details["note"].startswith("IRR not estimable: monotone likelihood")
@@ -408,8 +407,8 @@ def test_monotone_likelihood_is_not_estimable(ref):
     z2 = z.copy()
     z2[ref.index[ref["count"] > 0][0]] = True
     fine = negative_binomial_irr(
-        ref.assign(z=z2.astype(int)), count="count", exposure="exposure", treatment="treatment",
-        covariates=["z"], method="m",
+        ref.assign(z=z2.astype(int)), events="count", exposure="exposure", treatment="treatment",
+        covariates=["z"], outcome="crime", method="m",
     )  # fmt: skip
     assert math.isfinite(fine.estimate) and "note" not in fine.details
 
@@ -438,8 +437,8 @@ def test_speed_at_scale():
     df["set"] = np.arange(len(df)) // 5
     start = time.perf_counter()
     negative_binomial_irr(
-        df, count="y", exposure="expo", treatment="treatment", covariates=["base"],
-        weights="w", cluster="set", method="nb",
+        df, events="y", exposure="expo", treatment="treatment", covariates=["base"],
+        weights="w", cluster="set", outcome="crime", method="nb",
     )  # fmt: skip
     assert time.perf_counter() - start < 10
 
@@ -460,10 +459,8 @@ def test_rate_ratio_matches_r_poisson_with_vcovcl(ref, key, kw):
     """R: glm(count ~ treatment + offset(log(exposure)), poisson, weights = weight) with
     sandwich::vcovCL(type = "HC0", cadjust = TRUE) clustered on match_set or id
     (tests/reference/make_reference_rate_ratio.R)."""
-    from analysis.outcomes.counts import rate_ratio
-
-    est = rate_ratio(ref, count="count", exposure="exposure", treatment="treatment",
-                     method="rate", **kw)  # fmt: skip
+    est = rate_ratio(ref, events="count", exposure="exposure", treatment="treatment",
+                     outcome="crime", method="rate", **kw)  # fmt: skip
     r = R_RATE[key]
     # R's glm stops at its deviance tolerance (1e-8); the ratio here is exact
     assert math.log(est.estimate) == pytest.approx(r["log_irr"], rel=1e-7)
@@ -471,19 +468,60 @@ def test_rate_ratio_matches_r_poisson_with_vcovcl(ref, key, kw):
 
 
 def test_rate_ratio_is_the_ratio_of_weighted_totals_and_refuses_empty_arms(ref):
-    from analysis.outcomes.counts import rate_ratio
-
     d = ref[ref["exposure"] > 0]
-    est = rate_ratio(ref, count="count", exposure="exposure", treatment="treatment",
-                     weights="weight", method="rate")  # fmt: skip
+    est = rate_ratio(ref, events="count", exposure="exposure", treatment="treatment",
+                     weights="weight", outcome="crime", method="rate")  # fmt: skip
     w, y, t = d["weight"], d["count"], d["exposure"]
     hat, ost = d["treatment"] == 1, d["treatment"] == 0
     expected = ((w * y)[hat].sum() / (w * t)[hat].sum()) / ((w * y)[ost].sum() / (w * t)[ost].sum())
     assert est.estimate == pytest.approx(expected, rel=1e-12)
     none = ref.assign(count=np.where(ref["treatment"] == 1, 0, ref["count"]))
-    empty = rate_ratio(none, count="count", exposure="exposure", treatment="treatment",
-                       method="rate")  # fmt: skip
+    empty = rate_ratio(none, events="count", exposure="exposure", treatment="treatment",
+                       outcome="crime", method="rate", arm_labels=ARMS)  # fmt: skip
     assert math.isnan(empty.estimate) and "no events in the HAT group" in empty.details["note"]
-    one = rate_ratio(ref.assign(one=1), count="count", exposure="exposure",
-                     treatment="treatment", cluster="one", method="rate")  # fmt: skip
+    one = rate_ratio(ref.assign(one=1), events="count", exposure="exposure",
+                     treatment="treatment", cluster="one", outcome="crime",
+                     method="rate")  # fmt: skip
     assert math.isnan(one.estimate) and "at least 2 clusters" in one.details["note"]
+
+
+# ----------------------------------------------------------------------------- generic use
+
+
+def test_generic_column_roles_and_arm_labels(ref):
+    """Any column names; a missing column names its argument; arms are labelled as asked."""
+    from analysis._checks import ColumnError
+
+    df = ref.rename(columns={"count": "k", "exposure": "t", "treatment": "z"})
+    est = rate_ratio(df, events="k", exposure="t", treatment="z", outcome="o", method="m")
+    same = rate_ratio(ref, events="count", exposure="exposure", treatment="treatment",
+                      outcome="o", method="m")  # fmt: skip
+    assert est.estimate == same.estimate and est.se == same.se
+    assert list(est.details["rates"]) == ["treated", "control"]
+    assert "z" in est.details["coefficients"]
+    nb = negative_binomial_irr(df, events="k", exposure="t", treatment="z", outcome="o",
+                               method="m")  # fmt: skip
+    nb_ref = negative_binomial_irr(ref, events="count", exposure="exposure",
+                                   treatment="treatment", outcome="o", method="m")  # fmt: skip
+    assert nb.estimate == nb_ref.estimate and nb.details["alpha"] == nb_ref.details["alpha"]
+    ba = before_after_ratio(
+        ref, events_before="count_before", exposure_before="exposure_before",
+        events_after="count_after", exposure_after="exposure", treatment="treatment",
+        outcome="o", method="m",
+    )  # fmt: skip
+    assert ba.per_group[0].details["group"] == "treated"
+    assert ba.ratio.details["contrast"] == "treated / control"
+    for call in (
+        lambda: rate_ratio(df, events="nope", exposure="t", treatment="z", outcome="o",
+                           method="m"),
+        lambda: negative_binomial_irr(df, events="k", exposure="t", treatment="z",
+                                      covariates=["nope"], outcome="o", method="m"),
+        lambda: crude_rates(df, events="k", exposure="t", group="nope"),
+    ):  # fmt: skip
+        with pytest.raises(ColumnError, match="column 'nope' is not in the data"):
+            call()
+    with pytest.raises(ColumnError, match="^events column 'nope'"):
+        rate_ratio(df, events="nope", exposure="t", treatment="z", outcome="o", method="m")
+    with pytest.raises(ColumnError, match="^covariates column 'nope'"):
+        negative_binomial_irr(df, events="k", exposure="t", treatment="z", covariates=["nope"],
+                              outcome="o", method="m")  # fmt: skip

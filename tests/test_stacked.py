@@ -21,9 +21,9 @@ from scipy import stats
 
 from analysis.design.propensity import fit_propensity
 from analysis.design.weighting import att_weights
-from analysis.outcomes.counts import negative_binomial_irr
 from analysis.outcomes.cox import cox_hazard_ratio
 from analysis.outcomes.coxph import fit_cox
+from analysis.outcomes.negative_binomial import negative_binomial_irr
 from analysis.outcomes.stacked import (
     att_weight_model,
     att_weight_model_from_propensity,
@@ -62,7 +62,7 @@ def iptw(df: pd.DataFrame, trim: float | None = None) -> dict:
     )
     common = {"treatment": "treatment", "weights": "weight", "cluster": "person_id"}
     cox = cox_hazard_ratio(d, duration="time", event="event", outcome="o", method="m", **common)
-    nb = negative_binomial_irr(d, count="y", exposure="expo", method="m", **common)
+    nb = negative_binomial_irr(d, events="y", exposure="expo", outcome="o", method="m", **common)
     a = d["treatment"].to_numpy(float)
     ef_cox = cox_estimating_function(d["time"], d["event"], a[:, None])
     ef_nb = nb_estimating_function(

@@ -24,8 +24,12 @@ logrank
 counting
     Estimators on counting-process data ``(start, stop]`` with time-varying weights
     (per-protocol analyses with censoring weights).
-counts
-    Ratio of weighted rates, negative-binomial rate ratios, before/after ratios.
+rates
+    Exact and weighted Poisson rates; the ratio of two arms' weighted marginal rates.
+negative_binomial
+    Negative-binomial (NB2) rate ratio with a person-time offset.
+before_after
+    Within-arm after/before rate ratios and their ratio.
 means
     Differences in weighted means (continuous outcome), risk differences and risk ratios
     (binary outcome), with the cluster-robust variance.

@@ -29,11 +29,11 @@ from typing import Any
 
 import pandas as pd
 
-from analysis._checks import binary as _binary
-from analysis._checks import durations as _durations
-from analysis._checks import weights_array as _weights_array
+from analysis._checks import binary, durations, weights_array
 from analysis.outcomes._product_limit import product_limit as _product_limit
 from analysis.results import _clean
+
+__all__ = ["COMMON_OUTCOME_INCIDENCE", "EValue", "e_value", "incidence_at_end"]
 
 #: measures read as risk ratios (rate ratios are treated as risk ratios, as in the paper)
 _RISK_RATIO_MEASURES = ("RR", "IRR", "ratio_of_rate_ratios")
@@ -126,9 +126,9 @@ def incidence_at_end(
         ``1 - S(t_max)`` with ``t_max`` the largest follow-up time among rows with a
         positive weight (NaN when there is none).
     """
-    t = _durations(df, duration)
-    e = _binary(df, event, "event")
-    w = _weights_array(df, weights)
+    t = durations(df, duration, "duration")
+    e = binary(df, event, "event")
+    w = weights_array(df, weights)
     keep = w > 0
     if not keep.any():
         return float("nan")
@@ -149,6 +149,40 @@ def _rare_from_incidence(incidence: float, threshold: float) -> tuple[bool, str]
     )
 
 
+def _rarity(
+    kind: str, rare: bool | None, incidence: float | None, threshold: float
+) -> tuple[bool | None, str]:
+    """Whether the outcome is taken as rare, and the rule that decided it."""
+    if kind == "RR":
+        return None, "not needed: risk or rate ratio"
+    if incidence is not None:
+        return _rare_from_incidence(float(incidence), threshold)
+    if rare is not None:
+        return rare, f"given: {'rare' if rare else 'common'} outcome"
+    return True, "assumed rare (no incidence given)"
+
+
+def _conversion(kind: str, rare: bool | None) -> tuple[Callable[[float], float], str]:
+    """The map of a ``kind`` ratio onto the risk-ratio scale, and its description."""
+    if kind == "RR" or rare:
+        return float, "none" if kind == "RR" else f"rare outcome: {kind} ~ RR"
+    if kind == "HR":
+        return _hr_to_rr, "common outcome: VanderWeele (2020) HR conversion"
+    return math.sqrt, "common outcome: RR ~ sqrt(OR)"
+
+
+def _ci_e_value(rr: float, lo: float | None, hi: float | None) -> float | None:
+    """E-value of the confidence limit closer to 1 (1 when the interval holds 1)."""
+    if not math.isfinite(rr):
+        return float("nan") if (lo is not None or hi is not None) else None
+    if rr > 1:
+        return None if lo is None else (1.0 if lo <= 1 else _e(lo))
+    if rr < 1:
+        return None if hi is None else (1.0 if hi >= 1 else _e(hi))
+    return None if lo is None and hi is None else 1.0
+
+
+# long: the docstring (conversions, rarity rule, an example); the code is ~45 lines
 def e_value(
     estimate: float,
     ci_low: float | None = None,
@@ -218,22 +252,8 @@ def e_value(
         )
     if rare is not None and incidence is not None:
         raise ValueError("give rare or incidence, not both")
-    if kind == "RR":
-        rare, rule = None, "not needed: risk or rate ratio"
-    elif incidence is not None:
-        rare, rule = _rare_from_incidence(float(incidence), threshold)
-    elif rare is not None:
-        rule = f"given: {'rare' if rare else 'common'} outcome"
-    else:
-        rare, rule = True, "assumed rare (no incidence given)"
-    convert: Callable[[float], float]
-    if kind == "RR" or rare:
-        convert = float
-        conversion = "none" if kind == "RR" else f"rare outcome: {kind} ~ RR"
-    elif kind == "HR":
-        convert, conversion = _hr_to_rr, "common outcome: VanderWeele (2020) HR conversion"
-    else:
-        convert, conversion = math.sqrt, "common outcome: RR ~ sqrt(OR)"
+    rare, rule = _rarity(kind, rare, incidence, threshold)
+    convert, conversion = _conversion(kind, rare)
 
     def on_rr(v: float | None) -> float | None:
         if v is None or not math.isfinite(v) or v <= 0:
@@ -244,15 +264,7 @@ def e_value(
     rr = float("nan") if rr is None else rr
     lo, hi = on_rr(ci_low), on_rr(ci_high)
     point = _e(rr)
-    ci: float | None
-    if not math.isfinite(rr):
-        ci = float("nan") if (lo is not None or hi is not None) else None
-    elif rr > 1:
-        ci = None if lo is None else (1.0 if lo <= 1 else _e(lo))
-    elif rr < 1:
-        ci = None if hi is None else (1.0 if hi >= 1 else _e(hi))
-    else:
-        ci = None if lo is None and hi is None else 1.0
+    ci = _ci_e_value(rr, lo, hi)
     return EValue(
         measure=measure,
         estimate=float(estimate),

@@ -442,7 +442,7 @@ def nb_estimating_function(
 
     ``w_i x_i (y_i - mu_i) / (1 + mu_i / theta)`` at fixed dispersion ``theta``
     (``inf``: Poisson). Theta is held at its estimate, as in the weights-known sandwich of
-    :func:`analysis.outcomes.counts.negative_binomial_irr`.
+    :func:`analysis.outcomes.negative_binomial.negative_binomial_irr`.
 
     Parameters
     ----------
@@ -474,7 +474,7 @@ def nb_expected_bread(
 ) -> np.ndarray:
     """Inverse expected information of a weighted NB2 fit, ``(X' diag(w mu / (1 + mu/theta)) X)^-1``.
 
-    The bread of :func:`analysis.outcomes.counts.negative_binomial_irr`'s sandwich (as R's
+    The bread of :func:`analysis.outcomes.negative_binomial.negative_binomial_irr`'s sandwich (as R's
     ``vcov(glm.nb(...))`` and ``sandwich``). Passed to :func:`stacked_variance`, it makes the
     weights-known part equal that estimator's SE; the default numerical bread is the
     observed derivative of the score, which differs from it in finite samples (log is not

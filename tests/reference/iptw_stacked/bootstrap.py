@@ -22,8 +22,8 @@ import pandas as pd
 
 from analysis.design.propensity import fit_propensity
 from analysis.design.weighting import att_weights
-from analysis.outcomes.counts import negative_binomial_irr
 from analysis.outcomes.cox import cox_hazard_ratio
+from analysis.outcomes.negative_binomial import negative_binomial_irr
 
 HERE = Path(__file__).parent
 COVARIATES = ("x1", "x2", "x3")
@@ -39,7 +39,7 @@ def iptw_estimates(df: pd.DataFrame, trim: float | None) -> tuple[float, float]:
     d = df.assign(weight=w.data["weight"].to_numpy())
     common = {"treatment": "treatment", "weights": "weight", "cluster": "person_id"}
     hr = cox_hazard_ratio(d, duration="time", event="event", outcome="o", method="m", **common)
-    irr = negative_binomial_irr(d, count="y", exposure="expo", method="m", **common)
+    irr = negative_binomial_irr(d, events="y", exposure="expo", outcome="o", method="m", **common)
     return math.log(hr.estimate), math.log(irr.estimate)
 
 
