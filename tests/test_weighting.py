@@ -113,3 +113,12 @@ def test_bad_treatment() -> None:
     df = pd.DataFrame({"treatment": [1, 0, 2], "ps": [0.5, 0.2, 0.3]})
     with pytest.raises(ValueError, match="treatment column 'treatment' must hold only 0 and 1"):
         att_weights(df, treatment="treatment", score="ps")
+
+
+def test_column_names_that_clash() -> None:
+    df = pd.DataFrame({"weight": [1, 0, 0], "ps": [0.5, 0.2, 0.3], "pid": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match="treatment column 'weight'.*rename"):
+        att_weights(df, treatment="weight", score="ps")
+    df = df.rename(columns={"weight": "t", "pid": "score"})
+    with pytest.raises(ValueError, match="id column 'score'.*rename"):
+        att_weights(df, treatment="t", score="ps", id="score")

@@ -228,6 +228,7 @@ def _inputs(
     return df[id].to_numpy(), treated, s, _strata(df, exact)
 
 
+# over 80 lines only by its numpydoc docstring (the code is under 60)
 def match(
     df: pd.DataFrame,
     *,
@@ -332,7 +333,7 @@ def match(
     cands = Candidates(s[active_rows], strata[active_rows], s[ci], strata[ci], ids[ci], width)
     mc, md = greedy_match(cands, len(active_rows), k=k, replace=replace)
 
-    # matched treated persons: sets numbered by their id
+    # matched treated persons (in priority order): sets numbered by their id
     matched_t = mc[:, 0] >= 0
     id_rank = np.full(len(df), -1, dtype=np.int64)
     id_rank[by_id] = np.arange(len(by_id))
@@ -341,16 +342,7 @@ def match(
     set_id = np.full(len(active_rows), -1, dtype=np.int64)
     set_id[got] = np.arange(len(got))
 
-    pr, pk = np.nonzero(mc >= 0)
-    pairs = pd.DataFrame(
-        {
-            "match_set": set_id[pr],
-            "treated_id": ids[active_rows[pr]],
-            "control_id": ids[ci[mc[pr, pk]]],
-            "distance": md[pr, pk],
-            "round": pk + 1,
-        }
-    ).sort_values(["match_set", "round"], kind="stable", ignore_index=True)
+    pairs = _pairs(ids[active_rows], ids[ci], mc, md, set_id)
     data = _matched_persons(
         ids, s, mc, set_id, active_rows[got], ci, n_sets=len(got), id=id, treatment=treatment
     )
@@ -374,6 +366,23 @@ def match(
         id=id,
         treatment=treatment,
     )
+
+
+def _pairs(
+    ids_t: np.ndarray, ids_c: np.ndarray, mc: np.ndarray, md: np.ndarray, set_id: np.ndarray
+) -> pd.DataFrame:
+    """:attr:`MatchedSample.pairs`: one row per (treated, control) pair found."""
+    pr, pk = np.nonzero(mc >= 0)
+    pairs = pd.DataFrame(
+        {
+            "match_set": set_id[pr],
+            "treated_id": ids_t[pr],
+            "control_id": ids_c[mc[pr, pk]],
+            "distance": md[pr, pk],
+            "round": pk + 1,
+        }
+    )
+    return pairs.sort_values(["match_set", "round"], kind="stable", ignore_index=True)
 
 
 def _matched_persons(

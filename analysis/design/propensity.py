@@ -179,6 +179,20 @@ def _independent_columns(X: np.ndarray) -> list[int]:
     return keep
 
 
+def _columns_to_fit(Xa: np.ndarray, names: list[str], dropped: dict[str, str]) -> list[int]:
+    """:func:`_independent_columns` of the rows fitted; the reasons of the others into
+    ``dropped`` (unless already there)."""
+    keep = _independent_columns(Xa)
+    for j, name in enumerate(names):
+        if j not in keep and name not in dropped:
+            dropped[name] = (
+                "constant among the rows fitted"
+                if np.ptp(Xa[:, j]) == 0
+                else "linear combination of earlier columns"
+            )
+    return keep
+
+
 def _fit_mle(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
     exog = np.column_stack([np.ones(len(y)), X])
     with warnings.catch_warnings():
@@ -211,6 +225,7 @@ def _fit_ridge(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.r_[const, beta]
 
 
+# over 80 lines only by its numpydoc docstring (the code is under 60)
 def fit_propensity(
     df: pd.DataFrame,
     *,
@@ -294,14 +309,7 @@ def fit_propensity(
             "treated and controls share no covariate cell, so no one can be compared "
             f"(first found: {next(iter(dropped.items()), ('', 'no rows'))[1]})"
         )
-    keep = _independent_columns(Xa)
-    for j, name in enumerate(names):
-        if j not in keep and name not in dropped:
-            dropped[name] = (
-                "constant among the rows fitted"
-                if np.ptp(Xa[:, j]) == 0
-                else "linear combination of earlier columns"
-            )
+    keep = _columns_to_fit(Xa, names, dropped)
     Xk = Xa[:, keep]
     params, converged = _fit_mle(Xk, ya)
     method = "logit_mle"
