@@ -132,7 +132,16 @@ def worker(spec: dict) -> dict:
         if spec["method"] == "naive":
             result = naive_match(df, k=spec["k"], caliper=spec["caliper"])
         else:
-            m = match(df, k=spec["k"], caliper=spec["caliper"], replace=spec["replace"])
+            m = match(
+                df,
+                treatment="treatment",
+                score="ps_logit",
+                id="person_id",
+                k=spec["k"],
+                caliper=spec["caliper"],
+                exact=("region",),
+                replace=spec["replace"],
+            )
             result = m.pairs[["treated_id", "control_id", "round"]]
         elapsed = time.perf_counter() - t0
         peak_i = (_status_kb("VmHWM:") - before) / 1024 if reset else float("nan")

@@ -190,6 +190,8 @@ def _cif_frame(df):
 
 def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[str, Any]:
     """Load the stage's inputs, run the package's stage once (measured), save its outputs."""
+    from evaluation import study_design
+
     cfg = _config()
     info: dict[str, Any] = {}
     common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
@@ -206,7 +208,13 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
         from analysis.design.propensity import fit_propensity
 
         df = _load(work, "cohort")
-        call = lambda: fit_propensity(df, treatment="treatment", covariates=cfg.covariates)  # noqa: E731
+        call = lambda: fit_propensity(  # noqa: E731
+            df,
+            treatment="treatment",
+            covariates=cfg.covariates,
+            transforms=study_design.TRANSFORMS,
+            levels=study_design.LEVELS,
+        )
     elif stage == "match":
         from analysis.design.matching import match
 
@@ -216,6 +224,7 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
             df,
             treatment="treatment",
             score="ps_logit",
+            id="person_id",
             k=m.k,
             caliper=m.caliper,
             exact=m.exact,
@@ -226,20 +235,24 @@ def run_ours(stage: str, work: Path, data: Path, profile: Path | None) -> dict[s
 
         df = _load(work, "cohort_ps")
         tr = cfg.sensitivity.iptw_trim
-        call = lambda: att_weights(df, treatment="treatment", score="ps", trim=tr)  # noqa: E731
+        call = lambda: att_weights(  # noqa: E731
+            df, treatment="treatment", score="ps", trim=tr, id="person_id"
+        )
     elif stage == "balance_table":
         from analysis.design.balance import balance_table
 
         df, matched = _load(work, "cohort_ps"), _load(work, "matched")
 
         def call():
-            before = balance_table(df, treatment="treatment", covariates=cfg.covariates)
+            design = {"transforms": study_design.TRANSFORMS, "levels": study_design.LEVELS}
+            before = balance_table(df, treatment="treatment", covariates=cfg.covariates, **design)
             after = balance_table(
                 matched,
                 treatment="treatment",
                 covariates=cfg.covariates,
                 weights="weight",
                 reference=df,
+                **design,
             )
             return before, after
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from analysis.data.contract import BOOLEAN_COVARIATES, CALENDAR_COVARIATE
-from analysis.design.missing import DEFAULT_COVARIATES
+from evaluation.study_design import CALIPER, COVARIATES, EXACT, K
 from evaluation.target_trial_config import TargetTrialConfig
 
 #: cohort columns with few values, on which matching may be exact (missing = its own value)
@@ -34,15 +34,15 @@ class _Frozen(BaseModel):
 class MatchingConfig(_Frozen):
     """Propensity-score matching of OST comparators to HAT patients."""
 
-    k: int = Field(4, ge=1, le=20, description="controls per treated person (1:k)")
+    k: int = Field(K, ge=1, le=20, description="controls per treated person (1:k)")
     caliper: float = Field(
-        0.2,
+        CALIPER,
         gt=0,
         description="caliper in standard deviations of the logit of the propensity score "
         "(Austin 2011)",
     )
     replace: bool = Field(False, description="match with replacement")
-    exact: tuple[str, ...] = Field(("region",), description="covariates matched exactly")
+    exact: tuple[str, ...] = Field(EXACT, description="covariates matched exactly")
 
     @field_validator("exact")
     @classmethod
@@ -153,7 +153,7 @@ class StudyConfig(_Frozen):
     n_ost: int | None = Field(None, ge=1, description="override the scenario's OST count")
     gap_days: int = Field(30, ge=0, description="gap bridged within a treatment spell")
     covariates: tuple[str, ...] = Field(
-        DEFAULT_COVARIATES,
+        COVARIATES,
         description="baseline covariates of the propensity model",
     )
     calendar_time: bool = Field(
@@ -188,7 +188,7 @@ class StudyConfig(_Frozen):
     @field_validator("covariates")
     @classmethod
     def _known_covariates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        allowed = set(DEFAULT_COVARIATES)
+        allowed = set(COVARIATES)
         unknown = [c for c in value if c not in allowed]
         if unknown:
             raise ValueError(f"unknown covariates {unknown}; allowed: {sorted(allowed)}")

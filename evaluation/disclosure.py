@@ -23,6 +23,7 @@ import pandas as pd
 
 from analysis.data.contract import BOOLEAN_COVARIATES, REGIONS
 from analysis.design.missing import design_matrix
+from evaluation.study_design import LEVELS, TRANSFORMS
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -130,13 +131,14 @@ def _balance_evidence(
 ) -> pd.DataFrame:
     """Persons behind each standardised difference: per design column, sample and arm."""
     covariates = list(covariates)
-    ref = design_matrix(reference, covariates, drop_first=False)
+    spec = {"transforms": TRANSFORMS, "levels": LEVELS, "drop_first": False}
+    ref = design_matrix(reference, covariates, **spec)
     binary = {
         c: set(np.unique(ref[c])) >= {0.0, 1.0} and ref[c].nunique() <= 3 for c in ref.columns
     }
     rows = []
     for sample, df in samples.items():
-        X = design_matrix(df, covariates, drop_first=False, reference=reference)
+        X = design_matrix(df, covariates, reference=reference, **spec)
         treated = df["treatment"].to_numpy() == 1
         for group, mask in (("HAT", treated), ("OST", ~treated)):
             sub = X[mask]

@@ -49,6 +49,7 @@ from analysis.outcomes.stacked import (
     with_stacked_variance,
 )
 from analysis.results import EffectEstimate
+from evaluation import study_design
 from evaluation.config import StudyConfig
 from evaluation.disclosure import disclosure_evidence
 from evaluation.progress import Steps
@@ -140,6 +141,7 @@ def _matched_design(
         df,
         treatment="treatment",
         score="ps_logit",
+        id="person_id",
         k=k,
         caliper=caliper,
         exact=config.matching.exact,
@@ -218,7 +220,9 @@ def build_designs(
         )
     sens = config.sensitivity
     if sens.iptw:
-        weighted = att_weights(df, treatment="treatment", score="ps", trim=sens.iptw_trim)
+        weighted = att_weights(
+            df, treatment="treatment", score="ps", trim=sens.iptw_trim, id="person_id"
+        )
         sample = df.merge(weighted.data[["person_id", "weight"]], on="person_id", how="inner")
         weight_model = None
         if propensity is not None:
@@ -665,7 +669,13 @@ def run_study(
         _check_exact_overlap(df, config)
     with steps.step("propensity score and designs"):
         try:
-            ps = fit_propensity(df, treatment="treatment", covariates=config.propensity_covariates)
+            ps = fit_propensity(
+                df,
+                treatment="treatment",
+                covariates=config.propensity_covariates,
+                transforms=study_design.TRANSFORMS,
+                levels=study_design.LEVELS,
+            )
         except ValueError as exc:
             raise StudyError(
                 f"the propensity model could not be fitted on {n_hat} HAT and {n_ost} OST "
@@ -776,7 +786,13 @@ def run_study(
 def _balance(df: pd.DataFrame, designs: dict[str, Design], config: StudyConfig) -> pd.DataFrame:
     """SMD and variance ratio per covariate: before, after matching, after IPTW."""
     covariates = config.propensity_covariates
-    before = balance_table(df, treatment="treatment", covariates=covariates)
+    before = balance_table(
+        df,
+        treatment="treatment",
+        covariates=covariates,
+        transforms=study_design.TRANSFORMS,
+        levels=study_design.LEVELS,
+    )
     out = before[["variable", "smd", "variance_ratio"]].rename(
         columns={"smd": "smd_before", "variance_ratio": "variance_ratio_before"}
     )
@@ -785,7 +801,13 @@ def _balance(df: pd.DataFrame, designs: dict[str, Design], config: StudyConfig) 
             continue
         d = designs[name].data
         after = balance_table(
-            d, treatment="treatment", covariates=covariates, weights="weight", reference=df
+            d,
+            treatment="treatment",
+            covariates=covariates,
+            weights="weight",
+            reference=df,
+            transforms=study_design.TRANSFORMS,
+            levels=study_design.LEVELS,
         )
         out = out.merge(
             after[["variable", "smd", "variance_ratio"]].rename(
@@ -802,8 +824,23 @@ def _table1(df: pd.DataFrame, matched: Design, config: StudyConfig) -> pd.DataFr
     from analysis.design.descriptives import baseline_table
 
     covs = list(config.propensity_covariates)
-    before = baseline_table(df, group="group", covariates=covs)
-    after = baseline_table(matched.data, group="group", covariates=covs, weights="weight")
+    before = baseline_table(
+        df,
+        group="group",
+        covariates=covs,
+        levels=study_design.TABLE1_LEVELS,
+        binary=study_design.BINARY_COVARIATES,
+        labels=study_design.TABLE1_LABELS,
+    )
+    after = baseline_table(
+        matched.data,
+        group="group",
+        covariates=covs,
+        weights="weight",
+        levels=study_design.TABLE1_LEVELS,
+        binary=study_design.BINARY_COVARIATES,
+        labels=study_design.TABLE1_LABELS,
+    )
     before = before.rename(columns={"HAT": "HAT_all", "OST": "OST_all"})
     after = after.rename(columns={"HAT": "HAT_matched", "OST": "OST_matched"})
     return before.merge(after, on=["variable", "statistic"], how="outer", sort=False)

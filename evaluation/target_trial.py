@@ -30,6 +30,7 @@ from analysis.data.risk_sets import RiskSets, derive_risk_sets
 from analysis.design.risk_set_matching import RiskSetMatch, risk_set_match
 from analysis.outcomes.sensitivity import e_value
 from analysis.results import EffectEstimate
+from evaluation import study_design
 from evaluation.config import StudyConfig
 from evaluation.pipeline import (
     Design,
@@ -134,6 +135,8 @@ def _match(rs: RiskSets, config: StudyConfig) -> RiskSetMatch:
             caliper=plan.caliper,
             exact=plan.exact,
             calendar_time=plan.calendar_time,
+            transforms=study_design.TRANSFORMS,
+            levels=study_design.LEVELS,
         )
     except ValueError as exc:
         raise StudyError(f"risk-set matching could not be done: {exc}") from None

@@ -52,6 +52,7 @@ from analysis.outcomes.counting import (
     weighted_rates,
 )
 from analysis.results import EffectEstimate
+from evaluation import study_design
 from evaluation.config import StudyConfig
 from evaluation.pipeline import horizon_label
 
@@ -112,7 +113,13 @@ class _Data:
         self.knots = spline_knots(t_years, 4)
         time_cols = _time_columns(t_years, self.knots)
         covs = list(tt.per_protocol.covariates)
-        den = design_matrix(cov, covs).to_numpy(float) if covs else np.empty((len(cov), 0))
+        den = (
+            design_matrix(
+                cov, covs, transforms=study_design.TRANSFORMS, levels=study_design.LEVELS
+            ).to_numpy(float)
+            if covs
+            else np.empty((len(cov), 0))
+        )
         self.X_den = np.column_stack([den, time_cols])
         self.X_num = time_cols
         self.y_cens = self.cens_event[comp]

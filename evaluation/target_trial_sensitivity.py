@@ -31,6 +31,7 @@ from analysis.design.matching import match
 from analysis.design.propensity import fit_propensity
 from analysis.design.risk_set_matching import RiskSetMatch
 from analysis.results import EffectEstimate
+from evaluation import study_design
 from evaluation.config import StudyConfig
 from evaluation.pipeline import Design, _outcome_estimates
 
@@ -101,14 +102,20 @@ def sensitivity_estimates(
         rows[CALENDAR_COVARIATE] = calendar_years(rows["index_date"])
         covs = tuple(plan.covariates) + ((CALENDAR_COVARIATE,) if plan.calendar_time else ())
         try:
-            ps = fit_propensity(rows, treatment="treatment", covariates=covs)
+            ps = fit_propensity(
+                rows,
+                treatment="treatment",
+                covariates=covs,
+                transforms=study_design.TRANSFORMS,
+                levels=study_design.LEVELS,
+            )
         except ValueError as exc:
             info["prevalent"] = {"note": f"propensity model could not be fitted: {exc}"}
             return estimates, info
         rows["ps_logit"] = ps.logit
         m = match(
-            rows, treatment="treatment", score="ps_logit", k=plan.k, caliper=plan.caliper,
-            exact=plan.exact, replace=False,
+            rows, treatment="treatment", score="ps_logit", id="person_id", k=plan.k,
+            caliper=plan.caliper, exact=plan.exact, replace=False,
         )  # fmt: skip
         sample = rows.merge(m.data[["person_id", "match_set", "weight"]], on="person_id")
         is_c = sample["treatment"].to_numpy() == 0

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis._checks import ColumnError
 from analysis.design.balance import compare_balance
 from analysis.design.matching import (
     REASON_CALIPER,
@@ -15,7 +16,16 @@ from analysis.design.matching import (
     caliper_width,
     match,
 )
-from tests.test_propensity import make_cohort, with_scores
+from tests.test_propensity import DESIGN, make_cohort, with_scores
+
+#: the columns of the test tables
+COLUMNS = {"treatment": "treatment", "score": "ps_logit", "id": "person_id"}
+
+
+def match_region(df, **kwargs):
+    """1:k matching as the study does it: caliper 0.2 SD of the logit, exact on region
+    (each overridable)."""
+    return match(df, **{**COLUMNS, "caliper": 0.2, "exact": ("region",), **kwargs})
 
 
 def naive_greedy(df, *, k, caliper, exact=("region",), replace=False):
@@ -72,7 +82,7 @@ def tiny() -> pd.DataFrame:
 def test_tiny_hand_checked_example() -> None:
     # B (higher score) goes first: c1 and c4 are both 0.04 away, tie -> c1 (id order).
     # A: c1 taken; c4 is 0.06 away, c2 0.2 away -> c4.
-    m = match(tiny(), k=1, caliper=None)
+    m = match_region(tiny(), k=1, caliper=None)
     got = m.pairs.set_index("treated_id")
     assert got.loc["B", "control_id"] == "c1" and got.loc["A", "control_id"] == "c4"
     np.testing.assert_allclose(got.loc["B", "distance"], 0.04)
@@ -80,7 +90,7 @@ def test_tiny_hand_checked_example() -> None:
     # sets are numbered by treated person_id
     assert got.loc["A", "match_set"] == 0 and got.loc["B", "match_set"] == 1
     # k=2: round 1 as above; round 2, B first: c2 is 0.3 away, c3 0.4 -> c2; A: c3 is left
-    m2 = match(tiny(), k=2, caliper=None)
+    m2 = match_region(tiny(), k=2, caliper=None)
     p = m2.pairs.set_index(["treated_id", "round"])["control_id"]
     assert p.to_dict() == {("A", 1): "c4", ("A", 2): "c3", ("B", 1): "c1", ("B", 2): "c2"}
 
@@ -90,18 +100,18 @@ def test_tiny_caliper() -> None:
     s, t = df["ps_logit"].to_numpy(), df["treatment"].to_numpy() == 1
     pooled = np.sqrt((np.var(s[t], ddof=1) + np.var(s[~t], ddof=1)) / 2)
     # pooled SD 0.2114. caliper 0.3 SD = 0.063: B -> c1 (0.04), A -> c4 (0.06)
-    m = match(df, k=2, caliper=0.3)
+    m = match_region(df, k=2, caliper=0.3)
     assert m.caliper_width == pytest.approx(0.3 * pooled)
     assert pooled == pytest.approx(0.21138, abs=1e-5)
     assert set(m.pairs["control_id"]) == {"c1", "c4"}
     assert (m.pairs["round"] == 1).all()  # nobody has a second control within 0.063
     # caliper 0.2 SD = 0.042: B -> c1 (0.04); A's nearest controls are 0.06 away
-    m = match(df, k=1, caliper=0.2)
+    m = match_region(df, k=1, caliper=0.2)
     assert m.pairs["treated_id"].tolist() == ["B"]
     assert m.unmatched.set_index("person_id")["reason"].to_dict() == {"A": REASON_CALIPER}
     # A's only control within the caliper goes to B, who comes first
     df = df.assign(ps_logit=[0.0, 0.1, 0.05, -0.2, 0.5, 0.2])
-    m = match(df, k=1, caliper=0.5)
+    m = match_region(df, k=1, caliper=0.5)
     assert 0.05 < m.caliper_width < 0.2
     assert m.pairs.set_index("treated_id")["control_id"].to_dict() == {"B": "c1"}
     assert m.unmatched.set_index("person_id")["reason"].to_dict() == {"A": REASON_USED}
@@ -116,7 +126,7 @@ def test_used_and_no_stratum_reasons() -> None:
             "ps_logit": [0.0, 0.01, 0.0, np.inf, 0.0],
         }
     )
-    m = match(df, k=1, caliper=None)
+    m = match_region(df, k=1, caliper=None)
     reasons = m.unmatched.set_index("person_id")["reason"].to_dict()
     assert reasons == {"A": REASON_USED, "C": REASON_NO_STRATUM, "D": REASON_NOT_FINITE}
     # B has the higher score, so it goes first
@@ -130,7 +140,7 @@ def cohort() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def matched(cohort):
-    return match(cohort, k=4)
+    return match_region(cohort, k=4)
 
 
 def test_caliper_exact_and_no_reuse(cohort, matched) -> None:
@@ -179,9 +189,9 @@ def test_matches_sequential_greedy_with_ties(seed) -> None:
     )
     k = int(rng.integers(1, 6))
     caliper = [None, 0.2, 0.05][seed % 3]
-    m = match(df, k=k, caliper=caliper)
+    m = match_region(df, k=k, caliper=caliper)
     pd.testing.assert_frame_equal(our_pairs(m), naive_greedy(df, k=k, caliper=caliper))
-    r = match(df, k=k, caliper=caliper, replace=True)
+    r = match_region(df, k=k, caliper=caliper, replace=True)
     pd.testing.assert_frame_equal(
         our_pairs(r), naive_greedy(df, k=k, caliper=caliper, replace=True)
     )
@@ -190,12 +200,12 @@ def test_matches_sequential_greedy_with_ties(seed) -> None:
 @pytest.mark.parametrize(("width", "window", "batch"), [(4, 1, 3), (8, 2, 5), (6, 3, 1000)])
 def test_internal_limits_do_not_change_the_result(monkeypatch, width, window, batch) -> None:
     """Tiny candidate lists, windows and blocks force every refill and rebuild path."""
-    import analysis.design.matching as matching
+    import analysis.design._nearest as nearest
 
-    monkeypatch.setattr(matching, "_LIST_WIDTH", width)
-    monkeypatch.setattr(matching, "_WINDOW", window)
-    monkeypatch.setattr(matching, "BATCH_SIZE", batch)
-    monkeypatch.setattr(matching, "_REBUILD", 0.01)
+    monkeypatch.setattr(nearest, "_LIST_WIDTH", width)
+    monkeypatch.setattr(nearest, "_WINDOW", window)
+    monkeypatch.setattr(nearest, "BATCH_SIZE", batch)
+    monkeypatch.setattr(nearest, "_REBUILD", 0.01)
     for seed in range(6):
         rng = np.random.default_rng(100 + seed)
         n = int(rng.integers(40, 200))
@@ -209,34 +219,34 @@ def test_internal_limits_do_not_change_the_result(monkeypatch, width, window, ba
             }
         )
         k, caliper = 1 + seed % 4, [None, 0.5][seed % 2]
-        m = matching.match(df, k=k, caliper=caliper)
+        m = match_region(df, k=k, caliper=caliper)
         pd.testing.assert_frame_equal(our_pairs(m), naive_greedy(df, k=k, caliper=caliper))
 
 
 def test_balance_after_matching(cohort, matched) -> None:
     after = cohort.merge(matched.data[["person_id", "weight"]], on="person_id")
-    b = compare_balance(cohort, after, weights="weight")
+    b = compare_balance(cohort, after, treatment="treatment", **DESIGN, weights="weight")
     assert (b["smd_before"].abs() > 0.2).sum() >= 5
     assert (b["smd_after"].abs() < 0.1).all(), b.loc[b["smd_after"].abs() >= 0.1]
     assert matched.share_treated_matched > 0.85
 
 
 def test_deterministic_and_row_order_invariant(cohort, matched) -> None:
-    again = match(cohort, k=4)
+    again = match_region(cohort, k=4)
     pd.testing.assert_frame_equal(again.data, matched.data)
     pd.testing.assert_frame_equal(again.pairs, matched.pairs)
     shuffled = cohort.sample(frac=1, random_state=7)
-    sh = match(shuffled, k=4)
+    sh = match_region(shuffled, k=4)
     pd.testing.assert_frame_equal(sh.data, matched.data)
     pd.testing.assert_frame_equal(sh.pairs, matched.pairs)
     pd.testing.assert_frame_equal(sh.unmatched, matched.unmatched)
     # the score may be given as an array in row order
-    arr = match(shuffled, k=4, score=shuffled["ps_logit"].to_numpy())
+    arr = match_region(shuffled, k=4, score=shuffled["ps_logit"].to_numpy())
     pd.testing.assert_frame_equal(arr.pairs, matched.pairs)
 
 
 def test_k1_is_the_first_round_of_k4(cohort, matched) -> None:
-    one = match(cohort, k=1)
+    one = match_region(cohort, k=1)
     assert (one.pairs.groupby("match_set").size() == 1).all()
     first = matched.pairs[matched.pairs["round"] == 1].reset_index(drop=True)
     pd.testing.assert_frame_equal(one.pairs, first)
@@ -260,7 +270,7 @@ def test_weights_without_replacement(matched) -> None:
 
 
 def test_with_replacement(cohort) -> None:
-    m = match(cohort, k=4, replace=True)
+    m = match_region(cohort, k=4, replace=True)
     p = m.pairs
     assert p["control_id"].duplicated().any()  # controls are reused
     assert m.cluster == "person_id"
@@ -284,23 +294,69 @@ def test_with_replacement(cohort) -> None:
 
 
 def test_no_exact_matching_and_random_order(cohort) -> None:
-    free = match(cohort, k=2, exact=())
+    free = match_region(cohort, k=2, exact=())
     region = cohort.set_index("person_id")["region"]
     p = free.pairs
     assert (region[p["treated_id"]].to_numpy() != region[p["control_id"]].to_numpy()).any() or (
         free.n_treated_matched == free.n_treated
     )
-    a = match(cohort, k=2, rng=1)
-    b = match(cohort.sample(frac=1, random_state=2), k=2, rng=1)
+    a = match_region(cohort, k=2, rng=1)
+    b = match_region(cohort.sample(frac=1, random_state=2), k=2, rng=1)
     pd.testing.assert_frame_equal(a.pairs, b.pairs)
 
 
 def test_bad_input(cohort) -> None:
     with pytest.raises(ValueError, match="unique"):
-        match(pd.concat([cohort.head(3), cohort.head(1)]))
+        match(pd.concat([cohort.head(3), cohort.head(1)]), **COLUMNS)
     with pytest.raises(ValueError, match="shape"):
-        match(cohort, score=np.zeros(3))
+        match(cohort, **{**COLUMNS, "score": np.zeros(3)})
     with pytest.raises(ValueError, match="k must"):
-        match(cohort, k=0)
+        match(cohort, **COLUMNS, k=0)
     with pytest.raises(KeyError, match="nope"):
-        match(cohort, exact=("nope",))
+        match(cohort, **COLUMNS, exact=("nope",))
+    with pytest.raises(ValueError, match="caliper must be positive"):
+        match(cohort, **COLUMNS, caliper=0.0)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        match(cohort.assign(treatment=2 * cohort["treatment"]), **COLUMNS)
+    with pytest.raises(ValueError, match="missing values"):
+        match(cohort.assign(person_id=None), **COLUMNS)
+    with pytest.raises(ValueError, match="'weight'.*rename"):
+        match(cohort.rename(columns={"person_id": "weight"}), **{**COLUMNS, "id": "weight"})
+
+
+@pytest.mark.parametrize(
+    ("role", "name"),
+    [("treatment", "treat"), ("score", "logit"), ("id", "pid"), ("exact", "area")],
+)
+def test_missing_column_names_argument_and_column(cohort, role, name) -> None:
+    kwargs = {**COLUMNS, role: (name,) if role == "exact" else name}
+    with pytest.raises(ColumnError, match=f"^{role} column '{name}' is not in the data$"):
+        match(cohort, **kwargs)
+
+
+def test_any_column_names(cohort, matched) -> None:
+    """The tables carry the caller's id and treatment columns; the sets are the same."""
+    renamed = cohort.rename(columns={"person_id": "pid", "treatment": "treat", "ps_logit": "s"})
+    m = match(renamed, treatment="treat", score="s", id="pid", k=4, caliper=0.2, exact=["region"])
+    assert list(m.data.columns) == ["pid", "treat", "match_set", "weight", "score", "n_sets"]
+    assert list(m.unmatched.columns) == ["pid", "score", "reason"]
+    pd.testing.assert_frame_equal(m.pairs, matched.pairs)
+    pd.testing.assert_frame_equal(
+        m.data.rename(columns={"pid": "person_id", "treat": "treatment"}), matched.data
+    )
+    assert match(renamed, treatment="treat", score="s", id="pid", replace=True).cluster == "pid"
+    # integer ids break ties the same way as their order
+    ints = cohort.assign(person_id=cohort["person_id"].str[1:].astype(int))
+    mi = match(ints, **COLUMNS, k=4, caliper=0.2, exact=("region",))
+    np.testing.assert_array_equal(
+        mi.pairs["control_id"], matched.pairs["control_id"].str[1:].astype(int)
+    )
+
+
+def test_library_defaults_are_plain(cohort) -> None:
+    """Without arguments: 1:1, no caliper, no exact matching (no study defaults)."""
+    m = match(cohort, **COLUMNS)
+    assert (m.k, m.caliper, m.exact, m.replace) == (1, None, (), False)
+    assert m.caliper_width == np.inf
+    ref = match_region(cohort, k=1, caliper=None, exact=())
+    pd.testing.assert_frame_equal(m.pairs, ref.pairs)

@@ -9,10 +9,30 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
+from analysis._checks import ColumnError
 from analysis.design.missing import design_matrix
 from analysis.design.propensity import fit_propensity
 
 REGIONS = ["south-east", "west", "central", "north"]
+
+#: the design of the cohort below: covariates, transformations and level orders, as a
+#: study passes them (the library has no defaults)
+COVARIATES = (
+    "age",
+    "sex",
+    "region",
+    "years_opioid_use",
+    "prior_ost_episodes",
+    "injecting",
+    "psychiatric_dx",
+    "homeless",
+    "prior_overdose",
+    "benzodiazepine_use",
+    "baseline_charges",
+)
+TRANSFORMS = {"baseline_charges": "log1p"}
+LEVELS = {"sex": ("F", "M"), "region": tuple(REGIONS)}
+DESIGN = {"covariates": COVARIATES, "transforms": TRANSFORMS, "levels": LEVELS}
 
 
 def make_cohort(seed: int, *, n_treated: int = 200, n_control: int = 2000) -> pd.DataFrame:
@@ -57,13 +77,13 @@ def make_cohort(seed: int, *, n_treated: int = 200, n_control: int = 2000) -> pd
 
 
 def with_scores(df: pd.DataFrame) -> pd.DataFrame:
-    ps = fit_propensity(df)
+    ps = fit_propensity(df, treatment="treatment", **DESIGN)
     return df.assign(ps=ps.score, ps_logit=ps.logit)
 
 
 def test_scores_and_logits() -> None:
     df = make_cohort(0)
-    ps = fit_propensity(df)
+    ps = fit_propensity(df, treatment="treatment", **DESIGN)
     assert ps.n == len(df) and ps.score.shape == ps.logit.shape == (len(df),)
     assert ps.converged and ps.method == "logit_mle"
     finite = np.isfinite(ps.logit)
@@ -74,13 +94,17 @@ def test_scores_and_logits() -> None:
         assert ps.coefficients[name] > 0
     frame = ps.to_frame(df["person_id"])
     assert list(frame.columns) == ["person_id", "ps", "ps_logit"]
+    assert list(ps.to_frame(df["person_id"].to_numpy(), name="pid").columns)[0] == "pid"
+    # the fit records its design, so it can be rebuilt
+    assert ps.covariates == COVARIATES and ps.transforms == TRANSFORMS
+    assert ps.levels == LEVELS
 
 
 def test_region_without_hat_is_separated_not_a_crash() -> None:
     df = make_cohort(0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no convergence or separation warnings leak out
-        ps = fit_propensity(df)
+        ps = fit_propensity(df, treatment="treatment", **DESIGN)
     no_hat = df["region"].isin(["central", "north"]).to_numpy()
     assert ps.n_separated == no_hat.sum()
     assert (ps.score[no_hat] == 0).all() and np.isneginf(ps.logit[no_hat]).all()
@@ -94,9 +118,9 @@ def test_region_without_hat_is_separated_not_a_crash() -> None:
 def test_equals_statsmodels_on_the_non_separated_rows() -> None:
     """Reference: statsmodels Logit on the rows and columns left after separation."""
     df = make_cohort(2)
-    ps = fit_propensity(df)
+    ps = fit_propensity(df, treatment="treatment", **DESIGN)
     keep = df["region"].isin(["south-east", "west"]).to_numpy()
-    X = design_matrix(df)
+    X = design_matrix(df, **DESIGN)
     X = X.loc[keep, [c for c in X.columns if c not in ps.dropped]]
     ref = sm.Logit(df.loc[keep, "treatment"].to_numpy(float), sm.add_constant(X)).fit(disp=0)
     np.testing.assert_allclose(ps.coefficients[ref.params.index], ref.params, rtol=1e-6)
@@ -105,9 +129,11 @@ def test_equals_statsmodels_on_the_non_separated_rows() -> None:
 
 def test_row_order_does_not_matter() -> None:
     df = make_cohort(3)
-    a = fit_propensity(df).to_frame(df["person_id"]).set_index("person_id")
+    a = fit_propensity(df, treatment="treatment", **DESIGN)
+    a = a.to_frame(df["person_id"]).set_index("person_id")
     sh = df.sample(frac=1, random_state=1)
-    b = fit_propensity(sh).to_frame(sh["person_id"]).set_index("person_id")
+    b = fit_propensity(sh, treatment="treatment", **DESIGN)
+    b = b.to_frame(sh["person_id"]).set_index("person_id")
     np.testing.assert_allclose(a["ps_logit"], b.loc[a.index, "ps_logit"], rtol=1e-8)
 
 
@@ -116,7 +142,7 @@ def test_continuous_separation_falls_back_with_a_warning() -> None:
     df = pd.DataFrame({"age": rng.normal(40, 5, 200), "sex": rng.choice(["F", "M"], 200)})
     df["treatment"] = (df["age"] > 45).astype(int)
     with pytest.warns(RuntimeWarning, match="ridge"):
-        ps = fit_propensity(df, covariates=["age", "sex"])
+        ps = fit_propensity(df, treatment="treatment", covariates=["age", "sex"])
     assert ps.method == "ridge_fallback" and not ps.converged
     assert np.isfinite(ps.logit).all()
     treated = df["treatment"].to_numpy() == 1
@@ -124,9 +150,43 @@ def test_continuous_separation_falls_back_with_a_warning() -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "message"), [([0, 1, np.nan], "missing"), ([0, 2, 1], "0/1"), ([0, 0, 0], "both")]
+    ("values", "message"),
+    [([0, 1, np.nan], "missing"), ([0, 2, 1], "only 0 and 1"), ([0, 0, 0], "both")],
 )
 def test_bad_treatment(values, message) -> None:
     df = pd.DataFrame({"treatment": values, "age": [30.0, 40.0, 50.0]})
-    with pytest.raises(ValueError, match=message):
-        fit_propensity(df, covariates=["age"])
+    with pytest.raises(ValueError, match=message) as err:
+        fit_propensity(df, treatment="treatment", covariates=["age"])
+    assert "treatment column 'treatment'" in str(err.value)
+
+
+def test_missing_columns_are_named() -> None:
+    """A missing column: one line naming the argument and the column."""
+    df = pd.DataFrame({"treat": [0, 1, 0, 1], "age": [30.0, 40.0, 50.0, 45.0]})
+    with pytest.raises(ColumnError, match="^treatment column 'treatment' is not in the data$"):
+        fit_propensity(df, treatment="treatment", covariates=["age"])
+    with pytest.raises(ColumnError, match="^covariates column 'sex' is not in the data$"):
+        fit_propensity(df, treatment="treat", covariates=["age", "sex"])
+
+
+def test_transforms_and_levels_are_the_callers() -> None:
+    """No column is transformed because of its name; levels follow the caller's order."""
+    df = make_cohort(0)
+    df = df[df["region"].isin(["south-east", "west"])].reset_index(drop=True)
+    plain = fit_propensity(df, treatment="treatment", covariates=COVARIATES)
+    assert "baseline_charges" in plain.coefficients
+    assert "baseline_charges_log1p" not in plain.coefficients
+    assert plain.transforms == {} and plain.levels == {}
+    # default level order is sorted: "south-east" is the reference level
+    assert "region_west" in plain.coefficients and "region_south-east" not in plain.coefficients
+    flipped = fit_propensity(
+        df, treatment="treatment", covariates=COVARIATES, levels={"region": ("west", "south-east")}
+    )
+    assert "region_west" not in flipped.coefficients
+    assert flipped.coefficients["region_south-east"] == pytest.approx(
+        -plain.coefficients["region_west"], rel=1e-6
+    )
+    np.testing.assert_allclose(flipped.score, plain.score, rtol=1e-8)
+    logged = fit_propensity(df, treatment="treatment", covariates=COVARIATES, transforms=TRANSFORMS)
+    assert logged.coefficients["baseline_charges_log1p"] > 0
+    assert "baseline_charges" not in logged.coefficients

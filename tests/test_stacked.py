@@ -250,7 +250,7 @@ def test_separated_controls_keep_weight_zero_and_no_influence() -> None:
     assert (wm.weights[sep] == 0).all()
     assert (wm.jacobian[sep] == 0).all()
     assert (wm.influence[sep, :-1] == 0).all()
-    ws = att_weights(df, score=ps.score)
+    ws = att_weights(df, treatment="treatment", score=ps.score)
     np.testing.assert_allclose(wm.weights, ws.data["weight"], rtol=1e-12)
 
 

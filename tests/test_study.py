@@ -14,6 +14,7 @@ from analysis.data.contract import CALENDAR_COVARIATE, PRIMARY_OUTCOMES
 from analysis.data.extract import read_extract
 from analysis.design.propensity import fit_propensity
 from analysis.outcomes.sensitivity import incidence_at_end
+from evaluation import study_design
 from evaluation.config import load_config
 from evaluation.pipeline import build_designs, run_study
 from evaluation.results_folder import dumps
@@ -193,7 +194,13 @@ def _matched_sample(extract, config) -> pd.DataFrame:
     """The pipeline's primary (matched) design, rebuilt from its parts."""
     df = derive_cohort(extract, gap_days=config.gap_days).table
     df[CALENDAR_COVARIATE] = calendar_years(df["index_date"])
-    ps = fit_propensity(df, treatment="treatment", covariates=config.propensity_covariates)
+    ps = fit_propensity(
+        df,
+        treatment="treatment",
+        covariates=config.propensity_covariates,
+        transforms=study_design.TRANSFORMS,
+        levels=study_design.LEVELS,
+    )
     df = df.assign(ps=ps.score, ps_logit=ps.logit)
     return build_designs(df, config, propensity=ps)["matched"].data
 

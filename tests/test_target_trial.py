@@ -40,8 +40,9 @@ def test_example_matched_structure(example_sets):
     """Q1 (2023-01-02) takes the candidates of its own risk set, nearest in age first;
     Q9 compares in Q1's set and is itself the initiator of 2024-03-01 (with Q4 alone)."""
     m = risk_set_match(
-        example_sets.table, covariates=("age",), k=2, caliper=None, calendar_time=False
-    )
+        example_sets.table, covariates=("age",), k=2, caliper=None, exact=("region",),
+        calendar_time=False,
+    )  # fmt: skip
     # ages on 2023-01-02: Q1 45; candidates Q2 33, Q3 63, Q8 35, Q9 39 (score linear in age)
     assert _sets(m) == {"2023-01-02 Q1": ["Q8", "Q9"], "2024-03-01 Q9": ["Q4"]}
     d = m.data
@@ -55,7 +56,7 @@ def test_example_matched_structure(example_sets):
     assert flow.loc["eligible candidates in their risk sets", "n_rows"] == 5
     assert flow.loc["matched comparators who later started HAT", "n_persons"] == 1  # Q9
     k4 = risk_set_match(example_sets.table, covariates=("age",), k=4, caliper=None,
-                        calendar_time=False)  # fmt: skip
+                        exact=("region",), calendar_time=False)  # fmt: skip
     assert _sets(k4) == {"2023-01-02 Q1": ["Q2", "Q3", "Q8", "Q9"], "2024-03-01 Q9": ["Q4"]}
     assert k4.comparator_use().to_dict("list") == {"n_risk_sets": [1], "n_persons": [5]}
 
@@ -81,7 +82,9 @@ def test_without_replacement_within_a_risk_set_only():
             "pp_censor_date": pd.NaT,
         }
     )  # fmt: skip
-    m = risk_set_match(table, covariates=("age",), k=5, caliper=None, calendar_time=False)
+    m = risk_set_match(
+        table, covariates=("age",), k=5, caliper=None, exact=("region",), calendar_time=False
+    )
     comp = m.data[m.data["treatment"] == 0]
     assert not comp.duplicated(["index_date", "person_id"]).any()
     assert comp.groupby("match_set").size().tolist() == [5, 5, 5]

@@ -1,8 +1,8 @@
 """Covariate balance between treated and controls: SMD, variance ratio, ESS.
 
 Balance is judged on the same expanded covariates the propensity model sees
-(:func:`analysis.design.missing.design_matrix`, every level of a categorical covariate,
-missing indicators, ``log1p`` charges), before and after matching or weighting.
+(:func:`analysis.design.missing.design_matrix`: every level of a categorical covariate,
+missing indicators, the same transformations), before and after matching or weighting.
 
 The standardised mean difference (SMD) divides the difference in (weighted) means
 by the pooled SD of the *unweighted* treated and control groups of a reference
@@ -34,14 +34,24 @@ Kish L (1965). *Survey Sampling*. New York: Wiley.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.design.missing import DEFAULT_COVARIATES, design_matrix
+from analysis._checks import binary, require_columns
+from analysis.design.missing import design_matrix
+
+__all__ = [
+    "SMD_THRESHOLD",
+    "BalanceSummary",
+    "balance_summary",
+    "balance_table",
+    "compare_balance",
+    "effective_sample_size",
+]
 
 #: |SMD| below which a covariate is called balanced (Austin 2009)
 SMD_THRESHOLD = 0.1
@@ -89,20 +99,28 @@ def _weighted_mean_var(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nda
     return mean, var
 
 
-def _treatment(df: pd.DataFrame, treatment: str) -> np.ndarray:
-    t = df[treatment]
-    if t.isna().any() or not t.isin([0, 1]).all():
-        raise ValueError(f"{treatment}: must be 0/1 without missing values")
-    return t.to_numpy(dtype=np.int64) == 1
+def _weights(df: pd.DataFrame, weights: str | np.ndarray | pd.Series | None) -> np.ndarray:
+    """Weights as an array (ones without ``weights``): non-negative, one per row."""
+    if weights is None:
+        return np.ones(len(df))
+    if isinstance(weights, str):
+        require_columns(df, weights=weights)
+    w = np.asarray(df[weights] if isinstance(weights, str) else weights, dtype=np.float64)
+    if w.shape != (len(df),) or np.isnan(w).any() or (w < 0).any():
+        raise ValueError("weights must be non-negative, one per row, without missing values")
+    return w
 
 
+# over 80 lines only by its numpydoc docstring (the code is under 60)
 def balance_table(
     df: pd.DataFrame,
     *,
-    treatment: str = "treatment",
-    covariates: Sequence[str] = DEFAULT_COVARIATES,
+    treatment: str,
+    covariates: Sequence[str],
     weights: str | np.ndarray | pd.Series | None = None,
     reference: pd.DataFrame | None = None,
+    transforms: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Balance of each expanded covariate between treated and controls.
 
@@ -110,9 +128,9 @@ def balance_table(
     ----------
     df : DataFrame
         The sample to describe (full cohort, matched sample or weighted cohort).
-    treatment : str, default ``"treatment"``
+    treatment : str
         0/1 column, 1 = treated.
-    covariates : sequence of str, default :data:`analysis.design.missing.DEFAULT_COVARIATES`
+    covariates : sequence of str
         Covariates, expanded by :func:`analysis.design.missing.design_matrix` with every
         level of a categorical covariate kept and missing indicators added.
     weights : str or array-like, optional
@@ -121,6 +139,10 @@ def balance_table(
         Sample whose *unweighted* groups give the SMD denominator, the levels, fill
         values and columns (default: ``df``). Pass the full cohort when describing a
         matched or weighted sample, so SMDs before and after share one yardstick.
+    transforms, levels : mapping, optional
+        Transformations and level orders of the covariates, as in
+        :func:`analysis.design.missing.design_matrix` (pass those of the propensity
+        model, so balance is judged on the columns the model sees).
 
     Returns
     -------
@@ -131,6 +153,15 @@ def balance_table(
         ``smd`` = (mean_treated - mean_control) / sd_pooled, ``variance_ratio``
         (weighted variance treated / control; less informative for binary
         columns).
+
+    Raises
+    ------
+    analysis._checks.ColumnError
+        A column named by ``treatment``, ``covariates`` or ``weights`` is not in the
+        data (or in ``reference``).
+    ValueError
+        The treatment column is not 0/1 or has missing values; negative or missing
+        weights.
 
     Notes
     -----
@@ -151,19 +182,15 @@ def balance_table(
     estimate causal treatment effects in observational studies. *Stat Med*
     34:3661-3679.
     """
+    t = binary(df, treatment, "treatment") == 1
+    tr = t if reference is None else binary(reference, treatment, "treatment") == 1
+    w = _weights(df, weights)
     ref = df if reference is None else reference
-    X = design_matrix(df, covariates, drop_first=False, reference=ref)
-    Xr = X if reference is None else design_matrix(ref, covariates, drop_first=False)
+    spec = {"transforms": transforms, "levels": levels, "drop_first": False}
+    X = design_matrix(df, covariates, reference=ref, **spec)
+    Xr = X if reference is None else design_matrix(ref, covariates, **spec)
     if list(Xr.columns) != list(X.columns):  # pragma: no cover - guarded by design_matrix
         raise ValueError("reference and data expand to different columns")
-    t = _treatment(df, treatment)
-    tr = t if reference is None else _treatment(ref, treatment)
-    if weights is None:
-        w = np.ones(len(df))
-    else:
-        w = np.asarray(df[weights] if isinstance(weights, str) else weights, dtype=np.float64)
-        if w.shape != (len(df),) or np.isnan(w).any() or (w < 0).any():
-            raise ValueError("weights must be non-negative, one per row, without missing values")
     A, R = X.to_numpy(), Xr.to_numpy()
     m_t, v_t = _weighted_mean_var(A[t], w[t])
     m_c, v_c = _weighted_mean_var(A[~t], w[~t])
@@ -194,9 +221,11 @@ def compare_balance(
     before: pd.DataFrame,
     after: pd.DataFrame,
     *,
-    treatment: str = "treatment",
-    covariates: Sequence[str] = DEFAULT_COVARIATES,
+    treatment: str,
+    covariates: Sequence[str],
     weights: str | np.ndarray | pd.Series | None = None,
+    transforms: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Balance before and after matching or weighting, side by side.
 
@@ -207,12 +236,14 @@ def compare_balance(
         denominator and the expanded columns.
     after : DataFrame
         The matched sample (or the weighted cohort).
-    treatment : str, default ``"treatment"``
+    treatment : str
         0/1 column.
     covariates : sequence of str
         Covariates as for :func:`balance_table`.
     weights : str or array-like, optional
         Weights of ``after`` (matching or IPT weights).
+    transforms, levels : mapping, optional
+        As for :func:`balance_table`.
 
     Returns
     -------
@@ -229,10 +260,14 @@ def compare_balance(
     """
     keys = ["variable", "covariate", "binary", "sd_pooled"]
     stats = ["mean_treated", "mean_control", "smd", "variance_ratio"]
-    b = balance_table(before, treatment=treatment, covariates=covariates)
-    a = balance_table(
-        after, treatment=treatment, covariates=covariates, weights=weights, reference=before
-    )
+    spec: dict[str, Any] = {
+        "treatment": treatment,
+        "covariates": covariates,
+        "transforms": transforms,
+        "levels": levels,
+    }
+    b = balance_table(before, **spec)
+    a = balance_table(after, **spec, weights=weights, reference=before)
     out = b[keys].copy()
     for name, tab in (("before", b), ("after", a)):
         for s in stats:

@@ -1,14 +1,14 @@
-"""Propensity score: the probability of HAT given baseline covariates.
+"""Propensity score: the probability of treatment given baseline covariates.
 
-:func:`fit_propensity` fits an unpenalised logistic regression of ``treatment`` on
+:func:`fit_propensity` fits an unpenalised logistic regression of the treatment on
 the design matrix of :func:`analysis.design.missing.design_matrix` (dummies, missing
-indicators, ``log1p`` charges) and returns the score and its logit for every
-person.
+indicators, the transformations the caller asks for) and returns the score and its
+logit for every person.
 
 Separation
 ----------
-Registry cohorts separate routinely: HAT is offered only in some regions, so a
-region dummy can have no treated person at all, and the maximum-likelihood
+Registry cohorts separate routinely: a treatment offered only in some regions makes
+a region dummy with no treated person at all, and the maximum-likelihood
 coefficient of that dummy is minus infinity. Rather than letting the optimiser
 wander off (or crash), persons in such a cell are recognised before fitting: for
 every 0/1 column, the rows where it is 1 (and those where it is 0) are checked; if
@@ -17,7 +17,7 @@ likelihood fit, exactly 0 (1), their logit ``-inf`` (``+inf``), and they leave t
 fit together with any column that becomes constant. The check repeats until no cell
 is separated. These persons cannot be matched (:func:`analysis.design.matching.match`
 skips non-finite scores) and get weight 0 as controls in :func:`analysis.design.weighting.
-att_weights`; with exact matching on region they were never candidates anyway.
+att_weights`; with exact matching on such a cell they were never candidates anyway.
 Columns that are linear combinations of earlier ones (two covariates missing in the
 same rows give identical indicators) are dropped, in column order.
 
@@ -40,7 +40,7 @@ forward. *Stat Sci* 25(1):1-21.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,7 +53,10 @@ from statsmodels.tools.sm_exceptions import (
     PerfectSeparationWarning,
 )
 
-from analysis.design.missing import DEFAULT_COVARIATES, design_matrix
+from analysis._checks import binary
+from analysis.design.missing import design_matrix
+
+__all__ = ["PropensityScore", "fit_propensity"]
 
 #: residual variance share below which a column counts as a combination of earlier ones
 _COLLINEAR_TOL = 1e-9
@@ -83,6 +86,11 @@ class PropensityScore:
         Persons whose score was fixed at 0 or 1 by separation.
     dropped : dict
         Design column -> reason it is not in the fit.
+    covariates : tuple of str
+        The covariates of the model.
+    transforms, levels : dict
+        The ``transforms`` and ``levels`` the design matrix was built with, so the
+        same design can be rebuilt (:func:`analysis.design.missing.design_matrix`).
     """
 
     score: np.ndarray
@@ -93,23 +101,31 @@ class PropensityScore:
     method: str = "logit_mle"
     n_separated: int = 0
     dropped: dict[str, str] = field(default_factory=dict)
+    covariates: tuple[str, ...] = ()
+    transforms: dict[str, str] = field(default_factory=dict)
+    levels: dict[str, tuple] = field(default_factory=dict)
 
-    def to_frame(self, person_id: pd.Series | np.ndarray | None = None) -> pd.DataFrame:
-        """Scores as a DataFrame (``person_id`` first when given), columns ``ps, ps_logit``."""
+    def to_frame(
+        self, ids: pd.Series | np.ndarray | None = None, *, name: str | None = None
+    ) -> pd.DataFrame:
+        """Scores as a DataFrame, columns ``ps, ps_logit``, ids first when given.
+
+        Parameters
+        ----------
+        ids : Series or ndarray, optional
+            Ids in the row order of the fitted data.
+        name : str, optional
+            Name of the id column (default: the name of ``ids`` if a Series, else ``id``).
+
+        Returns
+        -------
+        DataFrame
+        """
         out = pd.DataFrame({"ps": self.score, "ps_logit": self.logit})
-        if person_id is not None:
-            out.insert(0, "person_id", np.asarray(person_id))
+        if ids is not None:
+            label = name or (ids.name if isinstance(ids, pd.Series) and ids.name else "id")
+            out.insert(0, label, np.asarray(ids))
         return out
-
-
-def _treatment_array(df: pd.DataFrame, treatment: str) -> np.ndarray:
-    t = df[treatment]
-    if t.isna().any():
-        raise ValueError(f"{treatment}: missing values")
-    y = t.to_numpy(dtype=np.float64)
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"{treatment}: must be 0/1")
-    return y
 
 
 def _separated_rows(
@@ -163,6 +179,20 @@ def _independent_columns(X: np.ndarray) -> list[int]:
     return keep
 
 
+def _columns_to_fit(Xa: np.ndarray, names: list[str], dropped: dict[str, str]) -> list[int]:
+    """:func:`_independent_columns` of the rows fitted; the reasons of the others into
+    ``dropped`` (unless already there)."""
+    keep = _independent_columns(Xa)
+    for j, name in enumerate(names):
+        if j not in keep and name not in dropped:
+            dropped[name] = (
+                "constant among the rows fitted"
+                if np.ptp(Xa[:, j]) == 0
+                else "linear combination of earlier columns"
+            )
+    return keep
+
+
 def _fit_mle(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
     exog = np.column_stack([np.ones(len(y)), X])
     with warnings.catch_warnings():
@@ -195,11 +225,14 @@ def _fit_ridge(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.r_[const, beta]
 
 
+# over 80 lines only by its numpydoc docstring (the code is under 60)
 def fit_propensity(
     df: pd.DataFrame,
     *,
-    treatment: str = "treatment",
-    covariates: Sequence[str] = DEFAULT_COVARIATES,
+    treatment: str,
+    covariates: Sequence[str],
+    transforms: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
 ) -> PropensityScore:
     """Fit the propensity score by logistic regression.
 
@@ -207,12 +240,18 @@ def fit_propensity(
     ----------
     df : DataFrame
         One row per person.
-    treatment : str, default ``"treatment"``
-        0/1 column, 1 = HAT.
-    covariates : sequence of str, default :data:`analysis.design.missing.DEFAULT_COVARIATES`
+    treatment : str
+        0/1 column, 1 = treated.
+    covariates : sequence of str
         Baseline covariates; expanded by :func:`analysis.design.missing.design_matrix`
         (dummies with the first level as reference, missing indicators with mean
-        fill, ``log1p(baseline_charges)``).
+        fill).
+    transforms : mapping of str to str, optional
+        Covariate -> ``"log1p"`` or ``"rcs3"``/``"rcs4"``/``"rcs5"``, as in
+        :func:`analysis.design.missing.design_matrix`. Default: none.
+    levels : mapping of str to sequence, optional
+        Covariate -> level order of a categorical covariate (the first is the
+        reference), as in :func:`analysis.design.missing.design_matrix`.
 
     Returns
     -------
@@ -222,8 +261,10 @@ def fit_propensity(
 
     Raises
     ------
+    analysis._checks.ColumnError
+        The treatment column or a covariate is not in ``df``.
     ValueError
-        ``treatment`` is missing, not 0/1, or has only one group.
+        The treatment column has missing values, is not 0/1, or has only one group.
 
     Warns
     -----
@@ -233,7 +274,8 @@ def fit_propensity(
     Notes
     -----
     Unpenalised maximum likelihood (statsmodels ``Logit``, Newton). Separated
-    cells (a region without HAT) are handled before fitting; see the module notes.
+    cells (a region without any treated person) are handled before fitting; see the
+    module notes.
     The model is a tool for balance, not an explanation: judge it by the balance it
     gives (:func:`analysis.design.balance.balance_table`), not by its coefficients.
 
@@ -248,11 +290,15 @@ def fit_propensity(
     Albert A, Anderson JA (1984). On the existence of maximum likelihood estimates
     in logistic regression models. *Biometrika* 71:1-10.
     """
-    y = _treatment_array(df, treatment)
+    y = binary(df, treatment, "treatment").astype(np.float64)
     n = len(y)
     if n == 0 or y.min() == y.max():
-        raise ValueError(f"{treatment}: both treated (1) and controls (0) are needed")
-    design = design_matrix(df, covariates)
+        raise ValueError(
+            f"treatment column {treatment!r}: both treated (1) and controls (0) are needed"
+        )
+    transforms = dict(transforms or {})
+    levels = {c: tuple(v) for c, v in (levels or {}).items()}
+    design = design_matrix(df, covariates, transforms=transforms, levels=levels)
     names = list(design.columns)
     X = design.to_numpy(dtype=np.float64)
 
@@ -263,14 +309,7 @@ def fit_propensity(
             "treated and controls share no covariate cell, so no one can be compared "
             f"(first found: {next(iter(dropped.items()), ('', 'no rows'))[1]})"
         )
-    keep = _independent_columns(Xa)
-    for j, name in enumerate(names):
-        if j not in keep and name not in dropped:
-            dropped[name] = (
-                "constant among the rows fitted"
-                if np.ptp(Xa[:, j]) == 0
-                else "linear combination of earlier columns"
-            )
+    keep = _columns_to_fit(Xa, names, dropped)
     Xk = Xa[:, keep]
     params, converged = _fit_mle(Xk, ya)
     method = "logit_mle"
@@ -300,4 +339,7 @@ def fit_propensity(
         method=method,
         n_separated=int((~active).sum()),
         dropped=dropped,
+        covariates=tuple(covariates),
+        transforms=transforms,
+        levels=levels,
     )

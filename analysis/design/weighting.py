@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis._checks import binary, require_columns
 from analysis.design.balance import effective_sample_size
 
 __all__ = ["WeightedSample", "att_weights", "effective_sample_size"]
@@ -58,7 +59,8 @@ class WeightedSample:
     Attributes
     ----------
     data : DataFrame
-        ``person_id``, ``treatment``, ``weight``, ``score`` (the propensity score), in
+        The id column (when :func:`att_weights` was given ``id``), the treatment column
+        (under the caller's names), ``weight``, ``score`` (the propensity score), in
         the row order of the input.
     n_treated, n_control : int
         Persons in each group.
@@ -71,7 +73,9 @@ class WeightedSample:
     n_trimmed : int
         Control weights lowered to the cap.
     n_zero : int
-        Controls with weight 0 (propensity score 0, e.g. a region without HAT).
+        Controls with weight 0 (propensity score 0, e.g. a region without treated).
+    treatment : str
+        Name of the treatment column.
     """
 
     data: pd.DataFrame
@@ -83,10 +87,11 @@ class WeightedSample:
     cap: float
     n_trimmed: int
     n_zero: int
+    treatment: str
 
     def info(self) -> dict[str, Any]:
         """Plain dictionary describing the design (for ``results.json``)."""
-        w = self.data.loc[self.data["treatment"] == 0, "weight"]
+        w = self.data.loc[self.data[self.treatment] == 0, "weight"]
         return {
             "n_treated": self.n_treated,
             "n_control": self.n_control,
@@ -98,27 +103,64 @@ class WeightedSample:
         }
 
 
+def _inputs(
+    df: pd.DataFrame,
+    *,
+    treatment: str,
+    score: str | np.ndarray | pd.Series,
+    trim: float | None,
+    id: str | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked treated flags and propensity scores, in row order."""
+    require_columns(df, id=id, treatment=treatment)
+    if isinstance(score, str):
+        require_columns(df, score=score)
+    for role, name in (("treatment", treatment), ("id", id)):
+        if name in ("weight", "score"):
+            raise ValueError(
+                f"{role} column {name!r}: the weighted sample has a column of that name; rename it"
+            )
+    if id == treatment:
+        raise ValueError(f"id and treatment name the same column {id!r}")
+    treated = binary(df, treatment, "treatment") == 1
+    e = np.asarray(df[score] if isinstance(score, str) else score, dtype=np.float64)
+    if e.shape != (len(df),):
+        raise ValueError(f"score has shape {e.shape}; expected ({len(df)},)")
+    if np.isnan(e).any() or (e < 0).any() or (e > 1).any():
+        raise ValueError("score must be a probability in [0, 1] without missing values")
+    if (~treated & (e >= 1)).any():
+        raise ValueError("a control has propensity score 1: its ATT weight is infinite")
+    if trim is not None and not 0.5 < trim <= 1:
+        raise ValueError("trim must be a quantile in (0.5, 1]")
+    return treated, e
+
+
+# over 80 lines only by its numpydoc docstring (the code is under 60)
 def att_weights(
     df: pd.DataFrame,
     *,
-    treatment: str = "treatment",
-    score: str | np.ndarray | pd.Series = "ps",
+    treatment: str,
+    score: str | np.ndarray | pd.Series,
     trim: float | None = None,
+    id: str | None = None,
 ) -> WeightedSample:
     """ATT (odds) weights from the propensity score.
 
     Parameters
     ----------
     df : DataFrame
-        One row per person with ``person_id`` and the treatment column.
-    treatment : str, default ``"treatment"``
-        0/1 column, 1 = treated (HAT).
-    score : str or array-like, default ``"ps"``
+        One row per person with the treatment column.
+    treatment : str
+        0/1 column, 1 = treated.
+    score : str or array-like
         Column name or values (row order of ``df``): the propensity score, a
         probability (not its logit).
     trim : float, optional
         Quantile in (0.5, 1] of the control weights at which they are capped, e.g.
         0.99. ``None``: no trimming.
+    id : str, optional
+        Column identifying the persons, copied first into ``WeightedSample.data``
+        (which is in the row order of ``df`` either way).
 
     Returns
     -------
@@ -128,14 +170,16 @@ def att_weights(
 
     Raises
     ------
+    analysis._checks.ColumnError
+        A column named by ``treatment``, ``score`` or ``id`` is not in ``df``.
     ValueError
-        Scores outside [0, 1] or missing, a control with score 1 (infinite weight),
+        Treatment not 0/1, scores outside [0, 1] or missing, a control with score 1 (infinite weight),
         ``trim`` outside (0.5, 1], no treated or no control with positive weight.
 
     Notes
     -----
     Controls with score 0 (separated in the propensity model, e.g. in a region
-    without HAT) get weight 0: they resemble no treated person.
+    without treated persons) get weight 0: they resemble no treated person.
 
     References
     ----------
@@ -146,19 +190,7 @@ def att_weights(
     Lee BK, Lessler J, Stuart EA (2011). Weight trimming and propensity score
     weighting. *PLoS One* 6:e18174.
     """
-    t = df[treatment]
-    if t.isna().any() or not t.isin([0, 1]).all():
-        raise ValueError(f"{treatment}: must be 0/1 without missing values")
-    treated = t.to_numpy(dtype=np.int64) == 1
-    e = np.asarray(df[score] if isinstance(score, str) else score, dtype=np.float64)
-    if e.shape != (len(df),):
-        raise ValueError(f"score has shape {e.shape}; expected ({len(df)},)")
-    if np.isnan(e).any() or (e < 0).any() or (e > 1).any():
-        raise ValueError("score must be a probability in [0, 1] without missing values")
-    if (~treated & (e >= 1)).any():
-        raise ValueError("a control has propensity score 1: its ATT weight is infinite")
-    if trim is not None and not 0.5 < trim <= 1:
-        raise ValueError("trim must be a quantile in (0.5, 1]")
+    treated, e = _inputs(df, treatment=treatment, score=score, trim=trim, id=id)
     n_t, n_c = int(treated.sum()), int((~treated).sum())
     if n_t == 0 or n_c == 0:
         raise ValueError("both treated and controls are needed")
@@ -177,14 +209,10 @@ def att_weights(
         raise ValueError("every control has weight 0 (propensity score 0)")
     odds[~treated] = wc * (n_t / total)
     data = pd.DataFrame(
-        {
-            "person_id": df["person_id"].to_numpy(),
-            "treatment": treated.astype(np.int64),
-            "weight": odds,
-            "score": e,
-        },
-        index=df.index,
+        {treatment: treated.astype(np.int64), "weight": odds, "score": e}, index=df.index
     )
+    if id is not None:
+        data.insert(0, id, df[id].to_numpy())
     return WeightedSample(
         data=data.reset_index(drop=True),
         n_treated=n_t,
@@ -195,4 +223,5 @@ def att_weights(
         cap=cap,
         n_trimmed=n_trimmed,
         n_zero=int((odds[~treated] == 0).sum()),
+        treatment=treatment,
     )
