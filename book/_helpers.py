@@ -25,7 +25,9 @@ from typing import Any
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from evaluation.labels import MEASURE_LABELS, OUTCOME_LABELS
+from analysis.data.measures import MEASURES, measure_label
+from analysis.data.measures import measure as measure_info
+from evaluation.labels import OUTCOME_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,15 +63,8 @@ VARIABLE_LABELS = {
     "baseline_charges": "charges before index",
     "calendar_years": "calendar time (years since the first index date)",
 }
-#: measure names in tables, with the unit of the value where it is not a ratio
-MEASURE_SHORT = {
-    "RR_12m": "RR at 12 m",
-    "RD_12m": "RD at 12 m (pp)",
-    "RD_24m": "RD at 24 m (pp)",
-    "RMST_diff": "RMST diff. (days)",
-    "ratio_of_rate_ratios": "ratio of rate ratios",
-}
-RATIO_MEASURES = ("HR", "IRR", "RR_12m", "ratio_of_rate_ratios", "rate_ratio_after_vs_before")
+#: measure names in tables, with the unit of the value where it is not a ratio (registry)
+MEASURE_SHORT = {name: m.short for name, m in MEASURES.items()}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -329,8 +324,18 @@ def ci_label() -> str:
     return f"{confidence_level()}% CI"
 
 
+def _info(measure: str) -> Any:
+    """The registered :class:`~analysis.data.measures.Measure`, or ``None`` for another name."""
+    try:
+        return measure_info(measure)
+    except KeyError:
+        return None
+
+
 def _digits(measure: str) -> int:
-    return 1 if measure == "RMST_diff" else 2
+    """Decimals of a measure (the registry's; 2 for an unknown name)."""
+    info = _info(measure)
+    return 2 if info is None else info.digits
 
 
 def value(x: Any, measure: str, *, short: bool = False) -> str:
@@ -338,12 +343,10 @@ def value(x: Any, measure: str, *, short: bool = False) -> str:
 
     ``short=True`` (tables) leaves the unit out; the measure's label carries it.
     """
-    if measure.startswith("RD_"):
-        unit = "" if short else "\u00a0percentage points"
-        return "–" if not finite(x) else f"{100 * float(x):+.1f}{unit}"
-    if measure == "RMST_diff":
-        unit = "" if short else "\u00a0days"
-        return "–" if not finite(x) else f"{float(x):+.1f}{unit}"
+    info = _info(measure)
+    if info is not None and not info.is_ratio:  # a difference: signed, in its unit
+        unit = "" if short else f"\u00a0{info.unit}"
+        return "–" if not finite(x) else f"{info.factor * float(x):+.{info.digits}f}{unit}"
     return num(x, _digits(measure))
 
 
@@ -353,8 +356,10 @@ def interval(e: Mapping[str, Any]) -> str:
     lo, hi = e.get("ci_low"), e.get("ci_high")
     if not (finite(lo) and finite(hi)):
         return f"{ci_label()} not available"
-    if measure.startswith("RD_"):
-        return f"{ci_label()} {100 * float(lo):.1f} to {100 * float(hi):.1f}"
+    info = _info(measure)
+    if info is not None and info.factor != 1:  # shown in other units (percentage points)
+        lo, hi = info.factor * float(lo), info.factor * float(hi)
+        return f"{ci_label()} {lo:.{info.digits}f} to {hi:.{info.digits}f}"
     return f"{ci_label()} {num(lo, _digits(measure))} to {num(hi, _digits(measure))}"
 
 
@@ -551,7 +556,7 @@ def label(outcome: str | None = None, measure: str | None = None, method: str | 
     if outcome is not None:
         return OUTCOME_LABELS.get(outcome, str(outcome).replace("_", " "))
     if measure is not None:
-        return MEASURE_LABELS.get(measure, str(measure))
+        return measure_label(measure)
     if method is not None:
         model, _, design_name = str(method).partition("_")
         return f"{MODEL_LABELS.get(model, model)}, {design_label(design_name)}"
