@@ -28,6 +28,7 @@ from IPython.display import Image, Markdown, display
 from analysis.data.measures import MEASURES, measure_label
 from analysis.data.measures import measure as measure_info
 from evaluation.labels import OUTCOME_LABELS
+from evaluation.results_document import Estimate, ResultsDocument, split_method
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,6 +132,17 @@ def results() -> dict[str, Any]:
 
 
 @cache
+def document() -> ResultsDocument:
+    """``results.json`` through its typed model (suppressed values kept as markers)."""
+    return ResultsDocument.model_validate(results())
+
+
+def _typed_estimates() -> list[tuple[Estimate, dict[str, Any]]]:
+    """Each estimate typed, beside its entry of :func:`results` (what the pages format)."""
+    return list(zip(document().estimates, results().get("estimates", []), strict=True))
+
+
+@cache
 def disclosure() -> dict[str, Any]:
     """``disclosure.json`` of a release folder; empty for a full results folder."""
     path = results_dir() / "disclosure.json"
@@ -204,8 +216,9 @@ def estimates() -> pd.DataFrame:
         if col not in est:
             est[col] = None
     est["primary"] = est["primary"].fillna(False).astype(bool)
-    est["design"] = est["method"].astype(str).str.split("_", n=1).str[1]
-    est["model"] = est["method"].astype(str).str.split("_", n=1).str[0]
+    typed = document().estimates
+    est["design"] = [e.design for e in typed] if typed else None
+    est["model"] = [e.model for e in typed] if typed else None
     return est
 
 
@@ -214,29 +227,28 @@ def estimate(
 ) -> dict[str, Any] | None:
     """One estimate as a dict; by default the primary one, else the matched one."""
     cands = [
-        e
-        for e in results().get("estimates", [])
-        if e.get("outcome") == outcome and e.get("measure") == measure
+        (t, e)
+        for t, e in _typed_estimates()
+        if t.outcome == outcome
+        and t.measure == measure
+        and (method is None or t.method == method)
+        and (primary is None or t.primary == primary)
     ]
-    if method is not None:
-        cands = [e for e in cands if e.get("method") == method]
-    if primary is not None:
-        cands = [e for e in cands if bool(e.get("primary")) == primary]
     if not cands:
         return None
-    for e in cands:
-        if e.get("primary"):
+    for t, e in cands:
+        if t.primary:
             return e
-    for e in cands:
-        if str(e.get("method", "")).endswith("_matched"):
+    for t, e in cands:
+        if t.design == "matched":
             return e
-    return cands[0]
+    return cands[0][1]
 
 
 def primary_estimate(outcome: str) -> dict[str, Any] | None:
     """The estimate with ``primary: true`` for an outcome."""
-    for e in results().get("estimates", []):
-        if e.get("outcome") == outcome and e.get("primary"):
+    for t, e in _typed_estimates():
+        if t.outcome == outcome and t.primary:
             return e
     return None
 
@@ -558,7 +570,7 @@ def label(outcome: str | None = None, measure: str | None = None, method: str | 
     if measure is not None:
         return measure_label(measure)
     if method is not None:
-        model, _, design_name = str(method).partition("_")
+        model, design_name = split_method(method)
         return f"{MODEL_LABELS.get(model, model)}, {design_label(design_name)}"
     return ""
 
@@ -606,15 +618,12 @@ def primary_ph_tests() -> list[dict[str, Any]]:
 def other_measures(outcome: str, method_suffix: str = "_matched") -> list[str]:
     """Labels of the measures beside the HR for an outcome (absolute measures and others)."""
     seen = []
-    for e in results().get("estimates", []):
-        m = e.get("measure")
-        if (
-            e.get("outcome") == outcome
-            and m not in ("HR", "IRR")
-            and str(e.get("method", "")).endswith(method_suffix)
-            and m not in seen
-        ):
-            seen.append(m)
+    design_name = method_suffix.removeprefix("_")
+    for e in document().estimates:
+        m = e.measure
+        if e.outcome == outcome and m not in ("HR", "IRR") and e.design == design_name:
+            if m not in seen:
+                seen.append(m)
     return [label(measure=m).removesuffix(" (days)") for m in seen]
 
 
@@ -766,7 +775,7 @@ def estimates_table(
     out = []
     for r in rows:
         measure = r.get("measure", "")
-        model, _, design_name = str(r.get("method", "")).partition("_")
+        design_name = r.get("design") or split_method(r.get("method", ""))[1]
         ci = interval(r).removeprefix(ci_label() + " ")
         estimable = finite(r.get("estimate"))
         if estimable:
@@ -794,7 +803,7 @@ def estimates_table(
     md_table(df, colalign=["left"] * n_left + ["right"] * (df.shape[1] - n_left))
     models = {}
     for r in rows:
-        model = str(r.get("method", "")).partition("_")[0]
+        model = r.get("model") or split_method(r.get("method", ""))[0]
         measure = r.get("measure", "")
         models.setdefault(MODEL_LABELS.get(model, model), []).append(
             MEASURE_SHORT.get(measure, measure)
@@ -851,7 +860,7 @@ def absolute_estimates(outcome: str) -> dict[str, dict[str, Any]]:
     out = {}
     for measure in ABSOLUTE_MEASURES:
         e = estimate(outcome, measure)
-        if e is not None and str(e.get("method", "")).endswith("_matched"):
+        if e is not None and split_method(e.get("method", ""))[1] == "matched":
             out[measure] = e
     return out
 
