@@ -120,21 +120,27 @@ def _mark_suppressed(node: Any) -> Any:
 
 
 @cache
-def results() -> dict[str, Any]:
-    """Contents of ``results.json`` (required); suppressed values as :class:`Suppressed`."""
+def _raw_results() -> dict[str, Any]:
+    """Contents of ``results.json`` as written (suppressed values ``null``)."""
     path = results_dir() / "results.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"no results.json in {path.parent}: set HAT_RESULTS to a results folder "
             "written by `python -m evaluation.run`"
         )
-    return _mark_suppressed(json.loads(path.read_text(encoding="utf-8")))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@cache
+def results() -> dict[str, Any]:
+    """Contents of ``results.json`` (required); suppressed values as :class:`Suppressed`."""
+    return _mark_suppressed(_raw_results())
 
 
 @cache
 def document() -> ResultsDocument:
-    """``results.json`` through its typed model (suppressed values kept as markers)."""
-    return ResultsDocument.model_validate(results())
+    """``results.json`` through its typed model (a suppressed value is ``None`` there)."""
+    return ResultsDocument.model_validate(_raw_results())
 
 
 def _typed_estimates() -> list[tuple[Estimate, dict[str, Any]]]:

@@ -255,10 +255,13 @@ class Estimate(_Document):
 
 
 class CohortSummary(_Document):
-    """``cohort``: persons analysed, matched, read and excluded (with the reasons)."""
+    """``cohort``: persons analysed, matched, read and excluded (with the reasons).
 
-    n_hat: int
-    n_ost: int
+    ``n_hat`` and ``n_ost`` are required; ``null`` where disclosure control withheld them.
+    """
+
+    n_hat: int | None
+    n_ost: int | None
     n_hat_matched: int | None = None
     n_ost_matched: int | None = None
     n_read: int | None = None
