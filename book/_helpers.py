@@ -25,7 +25,10 @@ from typing import Any
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from evaluation.labels import MEASURE_LABELS, OUTCOME_LABELS
+from analysis.data.measures import MEASURES, measure_label
+from analysis.data.measures import measure as measure_info
+from evaluation.labels import OUTCOME_LABELS
+from evaluation.results_document import Estimate, ResultsDocument, split_method
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,15 +64,8 @@ VARIABLE_LABELS = {
     "baseline_charges": "charges before index",
     "calendar_years": "calendar time (years since the first index date)",
 }
-#: measure names in tables, with the unit of the value where it is not a ratio
-MEASURE_SHORT = {
-    "RR_12m": "RR at 12 m",
-    "RD_12m": "RD at 12 m (pp)",
-    "RD_24m": "RD at 24 m (pp)",
-    "RMST_diff": "RMST diff. (days)",
-    "ratio_of_rate_ratios": "ratio of rate ratios",
-}
-RATIO_MEASURES = ("HR", "IRR", "RR_12m", "ratio_of_rate_ratios", "rate_ratio_after_vs_before")
+#: measure names in tables, with the unit of the value where it is not a ratio (registry)
+MEASURE_SHORT = {name: m.short for name, m in MEASURES.items()}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -124,15 +120,32 @@ def _mark_suppressed(node: Any) -> Any:
 
 
 @cache
-def results() -> dict[str, Any]:
-    """Contents of ``results.json`` (required); suppressed values as :class:`Suppressed`."""
+def _raw_results() -> dict[str, Any]:
+    """Contents of ``results.json`` as written (suppressed values ``null``)."""
     path = results_dir() / "results.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"no results.json in {path.parent}: set HAT_RESULTS to a results folder "
             "written by `python -m evaluation.run`"
         )
-    return _mark_suppressed(json.loads(path.read_text(encoding="utf-8")))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@cache
+def results() -> dict[str, Any]:
+    """Contents of ``results.json`` (required); suppressed values as :class:`Suppressed`."""
+    return _mark_suppressed(_raw_results())
+
+
+@cache
+def document() -> ResultsDocument:
+    """``results.json`` through its typed model (a suppressed value is ``None`` there)."""
+    return ResultsDocument.model_validate(_raw_results())
+
+
+def _typed_estimates() -> list[tuple[Estimate, dict[str, Any]]]:
+    """Each estimate typed, beside its entry of :func:`results` (what the pages format)."""
+    return list(zip(document().estimates, results().get("estimates", []), strict=True))
 
 
 @cache
@@ -209,8 +222,9 @@ def estimates() -> pd.DataFrame:
         if col not in est:
             est[col] = None
     est["primary"] = est["primary"].fillna(False).astype(bool)
-    est["design"] = est["method"].astype(str).str.split("_", n=1).str[1]
-    est["model"] = est["method"].astype(str).str.split("_", n=1).str[0]
+    typed = document().estimates
+    est["design"] = [e.design for e in typed] if typed else None
+    est["model"] = [e.model for e in typed] if typed else None
     return est
 
 
@@ -219,29 +233,28 @@ def estimate(
 ) -> dict[str, Any] | None:
     """One estimate as a dict; by default the primary one, else the matched one."""
     cands = [
-        e
-        for e in results().get("estimates", [])
-        if e.get("outcome") == outcome and e.get("measure") == measure
+        (t, e)
+        for t, e in _typed_estimates()
+        if t.outcome == outcome
+        and t.measure == measure
+        and (method is None or t.method == method)
+        and (primary is None or t.primary == primary)
     ]
-    if method is not None:
-        cands = [e for e in cands if e.get("method") == method]
-    if primary is not None:
-        cands = [e for e in cands if bool(e.get("primary")) == primary]
     if not cands:
         return None
-    for e in cands:
-        if e.get("primary"):
+    for t, e in cands:
+        if t.primary:
             return e
-    for e in cands:
-        if str(e.get("method", "")).endswith("_matched"):
+    for t, e in cands:
+        if t.design == "matched":
             return e
-    return cands[0]
+    return cands[0][1]
 
 
 def primary_estimate(outcome: str) -> dict[str, Any] | None:
     """The estimate with ``primary: true`` for an outcome."""
-    for e in results().get("estimates", []):
-        if e.get("outcome") == outcome and e.get("primary"):
+    for t, e in _typed_estimates():
+        if t.outcome == outcome and t.primary:
             return e
     return None
 
@@ -329,8 +342,18 @@ def ci_label() -> str:
     return f"{confidence_level()}% CI"
 
 
+def _info(measure: str) -> Any:
+    """The registered :class:`~analysis.data.measures.Measure`, or ``None`` for another name."""
+    try:
+        return measure_info(measure)
+    except KeyError:
+        return None
+
+
 def _digits(measure: str) -> int:
-    return 1 if measure == "RMST_diff" else 2
+    """Decimals of a measure (the registry's; 2 for an unknown name)."""
+    info = _info(measure)
+    return 2 if info is None else info.digits
 
 
 def value(x: Any, measure: str, *, short: bool = False) -> str:
@@ -338,12 +361,10 @@ def value(x: Any, measure: str, *, short: bool = False) -> str:
 
     ``short=True`` (tables) leaves the unit out; the measure's label carries it.
     """
-    if measure.startswith("RD_"):
-        unit = "" if short else "\u00a0percentage points"
-        return "–" if not finite(x) else f"{100 * float(x):+.1f}{unit}"
-    if measure == "RMST_diff":
-        unit = "" if short else "\u00a0days"
-        return "–" if not finite(x) else f"{float(x):+.1f}{unit}"
+    info = _info(measure)
+    if info is not None and not info.is_ratio:  # a difference: signed, in its unit
+        unit = "" if short else f"\u00a0{info.unit}"
+        return "–" if not finite(x) else f"{info.factor * float(x):+.{info.digits}f}{unit}"
     return num(x, _digits(measure))
 
 
@@ -353,8 +374,10 @@ def interval(e: Mapping[str, Any]) -> str:
     lo, hi = e.get("ci_low"), e.get("ci_high")
     if not (finite(lo) and finite(hi)):
         return f"{ci_label()} not available"
-    if measure.startswith("RD_"):
-        return f"{ci_label()} {100 * float(lo):.1f} to {100 * float(hi):.1f}"
+    info = _info(measure)
+    if info is not None and info.factor != 1:  # shown in other units (percentage points)
+        lo, hi = info.factor * float(lo), info.factor * float(hi)
+        return f"{ci_label()} {lo:.{info.digits}f} to {hi:.{info.digits}f}"
     return f"{ci_label()} {num(lo, _digits(measure))} to {num(hi, _digits(measure))}"
 
 
@@ -551,9 +574,9 @@ def label(outcome: str | None = None, measure: str | None = None, method: str | 
     if outcome is not None:
         return OUTCOME_LABELS.get(outcome, str(outcome).replace("_", " "))
     if measure is not None:
-        return MEASURE_LABELS.get(measure, str(measure))
+        return measure_label(measure)
     if method is not None:
-        model, _, design_name = str(method).partition("_")
+        model, design_name = split_method(method)
         return f"{MODEL_LABELS.get(model, model)}, {design_label(design_name)}"
     return ""
 
@@ -601,15 +624,12 @@ def primary_ph_tests() -> list[dict[str, Any]]:
 def other_measures(outcome: str, method_suffix: str = "_matched") -> list[str]:
     """Labels of the measures beside the HR for an outcome (absolute measures and others)."""
     seen = []
-    for e in results().get("estimates", []):
-        m = e.get("measure")
-        if (
-            e.get("outcome") == outcome
-            and m not in ("HR", "IRR")
-            and str(e.get("method", "")).endswith(method_suffix)
-            and m not in seen
-        ):
-            seen.append(m)
+    design_name = method_suffix.removeprefix("_")
+    for e in document().estimates:
+        m = e.measure
+        if e.outcome == outcome and m not in ("HR", "IRR") and e.design == design_name:
+            if m not in seen:
+                seen.append(m)
     return [label(measure=m).removesuffix(" (days)") for m in seen]
 
 
@@ -761,7 +781,7 @@ def estimates_table(
     out = []
     for r in rows:
         measure = r.get("measure", "")
-        model, _, design_name = str(r.get("method", "")).partition("_")
+        design_name = r.get("design") or split_method(r.get("method", ""))[1]
         ci = interval(r).removeprefix(ci_label() + " ")
         estimable = finite(r.get("estimate"))
         if estimable:
@@ -789,7 +809,7 @@ def estimates_table(
     md_table(df, colalign=["left"] * n_left + ["right"] * (df.shape[1] - n_left))
     models = {}
     for r in rows:
-        model = str(r.get("method", "")).partition("_")[0]
+        model = r.get("model") or split_method(r.get("method", ""))[0]
         measure = r.get("measure", "")
         models.setdefault(MODEL_LABELS.get(model, model), []).append(
             MEASURE_SHORT.get(measure, measure)
@@ -846,7 +866,7 @@ def absolute_estimates(outcome: str) -> dict[str, dict[str, Any]]:
     out = {}
     for measure in ABSOLUTE_MEASURES:
         e = estimate(outcome, measure)
-        if e is not None and str(e.get("method", "")).endswith("_matched"):
+        if e is not None and split_method(e.get("method", ""))[1] == "matched":
             out[measure] = e
     return out
 

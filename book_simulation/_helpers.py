@@ -19,7 +19,9 @@ from typing import Any
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from evaluation.labels import MEASURE_LABELS, OUTCOME_LABELS
+from analysis.data.measures import measure as measure_info
+from analysis.data.measures import measure_label
+from evaluation.labels import OUTCOME_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,7 +115,7 @@ def pct_mcse(x: Any, mcse: Any, digits: int = 1) -> str:
 
 def estimand(outcome: str, measure: str) -> str:
     """``all-cause mortality, hazard ratio``."""
-    return f"{OUTCOME_LABELS.get(outcome, outcome)}, {MEASURE_LABELS.get(measure, measure)}"
+    return f"{OUTCOME_LABELS.get(outcome, outcome)}, {measure_label(measure)}"
 
 
 def method_label(method: str) -> str:
@@ -130,7 +132,15 @@ def truth_text(row: pd.Series) -> str:
     if not finite(t):
         return "–"
     t = math.exp(t) if row["scale"] == "log" else float(t)
-    return f"{t:.1f} days" if row["measure"] == "RMST_diff" else f"{t:.3f}"
+    return f"{t:.1f} days" if in_days(row["measure"]) else f"{t:.3f}"
+
+
+def in_days(measure: str) -> bool:
+    """Whether a measure's values are days (``RMST_diff``), from the registry of measures."""
+    try:
+        return measure_info(measure).unit == "days"
+    except KeyError:
+        return False
 
 
 # ----------------------------------------------------------------------------- display

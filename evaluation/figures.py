@@ -7,6 +7,18 @@ Figure. Group colours are the same everywhere.
 
 from __future__ import annotations
 
+__all__ = [
+    "GROUP_COLOURS",
+    "GROUP_LABELS",
+    "all_figures",
+    "cumulative_incidence_plot",
+    "flow_plot",
+    "forest_plot",
+    "km_plot",
+    "ps_histogram_plot",
+    "rate_plot",
+]
+
 import matplotlib
 
 matplotlib.use("Agg", force=False)
@@ -17,9 +29,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-#: colour of each group, used by every figure (Okabe–Ito, colour-blind safe)
-GROUP_COLOURS = {"HAT": "#D55E00", "OST": "#0072B2"}
-GROUP_LABELS = {"HAT": "HAT (heroin-assisted)", "OST": "OST (matched)"}
+from evaluation.figure_style import GROUP_COLOURS, GROUP_LABELS  # noqa: E402
+from evaluation.figures_design import love_plot  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -275,8 +286,6 @@ def all_figures(tables: dict[str, pd.DataFrame]) -> dict[str, plt.Figure]:
     tables : dict of str to DataFrame
         The tables of a results folder (as in ``tables/``).
     """
-    from evaluation.figures_design import love_plot
-
     # a table without rows (e.g. no HAT person in treatment on the index date, so no
     # retention curves) gives no figure; the report says why the estimate is missing
     tables = {name: df for name, df in tables.items() if len(df)}

@@ -13,12 +13,14 @@ covariates between treatment groups in propensity-score matched samples. *Stat M
 
 from __future__ import annotations
 
+__all__ = ["DESIGN_STYLES", "GROUP_COLOURS", "love_plot", "ps_overlap_plot"]
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from evaluation.figures import GROUP_COLOURS  # one colour per group across the study
+from evaluation.figure_style import GROUP_COLOURS  # one colour per group across the study
 
 #: colour and marker of each design in a Love plot (``smd_<design>`` columns)
 DESIGN_STYLES = {

@@ -1,4 +1,12 @@
-"""Readable names of outcomes and measures, shared by the reports."""
+"""Readable names of outcomes and measures, shared by the reports.
+
+The measures' labels come from the one registry of measures,
+:mod:`analysis.data.measures`.
+"""
+
+from analysis.data.measures import MEASURES
+
+__all__ = ["MEASURE_LABELS", "OUTCOME_LABELS"]
 
 OUTCOME_LABELS = {
     "mortality": "all-cause mortality",
@@ -7,13 +15,5 @@ OUTCOME_LABELS = {
     "crime": "criminal charges",
 }
 
-MEASURE_LABELS = {
-    "HR": "hazard ratio",
-    "IRR": "incidence rate ratio",
-    "RR_12m": "ratio of 12-month retention",
-    "RD_12m": "difference at 12 months (risk, cumulative incidence or retention)",
-    "RD_24m": "difference at 24 months (risk, cumulative incidence or retention)",
-    "RMST_diff": "difference in restricted mean time (days alive or in treatment)",
-    "ratio_of_rate_ratios": "ratio of after/before rate ratios (difference-in-differences)",
-    "rate_ratio_after_vs_before": "rate ratio, after vs before index",
-}
+#: the label of each registered measure, by name
+MEASURE_LABELS = {name: m.label for name, m in MEASURES.items()}

@@ -533,7 +533,7 @@ def simulate(
                 "measure": m,
                 "value": v,
                 "mc_se": mcse.get((o, m)),
-                "scale": "log" if m in _ratio_measures() else "natural",
+                "scale": _scale_of(m),
             }
             for (o, m), v in values.items()
         ],
@@ -584,10 +584,10 @@ def simulate(
     return Simulation(out=out, summary=summary, manifest=manifest)
 
 
-def _ratio_measures() -> tuple[str, ...]:
-    from evaluation.simulation_summary import RATIO_MEASURES
+def _scale_of(measure: str) -> str:
+    from analysis.data.measures import scale_of
 
-    return RATIO_MEASURES
+    return scale_of(measure)
 
 
 def _version(package: str) -> str:

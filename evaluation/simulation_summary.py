@@ -8,7 +8,7 @@ against sample size for the report.
 
 Ratio measures (``HR``, ``IRR``, ``RR_12m``, ``ratio_of_rate_ratios``) are
 assessed on the log scale, differences (``RD_12m``, ``RD_24m``, ``RMST_diff``) on
-their natural scale; every (outcome, measure, method) a replicate reports is
+their natural scale (the scale of each measure is in :mod:`analysis.data.measures`); every (outcome, measure, method) a replicate reports is
 summarised, so the absolute measures of each outcome get their own bias and coverage. The model-based standard error of a replicate is read from its
 confidence interval, ``(hi - lo) / (2 z)`` on that scale, so that it is the
 standard error the reported interval actually used.
@@ -21,6 +21,19 @@ statistical methods. Stat Med 2019;38:2074-2102. doi:10.1002/sim.8086
 
 from __future__ import annotations
 
+__all__ = [
+    "ESTIMATE_COLUMNS",
+    "MEASURES",
+    "RATIO_MEASURES",
+    "estimate_table",
+    "model_se",
+    "performance",
+    "power_figure",
+    "scale_of",
+    "summarise",
+    "to_scale",
+]
+
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -29,8 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-#: measures assessed on the log scale; every other measure on its natural scale
-RATIO_MEASURES = ("HR", "IRR", "RR_12m", "ratio_of_rate_ratios", "rate_ratio_after_vs_before")
+from analysis.data.measures import RATIO_MEASURES, scale_of
 
 #: performance measures, in the order of the summary's columns (each followed by ``_mcse``)
 MEASURES = ("bias", "empse", "mse", "modse", "relerr_modse", "coverage", "power")
@@ -50,11 +62,6 @@ ESTIMATE_COLUMNS = (
     "p_value",
     "truth",
 )
-
-
-def scale_of(measure: str) -> str:
-    """``"log"`` for ratio measures, ``"natural"`` for differences."""
-    return "log" if measure in RATIO_MEASURES else "natural"
 
 
 def to_scale(values: Any, measure: str) -> np.ndarray:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.data.contract import REGIONS
+from analysis.data.measures import is_ratio, scale_of
 from synthetic.derive import Derived
 from synthetic.history_derive import history_outcomes, initiator_reason
 from synthetic.history_sim import (
@@ -52,7 +53,6 @@ from synthetic.history_sim import (
 from synthetic.history_spec import HistoryScenario
 from synthetic.population import day_number
 from synthetic.truth import (
-    RATIO_MEASURES,
     PotentialOutcomes,
     _study_se,
     cox_hr_binary,
@@ -249,7 +249,7 @@ def _batch_estimands(po: PotentialOutcomes, idx: np.ndarray) -> dict | None:
 
 
 def _scale(measure: str, value: float) -> float:
-    return math.log(value) if measure in RATIO_MEASURES else value
+    return math.log(value) if is_ratio(measure) else value
 
 
 @lru_cache(maxsize=4)
@@ -389,7 +389,7 @@ def history_truth_json(spec: HistoryScenario) -> dict:
             mc = res.mc_se[est][(outcome, measure)]
             st = res.study_se[est][(outcome, measure)]
             errors[f"{est}/{outcome}/{measure}"] = {
-                "scale": "log" if measure in RATIO_MEASURES else "natural",
+                "scale": scale_of(measure),
                 "method": res.mc_method[est][(outcome, measure)],
                 "mc_se": round(mc, 6) if math.isfinite(mc) else None,
                 "study_se_approx": round(st, 6),

@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 
 from analysis.data.contract import DAYS_PER_YEAR
+from analysis.data.measures import is_ratio, scale_of
 from synthetic.derive import Derived, derive
 from synthetic.outcomes import (
     expected_followup_charges,
@@ -84,7 +85,6 @@ DEFINITIONS = {
     "baseline rate) in the treated: the baseline (730 days before index) is the same for "
     "both potential outcomes, so this equals crime/IRR",
 }
-RATIO_MEASURES = ("HR", "IRR", "RR_12m", "ratio_of_rate_ratios")
 
 
 # --------------------------------------------------------------------------- estimators
@@ -341,7 +341,7 @@ class TruthResult:
 
 
 def _scale(measure: str, value: float) -> float:
-    return math.log(value) if measure in RATIO_MEASURES else value
+    return math.log(value) if is_ratio(measure) else value
 
 
 @lru_cache(maxsize=8)
@@ -423,7 +423,7 @@ def truth_json(spec: Scenario) -> dict:
         )
         study = res.study_se_per_sqrt_n[(outcome, measure)] / math.sqrt(n_hat)
         mc[f"{outcome}/{measure}"] = {
-            "scale": "log" if measure in RATIO_MEASURES else "natural",
+            "scale": scale_of(measure),
             "mc_se": round(res.mc_se[(outcome, measure)], 6),
             "study_se_approx": round(study, 6),
             "mc_se_over_study_se": round(res.mc_se[(outcome, measure)] / study, 4),

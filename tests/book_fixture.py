@@ -23,6 +23,14 @@ import numpy as np
 import pandas as pd
 
 from evaluation.config import StudyConfig
+from evaluation.results_document import (
+    CohortSummary,
+    DesignSection,
+    Diagnostics,
+    Estimate,
+    PHTestRecord,
+    ResultsDocument,
+)
 from evaluation.results_folder import package_versions, write_results_folder
 
 DESIGNS = ("matched", "iptw", "matched_caliper0.1", "matched_1to1", "naive")
@@ -70,7 +78,7 @@ def _estimate(
     n_control: int = 371,
     n_events: int | None = 40,
     details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Estimate:
     ratio = not (measure.startswith("RD_") or measure == "RMST_diff")
     se = (
         (math.log(ci_high) - math.log(ci_low)) / (2 * 1.959964)
@@ -81,25 +89,25 @@ def _estimate(
     def value(x: float) -> float | None:  # not estimable: null, as EffectEstimate.to_dict()
         return x if math.isfinite(x) else None
 
-    return {
-        "outcome": outcome,
-        "measure": measure,
-        "method": method,
-        "estimate": value(estimate),
-        "ci_low": value(ci_low),
-        "ci_high": value(ci_high),
-        "p_value": value(p_value),
-        "se": value(se),
-        "n_treated": n_treated,
-        "n_control": n_control,
-        "n_events": n_events,
-        "primary": primary,
-        "truth": truth,
-        "details": details or {},
-    }
+    return Estimate(
+        outcome=outcome,
+        measure=measure,
+        method=method,
+        estimate=value(estimate),
+        ci_low=value(ci_low),
+        ci_high=value(ci_high),
+        p_value=value(p_value),
+        se=value(se),
+        n_treated=n_treated,
+        n_control=n_control,
+        n_events=n_events,
+        primary=primary,
+        truth=truth,
+        details=details or {},
+    )
 
 
-def _estimates(synthetic: bool) -> list[dict[str, Any]]:
+def _estimates(synthetic: bool) -> list[Estimate]:
     out = []
     shift = {"matched": 1.0, "iptw": 1.04, "matched_caliper0.1": 0.97, "matched_1to1": 1.06,
              "naive": 1.45}  # fmt: skip
@@ -266,7 +274,7 @@ def _rates(column: str, values: list[tuple[str, str, float, float]], per: float)
     return pd.DataFrame(rows)
 
 
-def _tables(rng: np.random.Generator, estimates: list[dict]) -> dict[str, pd.DataFrame]:
+def _tables(rng: np.random.Generator, estimates: list[Estimate]) -> dict[str, pd.DataFrame]:
     flow = pd.DataFrame(
         [
             ("persons read", "read", 104, 1530),
@@ -357,9 +365,10 @@ def _tables(rng: np.random.Generator, estimates: list[dict]) -> dict[str, pd.Dat
     for group, est, lo, hi in (("HAT", 0.504, 0.41, 0.62), ("OST", 0.72, 0.65, 0.80)):
         e = _estimate("crime", "rate_ratio_after_vs_before", "poisson_matched", est, lo, hi,
                       0.0001, details={"group": group, "cluster": "match_set"})  # fmt: skip
-        del e["details"]
-        ba.append({"group": group, **e})
-    flat = pd.DataFrame(estimates).drop(columns=["details"])
+        row = e.to_json_dict()
+        del row["details"]
+        ba.append({"group": group, **row})
+    flat = pd.DataFrame([e.to_json_dict() for e in estimates]).drop(columns=["details"])
     return {
         "flow": flow,
         "exclusions": exclusions,
@@ -417,17 +426,17 @@ def write_results_fixture(
         # a small study: one primary estimate not estimable (reason in its note)
         primary[-1] = _estimate("crime", "IRR", "rate_matched", math.nan, math.nan, math.nan,
                                 math.nan, primary=True, details={"note": MINIMAL_NOT_ESTIMABLE})  # fmt: skip
-        results = {
-            "schema_version": 1,
-            "cohort": {"n_hat": 103, "n_ost": 1515, "n_hat_matched": 96, "n_ost_matched": 371},
-            "estimates": primary,
-        }
-        return write_results_folder(path, results=results, manifest={})
+        document = ResultsDocument(
+            schema_version=1,
+            cohort=CohortSummary(n_hat=103, n_ost=1515, n_hat_matched=96, n_ost_matched=371),
+            estimates=primary,
+        )
+        return write_results_folder(path, results=document.to_json_dict(), manifest={})
     estimates = _estimates(synthetic)
     config = StudyConfig(seed=7, scenario="ci")
     truth = None
     if synthetic:
-        keys = {(e["outcome"], e["measure"]): e["truth"] for e in estimates}
+        keys = {(e.outcome, e.measure): e.truth for e in estimates}
         truth = {
             "scenario": "ci",
             "seed": 7,
@@ -451,34 +460,36 @@ def write_results_fixture(
     }  # fmt: skip
     tables = _tables(rng, estimates)
     bal = tables["balance"]
-    cohort = {
-        "n_hat": 103,
-        "n_ost": 1515,
-        "n_hat_matched": 96,
-        "n_ost_matched": 371,
-        "n_read": 1634,
-        "n_excluded": 16,
-        "exclusions": tables["exclusions"].to_dict(orient="records"),
-    }
-    results = {
-        "schema_version": 1,
-        "cohort": cohort,
-        "estimates": estimates,
-        "design": {
-            "primary": "matched",
-            "designs": designs,
-            "covariates": list(config.propensity_covariates),
-            "max_abs_smd": {
+    cohort = CohortSummary(
+        n_hat=103,
+        n_ost=1515,
+        n_hat_matched=96,
+        n_ost_matched=371,
+        n_read=1634,
+        n_excluded=16,
+        exclusions=tables["exclusions"].to_dict(orient="records"),
+    )
+    document = ResultsDocument(
+        schema_version=1,
+        cohort=cohort,
+        estimates=estimates,
+        design=DesignSection(
+            primary="matched",
+            designs=designs,
+            covariates=list(config.propensity_covariates),
+            max_abs_smd={
                 "before": float(bal["smd_before"].abs().max()),
                 "matched": float(bal["smd_matched"].abs().max()),
                 "iptw": float(bal["smd_iptw"].abs().max()),
             },
-        },
-        "diagnostics": {
+        ),
+        diagnostics=Diagnostics.model_validate({
             "ph_tests": [
-                {"outcome": e["outcome"], "method": e["method"], **e["details"]["ph_test"]}
+                PHTestRecord.model_validate(
+                    {"outcome": e.outcome, "method": e.method, **e.details.ph_test.to_json_dict()}
+                )
                 for e in estimates
-                if "ph_test" in e["details"]
+                if e.details.ph_test is not None
             ],
             "e_values": [
                 {
@@ -543,9 +554,9 @@ def write_results_fixture(
                 "HAT": {"survival": 0.781, "se": 0.043},
                 "OST": {"survival": 0.602, "se": 0.027},
             },  # fmt: skip
-        },
-        "truth": truth,
-    }
+        }),
+        truth=truth,
+    )  # fmt: skip
     source = (
         {"kind": "synthetic", "scenario": "ci"}
         if synthetic
@@ -561,11 +572,15 @@ def write_results_fixture(
         "input": {"sha256": "ab" * 32, "files": {"persons.csv": "cd" * 32}},
         "extract_date": "2025-12-31",
         "extract_notes": [],
-        "counts": cohort,
+        "counts": cohort.to_json_dict(),
         "versions": package_versions(),
         "timings_seconds": {"derive cohort": 0.4, "outcome models": 3.1},
         "elapsed_seconds": 6.2,
     }
     return write_results_folder(
-        path, results=results, manifest=manifest, tables=tables, figures=_figures(tables)
+        path,
+        results=document.to_json_dict(),
+        manifest=manifest,
+        tables=tables,
+        figures=_figures(tables),
     )

@@ -1,0 +1,178 @@
+"""Outcome-model stage: the hazard and rate ratios of every design.
+
+:func:`outcome_stage` fits the four outcome models (:data:`OUTCOME_MODELS`) on each design,
+marks the primary estimates and adds the secondary estimates of the primary design
+(:mod:`evaluation.stages.secondary`); an IPTW design's variances account for the
+estimation of the propensity model (stacked estimating equations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.data.contract import PRIMARY_OUTCOMES
+from analysis.outcomes.cox import cox_hazard_ratio
+from analysis.outcomes.rates import rate_ratio
+from analysis.outcomes.sensitivity import incidence_at_end
+from analysis.outcomes.stacked import (
+    cox_estimating_function,
+    nb_estimating_function,
+    nb_expected_bread,
+    stacked_variance,
+    with_stacked_variance,
+)
+from analysis.results import EffectEstimate
+from evaluation.config import StudyConfig
+from evaluation.stages.designs import Design
+from evaluation.stages.secondary import _primary_extras
+from evaluation.study import StudyError, StudyState
+
+__all__ = ["OUTCOME_MODELS", "not_estimable", "outcome_stage"]
+
+
+#: the primary outcome models, each on the matched design
+OUTCOME_MODELS = {
+    "mortality": ("cox", "followup_days", "died"),
+    "overdose_mortality": ("cox", "followup_days", "overdose_death"),
+    "retention": ("cox", "retention_days", "discontinued"),
+    "crime": ("rate", "followup_charges", "crime_years"),
+}
+
+
+def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimate]:
+    """The four HR/IRR estimates of a design."""
+    df = design.data
+    weights = "weight" if design.weighted else None
+    cluster = "cluster" if design.name != "naive" else None
+    out = []
+    for outcome, (model, a, b) in OUTCOME_MODELS.items():
+        data = df[df["in_retention"]] if outcome == "retention" else df
+        if model == "cox":
+            est = cox_hazard_ratio(
+                data,
+                duration=a,
+                event=b,
+                treatment="treatment",
+                weights=weights,
+                cluster=cluster,
+                alpha=config.alpha,
+                outcome=outcome,
+                method=f"cox_{design.name}",
+                small_sample=config.cox_small_sample
+                if design.name.startswith("matched")
+                else "factor",
+            )
+        else:
+            # the ratio of marginal rates (Poisson estimating equation, robust variance): the
+            # effect among the treated on charges is defined as a ratio of total charges to
+            # total person-time; a negative-binomial fit targets another ratio (below)
+            est = rate_ratio(
+                data,
+                events=a,
+                exposure=b,
+                treatment="treatment",
+                weights=weights,
+                cluster=cluster,
+                alpha=config.alpha,
+                outcome=outcome,
+                method=f"rate_{design.name}",
+                arm_labels=("HAT", "OST"),
+            )
+        if design.weight_model is not None and np.isfinite(est.estimate):
+            est = _with_estimated_weights(est, data, design, model=model, a=a, b=b, config=config)
+        out.append(est)
+    return out
+
+
+def not_estimable(estimates: list[dict[str, Any]] | list[EffectEstimate]) -> list[str]:
+    """One line per primary estimate that could not be estimated, with its reason."""
+    lines = []
+    for e in estimates:
+        est = e if isinstance(e, dict) else e.to_dict()  # to_dict: NaN -> None
+        if est["primary"] and est["estimate"] is None:
+            reason = (est.get("details") or {}).get("note") or "no reason recorded"
+            lines.append(f"{est['outcome']} {est['measure']}: {reason}")
+    return lines
+
+
+def _check_primaries(estimates: list[EffectEstimate]) -> None:
+    """A study with no estimable primary estimate cannot be done."""
+    missing = not_estimable(estimates)
+    if missing and len(missing) == sum(e.primary for e in estimates):
+        raise StudyError("no primary estimate is estimable: " + "; ".join(missing))
+
+
+def _incidence(design: Design, outcome: str) -> float | None:
+    """Cumulative incidence by the end of follow-up of a time-to-event outcome.
+
+    Kaplan–Meier 1 - S at the longest follow-up, both arms of the design together with
+    their weights (the overall incidence, which decides whether an E-value treats a hazard
+    ratio as for a rare outcome); None for a count outcome.
+    """
+    model, duration, event = OUTCOME_MODELS[outcome]
+    if model != "cox":
+        return None
+    df = design.data
+    data = df[df["in_retention"]] if outcome == "retention" else df
+    weights = "weight" if design.weighted else None
+    return incidence_at_end(data, duration=duration, event=event, weights=weights)
+
+
+def _with_estimated_weights(
+    est: EffectEstimate,
+    data: pd.DataFrame,
+    design: Design,
+    *,
+    model: str,
+    a: str,
+    b: str,
+    config: StudyConfig,
+) -> EffectEstimate:
+    """Re-estimate the SE of an IPTW estimate by stacking the propensity model's equations."""
+    wm = design.weight_model
+    assert wm is not None
+    rows = pd.Index(design.data["person_id"]).get_indexer(data["person_id"])
+    w = wm.weights[rows]
+    treated = data["treatment"].to_numpy(float)
+    coefs = est.details["coefficients"]
+    beta = np.array([v["coef"] for v in coefs.values()], dtype=float)
+    if model == "cox":
+        keep = w > 0
+        ef = cox_estimating_function(
+            data[a].to_numpy(float)[keep], data[b].to_numpy(float)[keep], treated[keep, None]
+        )
+        bread = None  # the observed information, by central differences
+        term = 0
+    else:
+        keep = (w > 0) & (data[b].to_numpy(float) > 0)
+        design_x = np.column_stack([np.ones(int(keep.sum())), treated[keep]])
+        exposure = data[b].to_numpy(float)[keep]
+        theta = float(est.details.get("theta", np.inf))  # rate ratio: Poisson equation
+        ef = nb_estimating_function(data[a].to_numpy(float)[keep], exposure, design_x, theta=theta)
+        bread = nb_expected_bread(exposure, design_x, beta, w[keep], theta=theta)
+        term = 1
+    variance = stacked_variance(ef, beta, wm, rows=rows[keep], bread=bread)
+    return with_stacked_variance(est, variance, term=term, alpha=config.alpha)
+
+
+def outcome_stage(state: StudyState, config: StudyConfig) -> StudyState:
+    """Every design's outcome models, then the primary design's secondary estimates.
+
+    Returns
+    -------
+    StudyState
+        With ``estimates`` (primary ones marked), ``tables`` (curves and rates of the
+        primary design) and ``extras`` (its diagnostics).
+    """
+    estimates: list[EffectEstimate] = []
+    for name, design in state.designs.items():
+        for est in _outcome_estimates(design, config):
+            primary = name == "matched" and est.outcome in PRIMARY_OUTCOMES
+            estimates.append(est.with_primary(primary))
+    extra_estimates, tables, extras = _primary_extras(state.designs["matched"], config)
+    estimates += extra_estimates
+    return replace(state, estimates=estimates, tables=tables, extras=extras)
