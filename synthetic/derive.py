@@ -55,7 +55,22 @@ class Derived:
 
     @property
     def crime_years(self) -> np.ndarray:
+        """Crime person-years: ``crime_days / 365.25``."""
         return self.crime_days / DAYS_PER_YEAR
+
+    def take(self, idx: np.ndarray) -> Derived:
+        """The persons ``idx`` (an index or mask into every field)."""
+        return Derived(**{f: getattr(self, f)[idx] for f in Derived.__dataclass_fields__})
+
+    @staticmethod
+    def concat(parts: list[Derived]) -> Derived:
+        """The persons of ``parts``, one after the other."""
+        return Derived(
+            **{
+                f: np.concatenate([getattr(p, f) for p in parts])
+                for f in Derived.__dataclass_fields__
+            }
+        )
 
 
 def _first_of_group(g: np.ndarray) -> np.ndarray:
