@@ -207,6 +207,8 @@ def derive(
     gap_days : int
         Gaps of at most this many days join episodes into one spell.
     """
+    # the contract's definitions in order (follow-up, retention, prison, charges) on the
+    # same day arrays: one piece of about 80 lines
     index = np.asarray(index, dtype=np.int64)
     extract = np.broadcast_to(np.asarray(extract, dtype=np.int64), (n,))
     excluded, fu_end, died, emigrated = followup_ends(

@@ -97,6 +97,8 @@ def generate(
     truth : dict or None
         Contents of ``truth.json`` (``None`` when ``truth=False``).
     """
+    # one piece: every table is drawn from the spawned streams in one fixed order, on which
+    # the extract's bytes depend
     r_hat, r_ost, r_course, r_events, r_ids = rng.spawn(5)
     hat = draw_hat(spec.n_hat, spec, r_hat)
     ost = ost_candidates(spec.n_ost, spec, r_ost)

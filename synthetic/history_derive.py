@@ -58,6 +58,8 @@ def history_outcomes(
     no OST day before d are out of the retention analysis. ``pp_censor`` (per protocol):
     follow-up also ends, censored, on that day; charges from that day on do not count.
     """
+    # the contract's definitions in order (follow-up, retention, crime) on the same day
+    # arrays: one piece of about 90 lines
     index = np.asarray(index, dtype=np.int64)
     excluded, fu_end, died, emigrated = followup_ends(
         index, extract, death, has_death, emigration, has_emigration

@@ -68,6 +68,7 @@ def history_tables(sim: Simulation, spec: HistoryScenario, rng: np.random.Genera
     ongoing on ``history_start`` (kept with their real start dates, as a registry knows
     them).
     """
+    # a flat sequence of the seven tables over the same log and identifiers: one piece
     h0, x = day_number(spec.history_start), day_number(spec.extract_date)
     c = sim.s.cols
     log = sim.log
