@@ -32,6 +32,7 @@ __all__ = [
     "eligibility_on",
     "hat_initiators",
     "initiator_days",
+    "on_pairs",
     "pairs_of",
     "protocol_of",
     "reasons",
@@ -184,6 +185,20 @@ def protocol_of(
         gap_days=gap_days,
         regions=None if regions is None else tuple(regions),
     )
+
+
+def on_pairs(
+    history: HistoryExtract, pairs: pd.DataFrame, *, lookback_days: int, gap_days: int
+) -> tuple[Histories, TrialProtocol, np.ndarray, np.ndarray]:
+    """The sorted histories, the protocol and the rows ``(code, day)`` of ``pairs``.
+
+    For the covariates on and outcomes from dates, which use only the lookback window
+    and the gap rule of the protocol.
+    """
+    protocol = protocol_of(18, lookback_days, 7, gap_days, ())
+    h = histories(history, gap_days)
+    code, day = pairs_of(history, pairs, h.ids)
+    return h, protocol, code, day
 
 
 def hat_initiators(history: HistoryExtract) -> pd.DataFrame:

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.data.contract import ASSESSMENT_COVARIATES, DAYS_PER_YEAR
-from analysis.data.eligibility import TrialProtocol, pairs_of, protocol_of
+from analysis.data.eligibility import TrialProtocol, on_pairs
 from analysis.data.extract import HistoryExtract
-from analysis.data.histories import Histories, histories
+from analysis.data.histories import Histories
 from analysis.data.intervals import at, year_of
 from analysis.data.trial_columns import spread
 
@@ -100,8 +100,8 @@ def covariates_on(
           by an OST episode;
         - ``baseline_charges``: charges dated in the window, in prison or not.
     """
-    protocol = protocol_of(18, lookback_days, 7, gap_days, ())
-    h = histories(history, gap_days)
-    code, day = pairs_of(history, pairs, h.ids)
+    h, protocol, code, day = on_pairs(
+        history, pairs, lookback_days=lookback_days, gap_days=gap_days
+    )
     columns = spread(covariates(h, code, day, protocol), np.ones(len(code), dtype=bool))
     return pd.DataFrame(columns, index=pairs.index)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.data.eligibility import TrialProtocol, pairs_of, protocol_of
+from analysis.data.eligibility import TrialProtocol, on_pairs
 from analysis.data.extract import HistoryExtract
-from analysis.data.histories import NO_DATE, Histories, histories, last_ost_day
+from analysis.data.histories import NO_DATE, Histories, last_ost_day
 from analysis.data.intervals import at
 from analysis.data.trial_columns import spread
 
@@ -174,9 +174,9 @@ def outcomes_from(
           day), and the crime window ends the day before it (charges from the
           HAT start on are not counted).
     """
-    protocol = protocol_of(18, lookback_days, 7, gap_days, ())
-    h = histories(history, gap_days)
-    code, day = pairs_of(history, pairs, h.ids)
+    h, protocol, code, day = on_pairs(
+        history, pairs, lookback_days=lookback_days, gap_days=gap_days
+    )
     columns = spread(outcomes(h, code, day, protocol), np.ones(len(code), dtype=bool))
     _, has_ost = last_ost_day(h, code, day)
     for name in ("retention_days", "discontinued", "pp_retention_days", "pp_discontinued"):
