@@ -11,6 +11,10 @@ import numpy as np
 from synthetic.generate import generate, write
 from synthetic.spec import ScenarioError, load_scenario, scenario_names
 
+__all__ = [
+    "main",
+]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(

@@ -17,6 +17,21 @@ import pandas as pd
 
 from analysis.data.contract import DAYS_PER_YEAR
 
+__all__ = [
+    "BIG",
+    "Derived",
+    "derive",
+    "derive_frame",
+    "followup_ends",
+    "inside_stays",
+    "spells",
+    "stay_days",
+    "discontinued",
+]
+
+#: day number standing for "no such date" (far future)
+BIG = np.iinfo(np.int64).max // 4
+
 
 @dataclass(frozen=True)
 class Derived:
@@ -40,7 +55,22 @@ class Derived:
 
     @property
     def crime_years(self) -> np.ndarray:
+        """Crime person-years: ``crime_days / 365.25``."""
         return self.crime_days / DAYS_PER_YEAR
+
+    def take(self, idx: np.ndarray) -> Derived:
+        """The persons ``idx`` (an index or mask into every field)."""
+        return Derived(**{f: getattr(self, f)[idx] for f in Derived.__dataclass_fields__})
+
+    @staticmethod
+    def concat(parts: list[Derived]) -> Derived:
+        """The persons of ``parts``, one after the other."""
+        return Derived(
+            **{
+                f: np.concatenate([getattr(p, f) for p in parts])
+                for f in Derived.__dataclass_fields__
+            }
+        )
 
 
 def _first_of_group(g: np.ndarray) -> np.ndarray:
@@ -67,6 +97,77 @@ def _order3(person: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarra
         key = (person * ss + (start - s0)) * es + (end - e0)
         return np.argsort(key, kind="stable")
     return np.lexsort((end, start, person))
+
+
+def followup_ends(
+    index: np.ndarray,
+    extract: np.ndarray | int,
+    death: np.ndarray,
+    has_death: np.ndarray,
+    emigration: np.ndarray,
+    has_emigration: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exclusion, end of follow-up and how it ended, by the contract's rules.
+
+    Returns ``(excluded, end, died, emigrated)``: died or emigrated before ``index``;
+    the first of death, emigration and ``extract``; follow-up ended by death (on or
+    before the extract date; a death the same day as an emigration counts as a death);
+    ended by emigration.
+    """
+    death_d = np.where(has_death, death, BIG)
+    emig_d = np.where(has_emigration, emigration, BIG)
+    excluded = (death_d < index) | (emig_d < index)
+    end = np.minimum(np.minimum(death_d, emig_d), extract)
+    died = has_death & (death_d <= np.minimum(emig_d, extract))
+    emigrated = has_emigration & ~died & (emig_d <= extract)
+    return excluded, end, died, emigrated
+
+
+def spells(
+    person: np.ndarray, start: np.ndarray, end: np.ndarray, gap_days: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spells of episodes joined by gaps of at most ``gap_days``: ``(person, start, end)``.
+
+    Sorted by person and start; an episode joins the spell when its start is at most
+    ``gap_days`` after the running maximum of the previous ends.
+    """
+    order = _order3(person, start, end)
+    person, start, end = person[order], start[order], end[order]
+    run_end = _group_cummax(person, end)
+    prev_end = np.r_[0, run_end[:-1]]
+    new = _first_of_group(person) | (start - prev_end > gap_days)
+    s_end = np.maximum.reduceat(end, np.flatnonzero(new)) if end.size else end
+    return person[new], start[new], s_end
+
+
+def discontinued(
+    in_retention: np.ndarray,
+    spell_end: np.ndarray,
+    followup_end: np.ndarray,
+    by_death: np.ndarray,
+    gap_days: int,
+) -> np.ndarray:
+    """1.0 where the spell ended before follow-up, 0.0 censored, NaN out of retention.
+
+    A spell ending fewer than ``gap_days`` before a follow-up that did not end by death
+    (``by_death``) is censored at its end: a return within the gap could not be seen.
+    """
+    unseen_return = ~by_death & (followup_end - spell_end < gap_days)
+    ended = (spell_end < followup_end) & ~unseen_return
+    return np.where(in_retention, ended.astype(float), np.nan)
+
+
+def stay_days(
+    person: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    first: np.ndarray,
+    stop: np.ndarray,
+    n: int,
+) -> np.ndarray:
+    """Days of stays ``[start, end)`` inside each person's window ``[first, stop)``."""
+    overlap = np.maximum(0, np.minimum(end, stop[person]) - np.maximum(start, first[person]))
+    return np.bincount(person, weights=overlap, minlength=n).astype(np.int64)
 
 
 def derive(
@@ -106,30 +207,19 @@ def derive(
     gap_days : int
         Gaps of at most this many days join episodes into one spell.
     """
+    # the contract's definitions in order (follow-up, retention, prison, charges) on the
+    # same day arrays: one piece of about 80 lines
     index = np.asarray(index, dtype=np.int64)
     extract = np.broadcast_to(np.asarray(extract, dtype=np.int64), (n,))
-    big = np.iinfo(np.int64).max // 4
-    death_d = np.where(has_death, death, big)
-    emig_d = np.where(has_emigration, emigration, big)
-    excluded = (death_d < index) | (emig_d < index)
-    fu_end = np.minimum(np.minimum(death_d, emig_d), extract)
+    excluded, fu_end, died, emigrated = followup_ends(
+        index, extract, death, has_death, emigration, has_emigration
+    )
     followup = fu_end - index
-    died = has_death & (death_d <= np.minimum(emig_d, extract))
-    # emigrated: follow-up ends at emigration (a death the same day counts as a death)
-    emigrated = has_emigration & ~died & (emig_d <= extract)
 
     # --- retention: spells of episodes joined by gaps <= gap_days
     person = np.asarray(ep_person, dtype=np.int64)
-    start = np.asarray(ep_start, dtype=np.int64)
     end = np.where(ep_open, extract[person], np.asarray(ep_end, dtype=np.int64))
-    order = _order3(person, start, end)
-    person, start, end = person[order], start[order], end[order]
-    run_end = _group_cummax(person, end)
-    prev_end = np.r_[0, run_end[:-1]]
-    new_spell = _first_of_group(person) | (start - prev_end > gap_days)
-    s_start = start[new_spell]
-    s_person = person[new_spell]
-    s_end = np.maximum.reduceat(end, np.flatnonzero(new_spell)) if end.size else end
+    s_person, s_start, s_end = spells(person, np.asarray(ep_start, dtype=np.int64), end, gap_days)
     contains = (s_start <= index[s_person]) & (index[s_person] <= s_end)
     in_retention = np.zeros(n, dtype=bool)
     spell_end = np.zeros(n, dtype=np.int64)
@@ -137,11 +227,6 @@ def derive(
     spell_end[s_person[contains]] = s_end[contains]
     in_retention &= ~excluded
     retention = np.where(in_retention, np.minimum(spell_end, fu_end) - index, np.nan)
-    # a spell ending fewer than gap_days before follow-up ends by emigration or the
-    # extract date is censored at its end: a return within the gap could not be seen
-    unseen_return = ~died & (fu_end - spell_end < gap_days)
-    ended = (spell_end < fu_end) & ~unseen_return
-    discontinued = np.where(in_retention, ended.astype(float), np.nan)
 
     # --- prison: days of stays [start, end) within the crime window [index, fu_end]
     # (both days included) and within the baseline window [index - 730, index)
@@ -152,10 +237,8 @@ def derive(
         pp = np.asarray(pr_person, dtype=np.int64)
         ps = np.asarray(pr_start, dtype=np.int64)
         pe = np.where(pr_open, extract[pp], np.asarray(pr_end, dtype=np.int64))
-        overlap = np.maximum(0, np.minimum(pe, fu_end[pp] + 1) - np.maximum(ps, index[pp]))
-        prison = np.bincount(pp, weights=overlap, minlength=n).astype(np.int64)
-        before = np.maximum(0, np.minimum(pe, index[pp]) - np.maximum(ps, index[pp] - 730))
-        prison_before = np.bincount(pp, weights=before, minlength=n).astype(np.int64)
+        prison = stay_days(pp, ps, pe, index, fu_end + 1, n)
+        prison_before = stay_days(pp, ps, pe, index - 730, index, n)
 
     # --- charges
     baseline = np.zeros(n, dtype=np.int64)
@@ -168,7 +251,7 @@ def derive(
         baseline = np.bincount(cp[base], minlength=n)
         fu = (cd >= index[cp]) & (cd <= fu_end[cp])
         if has_stays:
-            inside = _inside_stays(cp, cd, pp, ps, pe)
+            inside = inside_stays(cp, cd, pp, ps, pe)
             fu &= ~inside
             base &= ~inside
         counted = np.bincount(cp[fu], minlength=n)
@@ -182,7 +265,7 @@ def derive(
         emigrated=emigrated & ~excluded,
         in_retention=in_retention,
         retention_days=retention,
-        discontinued=discontinued,
+        discontinued=discontinued(in_retention, spell_end, fu_end, died, gap_days),
         prison_days=prison,
         crime_days=np.where(excluded, 0, followup + 1 - prison),
         baseline_charges=baseline,
@@ -193,7 +276,7 @@ def derive(
     )
 
 
-def _inside_stays(cp, cd, pp, ps, pe) -> np.ndarray:
+def inside_stays(cp, cd, pp, ps, pe) -> np.ndarray:
     """Charges dated inside a stay (from its first day to the day before its end)."""
     inside = np.zeros(cp.size, dtype=bool)
     order = np.lexsort((ps, pp))

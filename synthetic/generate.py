@@ -41,7 +41,10 @@ from synthetic.population import (
 )
 from synthetic.selection import draw_hat
 from synthetic.spec import Scenario, load_scenario
+from synthetic.tables import offence_codes, order_rows
 from synthetic.truth import truth_json
+
+__all__ = ["generate", "generate_extract", "write"]
 
 
 def _dates(days: np.ndarray) -> pd.Series:
@@ -94,6 +97,8 @@ def generate(
     truth : dict or None
         Contents of ``truth.json`` (``None`` when ``truth=False``).
     """
+    # one piece: every table is drawn from the spawned streams in one fixed order, on which
+    # the extract's bytes depend
     r_hat, r_ost, r_course, r_events, r_ids = rng.spawn(5)
     hat = draw_hat(spec.n_hat, spec, r_hat)
     ost = ost_candidates(spec.n_ost, spec, r_ost)
@@ -190,12 +195,8 @@ def generate(
     # --- charges
     ch_person = np.concatenate([pre_p, fu_p])
     ch_day = np.concatenate([idx[pre_p] + pre_d, idx[fu_p] + np.floor(fu_t)]).astype(np.int64)
-    shares = spec.crime.offence_shares
-    cum = np.cumsum([shares.get(o, 0.0) for o in OFFENCES])
-    offence = np.minimum(
-        np.searchsorted(cum, r_events.random(ch_person.size), side="right"), len(OFFENCES) - 1
-    )
-    o = _order(number[ch_person], ch_day, offence)
+    offence = offence_codes(r_events.random(ch_person.size), spec.crime.offence_shares)
+    o = order_rows(number[ch_person], ch_day, offence)
     charges = pd.DataFrame(
         {
             "person_id": ids[ch_person[o]],
@@ -204,7 +205,7 @@ def generate(
         }
     )
     pr_start = idx[stays.person] + stays.start
-    o = _order(number[stays.person], pr_start)
+    o = order_rows(number[stays.person], pr_start)
     prisons = pd.DataFrame(
         {
             "person_id": ids[stays.person[o]],
@@ -212,7 +213,7 @@ def generate(
             "end_date": _dates((idx[stays.person] + stays.recorded_end)[o]),
         }
     )
-    o = _order(number[ep_person], ep_start)
+    o = order_rows(number[ep_person], ep_start)
     episodes = pd.DataFrame(
         {
             "person_id": ids[ep_person[o]],
@@ -230,17 +231,6 @@ def generate(
     }
     tables = {name: df.loc[:, list(COLUMNS[name])] for name, df in tables.items()}
     return tables, (truth_json(spec) if truth else None)
-
-
-def _order(number: np.ndarray, day: np.ndarray, code: np.ndarray | None = None) -> np.ndarray:
-    """Order of rows by person number, then day, then a small code (one int64 key)."""
-    day = np.asarray(day, dtype=np.int64)
-    day = day - (day.min() if day.size else 0)
-    key = (number.astype(np.int64) << 20) + day  # days span < 2**18 here
-    key = key << 2
-    if code is not None:
-        key = key + code
-    return np.argsort(key, kind="stable")
 
 
 def write(

@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthetic.derive import Derived, _first_of_group, _group_cummax, _inside_stays, _order3
+from synthetic.derive import (
+    BIG,
+    Derived,
+    discontinued,
+    followup_ends,
+    inside_stays,
+    spells,
+    stay_days,
+)
 
-BIG = np.iinfo(np.int64).max // 4
+__all__ = ["history_outcomes", "initiator_reason"]
 
 
 def history_outcomes(
@@ -50,13 +58,12 @@ def history_outcomes(
     no OST day before d are out of the retention analysis. ``pp_censor`` (per protocol):
     follow-up also ends, censored, on that day; charges from that day on do not count.
     """
+    # the contract's definitions in order (follow-up, retention, crime) on the same day
+    # arrays: one piece of about 90 lines
     index = np.asarray(index, dtype=np.int64)
-    death_d = np.where(has_death, death, BIG)
-    emig_d = np.where(has_emigration, emigration, BIG)
-    excluded = (death_d < index) | (emig_d < index)
-    fu_end = np.minimum(np.minimum(death_d, emig_d), extract)
-    died = has_death & (death_d <= np.minimum(emig_d, extract))
-    emigrated = has_emigration & ~died & (emig_d <= extract)
+    excluded, fu_end, died, emigrated = followup_ends(
+        index, extract, death, has_death, emigration, has_emigration
+    )
     censor = np.full(n, BIG, dtype=np.int64) if pp_censor is None else np.asarray(pp_censor)
     pp = censor < fu_end
     died = died & ~pp
@@ -72,13 +79,7 @@ def history_outcomes(
     last_ost = np.full(n, -BIG, dtype=np.int64)
     np.maximum.at(last_ost, row[ost], np.minimum(end[ost], index[row[ost]] - 1))
     has_ost = last_ost > -BIG
-    order = _order3(row, start, end)
-    row, start, end = row[order], start[order], end[order]
-    run_end = _group_cummax(row, end)
-    prev_end = np.r_[0, run_end[:-1]]
-    new = _first_of_group(row) | (start - prev_end > gap_days)
-    s_row, s_start = row[new], start[new]
-    s_end = np.maximum.reduceat(end, np.flatnonzero(new)) if end.size else end
+    s_row, s_start, s_end = spells(row, start, end, gap_days)
     # the spell of the row starting last on or before the last OST day
     span = int(max(int(s_end.max(initial=0)), int(index.max(initial=0))) + 2)
     off = int(min(int(s_start.min(initial=0)), int(index.min(initial=0)) - 1))
@@ -89,9 +90,6 @@ def history_outcomes(
     spell_end[q] = s_end[pos]
     in_retention = has_ost & ~excluded
     retention = np.where(in_retention, np.maximum(np.minimum(spell_end, fu_end) - index, 0), np.nan)
-    unseen_return = ~died & (fu_end - spell_end < gap_days) & ~pp
-    ended = (spell_end < fu_end) & ~unseen_return
-    discontinued = np.where(in_retention, ended.astype(float), np.nan)
 
     # --- crime: charges from d to the end of follow-up (per protocol: the day before the
     # censoring day), prison days removed
@@ -102,17 +100,14 @@ def history_outcomes(
         pr_row = np.asarray(pr_row, dtype=np.int64)
         ps = np.asarray(pr_start, dtype=np.int64)
         pe = np.where(pr_open, extract, np.asarray(pr_end, dtype=np.int64))
-        overlap = np.maximum(
-            0, np.minimum(pe, crime_end[pr_row] + 1) - np.maximum(ps, index[pr_row])
-        )
-        prison = np.bincount(pr_row, weights=overlap, minlength=n).astype(np.int64)
+        prison = stay_days(pr_row, ps, pe, index, crime_end + 1, n)
     counted = np.zeros(n, dtype=np.int64)
     if ch_row is not None and len(ch_row):
         cr = np.asarray(ch_row, dtype=np.int64)
         cd = np.asarray(ch_day, dtype=np.int64)
         fu = (cd >= index[cr]) & (cd <= crime_end[cr])
         if has_stays:
-            fu &= ~_inside_stays(cr, cd, pr_row, ps, pe)
+            fu &= ~inside_stays(cr, cd, pr_row, ps, pe)
         counted = np.bincount(cr[fu], minlength=n)
     zeros = np.zeros(n, dtype=np.int64)
     return Derived(
@@ -123,7 +118,7 @@ def history_outcomes(
         emigrated=emigrated & ~excluded,
         in_retention=in_retention,
         retention_days=retention,
-        discontinued=discontinued,
+        discontinued=discontinued(in_retention, spell_end, fu_end, died | pp, gap_days),
         prison_days=prison,
         crime_days=np.where(excluded, 0, crime_end - index + 1 - prison),
         baseline_charges=zeros,

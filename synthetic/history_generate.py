@@ -5,58 +5,48 @@
 contents (:mod:`synthetic.history_truth`); ``write_history`` writes them;
 ``generate_history_extract`` does both for a named scenario.
 
-The version-1 writer (:func:`analysis.data.extract.write_extract`) knows only version 1's tables
-and ``extract.yml`` keys, so this module writes version-2 folders itself, in the same
-formats: CSV (UTF-8, header, ISO dates, empty cell = missing, booleans 0/1, integers
-without decimals) or Parquet (dates as ``date32``).
+Folders are written by :func:`analysis.data.extract.write_extract` with ``history_start``
+(a version-2 extract): CSV (UTF-8, header, ISO dates, empty cell = missing, booleans 0/1,
+integers without decimals) or Parquet (dates as ``date32``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
 
-from analysis.data.contract import MEDICATIONS, OFFENCES, REGIONS
+from analysis.data.contract import (
+    HISTORY_COLUMNS,
+    HISTORY_DATE_COLUMNS,
+    HISTORY_VERSION,
+    MEDICATIONS,
+    OFFENCES,
+    REGIONS,
+)
+from analysis.data.extract import write_extract
 from synthetic.history_sim import NEVER, Simulation, simulate_population
 from synthetic.history_spec import HistoryScenario, load_history_scenario
 from synthetic.population import EPOCH, day_number
+from synthetic.tables import order_rows
 
-CONTRACT_VERSION = 2
+__all__ = [
+    "COLUMNS_V2",
+    "CONTRACT_VERSION",
+    "DATE_COLUMNS_V2",
+    "generate_history",
+    "generate_history_extract",
+    "history_tables",
+    "write_history",
+]
 
-#: version-2 tables and their columns, in contract order
-COLUMNS_V2: dict[str, tuple[str, ...]] = {
-    "persons": ("person_id", "sex", "birth_year", "region", "emigration_date"),
-    "treatment_episodes": ("person_id", "start_date", "end_date", "medication"),
-    "deaths": ("person_id", "death_date", "cause"),
-    "charges": ("person_id", "charge_date", "offence"),
-    "incarcerations": ("person_id", "start_date", "end_date"),
-    "assessments": (
-        "person_id",
-        "assessment_date",
-        "years_opioid_use",
-        "injecting",
-        "psychiatric_dx",
-        "homeless",
-        "benzodiazepine_use",
-    ),
-    "overdoses": ("person_id", "overdose_date"),
-}
-DATE_COLUMNS_V2 = {
-    "persons": ("emigration_date",),
-    "treatment_episodes": ("start_date", "end_date"),
-    "deaths": ("death_date",),
-    "charges": ("charge_date",),
-    "incarcerations": ("start_date", "end_date"),
-    "assessments": ("assessment_date",),
-    "overdoses": ("overdose_date",),
-}
+CONTRACT_VERSION = HISTORY_VERSION
+
+#: version-2 tables and their columns, in contract order (the contract's own)
+COLUMNS_V2: dict[str, tuple[str, ...]] = HISTORY_COLUMNS
+DATE_COLUMNS_V2: dict[str, tuple[str, ...]] = HISTORY_DATE_COLUMNS
 _BOOLEANS = ("injecting", "psychiatric_dx", "homeless", "benzodiazepine_use")
 
 
@@ -69,11 +59,6 @@ def _dates(days: np.ndarray) -> pd.Series:
     return pd.Series(out)
 
 
-def _order(number: np.ndarray, day: np.ndarray, code: np.ndarray | None = None) -> np.ndarray:
-    keys = [day] if code is None else [code, day]
-    return np.lexsort((*keys, number))
-
-
 def history_tables(sim: Simulation, spec: HistoryScenario, rng: np.random.Generator) -> dict:
     """The contract's version-2 tables from a simulated population.
 
@@ -83,6 +68,7 @@ def history_tables(sim: Simulation, spec: HistoryScenario, rng: np.random.Genera
     ongoing on ``history_start`` (kept with their real start dates, as a registry knows
     them).
     """
+    # a flat sequence of the seven tables over the same log and identifiers: one piece
     h0, x = day_number(spec.history_start), day_number(spec.extract_date)
     c = sim.s.cols
     log = sim.log
@@ -124,7 +110,7 @@ def history_tables(sim: Simulation, spec: HistoryScenario, rng: np.random.Genera
         }
     )
 
-    o = _order(number[ep["pid"]], ep["start"])
+    o = order_rows(number[ep["pid"]], ep["start"])
     end = ep["end"][o]
     episodes = pd.DataFrame(
         {
@@ -136,7 +122,7 @@ def history_tables(sim: Simulation, spec: HistoryScenario, rng: np.random.Genera
     )
 
     m = present[deaths["pid"]] & (deaths["day"] >= h0)
-    o = np.flatnonzero(m)[_order(number[deaths["pid"][m]], deaths["day"][m])]
+    o = np.flatnonzero(m)[order_rows(number[deaths["pid"][m]], deaths["day"][m])]
     death_table = pd.DataFrame(
         {
             "person_id": ids[deaths["pid"][o]],
@@ -149,7 +135,7 @@ def history_tables(sim: Simulation, spec: HistoryScenario, rng: np.random.Genera
         a = log.arrays(table, cols)
         m = present[a["pid"]] & (a["day"] >= h0) & (a["day"] <= x)
         o = np.flatnonzero(m)
-        return a, o[_order(number[a["pid"][o]], a["day"][o])]
+        return a, o[order_rows(number[a["pid"][o]], a["day"][o])]
 
     ch, o = dated("charges", ("pid", "day", "offence"))
     # order within a day by offence, so that the file does not depend on drawing order
@@ -179,7 +165,7 @@ def history_tables(sim: Simulation, spec: HistoryScenario, rng: np.random.Genera
     pr_end = np.minimum(pr["end"], stop[pr["pid"]])
     m = present[pr["pid"]] & (pr_end >= h0) & (pr["start"] <= x) & (pr["start"] < stop[pr["pid"]])
     o = np.flatnonzero(m)
-    o = o[_order(number[pr["pid"][o]], pr["start"][o])]
+    o = o[order_rows(number[pr["pid"][o]], pr["start"][o])]
     prisons = pd.DataFrame(
         {
             "person_id": ids[pr["pid"][o]],
@@ -224,28 +210,6 @@ def generate_history(
 
 
 # --------------------------------------------------------------------------- writing
-def _format(df: pd.DataFrame, table: str, format: str) -> pd.DataFrame | pa.Table:
-    out = df.loc[:, list(COLUMNS_V2[table])].copy()
-    for col in (*_BOOLEANS, "birth_year"):
-        if col in out.columns:
-            out[col] = out[col].astype(float).astype("Int64")
-    dates = DATE_COLUMNS_V2[table]
-    if format == "csv":
-        for col in dates:
-            days = pd.to_datetime(out[col]).to_numpy().astype("datetime64[D]")
-            text = np.datetime_as_string(days, unit="D").astype(object)
-            text[np.isnat(days)] = None
-            out[col] = text
-        return out
-    arrays = {
-        col: pa.array(pd.to_datetime(out[col]).to_numpy().astype("datetime64[D]"))
-        if col in dates
-        else pa.Array.from_pandas(out[col])
-        for col in out.columns
-    }
-    return pa.table(arrays)
-
-
 def write_history(
     tables: dict[str, pd.DataFrame],
     truth: dict[str, Any] | None,
@@ -255,29 +219,16 @@ def write_history(
     format: Literal["csv", "parquet"] = "csv",
 ) -> Path:
     """Write a version-2 extract folder: tables, ``extract.yml`` and ``truth.json``."""
-    if format not in ("csv", "parquet"):
-        raise ValueError(f"unknown format {format!r}")
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    for table in COLUMNS_V2:
-        data = _format(tables[table], table, format)
-        if format == "csv":
-            data.to_csv(path / f"{table}.csv", index=False, lineterminator="\n")
-        else:
-            pq.write_table(data, path / f"{table}.parquet")
-    meta = {
-        "contract_version": CONTRACT_VERSION,
-        "extract_date": spec.extract_date,
-        "history_start": spec.history_start,
-        "description": f"synthetic history scenario '{spec.name}', seed {spec.seed}: "
+    return write_extract(
+        tables,
+        out,
+        extract_date=pd.Timestamp(spec.extract_date),
+        description=f"synthetic history scenario '{spec.name}', seed {spec.seed}: "
         f"{spec.description}",
-    }
-    (path / "extract.yml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-    if truth is not None:
-        (path / "truth.json").write_text(
-            json.dumps(truth, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
-    return path
+        truth=truth,
+        format=format,
+        history_start=pd.Timestamp(spec.history_start),
+    )
 
 
 def generate_history_extract(

@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.data.contract import DAYS_PER_YEAR
+from synthetic.derive import spells as derived_spells
 from synthetic.truth import km_at
+
+__all__ = ["history_figures", "spells"]
 
 HAT = "diacetylmorphine"
 GAP = 30
@@ -27,29 +30,24 @@ def _day(date: str) -> int:
 
 
 def spells(episodes: pd.DataFrame, extract: int, medications=None) -> pd.DataFrame:
-    """Spells (episodes joined by gaps of at most 30 days) of the given medications."""
+    """Spells (episodes joined by gaps of at most 30 days) of the given medications.
+
+    Columns ``person_id, start, end`` (day numbers), sorted by person and start.
+    """
     ep = episodes if medications is None else episodes[episodes["medication"].isin(medications)]
-    p = ep["person_id"].to_numpy()
+    codes, ids = pd.factorize(ep["person_id"].to_numpy(), sort=True)
     s, e = _days(ep["start_date"]), np.minimum(_days(ep["end_date"]), extract)
-    o = np.lexsort((s, p))
-    p, s, e = p[o], s[o], e[o]
-    first = np.r_[True, p[1:] != p[:-1]] if p.size else np.zeros(0, bool)
-    run = pd.Series(e).groupby(np.cumsum(first)).cummax().to_numpy() if p.size else e
-    new = first | (s - np.r_[0, run[:-1]] > GAP)
-    g = np.cumsum(new) - 1
+    person, start, end = derived_spells(codes.astype(np.int64), s, e, GAP)
     return pd.DataFrame(
-        {
-            "person_id": p[new],
-            "start": s[new],
-            "end": np.maximum.reduceat(e, np.flatnonzero(new)) if p.size else e,
-        }
-    ).assign(n=np.bincount(g) if p.size else [])
+        {"person_id": np.asarray(ids, dtype=object)[person], "start": start, "end": end}
+    )
 
 
 def history_figures(
     tables: dict[str, pd.DataFrame], history_start, extract_date
 ) -> dict[str, float]:
     """Realised calibration figures of a history extract (see module docstring)."""
+    # a flat list of figures, a few lines each, over the same arrays: longer than 80 lines
     h0 = _day(str(pd.Timestamp(history_start).date()))
     x = _day(str(pd.Timestamp(extract_date).date()))
     persons = tables["persons"]

@@ -19,30 +19,29 @@ on the person's state, acting while in HAT.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from synthetic.spec import (
-    Emigration,
-    OstMedication,
-    Prison,
+from synthetic.spec import Emigration, Prison, TrueEffects
+from synthetic.spec_base import (
+    BaseScenario,
+    Charges,
+    DeathCauses,
     Region,
-    ScenarioError,
     Site,
-    TrueEffects,
+    TreatmentCourse,
+    check_shares,
+    default_region_shares,
+    default_sites,
+    read_scenario,
 )
+from synthetic.spec_base import Frozen as _Frozen
 
 HISTORY_SCENARIO_DIR = Path(__file__).with_name("scenarios") / "history"
 
 TimeVarying = Literal["injecting", "homeless", "benzodiazepine_use"]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Coefficients(_Frozen):
@@ -157,7 +156,7 @@ class HistoryPopulation(_Frozen):
     )
     states: dict[TimeVarying, StateProcess] = Field(default_factory=_states)
     region_shares: dict[Region, float] = Field(
-        default_factory=lambda: {"south-east": 0.55, "west": 0.20, "central": 0.12, "north": 0.13},
+        default_factory=default_region_shares,
         description="OST patients by regional health authority (as version 1)",
     )
     crime_frailty_shape: float = Field(
@@ -173,8 +172,7 @@ class HistoryPopulation(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> HistoryPopulation:
-        if abs(sum(self.region_shares.values()) - 1) > 1e-9:
-            raise ValueError("region_shares must sum to 1")
+        check_shares(self.region_shares, "region_shares")
         if set(self.states) != set(_states()):
             raise ValueError(f"states must list exactly {sorted(_states())}")
         if self.age_max <= self.age_min:
@@ -183,12 +181,7 @@ class HistoryPopulation(_Frozen):
 
 
 # --------------------------------------------------------------------------- treatment
-def _ost_mix() -> dict[OstMedication, float]:
-    # buprenorphine-based 55-61%, methadone 38-45%, slow-release morphine small (EMCDDA 2018)
-    return {"buprenorphine": 0.57, "methadone": 0.39, "morphine": 0.04}
-
-
-class HistoryTreatment(_Frozen):
+class HistoryTreatment(TreatmentCourse):
     """Discontinuation, interruptions, re-entry.
 
     The hazard of an episode ending falls with the time since the spell of continuous
@@ -229,27 +222,6 @@ class HistoryTreatment(_Frozen):
         "charges mark instability, so the sicker HAT initiators leave HAT about as often as "
         "SERAF reports: about 30 of 100 within 2 years)",
     )
-    short_interruption_share: float = Field(
-        0.25,
-        ge=0,
-        le=1,
-        description="share of OST episode ends followed by re-entry within 30 days (as "
-        "version 1): bridged by the gap rule, the regime's clock keeps running",
-    )
-    hat_switch_share: float = Field(
-        0.45,
-        ge=0,
-        le=1,
-        description="share of HAT episode ends that are switches to methadone within a "
-        "week (as version 1; SERAF midway report 2024: half of those leaving HAT went to "
-        "ordinary OST)",
-    )
-    hat_short_interruption_share: float = Field(
-        0.15, ge=0, le=1, description="share of the other HAT ends re-entering within 30 days"
-    )
-    hat_return_share: float = Field(
-        0.3, ge=0, le=1, description="share of re-entries after a long gap from HAT back to HAT"
-    )
     switch_gap_max_days: int = Field(
         7, ge=1, le=30, description="a switch starts the new medication within this many days"
     )
@@ -262,13 +234,6 @@ class HistoryTreatment(_Frozen):
         description="mean time out of treatment beyond the bridged gap before re-entry; "
         "with first entries, about 800-990 intakes a year (SERAF)",
     )
-    ost_medication_shares: dict[OstMedication, float] = Field(default_factory=_ost_mix)
-
-    @model_validator(mode="after")
-    def _check(self) -> HistoryTreatment:
-        if abs(sum(self.ost_medication_shares.values()) - 1) > 1e-9:
-            raise ValueError("ost_medication_shares must sum to 1")
-        return self
 
 
 class HatUptake(_Frozen):
@@ -326,7 +291,7 @@ class HatUptake(_Frozen):
     )
 
 
-class HistoryMortality(_Frozen):
+class HistoryMortality(DeathCauses):
     """Deaths: hazards by treatment state (reference person), current features and cause."""
 
     in_treatment_per_1000py: float = Field(
@@ -340,18 +305,6 @@ class HistoryMortality(_Frozen):
         gt=0,
         description="reference person; realised about 35 per 1000 PY out of treatment "
         "(Clausen 2008: 3.5%/year after leaving; Sordo 2017: 36.1)",
-    )
-    overdose_share_in_treatment: float = Field(
-        0.23, ge=0, le=1, description="Sordo 2017: 2.6 of 11.3 per 1000 PY in methadone"
-    )
-    overdose_share_out_of_treatment: float = Field(
-        0.35, ge=0, le=1, description="Sordo 2017: 12.7 of 36.1 per 1000 PY out of methadone"
-    )
-    leaving_spike_multiplier: float = Field(
-        1.0,
-        ge=1,
-        description="hazard multiplier in the first weeks after leaving (Cornish 2010 about "
-        "3.5; Norway found no spike, Clausen 2008: off by default)",
     )
     leaving_spike_days: int = Field(28, gt=0, description="weeks 1-4 after leaving (Cornish)")
     coefficients: Coefficients = Field(
@@ -401,7 +354,7 @@ class NonFatalOverdose(_Frozen):
     )
 
 
-class HistoryCrime(_Frozen):
+class HistoryCrime(Charges):
     """Police-registered charges: Poisson given the gamma frailty (overdispersed)."""
 
     out_of_treatment_per_year: float = Field(
@@ -416,10 +369,6 @@ class HistoryCrime(_Frozen):
         description="reference person; realised about 0.6 per PY in treatment (Bukten "
         "2012: 0.63 during OST, 0.47 if continuous)",
     )
-    offence_shares: dict[Literal["property", "drug", "violence", "other"], float] = Field(
-        default_factory=lambda: {"property": 0.40, "drug": 0.35, "violence": 0.10, "other": 0.15},
-        description="offence types of charges (illustrative, as version 1)",
-    )
     coefficients: Coefficients = Field(
         default_factory=lambda: Coefficients(
             female=-0.5,
@@ -431,12 +380,6 @@ class HistoryCrime(_Frozen):
         ),
         description="log rate ratios of charges besides the frailty (as version 1)",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> HistoryCrime:
-        if abs(sum(self.offence_shares.values()) - 1) > 1e-9:
-            raise ValueError("offence_shares must sum to 1")
-        return self
 
 
 class Assessments(_Frozen):
@@ -493,19 +436,18 @@ class HistoryTruthSettings(_Frozen):
     )
 
 
-class HistoryScenario(_Frozen):
+class HistoryScenario(BaseScenario):
     """A history scenario (data contract version 2)."""
 
-    name: str = "default"
+    NOT_IN_TRUTH: ClassVar[tuple[str, ...]] = ("name", "description", "seed", "scale")
+
     description: str = "national OST population 2015-2026 with HAT from 2022, confounded uptake"
-    seed: int = Field(1, ge=0, description="default seed of the data")
     scale: float = Field(
         1.0, gt=0, description="population size and HAT capacity relative to Norway"
     )
     history_start: dt.date = Field(
         dt.date(2015, 1, 1), description="first day the registries cover (contract)"
     )
-    extract_date: dt.date = Field(dt.date(2026, 12, 31), description="registries cover up to")
     burn_in_years: int = Field(
         10,
         ge=1,
@@ -513,10 +455,7 @@ class HistoryScenario(_Frozen):
         "the out-of-treatment pool are at their steady state when the registries begin",
     )
     sites: tuple[Site, ...] = Field(
-        default_factory=lambda: (
-            Site(city="Oslo", region="south-east", start=dt.date(2022, 1, 1), share=0.6),
-            Site(city="Bergen", region="west", start=dt.date(2022, 3, 1), share=0.4),
-        ),
+        default_factory=default_sites,
         description="HAT sites and opening dates (protocol); `share` is not used here",
     )
     population: HistoryPopulation = Field(default_factory=HistoryPopulation)
@@ -532,7 +471,7 @@ class HistoryScenario(_Frozen):
     truth: HistoryTruthSettings = Field(default_factory=HistoryTruthSettings)
 
     @model_validator(mode="after")
-    def _check(self) -> HistoryScenario:
+    def _check_sites(self) -> HistoryScenario:
         if not self.history_start < self.extract_date:
             raise ValueError("history_start must be before extract_date")
         cities = {s.city for s in self.sites}
@@ -541,17 +480,6 @@ class HistoryScenario(_Frozen):
         if len({s.region for s in self.sites}) != len(self.sites):
             raise ValueError("one site per region")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-ready dictionary of every parameter."""
-        return json.loads(self.model_dump_json())
-
-    def truth_key(self) -> str:
-        """JSON of everything the true effects depend on (not the name, seed or scale)."""
-        data = self.to_dict()
-        for key in ("name", "description", "seed", "scale"):
-            data.pop(key)
-        return json.dumps(data, sort_keys=True)
 
 
 def history_scenario_names() -> list[str]:
@@ -576,27 +504,27 @@ def load_history_scenario(
     ScenarioError
         Unknown scenario, unknown key or invalid value (the message names the key).
     """
-    path = Path(scenario)
-    if not (path.suffix in (".yml", ".yaml") and path.is_file()):
-        path = HISTORY_SCENARIO_DIR / f"{scenario}.yml"
-        if not path.is_file():
-            raise ScenarioError(
-                f"unknown history scenario {str(scenario)!r}; bundled: "
-                f"{', '.join(history_scenario_names())}"
-            )
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: must hold a mapping of parameters")
-    if seed is not None:
-        data["seed"] = seed
-    try:
-        return HistoryScenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(f"{path.name}: {exc}") from None
+    return read_scenario(
+        scenario,
+        directory=HISTORY_SCENARIO_DIR,
+        model=HistoryScenario,
+        what="history scenario",
+        overrides={"seed": seed},
+    )
 
 
 __all__ = [
+    "Assessments",
+    "Coefficients",
+    "HatUptake",
+    "HistoryCrime",
+    "HistoryMortality",
+    "HistoryPopulation",
     "HistoryScenario",
+    "HistoryTreatment",
+    "HistoryTruthSettings",
+    "NonFatalOverdose",
+    "StateProcess",
     "history_scenario_names",
     "load_history_scenario",
 ]

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.data.contract import REGIONS
-from analysis.data.measures import is_ratio, scale_of
+from analysis.data.measures import scale_of
 from synthetic.derive import Derived
 from synthetic.history_derive import history_outcomes, initiator_reason
 from synthetic.history_sim import (
@@ -57,7 +57,10 @@ from synthetic.truth import (
     _study_se,
     cox_hr_binary,
     estimands,
+    scaled,
 )
+
+__all__ = ["HistoryTruth", "compute_history_truth", "history_truth_json"]
 
 ARMS = ("hat", "natural", "never")
 ESTIMANDS = {"itt": "natural", "per_protocol": "never"}
@@ -208,10 +211,6 @@ def _arm_outcomes(
     return derived, later
 
 
-def _take(d: Derived, idx: np.ndarray) -> Derived:
-    return Derived(**{f: getattr(d, f)[idx] for f in Derived.__dataclass_fields__})
-
-
 def _model_se(po: PotentialOutcomes) -> dict[tuple[str, str], float]:
     """Model-based SEs of the pooled Cox log hazard ratios."""
     h, o = po.hat, po.ost
@@ -238,8 +237,8 @@ def _batch_estimands(po: PotentialOutcomes, idx: np.ndarray) -> dict | None:
         with np.errstate(all="ignore"):
             return estimands(
                 PotentialOutcomes(
-                    hat=_take(po.hat, idx),
-                    ost=_take(po.ost, idx),
+                    hat=po.hat.take(idx),
+                    ost=po.ost.take(idx),
                     charges_hat=po.charges_hat[idx],
                     charges_ost=po.charges_ost[idx],
                 )
@@ -248,19 +247,10 @@ def _batch_estimands(po: PotentialOutcomes, idx: np.ndarray) -> dict | None:
         return None
 
 
-def _scale(measure: str, value: float) -> float:
-    return math.log(value) if is_ratio(measure) else value
-
-
-@lru_cache(maxsize=4)
-def _compute(key: str) -> HistoryTruth:
-    spec = HistoryScenario.model_validate_json(key)
-    ts = spec.truth
-    rng = np.random.default_rng(ts.seed)
-    rates = Rates.of(spec)
-    regions = tuple(sorted({REGIONS.index(s.region) for s in spec.sites}))
-    sim = simulate_population(spec, rng, scale=ts.population_scale, regions=regions, snapshots=True)
-    snap = sim.snapshots()
+def _analysed_starters(
+    spec: HistoryScenario, sim: Simulation, snap
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The HAT starters the contract analyses (eligible initiators), and the others' reasons."""
     c = snap.state.cols
     # eligibility of the starters by the contract (records of the population run)
     ep = sim.log.arrays("episodes", ("pid", "start", "end", "med"))
@@ -280,14 +270,21 @@ def _compute(key: str) -> HistoryTruth:
         ep_open=ep["end"][m] >= NEVER,
         ep_hat=ep["med"][m] == HAT_MED,
     )
-    ok = np.flatnonzero(reason == "")
     excluded = {str(k): int(v) for k, v in pd.Series(reason[reason != ""]).value_counts().items()}
-    n = ok.size
-    state = snap.state.take(ok)
-    week, day = snap.week[ok], snap.day[ok]
-    orig = state.cols["pid"].copy()
+    return np.flatnonzero(reason == ""), excluded
 
-    # --- three replays from the index date, same keys (common random numbers)
+
+def _replay(
+    spec: HistoryScenario, sim: Simulation, rates: Rates, state: State, week, day
+) -> tuple[dict[str, Derived], dict[str, np.ndarray], float]:
+    """Replay the initiators three times from the index date (common random numbers).
+
+    Returns each arm's outcomes, whether each person starts HAT later in each arm, and the
+    agreement of the 'hat' replay with the recorded course.
+    """
+    ts = spec.truth
+    n = len(state)
+    orig = state.cols["pid"].copy()
     parts = []
     for a, arm in enumerate(ARMS):
         s = _replay_state(state, week, day, rates, arm)
@@ -322,7 +319,44 @@ def _compute(key: str) -> HistoryTruth:
             & (rec.retention_days == arms["hat"].retention_days)
         )
     )
+    return arms, later, agree
 
+
+def _errors(
+    po: PotentialOutcomes, values: dict, batch: np.ndarray, n_batches: int
+) -> tuple[dict, dict]:
+    """Monte Carlo error of each estimate and how it was found ("batches" or "cox_model_se")."""
+    per_batch = [_batch_estimands(po, np.flatnonzero(batch == b)) for b in range(n_batches)]
+    mc, method = {}, {}
+    model_se = _model_se(po)
+    for key_ in values:
+        v = np.array([scaled(key_[1], b[key_]) if b else np.nan for b in per_batch])
+        usable = bool(np.all(np.isfinite(v)) and np.all(np.abs(v) < 3))
+        if usable or key_ not in model_se:
+            # (a batch without an estimate leaves the error unknown: NaN)
+            mc[key_] = float(np.std(v, ddof=1) / math.sqrt(v.size))
+            method[key_] = "batches"
+        else:
+            # rare events (a batch with no or very few events): the pooled Cox
+            # model's SE, which ignores the common random numbers' positive
+            # correlation between arms and so overstates the error
+            mc[key_] = model_se[key_]
+            method[key_] = "cox_model_se"
+    return mc, method
+
+
+@lru_cache(maxsize=4)
+def _compute(key: str) -> HistoryTruth:
+    spec = HistoryScenario.model_validate_json(key)
+    ts = spec.truth
+    rng = np.random.default_rng(ts.seed)
+    rates = Rates.of(spec)
+    regions = tuple(sorted({REGIONS.index(s.region) for s in spec.sites}))
+    sim = simulate_population(spec, rng, scale=ts.population_scale, regions=regions, snapshots=True)
+    snap = sim.snapshots()
+    ok, excluded = _analysed_starters(spec, sim, snap)
+    n = ok.size
+    arms, later, agree = _replay(spec, sim, rates, snap.state.take(ok), snap.week[ok], snap.day[ok])
     batch = np.random.default_rng(ts.seed + 1).permutation(n) % ts.n_batches
     values, mc, study, method = {}, {}, {}, {}
     n_study = max(n / ts.population_scale, 1.0)
@@ -334,22 +368,7 @@ def _compute(key: str) -> HistoryTruth:
             charges_ost=arms[comparator].followup_charges.astype(float),
         )
         values[est] = estimands(po)
-        per_batch = [_batch_estimands(po, np.flatnonzero(batch == b)) for b in range(ts.n_batches)]
-        mc[est], method[est] = {}, {}
-        model_se = _model_se(po)
-        for key_ in values[est]:
-            v = np.array([_scale(key_[1], b[key_]) if b else np.nan for b in per_batch])
-            usable = bool(np.all(np.isfinite(v)) and np.all(np.abs(v) < 3))
-            if usable or key_ not in model_se:
-                # (a batch without an estimate leaves the error unknown: NaN)
-                mc[est][key_] = float(np.std(v, ddof=1) / math.sqrt(v.size))
-                method[est][key_] = "batches"
-            else:
-                # rare events (a batch with no or very few events): the pooled Cox
-                # model's SE, which ignores the common random numbers' positive
-                # correlation between arms and so overstates the error
-                mc[est][key_] = model_se[key_]
-                method[est][key_] = "cox_model_se"
+        mc[est], method[est] = _errors(po, values[est], batch, ts.n_batches)
         study[est] = {key_: v / math.sqrt(n_study) for key_, v in _study_se(po, 1, 4).items()}
     return HistoryTruth(
         values=values,

@@ -25,6 +25,19 @@ from analysis.data.contract import DAYS_PER_YEAR
 from synthetic.population import HAT_MED, METHADONE, NO_DAY, People, choose
 from synthetic.spec import Scenario
 
+__all__ = [
+    "Course",
+    "PrisonCandidates",
+    "Stays",
+    "expected_followup_charges",
+    "followup_charges",
+    "history_charges",
+    "prison_candidates",
+    "prison_stays",
+    "simulate_course",
+    "state_rates",
+]
+
 OUT, IN_OST, IN_HAT = 0, 1, 2
 _SCALE = 1 << 17  # key = person * _SCALE + time; times are < 2**17 days
 
@@ -84,6 +97,7 @@ def simulate_course(
         Draws the same numbers for the same ``n`` whatever the treatment, so two calls
         with identically seeded generators give coupled potential outcomes.
     """
+    # one vectorised loop over episode cycles whose state lives in local arrays: one piece
     n = len(first_med)
     tr, mo, ef = spec.treatment, spec.mortality, spec.effects
     exit_ost = tr.ost_exit_per_year / DAYS_PER_YEAR * treatment_mult

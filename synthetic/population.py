@@ -23,6 +23,28 @@ from scipy.special import ndtr, ndtri
 from analysis.data.contract import DAYS_PER_YEAR, MEDICATIONS, REGIONS
 from synthetic.spec import Effects, Population, Scenario
 
+__all__ = [
+    "BINARIES",
+    "EPOCH",
+    "FEATURES",
+    "HAT_MED",
+    "METHADONE",
+    "NO_DAY",
+    "People",
+    "centres",
+    "choose",
+    "crime_multiplier",
+    "day_number",
+    "draw_population",
+    "in_treatment_intervals",
+    "linear_predictor",
+    "multipliers",
+    "ost_candidates",
+    "site_candidates",
+    "uniform_days",
+    "window_days",
+]
+
 EPOCH = np.datetime64("1970-01-01", "D")
 NO_DAY = np.iinfo(np.int64).min // 4  # "no such date" in integer-day arrays
 

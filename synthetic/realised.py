@@ -14,6 +14,8 @@ from analysis.data.contract import DAYS_PER_YEAR
 from synthetic.derive import derive_frame
 from synthetic.truth import RETENTION_T, km_at
 
+__all__ = ["realised_figures"]
+
 
 def _days(s: pd.Series) -> np.ndarray:
     return pd.to_datetime(s).to_numpy(dtype="datetime64[D]").astype(np.int64)
@@ -52,6 +54,7 @@ def _in_episode(p_query, d_query, episodes) -> np.ndarray:
 
 def realised_figures(tables: dict[str, pd.DataFrame], extract_date) -> dict[str, float]:
     """Realised calibration figures of an extract (see module docstring)."""
+    # a flat list of figures, a few lines each, over the same arrays: longer than 80 lines
     persons = tables["persons"].reset_index(drop=True)
     cohort = derive_frame(tables, extract_date)
     hat = (persons["group"] == "HAT").to_numpy()

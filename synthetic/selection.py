@@ -15,6 +15,12 @@ from scipy.special import expit
 from synthetic.population import People, linear_predictor, site_candidates
 from synthetic.spec import Scenario
 
+__all__ = [
+    "draw_hat",
+    "draw_treated",
+    "selection_probability",
+]
+
 
 def selection_probability(people: People, spec: Scenario) -> np.ndarray:
     """P(start HAT | covariates, baseline charges)."""

@@ -13,30 +13,30 @@ are centred so that the mean multiplier is 1 there); effects of HAT are *conditi
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from analysis.data.contract import REGIONS
+from synthetic.spec_base import (
+    BaseScenario,
+    BinaryCovariate,
+    Charges,
+    DeathCauses,
+    OstMedication,
+    Region,
+    ScenarioError,
+    Site,
+    TreatmentCourse,
+    check_shares,
+    default_region_shares,
+    default_sites,
+    read_scenario,
+)
+from synthetic.spec_base import Frozen as _Frozen
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
-
-Region = Literal["south-east", "west", "central", "north"]
-OstMedication = Literal["methadone", "buprenorphine", "morphine"]
-BinaryCovariate = Literal[
-    "injecting", "psychiatric_dx", "homeless", "prior_overdose", "benzodiazepine_use"
-]
-
-
-class ScenarioError(ValueError):
-    """A scenario that cannot be used (unknown name or key, wrong type, bad value)."""
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- covariate effects
@@ -136,7 +136,7 @@ class Population(_Frozen):
     )
     binaries: dict[BinaryCovariate, Binary] = Field(default_factory=_binaries)
     region_shares: dict[Region, float] = Field(
-        default_factory=lambda: {"south-east": 0.55, "west": 0.20, "central": 0.12, "north": 0.13},
+        default_factory=default_region_shares,
         description="OST patients by regional health authority (roughly population shares)",
     )
     crime_frailty_shape: float = Field(
@@ -157,8 +157,7 @@ class Population(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Population:
-        if abs(sum(self.region_shares.values()) - 1) > 1e-9:
-            raise ValueError("region_shares must sum to 1")
+        check_shares(self.region_shares, "region_shares")
         if set(self.binaries) != set(_binaries()):
             raise ValueError(f"binaries must list exactly {sorted(_binaries())}")
         allowed = {"years_opioid_use", "prior_ost_episodes", *_binaries()}
@@ -171,24 +170,6 @@ class Population(_Frozen):
 
 
 # --------------------------------------------------------------------------- HAT and selection
-class Site(_Frozen):
-    """A HAT clinic."""
-
-    city: str
-    region: Region
-    start: dt.date = Field(description="first day of HAT at the site (protocol)")
-    share: float = Field(gt=0, le=1, description="share of HAT patients treated at the site")
-
-
-def _sites() -> tuple[Site, ...]:
-    # Oslo from January 2022, Bergen from March 2022 (protocol); Oslo planned about 100,
-    # Bergen 50-100 (Myklebust et al. 2024) -> 60/40
-    return (
-        Site(city="Oslo", region="south-east", start=dt.date(2022, 1, 1), share=0.6),
-        Site(city="Bergen", region="west", start=dt.date(2022, 3, 1), share=0.4),
-    )
-
-
 class Selection(_Frozen):
     """Who enters HAT: P(select | X) = expit(intercept + coefficients . features).
 
@@ -224,12 +205,7 @@ class Selection(_Frozen):
 
 
 # --------------------------------------------------------------------------- treatment course
-def _ost_mix() -> dict[OstMedication, float]:
-    # buprenorphine-based 55-61%, methadone 38-45%, slow-release morphine small (EMCDDA 2018)
-    return {"buprenorphine": 0.57, "methadone": 0.39, "morphine": 0.04}
-
-
-class Treatment(_Frozen):
+class Treatment(TreatmentCourse):
     """Treatment episodes: discontinuation, interruptions, switches and re-entry."""
 
     ost_exit_per_year: float = Field(
@@ -238,29 +214,6 @@ class Treatment(_Frozen):
         description="hazard of an OST episode ending (per person-year, population average); "
         "with the interruptions below it gives 12-month spell retention of about 60% in "
         "HAT-like OST patients (O'Connor 2020: 57-61%; NAOMI 54%)",
-    )
-    short_interruption_share: float = Field(
-        0.25,
-        ge=0,
-        le=1,
-        description="share of OST episode ends followed by re-entry within 30 days "
-        "(bridged by the gap rule: a short interruption, not a discontinuation)",
-    )
-    hat_switch_share: float = Field(
-        0.45,
-        ge=0,
-        le=1,
-        description="share of HAT episode ends that are switches to methadone within a "
-        "week; SERAF midway report 2024: half of those leaving HAT went to ordinary OST",
-    )
-    hat_short_interruption_share: float = Field(
-        0.15,
-        ge=0,
-        le=1,
-        description="share of the other HAT episode ends followed by re-entry within 30 days",
-    )
-    hat_return_share: float = Field(
-        0.3, ge=0, le=1, description="share of re-entries after a long gap from HAT back to HAT"
     )
     switch_gap_max_days: float = Field(
         7.0, ge=1, le=30, description="a switch starts the new medication within this many days"
@@ -274,7 +227,6 @@ class Treatment(_Frozen):
         description="mean time out of treatment beyond the bridged gap before re-entry "
         "(about 900 intakes vs 650 exits per year in about 8,000: SERAF)",
     )
-    ost_medication_shares: dict[OstMedication, float] = Field(default_factory=_ost_mix)
     new_start_share: float = Field(
         0.12,
         ge=0,
@@ -308,14 +260,8 @@ class Treatment(_Frozen):
         200, ge=1, description="safety bound on episode cycles per person (never reached)"
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> Treatment:
-        if abs(sum(self.ost_medication_shares.values()) - 1) > 1e-9:
-            raise ValueError("ost_medication_shares must sum to 1")
-        return self
 
-
-class Mortality(_Frozen):
+class Mortality(DeathCauses):
     """Deaths: hazards by treatment state, covariates and cause."""
 
     in_treatment_per_1000py: float = Field(
@@ -327,18 +273,6 @@ class Mortality(_Frozen):
         35.0,
         gt=0,
         description="Norway 3.5%/year after leaving (Clausen 2008); Sordo 2017: 36.1 out of methadone",
-    )
-    overdose_share_in_treatment: float = Field(
-        0.23, ge=0, le=1, description="Sordo 2017: 2.6 of 11.3 per 1000 PY in methadone"
-    )
-    overdose_share_out_of_treatment: float = Field(
-        0.35, ge=0, le=1, description="Sordo 2017: 12.7 of 36.1 per 1000 PY out of methadone"
-    )
-    leaving_spike_multiplier: float = Field(
-        1.0,
-        ge=1,
-        description="hazard multiplier in the first weeks after leaving: Cornish 2010 "
-        "(about 3.5); Norway found no spike (Clausen 2008), so off (1) by default",
     )
     leaving_spike_days: float = Field(28.0, gt=0, description="weeks 1-4 after leaving (Cornish)")
     coefficients: Effects = Field(
@@ -356,7 +290,7 @@ class Mortality(_Frozen):
     )
 
 
-class Crime(_Frozen):
+class Crime(Charges):
     """Police-registered charges: a Poisson process given a gamma frailty (overdispersed)."""
 
     out_of_treatment_per_year: float = Field(
@@ -375,10 +309,6 @@ class Crime(_Frozen):
     history_days: int = Field(
         1095, ge=730, description="charges are generated from this many days before index"
     )
-    offence_shares: dict[Literal["property", "drug", "violence", "other"], float] = Field(
-        default_factory=lambda: {"property": 0.40, "drug": 0.35, "violence": 0.10, "other": 0.15},
-        description="offence types of charges (illustrative)",
-    )
     coefficients: Effects = Field(
         default_factory=lambda: Effects(
             female=-0.5,
@@ -390,12 +320,6 @@ class Crime(_Frozen):
         ),
         description="log rate ratios of charges (besides the gamma frailty)",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> Crime:
-        if abs(sum(self.offence_shares.values()) - 1) > 1e-9:
-            raise ValueError("offence_shares must sum to 1")
-        return self
 
 
 class Prison(_Frozen):
@@ -413,6 +337,8 @@ class Prison(_Frozen):
 
 
 class Emigration(_Frozen):
+    """Emigration, which ends follow-up."""
+
     per_1000py: float = Field(2.0, ge=0, description="small emigration rate; censors follow-up")
 
 
@@ -466,17 +392,16 @@ class TruthSettings(_Frozen):
     )
 
 
-class Scenario(_Frozen):
+class Scenario(BaseScenario):
     """A synthetic scenario: sizes, calendar and every data-generating parameter."""
 
-    name: str = "default"
+    NOT_IN_TRUTH: ClassVar[tuple[str, ...]] = ("name", "description", "seed", "n_hat", "n_ost")
+
     description: str = "Norwegian HAT pilot with confounded selection and known truth"
-    seed: int = Field(1, ge=0, description="default seed of the data")
     n_hat: int = Field(400, ge=1, description="HAT patients (400 announced in 2019)")
     n_ost: int = Field(
         8000, ge=1, description="OST candidates: about 7,600-8,300 in OST (SERAF 2017-2023)"
     )
-    extract_date: dt.date = Field(dt.date(2026, 12, 31), description="registries cover up to")
     hat_index_end: dt.date = Field(
         dt.date(2025, 12, 31), description="last possible HAT start (starts spread 2022-2025)"
     )
@@ -484,7 +409,7 @@ class Scenario(_Frozen):
         dt.date(2022, 1, 1), description="OST candidates' index dates: uniform from"
     )
     ost_index_end: dt.date = Field(dt.date(2025, 12, 31), description="... to")
-    sites: tuple[Site, ...] = Field(default_factory=_sites)
+    sites: tuple[Site, ...] = Field(default_factory=default_sites)
     population: Population = Field(default_factory=Population)
     selection: Selection = Field(default_factory=Selection)
     treatment: Treatment = Field(default_factory=Treatment)
@@ -496,7 +421,7 @@ class Scenario(_Frozen):
     truth: TruthSettings = Field(default_factory=TruthSettings)
 
     @model_validator(mode="after")
-    def _check(self) -> Scenario:
+    def _check_calendar(self) -> Scenario:
         if abs(sum(s.share for s in self.sites) - 1) > 1e-9:
             raise ValueError("sites: shares must sum to 1")
         for site in self.sites:
@@ -509,17 +434,6 @@ class Scenario(_Frozen):
         if self.treatment.bridged_gap_days < 2:
             raise ValueError("treatment.bridged_gap_days must be at least 2")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-ready dictionary of every parameter."""
-        return json.loads(self.model_dump_json())
-
-    def truth_key(self) -> str:
-        """JSON of everything the true effects depend on (not sizes or the data seed)."""
-        data = self.to_dict()
-        for key in ("name", "description", "seed", "n_hat", "n_ost"):
-            data.pop(key)
-        return json.dumps(data, sort_keys=True)
 
 
 def scenario_names() -> list[str]:
@@ -552,29 +466,33 @@ def load_scenario(
     ScenarioError
         Unknown scenario, unknown key or invalid value (the message names the key).
     """
-    path = Path(scenario)
-    if not (path.suffix in (".yml", ".yaml") and path.is_file()):
-        path = SCENARIO_DIR / f"{scenario}.yml"
-        if not path.is_file():
-            raise ScenarioError(
-                f"unknown scenario {str(scenario)!r}; bundled: {', '.join(scenario_names())}"
-            )
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: must hold a mapping of parameters")
-    overrides = {"seed": seed, "n_hat": n_hat, "n_ost": n_ost}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(f"{path.name}: {exc}") from None
+    return read_scenario(
+        scenario,
+        directory=SCENARIO_DIR,
+        model=Scenario,
+        what="scenario",
+        overrides={"seed": seed, "n_hat": n_hat, "n_ost": n_ost},
+    )
 
 
 __all__ = [
     "REGIONS",
+    "BinaryCovariate",
+    "Crime",
     "Effects",
+    "Emigration",
+    "Mortality",
+    "OstMedication",
+    "Population",
+    "Prison",
+    "Region",
     "Scenario",
     "ScenarioError",
+    "Selection",
+    "Site",
+    "Treatment",
+    "TrueEffects",
+    "TruthSettings",
     "load_scenario",
     "scenario_names",
 ]

@@ -48,6 +48,21 @@ from synthetic.population import HAT_MED, People, day_number, multipliers
 from synthetic.selection import draw_treated
 from synthetic.spec import Scenario
 
+__all__ = [
+    "PotentialOutcomes",
+    "TruthResult",
+    "aj_cif_at",
+    "compute_truth",
+    "conditional_parameters",
+    "cox_hr_binary",
+    "estimands",
+    "km_at",
+    "km_rmst",
+    "potential_outcomes",
+    "scaled",
+    "truth_json",
+]
+
 RETENTION_T = 365.25
 RMST_TAU = 730.0
 #: horizons of the risk differences (12 and 24 months)
@@ -340,7 +355,8 @@ class TruthResult:
     n_batches: int
 
 
-def _scale(measure: str, value: float) -> float:
+def scaled(measure: str, value: float) -> float:
+    """A value on the scale of its Monte Carlo error: log for ratio measures."""
     return math.log(value) if is_ratio(measure) else value
 
 
@@ -358,24 +374,18 @@ def _compute(key: str) -> TruthResult:
         parts.append(po)
         batch_values.append(estimands(po))
     allpo = PotentialOutcomes(
-        hat=_concat_derived([p.hat for p in parts]),
-        ost=_concat_derived([p.ost for p in parts]),
+        hat=Derived.concat([p.hat for p in parts]),
+        ost=Derived.concat([p.ost for p in parts]),
         charges_hat=np.concatenate([p.charges_hat for p in parts]),
         charges_ost=np.concatenate([p.charges_ost for p in parts]),
     )
     values = estimands(allpo)
     mc = {}
     for key_ in values:
-        b = np.array([_scale(key_[1], v[key_]) for v in batch_values])
+        b = np.array([scaled(key_[1], v[key_]) for v in batch_values])
         mc[key_] = float(np.std(b, ddof=1) / math.sqrt(len(b)))
     study = {k: v * 1.0 for k, v in _study_se(allpo, 1, spec.truth.matched_k).items()}
     return TruthResult(values, mc, study, m * ts.n_batches, ts.n_batches)
-
-
-def _concat_derived(parts: list[Derived]) -> Derived:
-    return Derived(
-        **{f: np.concatenate([getattr(p, f) for p in parts]) for f in Derived.__dataclass_fields__}
-    )
 
 
 def compute_truth(spec: Scenario) -> TruthResult:

@@ -21,6 +21,21 @@ import pandas as pd
 
 from analysis.data.contract import BOOLEAN_COVARIATES, DAYS_PER_YEAR, NUMERIC_COVARIATES
 from analysis.data.extract import Extract
+from analysis.data.intervals import (
+    Intervals,
+    containing,
+    day_numbers,
+    merge_intervals,
+    person_codes,
+)
+
+__all__ = [
+    "BASELINE_DAYS",
+    "COHORT_COLUMNS",
+    "Cohort",
+    "calendar_years",
+    "derive_cohort",
+]
 
 #: day number standing for "no date" (missing death or emigration date)
 _NO_DATE = np.iinfo(np.int64).max
@@ -199,99 +214,70 @@ def calendar_years(dates: pd.Series, *, first: pd.Timestamp | None = None) -> pd
     return (dates - origin).dt.days / DAYS_PER_YEAR
 
 
-def _days(values: pd.Series | pd.Index | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Day numbers (days since 1970-01-01, int64) and a mask of missing dates."""
-    s = pd.Series(values)
-    if not pd.api.types.is_datetime64_any_dtype(s.dtype):
-        s = pd.to_datetime(s)
-    arr = s.to_numpy()
-    missing = np.isnat(arr)
-    return arr.astype("datetime64[D]").astype(np.int64), missing
-
-
 def _to_timestamps(days: np.ndarray) -> np.ndarray:
     """Day numbers back to dates (``datetime64[s]``, as the extract's dates)."""
     return days.astype("datetime64[D]").astype("datetime64[s]")
 
 
-def _codes(ids: pd.Index, person_id: pd.Series, table: str) -> np.ndarray:
-    """Position of each row's person in the sorted ``persons`` table."""
-    codes = ids.get_indexer(person_id.astype(str))
-    if (codes < 0).any():
-        unknown = pd.unique(person_id[codes < 0].astype(str))[:5]
-        raise ValueError(
-            f"{table}: {int((codes < 0).sum())} rows with a person_id not in persons "
-            f"(e.g. {', '.join(unknown)})"
-        )
-    return codes.astype(np.int64)
-
-
 def _required_days(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
-    days, missing = _days(df[column])
+    days, missing = day_numbers(df[column])
     if missing.any():
         raise ValueError(f"{table}.{column}: {int(missing.sum())} missing dates")
     return days
 
 
+def _open_ended(df: pd.DataFrame, table: str, extract_day: int) -> tuple[np.ndarray, ...]:
+    """Start and end days of an interval table; a missing end is the extract date."""
+    start = _required_days(df, "start_date", table)
+    end, open_ = day_numbers(df["end_date"])
+    end[open_] = extract_day
+    return start, end
+
+
 @dataclass(frozen=True)
-class _Intervals:
-    """Merged intervals, sorted by person and start: ``code, start, end`` (day numbers)."""
+class _Followup:
+    """Per-person follow-up by the contract's rules (day numbers, masks)."""
 
-    code: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
+    end: np.ndarray  # first of death, emigration and extract date
+    died: np.ndarray
+    emigrated: np.ndarray
+    overdose: np.ndarray  # the death (if any) had cause overdose
+    died_before: np.ndarray  # excluded: died before the index date
+    emigrated_before: np.ndarray  # excluded: emigrated before it (and did not die before)
 
-
-def _merge_intervals(
-    code: np.ndarray, start: np.ndarray, end: np.ndarray, *, max_gap: int, origin: int, span: int
-) -> _Intervals:
-    """Merge each person's intervals whose gap to the running end is at most ``max_gap``.
-
-    Rows are sorted by person and start; an interval joins the current merged
-    interval when ``start - (running maximum of the previous ends) <= max_gap``.
-    The running maximum within persons is one ``np.maximum.accumulate`` over
-    ``code * span + (end - origin)``: every person's keys lie above every
-    earlier person's, so the maximum restarts with each person.
-    """
-    if len(code) == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return _Intervals(empty, empty, empty)
-    order = np.lexsort((start, code))
-    code, start, end = code[order], start[order], end[order]
-    offset = code * span - origin
-    running_end = np.maximum.accumulate(end + offset) - offset
-    new = np.empty(len(code), dtype=bool)
-    new[0] = True
-    new[1:] = (code[1:] != code[:-1]) | (start[1:] - running_end[:-1] > max_gap)
-    first = np.flatnonzero(new)
-    last = np.append(first[1:], len(code)) - 1
-    return _Intervals(code[first], start[first], running_end[last])
+    @property
+    def keep(self) -> np.ndarray:
+        return ~(self.died_before | self.emigrated_before)
 
 
-def _containing(
-    intervals: _Intervals, code: np.ndarray, day: np.ndarray, *, origin: int, span: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each ``(code, day)``, the merged interval of that person containing ``day``.
+def _followup(
+    extract: Extract, persons: pd.DataFrame, ids: pd.Index, index_day: np.ndarray, extract_day: int
+) -> _Followup:
+    """Deaths and emigration: the end of follow-up and the exclusions before index."""
+    n = len(persons)
+    deaths = extract.deaths
+    d_code = person_codes(ids, deaths["person_id"], "deaths")
+    if len(np.unique(d_code)) != len(d_code):
+        raise ValueError("deaths: person_id not unique")
+    death_day = np.full(n, _NO_DATE, dtype=np.int64)
+    death_day[d_code] = _required_days(deaths, "death_date", "deaths")
+    overdose = np.zeros(n, dtype=bool)
+    overdose[d_code] = deaths["cause"].to_numpy() == "overdose"
+    emig_day, emig_missing = day_numbers(persons["emigration_date"])
+    emig_day[emig_missing] = _NO_DATE
 
-    The candidate is the person's latest merged interval starting on or before
-    ``day`` (merged intervals of a person are disjoint, so it is the only one).
-
-    Returns
-    -------
-    end : numpy.ndarray
-        End day of the candidate interval (0 where there is none).
-    found : numpy.ndarray of bool
-        A candidate exists; whether it contains ``day`` depends on the caller's
-        rule for the end (``day <= end`` for spells, ``day < end`` for stays).
-    """
-    if len(intervals.code) == 0:
-        return np.zeros(len(code), dtype=np.int64), np.zeros(len(code), dtype=bool)
-    keys = intervals.code * span + (intervals.start - origin)
-    pos = np.searchsorted(keys, code * span + (day - origin), side="right") - 1
-    found = pos >= 0
-    pos = np.where(found, pos, 0)
-    found &= intervals.code[pos] == code
-    return np.where(found, intervals.end[pos], 0), found
+    died_before = death_day < index_day
+    followup_end = np.minimum(np.minimum(death_day, emig_day), extract_day)
+    # a death or emigration on the extract date is inside follow-up (its last day)
+    died = (death_day <= extract_day) & (death_day == followup_end)
+    return _Followup(
+        end=followup_end,
+        died=died,
+        emigrated=(emig_day <= extract_day) & (emig_day == followup_end) & ~died,
+        overdose=overdose,
+        died_before=died_before,
+        emigrated_before=(emig_day < index_day) & ~died_before,
+    )
 
 
 def derive_cohort(extract: Extract, *, gap_days: int = 30) -> Cohort:
@@ -349,72 +335,89 @@ def derive_cohort(extract: Extract, *, gap_days: int = 30) -> Cohort:
         dup = ids[ids.duplicated()].unique()[:5]
         raise ValueError(f"persons: person_id not unique (e.g. {', '.join(dup)})")
     n = len(persons)
-    extract_day = int(_days(pd.Series([pd.Timestamp(extract.extract_date)]))[0][0])
+    extract_day = int(day_numbers(pd.Series([pd.Timestamp(extract.extract_date)]))[0][0])
     index_day = _required_days(persons, "index_date", "persons")
     if (index_day > extract_day).any():
         raise ValueError(
             f"persons.index_date: {int((index_day > extract_day).sum())} index dates after "
             f"the extract date {pd.Timestamp(extract.extract_date).date()}"
         )
-    is_hat = persons["group"].to_numpy() == "HAT"
-
-    # -- deaths and emigration: follow-up -------------------------------------------------
-    deaths = extract.deaths
-    d_code = _codes(ids, deaths["person_id"], "deaths")
-    if len(np.unique(d_code)) != len(d_code):
-        raise ValueError("deaths: person_id not unique")
-    death_day = np.full(n, _NO_DATE, dtype=np.int64)
-    death_day[d_code] = _required_days(deaths, "death_date", "deaths")
-    overdose = np.zeros(n, dtype=bool)
-    overdose[d_code] = deaths["cause"].to_numpy() == "overdose"
-    emig_day, emig_missing = _days(persons["emigration_date"])
-    emig_day[emig_missing] = _NO_DATE
-
-    died_before = death_day < index_day
-    emigrated_before = (emig_day < index_day) & ~died_before
-    keep = ~(died_before | emigrated_before)
-    followup_end = np.minimum(np.minimum(death_day, emig_day), extract_day)
-    # a death or emigration on the extract date is inside follow-up (its last day)
-    died = (death_day <= extract_day) & (death_day == followup_end)
-    emigrated = (emig_day <= extract_day) & (emig_day == followup_end) & ~died
+    fu = _followup(extract, persons, ids, index_day, extract_day)
 
     # -- a common frame of day numbers for sort keys ------------------------------------
     episodes = extract.treatment_episodes
-    e_code = _codes(ids, episodes["person_id"], "treatment_episodes")
-    e_start = _required_days(episodes, "start_date", "treatment_episodes")
-    e_end, e_open = _days(episodes["end_date"])
-    e_end[e_open] = extract_day
+    e_code = person_codes(ids, episodes["person_id"], "treatment_episodes")
+    e_start, e_end = _open_ended(episodes, "treatment_episodes", extract_day)
     use = e_start <= extract_day
     e_code, e_start, e_end = e_code[use], e_start[use], e_end[use]
-
     stays = extract.incarcerations
-    s_code = _codes(ids, stays["person_id"], "incarcerations")
-    s_start = _required_days(stays, "start_date", "incarcerations")
-    s_end, s_open = _days(stays["end_date"])
-    s_end[s_open] = extract_day
-
+    s_code = person_codes(ids, stays["person_id"], "incarcerations")
+    s_start, s_end = _open_ended(stays, "incarcerations", extract_day)
     charges = extract.charges
-    c_code = _codes(ids, charges["person_id"], "charges")
+    c_code = person_codes(ids, charges["person_id"], "charges")
     c_day = _required_days(charges, "charge_date", "charges")
-
     all_days = (index_day, e_start, e_end, s_start, s_end, c_day, np.array([extract_day]))
     origin = min(int(a.min()) for a in all_days if len(a))
     span = max(int(a.max()) for a in all_days if len(a)) - origin + 1
 
-    # -- retention: spells containing the index date ------------------------------------
-    spells = _merge_intervals(e_code, e_start, e_end, max_gap=gap_days, origin=origin, span=span)
-    codes = np.arange(n, dtype=np.int64)
-    spell_end, in_retention = _containing(spells, codes, index_day, origin=origin, span=span)
+    spells = merge_intervals(e_code, e_start, e_end, max_gap=gap_days, origin=origin, span=span)
+    columns = _retention(spells, index_day, fu, gap_days, origin=origin, span=span)
+    prison = merge_intervals(s_code, s_start, s_end, max_gap=0, origin=origin, span=span)
+    columns |= _crime(prison, c_code, c_day, index_day, fu.end, origin=origin, span=span)
+    table = _table(persons, ids, index_day, fu, columns)
+    is_hat = persons["group"].to_numpy() == "HAT"
+
+    def counts(mask: np.ndarray) -> tuple[int, int]:
+        return int((mask & is_hat).sum()), int((mask & ~is_hat).sum())
+
+    exclusions = pd.DataFrame(
+        [
+            (STAGE_COHORT, REASON_DIED, *counts(fu.died_before)),
+            (STAGE_COHORT, REASON_EMIGRATED, *counts(fu.emigrated_before)),
+            (STAGE_RETENTION, REASON_NO_SPELL, *counts(fu.keep & ~columns["in_retention"])),
+        ],
+        columns=["stage", "reason", "n_hat", "n_ost"],
+    ).astype({"n_hat": "int64", "n_ost": "int64"})
+    return Cohort(table=table, exclusions=exclusions, n_read=n, gap_days=gap_days)
+
+
+def _retention(
+    spells: Intervals,
+    index_day: np.ndarray,
+    fu: _Followup,
+    gap_days: int,
+    *,
+    origin: int,
+    span: int,
+) -> dict[str, np.ndarray]:
+    """Retention columns: the spell containing the index date, its end and censoring."""
+    codes = np.arange(len(index_day), dtype=np.int64)
+    spell_end, in_retention = containing(spells, codes, index_day, origin=origin, span=span)
     in_retention &= index_day <= spell_end
-    retention_days = np.where(in_retention, np.minimum(spell_end, followup_end) - index_day, np.nan)
+    retention_days = np.where(in_retention, np.minimum(spell_end, fu.end) - index_day, np.nan)
     # a return within the gap after the spell's end falls after follow-up ended by
     # emigration or the extract date and could not be seen: censored at the spell's end
-    unseen_return = ~died & (followup_end - spell_end < gap_days)
-    ended = (spell_end < followup_end) & ~unseen_return
-    discontinued = np.where(in_retention, ended.astype(float), np.nan)
+    unseen_return = ~fu.died & (fu.end - spell_end < gap_days)
+    ended = (spell_end < fu.end) & ~unseen_return
+    return {
+        "in_retention": in_retention,
+        "retention_days": retention_days,
+        "discontinued": np.where(in_retention, ended.astype(float), np.nan),
+    }
 
-    # -- prison ---------------------------------------------------------------------------
-    prison = _merge_intervals(s_code, s_start, s_end, max_gap=0, origin=origin, span=span)
+
+def _crime(
+    prison: Intervals,
+    c_code: np.ndarray,
+    c_day: np.ndarray,
+    index_day: np.ndarray,
+    followup_end: np.ndarray,
+    *,
+    origin: int,
+    span: int,
+) -> dict[str, np.ndarray]:
+    """Prison days and charges in the crime window and the baseline window."""
+    n = len(index_day)
 
     def prison_days_in(first: np.ndarray, stop: np.ndarray) -> np.ndarray:
         """Days of merged stays inside each person's window ``[first, stop)``."""
@@ -424,65 +427,56 @@ def derive_cohort(extract: Extract, *, gap_days: int = 30) -> Cohort:
         overlap = np.clip(overlap, 0, None).astype(np.float64)  # exact sums below 2**53
         return np.bincount(prison.code, weights=overlap, minlength=n).astype(np.int64)
 
-    # the crime window [index, followup_end] includes its last day
-    prison_days = prison_days_in(index_day, followup_end + 1)
-    baseline_prison_days = prison_days_in(index_day - BASELINE_DAYS, index_day)
-
-    # -- charges --------------------------------------------------------------------------
     c_index = index_day[c_code]
     baseline = (c_day >= c_index - BASELINE_DAYS) & (c_day <= c_index - 1)
-    stay_end, in_stay = _containing(prison, c_code, c_day, origin=origin, span=span)
+    stay_end, in_stay = containing(prison, c_code, c_day, origin=origin, span=span)
     in_stay &= c_day < stay_end
     counted = (c_day >= c_index) & (c_day <= followup_end[c_code]) & ~in_stay
-    baseline_charges = np.bincount(c_code[baseline], minlength=n).astype(np.int64)
-    baseline_at_risk = np.bincount(c_code[baseline & ~in_stay], minlength=n).astype(np.int64)
-    followup_charges = np.bincount(c_code[counted], minlength=n).astype(np.int64)
+    return {
+        # the crime window [index, followup_end] includes its last day
+        "prison_days": prison_days_in(index_day, followup_end + 1),
+        "baseline_prison_days": prison_days_in(index_day - BASELINE_DAYS, index_day),
+        "baseline_charges": np.bincount(c_code[baseline], minlength=n).astype(np.int64),
+        "baseline_charges_at_risk": np.bincount(c_code[baseline & ~in_stay], minlength=n).astype(
+            np.int64
+        ),
+        "followup_charges": np.bincount(c_code[counted], minlength=n).astype(np.int64),
+    }
 
-    # -- the table ------------------------------------------------------------------------
-    followup_days = followup_end - index_day
-    crime_days = followup_days + 1 - prison_days
-    baseline_crime_days = BASELINE_DAYS - baseline_prison_days
+
+def _table(
+    persons: pd.DataFrame,
+    ids: pd.Index,
+    index_day: np.ndarray,
+    fu: _Followup,
+    derived: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """The cohort table (:data:`COHORT_COLUMNS`) of the persons kept."""
+    followup_days = fu.end - index_day
+    crime_days = followup_days + 1 - derived["prison_days"]
+    baseline_crime_days = BASELINE_DAYS - derived["baseline_prison_days"]
     index_year = _to_timestamps(index_day).astype("datetime64[Y]").astype(np.int64) + 1970
     columns = {
         "person_id": ids.to_numpy(dtype=object),
         "group": persons["group"].to_numpy(dtype=object),
-        "treatment": is_hat.astype(np.int64),
+        "treatment": (persons["group"].to_numpy() == "HAT").astype(np.int64),
         "index_date": _to_timestamps(index_day),
-        "followup_end": _to_timestamps(followup_end),
+        "followup_end": _to_timestamps(fu.end),
         "followup_days": followup_days,
         "followup_years": followup_days / DAYS_PER_YEAR,
-        "died": died.astype(np.int64),
-        "overdose_death": (died & overdose).astype(np.int64),
-        "emigrated": emigrated.astype(np.int64),
-        "in_retention": in_retention,
-        "retention_days": retention_days,
-        "discontinued": discontinued,
-        "prison_days": prison_days,
+        "died": fu.died.astype(np.int64),
+        "overdose_death": (fu.died & fu.overdose).astype(np.int64),
+        "emigrated": fu.emigrated.astype(np.int64),
+        **derived,
         "crime_days": crime_days,
         "crime_years": crime_days / DAYS_PER_YEAR,
-        "baseline_charges": baseline_charges,
-        "followup_charges": followup_charges,
-        "baseline_prison_days": baseline_prison_days,
         "baseline_crime_days": baseline_crime_days,
         "baseline_crime_years": baseline_crime_days / DAYS_PER_YEAR,
-        "baseline_charges_at_risk": baseline_at_risk,
         "age": index_year - persons["birth_year"].to_numpy(dtype=np.int64),
         "sex": persons["sex"].to_numpy(dtype=object),
         "region": persons["region"].to_numpy(dtype=object),
     }
     for col in (*NUMERIC_COVARIATES, *BOOLEAN_COVARIATES):
         columns[col] = persons[col].to_numpy(dtype=np.float64)
-    table = pd.DataFrame({k: v[keep] for k, v in columns.items()}, columns=list(COHORT_COLUMNS))
-
-    def counts(mask: np.ndarray) -> tuple[int, int]:
-        return int((mask & is_hat).sum()), int((mask & ~is_hat).sum())
-
-    exclusions = pd.DataFrame(
-        [
-            (STAGE_COHORT, REASON_DIED, *counts(died_before)),
-            (STAGE_COHORT, REASON_EMIGRATED, *counts(emigrated_before)),
-            (STAGE_RETENTION, REASON_NO_SPELL, *counts(keep & ~in_retention)),
-        ],
-        columns=["stage", "reason", "n_hat", "n_ost"],
-    ).astype({"n_hat": "int64", "n_ost": "int64"})
-    return Cohort(table=table, exclusions=exclusions, n_read=n, gap_days=gap_days)
+    keep = fu.keep
+    return pd.DataFrame({k: columns[k][keep] for k in COHORT_COLUMNS}, columns=list(COHORT_COLUMNS))

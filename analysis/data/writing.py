@@ -1,0 +1,138 @@
+"""Writing tables as an extract folder in the data contract's format (versions 1 and 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from analysis.data.contract import (
+    BOOLEAN_COVARIATES,
+    DATE_COLUMNS,
+    HISTORY_DATE_COLUMNS,
+    HISTORY_TABLES,
+    HISTORY_VERSION,
+    TABLES,
+)
+from analysis.data.parsing import table_columns
+from analysis.data.reading import FORMATS
+
+__all__ = ["write_extract"]
+
+_INTEGER_LIKE = ("birth_year", "prior_ost_episodes", *BOOLEAN_COVARIATES)
+
+
+def _as_days(s: pd.Series) -> np.ndarray:
+    if not pd.api.types.is_datetime64_any_dtype(s.dtype):
+        s = pd.to_datetime(s)
+    return s.to_numpy().astype("datetime64[D]")
+
+
+def _format_table(
+    df: pd.DataFrame, table: str, format: str, version: int = 1
+) -> pa.Table | pd.DataFrame:
+    out = df.loc[:, [c for c in table_columns(table, version) if c in df.columns]].copy()
+    for column in _INTEGER_LIKE:
+        if column in out.columns and (
+            pd.api.types.is_bool_dtype(out[column]) or pd.api.types.is_float_dtype(out[column])
+        ):
+            values = out[column].to_numpy(dtype=float, na_value=np.nan)
+            finite = values[~np.isnan(values)]
+            if np.array_equal(finite, np.round(finite)):  # keep non-integers as they are
+                out[column] = out[column].astype(float).astype("Int64")
+    date_columns = HISTORY_DATE_COLUMNS if version == HISTORY_VERSION else DATE_COLUMNS
+    dates = [c for c in date_columns[table] if c in out.columns]
+    if format == "csv":
+        for column in dates:
+            days = _as_days(out[column])
+            text = np.datetime_as_string(days, unit="D").astype(object)
+            text[np.isnat(days)] = None
+            out[column] = text
+        return out
+    arrays = {
+        column: pa.array(_as_days(out[column]))
+        if column in dates
+        else pa.Array.from_pandas(out[column])
+        for column in out.columns
+    }
+    return pa.table(arrays)
+
+
+def write_extract(
+    tables: dict[str, pd.DataFrame],
+    path: str | Path,
+    *,
+    extract_date: pd.Timestamp | str,
+    description: str | None = None,
+    truth: dict[str, Any] | None = None,
+    format: Literal["csv", "parquet"] = "csv",
+    history_start: pd.Timestamp | str | None = None,
+) -> Path:
+    """Write tables as an extract folder in the contract's format.
+
+    Dates are written as ``YYYY-MM-DD`` (CSV) or ``date32`` (Parquet); integer
+    and boolean covariates held as floats with missing values are written as
+    integers (``1``, not ``1.0``). Reading the folder back with
+    :func:`read_extract` gives the same tables as an :class:`Extract` (or, with
+    ``history_start``, a :class:`HistoryExtract`) holds.
+
+    Parameters
+    ----------
+    tables : dict of str to DataFrame
+        At least the required tables; ``incarcerations`` (and, for version 2,
+        ``assessments`` and ``overdoses``) are written when given (a value of
+        ``None`` is not written).
+    path : path-like
+        Folder to write (created if needed).
+    extract_date : Timestamp or str
+        Written to ``extract.yml``.
+    description : str, optional
+        Written to ``extract.yml``.
+    truth : dict, optional
+        Written to ``truth.json`` (sorted keys) when given.
+    format : {"csv", "parquet"}
+        File format of every table.
+    history_start : Timestamp or str, optional
+        Given: write a version-2 history extract (``contract_version: 2`` and
+        this ``history_start`` in ``extract.yml``, the version-2 tables and
+        columns). Absent: a version-1 extract, as before.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    version = 1 if history_start is None else HISTORY_VERSION
+    for table in HISTORY_TABLES if version == HISTORY_VERSION else TABLES:
+        if tables.get(table) is None:
+            continue
+        data = _format_table(tables[table], table, format, version)
+        if format == "csv":
+            data.to_csv(path / f"{table}.csv", index=False, lineterminator="\n")
+        else:
+            pq.write_table(data, path / f"{table}.parquet")
+    meta: dict[str, Any] = {"extract_date": pd.Timestamp(extract_date).date()}
+    if history_start is not None:
+        meta = {
+            "contract_version": HISTORY_VERSION,
+            **meta,
+            "history_start": pd.Timestamp(history_start).date(),
+        }
+    if description:
+        meta["description"] = description
+    (path / "extract.yml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+    if truth is not None:
+        (path / "truth.json").write_text(
+            json.dumps(truth, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+    return path
