@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+__all__ = ["EffectEstimate"]
+
 
 def _clean(value: Any) -> Any:
     """Make a value JSON-safe: NaN and infinities become ``None``, numpy scalars plain."""
@@ -22,16 +24,18 @@ def _clean(value: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class EffectEstimate:
-    """One comparison of HAT with OST, as written into ``results.json``.
+    """One comparison of a treated group with its controls: the result of every estimator.
 
     Attributes
     ----------
     outcome : str
-        ``mortality``, ``overdose_mortality``, ``retention`` or ``crime``.
+        The outcome's name (the study's, e.g. ``mortality``; a generic estimator uses its
+        outcome column's name).
     measure : str
-        ``HR``, ``IRR``, ``RR_12m``, ``RD_12m``, ``RMST_diff``, ``ratio_of_rate_ratios``...
+        ``HR``, ``IRR``, ``RR_12m``, ``RD_12m``, ``RMST_diff``, ``mean_diff``... (the registry is
+        :mod:`analysis.data.measures`).
     method : str
-        The design and model, e.g. ``cox_matched``, ``cox_iptw``, ``cox_naive``.
+        ``<model>_<design>`` as the caller labels it, e.g. ``cox_matched``, ``cox_iptw``.
     estimate, ci_low, ci_high : float
         Point estimate and confidence interval on the natural scale of the measure.
     p_value : float

@@ -33,7 +33,7 @@ ROWS = [
 
 def summary(folder: Path, scenario: str = "default") -> pd.DataFrame:
     """Performance per setting x estimand x method from the replicate records in ``folder``."""
-    from evaluation.simulate import truth_values
+    from evaluation.replicates import truth_values
     from evaluation.simulation_summary import summarise
     from synthetic.spec import load_scenario
 

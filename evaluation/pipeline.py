@@ -17,28 +17,16 @@ from typing import NamedTuple
 from analysis.data.extract import Extract, HistoryExtract
 from evaluation.config import StudyConfig
 from evaluation.progress import Steps
-from evaluation.stages.designs import (  # noqa: F401  (Design: imported from here by the target trial)
+from evaluation.stages.designs import (
     Design,
     balance_stage,
     build_designs,
     cohort_stage,
     design_stage,
 )
-from evaluation.stages.document import _truth_lookup, document_stage  # noqa: F401
-from evaluation.stages.outcomes import (  # noqa: F401  (the target trial reuses the private ones)
-    OUTCOME_MODELS,
-    _check_primaries,
-    _incidence,
-    _outcome_estimates,
-    not_estimable,
-    outcome_stage,
-)
-from evaluation.stages.secondary import (  # noqa: F401
-    RATE_PER,
-    RATE_TABLES,
-    _primary_extras,
-    horizon_label,
-)
+from evaluation.stages.document import document_stage
+from evaluation.stages.outcomes import not_estimable, outcome_stage
+from evaluation.stages.secondary import horizon_label
 from evaluation.study import Study, StudyError, StudyState
 
 __all__ = [

@@ -21,10 +21,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from analysis.data.contract import DAYS_PER_YEAR, PRIMARY_OUTCOMES, SCHEMA_VERSION
+from analysis.data.contract import PRIMARY_OUTCOMES, SCHEMA_VERSION
 from analysis.data.extract import HistoryExtract
 from analysis.data.risk_sets import RiskSets, derive_risk_sets
 from analysis.design.risk_set_matching import RiskSetMatch, risk_set_match
@@ -32,72 +31,15 @@ from analysis.outcomes.sensitivity import e_value
 from analysis.results import EffectEstimate
 from evaluation import study_design
 from evaluation.config import StudyConfig
-from evaluation.pipeline import (
-    Design,
-    Study,
-    StudyError,
-    _check_primaries,
-    _incidence,
-    _outcome_estimates,
-    _primary_extras,
-)
 from evaluation.progress import Steps
+from evaluation.stages.designs import Design
+from evaluation.stages.outcomes import check_primaries, incidence, outcome_estimates
+from evaluation.stages.secondary import primary_extras
+from evaluation.study import Study, StudyError
+from evaluation.trial_frame import outcome_frame
 
 ITT = "itt"
 PER_PROTOCOL = "per_protocol"
-
-
-def outcome_frame(data: pd.DataFrame, *, per_protocol: bool = False) -> pd.DataFrame:
-    """Risk-set rows with the outcome columns under the names of version 1's cohort table.
-
-    Parameters
-    ----------
-    data : pandas.DataFrame
-        Matched (or stacked) risk-set rows with ``treatment``, ``group``, ``weight``.
-    per_protocol : bool, default False
-        Take the ``pp_*`` outcome columns (a comparator's follow-up ends, censored, on
-        its first HAT start).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``person_id, index_date, treatment, group, weight, cluster`` (the person),
-        ``followup_days, followup_years, died, overdose_death, retention_days``
-        (``NaN`` when not in retention), ``discontinued, in_retention,
-        followup_charges, crime_days, crime_years, baseline_charges_at_risk,
-        baseline_crime_years`` as floats or ints, ready for the estimators of
-        :mod:`evaluation.pipeline`.
-    """
-    p = "pp_" if per_protocol else ""
-
-    def num(name: str, dtype: Any = np.int64) -> np.ndarray:
-        return data[name].to_numpy(dtype=dtype, na_value=np.nan if dtype is float else 0)
-
-    retention = num(f"{p}retention_days", float)
-    out = pd.DataFrame(
-        {
-            "person_id": data["person_id"].astype(str).to_numpy(),
-            "index_date": data["index_date"].to_numpy(),
-            "treatment": data["treatment"].to_numpy(np.int64),
-            "group": data["group"].to_numpy(),
-            "weight": data["weight"].to_numpy(float),
-            "cluster": data["person_id"].astype(str).to_numpy(),
-            "followup_days": num(f"{p}followup_days"),
-            "died": num(f"{p}died"),
-            "overdose_death": num(f"{p}overdose_death"),
-            "retention_days": retention,
-            "discontinued": num(f"{p}discontinued", float),
-            "in_retention": ~np.isnan(retention),
-            "followup_charges": num(f"{p}followup_charges"),
-            "crime_days": num(f"{p}crime_days"),
-            "baseline_charges_at_risk": num("baseline_charges_at_risk"),
-            "baseline_crime_days": num("baseline_crime_days"),
-        }
-    )
-    out["followup_years"] = out["followup_days"] / DAYS_PER_YEAR
-    out["crime_years"] = out["crime_days"] / DAYS_PER_YEAR
-    out["baseline_crime_years"] = out["baseline_crime_days"] / DAYS_PER_YEAR
-    return out
 
 
 def _risk_sets(history: HistoryExtract, config: StudyConfig) -> RiskSets:
@@ -153,9 +95,9 @@ def _itt_estimates(
 ) -> tuple[list[EffectEstimate], dict[str, pd.DataFrame], dict[str, Any]]:
     """Intention-to-treat estimates on the matched risk sets (the version-1 estimators)."""
     estimates = [
-        e.with_primary(e.outcome in PRIMARY_OUTCOMES) for e in _outcome_estimates(design, config)
+        e.with_primary(e.outcome in PRIMARY_OUTCOMES) for e in outcome_estimates(design, config)
     ]
-    extra, tables, extras = _primary_extras(design, config)
+    extra, tables, extras = primary_extras(design, config)
     return estimates + extra, tables, extras
 
 
@@ -163,7 +105,7 @@ def _with_estimand(est: EffectEstimate, estimand: str) -> EffectEstimate:
     return replace(est, estimand=estimand)
 
 
-def _truth_lookup(truth: dict | None) -> dict[tuple[str, str, str], float]:
+def truth_lookup(truth: dict | None) -> dict[tuple[str, str, str], float]:
     """True values by (estimand, outcome, measure)."""
     if not truth:
         return {}
@@ -295,15 +237,15 @@ def run_target_trial(
         estimates += [_with_estimand(e, ITT) for e in sens_est]
         designs.update(sens_info)
     estimates = [e for e in estimates if e.outcome in tt.outcomes]
-    _check_primaries(estimates)
-    truth = _truth_lookup(history.truth)
+    check_primaries(estimates)
+    truth = truth_lookup(history.truth)
     estimates = [e.with_truth(truth.get((e.estimand, e.outcome, e.measure))) for e in estimates]
     e_values = []
     for e in estimates:
         if e.primary:
             ev = e_value(
                 e.estimate, e.ci_low, e.ci_high, measure=e.measure,
-                incidence=_incidence(itt, e.outcome),
+                incidence=incidence(itt, e.outcome),
             )  # fmt: skip
             e_values.append(
                 {"outcome": e.outcome, "measure": e.measure, "estimand": e.estimand, **ev.to_dict()}

@@ -54,7 +54,8 @@ from analysis.outcomes.counting import (
 from analysis.results import EffectEstimate
 from evaluation import study_design
 from evaluation.config import StudyConfig
-from evaluation.pipeline import horizon_label
+from evaluation.stages.secondary import horizon_label
+from evaluation.trial_frame import outcome_frame
 
 #: ratio measures (log scale for the bootstrap SE)
 _RATIOS = ("HR", "IRR", "ratio_of_rate_ratios")
@@ -68,8 +69,6 @@ class _Data:
     """The matched rows split into intervals, with everything the estimators need."""
 
     def __init__(self, history: Any, matched: RiskSetMatch, config: StudyConfig) -> None:
-        from evaluation.target_trial import outcome_frame
-
         tt = config.target_trial
         self.L = tt.per_protocol.interval_days
         m = matched.data

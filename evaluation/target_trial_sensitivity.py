@@ -33,7 +33,9 @@ from analysis.design.risk_set_matching import RiskSetMatch
 from analysis.results import EffectEstimate
 from evaluation import study_design
 from evaluation.config import StudyConfig
-from evaluation.pipeline import Design, _outcome_estimates
+from evaluation.stages.designs import Design
+from evaluation.stages.outcomes import outcome_estimates
+from evaluation.trial_frame import outcome_frame
 
 
 def _rows_on(
@@ -52,8 +54,6 @@ def _rows_on(
 
 
 def _frame(rows: pd.DataFrame, weight: np.ndarray, cluster: np.ndarray) -> pd.DataFrame:
-    from evaluation.target_trial import outcome_frame
-
     data = rows.assign(group=np.where(rows["treatment"] == 1, "HAT", "OST"), weight=weight)
     return outcome_frame(data).assign(cluster=cluster)
 
@@ -82,7 +82,7 @@ def sensitivity_estimates(
         rows["treatment"] = np.r_[np.ones(len(init), np.int64), np.zeros(len(comp), np.int64)]
         data = _frame(rows, np.ones(len(rows)), rows["person_id"].astype(str).to_numpy())
         design = Design(name="naive", data=data, weighted=False)
-        estimates += _outcome_estimates(design, config)
+        estimates += outcome_estimates(design, config)
         info["naive"] = {
             "date": sens.naive_date,
             "n_treated": len(init),
@@ -124,7 +124,7 @@ def sensitivity_estimates(
             sample.loc[is_c, "weight"] *= m.n_treated_matched / total
         data = _frame(sample, sample["weight"].to_numpy(float), sample["match_set"].to_numpy())
         design = Design(name="prevalent", data=data, weighted=True)
-        estimates += _outcome_estimates(design, config)
+        estimates += outcome_estimates(design, config)
         info["prevalent"] = {
             "n_treated": int(m.n_treated),
             "n_treated_matched": int(m.n_treated_matched),

@@ -18,6 +18,8 @@ on the person's state, acting while in HAT.
 
 from __future__ import annotations
 
+# long: one documented field per parameter of the scenario (meaning and source); the models
+# shared with version 1 are in synthetic.spec_base
 import datetime as dt
 from pathlib import Path
 from typing import ClassVar, Literal

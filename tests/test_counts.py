@@ -88,7 +88,7 @@ def test_negative_binomial_matches_r(ref, key, kw, se_key):
         assert got["coef"] == pytest.approx(r["coef"][theirs], rel=COEF_RTOL)
         assert got["se"] == pytest.approx(r[se_key][theirs] * _factor(kw), rel=SE_RTOL)
     assert est.details["theta"] == pytest.approx(r["theta"], rel=COEF_RTOL)
-    assert est.details["alpha"] == pytest.approx(1 / r["theta"], rel=COEF_RTOL)
+    assert est.details["dispersion"] == pytest.approx(1 / r["theta"], rel=COEF_RTOL)
     assert est.details["theta_se"] == pytest.approx(r["se_theta"], rel=1e-5)
     assert 2 * est.details["loglik"] == pytest.approx(r["twologlik"], rel=1e-9)
     assert est.details["se_log_model"] == pytest.approx(r["se"]["treatment"], rel=SE_RTOL)
@@ -127,7 +127,7 @@ def test_negative_binomial_matches_statsmodels(ref):
     assert est.details["coefficients"]["treatment"]["coef"] == pytest.approx(
         fit.params["treatment"], rel=COEF_RTOL
     )
-    assert est.details["alpha"] == pytest.approx(fit.params["alpha"], rel=COEF_RTOL)
+    assert est.details["dispersion"] == pytest.approx(fit.params["alpha"], rel=COEF_RTOL)
 
 
 # ----------------------------------------------------------------------------- R: before/after
@@ -239,7 +239,7 @@ def test_truth_negative_binomial(seed, weighted):
     assert abs(math.log(est.estimate) - math.log(IRR_TRUE)) < 4 * est.se
     alpha_se = est.details["theta_se"] / est.details["theta"] ** 2
     if not weighted:  # model-based SE of theta is only valid unweighted
-        assert abs(est.details["alpha"] - 1 / THETA_TRUE) < 4 * alpha_se
+        assert abs(est.details["dispersion"] - 1 / THETA_TRUE) < 4 * alpha_se
     assert est.details["converged"]
 
 
@@ -323,7 +323,7 @@ def test_poisson_data_reach_the_boundary():
     est = negative_binomial_irr(
         df, events="y", exposure="e", treatment="t", outcome="crime", method="nb"
     )
-    assert est.details["alpha"] < 0.05
+    assert est.details["dispersion"] < 0.05
     import statsmodels.api as sm
 
     pois = sm.GLM(df["y"], sm.add_constant(df[["t"]].astype(float)), family=sm.families.Poisson(),
@@ -503,7 +503,7 @@ def test_generic_column_roles_and_arm_labels(ref):
                                method="m")  # fmt: skip
     nb_ref = negative_binomial_irr(ref, events="count", exposure="exposure",
                                    treatment="treatment", outcome="o", method="m")  # fmt: skip
-    assert nb.estimate == nb_ref.estimate and nb.details["alpha"] == nb_ref.details["alpha"]
+    assert nb.estimate == nb_ref.estimate and nb.details["dispersion"] == nb_ref.details["dispersion"]
     ba = before_after_ratio(
         ref, events_before="count_before", exposure_before="exposure_before",
         events_after="count_after", exposure_after="exposure", treatment="treatment",

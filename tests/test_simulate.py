@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from evaluation import simulate as sim
+from evaluation.replicates import replicate_seed
 from evaluation.simulation_summary import model_se, performance, summarise, to_scale
 
 SIZES = (60, 100)
@@ -139,10 +140,10 @@ def test_summarise_counts_failures_and_uses_the_log_scale():
 # ----------------------------------------------------------------------------- seeds
 def test_replicate_seed_is_a_spawned_child():
     child = np.random.SeedSequence(5).spawn(101)[100].spawn(8)[7]
-    assert np.array_equal(sim.replicate_seed(5, 100, 7).generate_state(4), child.generate_state(4))
+    assert np.array_equal(replicate_seed(5, 100, 7).generate_state(4), child.generate_state(4))
     assert not np.array_equal(
-        sim.replicate_seed(5, 100, 7).generate_state(4),
-        sim.replicate_seed(5, 60, 7).generate_state(4),
+        replicate_seed(5, 100, 7).generate_state(4),
+        replicate_seed(5, 60, 7).generate_state(4),
     )
 
 

@@ -19,14 +19,13 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
+from analysis.design.estimated_weights import att_weight_model, att_weight_model_from_propensity
 from analysis.design.propensity import fit_propensity
 from analysis.design.weighting import att_weights
 from analysis.outcomes.cox import cox_hazard_ratio
 from analysis.outcomes.coxph import fit_cox
 from analysis.outcomes.negative_binomial import negative_binomial_irr
 from analysis.outcomes.stacked import (
-    att_weight_model,
-    att_weight_model_from_propensity,
     cox_estimating_function,
     nb_estimating_function,
     nb_expected_bread,

@@ -265,8 +265,8 @@ def _nb_details(
         theta_se = float("nan")
         notes.append("no overdispersion: theta at the boundary, the fit is Poisson")
     details = {
-        # "alpha" is the dispersion 1 / theta: the key of results.json (schema 1)
-        "alpha": 0.0 if not math.isfinite(theta) else 1 / theta,
+        # the dispersion 1 / theta (statsmodels' "alpha"; "alpha" here is the confidence level)
+        "dispersion": 0.0 if not math.isfinite(theta) else 1 / theta,
         "theta": theta,
         "theta_se": theta_se,
         "se_log": float(se_all[1]),
@@ -356,8 +356,7 @@ def negative_binomial_irr(
     Returns
     -------
     EffectEstimate
-        ``measure="IRR"``. ``details``: ``alpha`` (the dispersion ``1 / theta``, under the
-        key of the results document), ``theta``, ``theta_se``, ``se_log``,
+        ``measure="IRR"``. ``details``: ``dispersion`` (``1 / theta``), ``theta``, ``theta_se``, ``se_log``,
         ``se_log_model``, ``robust``, ``n_clusters``, ``coefficients``, ``loglik``,
         ``converged``, ``n_dropped_zero_exposure`` and ``events_dropped_zero_exposure``.
 

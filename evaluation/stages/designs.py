@@ -18,10 +18,10 @@ import pandas as pd
 from analysis.data.cohort import calendar_years, derive_cohort
 from analysis.data.contract import CALENDAR_COVARIATE
 from analysis.design.balance import balance_table, effective_sample_size
+from analysis.design.estimated_weights import EstimatedWeights, att_weight_model_from_propensity
 from analysis.design.matching import match
 from analysis.design.propensity import PropensityScore, fit_propensity
 from analysis.design.weighting import att_weights
-from analysis.outcomes.stacked import EstimatedWeights, att_weight_model_from_propensity
 from evaluation import study_design
 from evaluation.config import StudyConfig
 from evaluation.study import StudyError, StudyState

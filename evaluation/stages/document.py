@@ -29,14 +29,14 @@ from evaluation.results_document import (
     ResultsDocument,
 )
 from evaluation.stages.designs import design_tables
-from evaluation.stages.outcomes import _check_primaries, _incidence
+from evaluation.stages.outcomes import check_primaries, incidence
 from evaluation.stages.secondary import RATE_TABLES
 from evaluation.study import StudyState
 
 __all__ = ["document_stage", "results_document", "study_tables"]
 
 
-def _truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
+def truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
     if not truth:
         return {}
     return {
@@ -54,8 +54,8 @@ def document_stage(state: StudyState, config: StudyConfig) -> StudyState:
     StudyError
         No primary estimate is estimable.
     """
-    _check_primaries(state.estimates)
-    truth = _truth_lookup(state.extract.truth)
+    check_primaries(state.estimates)
+    truth = truth_lookup(state.extract.truth)
     estimates = [e.with_truth(truth.get((e.outcome, e.measure))) for e in state.estimates]
     state = replace(state, estimates=estimates)
     tables = {**state.tables, **study_tables(state, config)}
@@ -72,7 +72,7 @@ def _diagnostics(state: StudyState) -> Diagnostics:
                 e.ci_low,
                 e.ci_high,
                 measure=e.measure,
-                incidence=_incidence(state.designs["matched"], e.outcome),
+                incidence=incidence(state.designs["matched"], e.outcome),
             )
             e_values.append(
                 EValueRecord.model_validate(

@@ -28,7 +28,7 @@ from analysis.outcomes.stacked import (
 from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.stages.designs import Design
-from evaluation.stages.secondary import _primary_extras
+from evaluation.stages.secondary import primary_extras
 from evaluation.study import StudyError, StudyState
 
 __all__ = ["OUTCOME_MODELS", "not_estimable", "outcome_stage"]
@@ -43,7 +43,7 @@ OUTCOME_MODELS = {
 }
 
 
-def _outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimate]:
+def outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimate]:
     """The four HR/IRR estimates of a design."""
     df = design.data
     weights = "weight" if design.weighted else None
@@ -99,14 +99,14 @@ def not_estimable(estimates: list[dict[str, Any]] | list[EffectEstimate]) -> lis
     return lines
 
 
-def _check_primaries(estimates: list[EffectEstimate]) -> None:
+def check_primaries(estimates: list[EffectEstimate]) -> None:
     """A study with no estimable primary estimate cannot be done."""
     missing = not_estimable(estimates)
     if missing and len(missing) == sum(e.primary for e in estimates):
         raise StudyError("no primary estimate is estimable: " + "; ".join(missing))
 
 
-def _incidence(design: Design, outcome: str) -> float | None:
+def incidence(design: Design, outcome: str) -> float | None:
     """Cumulative incidence by the end of follow-up of a time-to-event outcome.
 
     Kaplan–Meier 1 - S at the longest follow-up, both arms of the design together with
@@ -170,9 +170,9 @@ def outcome_stage(state: StudyState, config: StudyConfig) -> StudyState:
     """
     estimates: list[EffectEstimate] = []
     for name, design in state.designs.items():
-        for est in _outcome_estimates(design, config):
+        for est in outcome_estimates(design, config):
             primary = name == "matched" and est.outcome in PRIMARY_OUTCOMES
             estimates.append(est.with_primary(primary))
-    extra_estimates, tables, extras = _primary_extras(state.designs["matched"], config)
+    extra_estimates, tables, extras = primary_extras(state.designs["matched"], config)
     estimates += extra_estimates
     return replace(state, estimates=estimates, tables=tables, extras=extras)

@@ -94,7 +94,7 @@ def _absolute_measures(design: Design, config: StudyConfig) -> list[EffectEstima
     in treatment (retention) at ``config.risk_times_days``, and the difference in restricted
     mean time up to ``config.rmst_tau_days``, all HAT − OST, with cluster-robust
     influence-function variances. Retention's RR/RD at ``retention_time_days`` and its
-    RMST difference are made in :func:`_primary_extras`.
+    RMST difference are made in :func:`primary_extras`.
     """
     df = design.data
     ret = df[df["in_retention"]]
@@ -140,7 +140,7 @@ def _absolute_measures(design: Design, config: StudyConfig) -> list[EffectEstima
         )  # fmt: skip
     for t in config.risk_times_days:
         if t == config.retention_time_days:
-            continue  # RD at that time is made with the RR in _primary_extras
+            continue  # RD at that time is made with the RR in primary_extras
         rd = survival_at(
             ret, duration="retention_days", event="discontinued", time=t,
             label=horizon_label(t), outcome="retention", method="km_matched", **common,
@@ -157,7 +157,7 @@ def _retention_rd_definition(t: float) -> str:
 
 
 # 118 lines: moved unchanged from the pipeline, so call-site edits made elsewhere merge cleanly
-def _primary_extras(
+def primary_extras(
     design: Design, config: StudyConfig
 ) -> tuple[list[EffectEstimate], dict[str, pd.DataFrame], dict[str, Any]]:
     """Secondary estimates, curves and rates on the primary (matched) design."""
