@@ -53,6 +53,7 @@ def _risk_sets(history: HistoryExtract, config: StudyConfig) -> RiskSets:
             gap_days=config.gap_days,
             regions=elig.regions,
             not_eligible=False,
+            grace_days=config.target_trial.grace_period_days,
         )
     except ValueError as exc:
         raise StudyError(f"the risk sets could not be derived: {exc}") from None
@@ -116,16 +117,56 @@ def truth_lookup(truth: dict | None) -> dict[tuple[str, str, str], float]:
     }
 
 
+def _grace_texts(config: StudyConfig) -> tuple[str, str, str]:
+    """The grace period in the eligibility, strategies and time-zero rows."""
+    tt = config.target_trial
+    g, recent = tt.grace_period_days, tt.eligibility.recent_ost_days
+    if g == 0:
+        return (
+            f"in OST in the {recent} days before",
+            "no grace period: HAT initiated on the day of eligibility",
+            "grace period 0 days",
+        )
+    return (
+        f"in OST in the {recent} days before a day of the {g} days before time zero",
+        f"grace period {g} days: initiating HAT within {g} days of being eligible "
+        "follows the treatment strategy",
+        f"grace period {g} days: eligibility is met on a day of the {g} days before time "
+        f"zero (an OST day in the {recent + g} days before it), for initiators and "
+        "comparators alike; time zero stays the first HAT day, so no follow-up precedes "
+        "an initiation (no immortal time); per protocol a comparator's HAT start, within "
+        "the grace period or later, is a deviation (censored)",
+    )
+
+
+def _sensitivity_text(config: StudyConfig) -> str:
+    """The sensitivity analyses of the protocol (all not primary, intention to treat)."""
+    tt = config.target_trial
+    parts = [
+        f"risk-set matching 1:{k}, caliper {c:g} SD ({label})"
+        for label, (k, c) in tt.matching_variants().items()
+    ]
+    grace = tt.sensitivity_grace()
+    if grace is not None:
+        parts.append(f"grace period of {grace} days (matched_grace{grace})")
+    if tt.sensitivity.naive:
+        parts.append(f"naive: initiators vs everyone in OST on {tt.sensitivity.naive_date}")
+    if tt.sensitivity.prevalent:
+        parts.append("prevalent users: version 1's design with a random date per comparator")
+    return "; ".join(parts) or "none"
+
+
 def protocol_table(rs: RiskSets, config: StudyConfig) -> pd.DataFrame:
     """The TARGET protocol table: component, target trial's specification, its emulation."""
     tt = config.target_trial
     elig, plan, pp = tt.eligibility, tt.analysis, tt.per_protocol
     regions = ", ".join(rs.protocol.regions or ()) or "none"
+    in_ost, strategy_grace, time_zero_grace = _grace_texts(config)
     rows = [
         (
             "Eligibility criteria",
             f"aged {elig.min_age} or more; alive and resident; never treated with HAT; "
-            f"in OST in the {elig.recent_ost_days} days before; living in a region with HAT "
+            f"{in_ost}; living in a region with HAT "
             f"({regions}); {elig.lookback_days} days of history",
             "the contract's rules 1-6 checked on every initiator's index date with the "
             "registries' information up to the day before; initiators failing one are "
@@ -133,7 +174,7 @@ def protocol_table(rs: RiskSets, config: StudyConfig) -> pd.DataFrame:
         ),
         (
             "Treatment strategies",
-            f"{tt.strategies.treatment}; versus {tt.strategies.comparator}",
+            f"{tt.strategies.treatment}; versus {tt.strategies.comparator}; {strategy_grace}",
             "initiators: first diacetylmorphine episode; comparators: persons eligible on the "
             "date and not starting HAT on it",
         ),
@@ -148,8 +189,7 @@ def protocol_table(rs: RiskSets, config: StudyConfig) -> pd.DataFrame:
         (
             "Time zero",
             "the day the strategy is assigned",
-            f"the initiator's first HAT day, for it and its comparators; grace period "
-            f"{tt.grace_period_days} days",
+            f"the initiator's first HAT day, for it and its comparators; {time_zero_grace}",
         ),
         (
             "Follow-up",
@@ -178,6 +218,11 @@ def protocol_table(rs: RiskSets, config: StudyConfig) -> pd.DataFrame:
             f"from a pooled logistic model on {pp.interval_days}-day intervals, truncated at "
             f"the {pp.truncate:g} quantile, bootstrap over persons ({pp.bootstrap} replicates, "
             "censoring model refitted)",
+        ),
+        (
+            "Sensitivity analyses",
+            "not part of the target trial: the emulation's choices varied",
+            "intention-to-treat hazard and rate ratios, none primary: " + _sensitivity_text(config),
         ),
     ]
     return pd.DataFrame(rows, columns=["component", "target_trial", "emulation"])
@@ -231,7 +276,7 @@ def run_target_trial(
             designs["per_protocol"] = pp_info
             tables.update(pp_tables)
     with steps.step("sensitivity comparisons"):
-        from evaluation.target_trial_sensitivity import sensitivity_estimates
+        from evaluation.target_trial_sensitivity import sensitivity_estimates, truth_applies
 
         sens_est, sens_info = sensitivity_estimates(history, rs, matched, config)
         estimates += [_with_estimand(e, ITT) for e in sens_est]
@@ -239,7 +284,12 @@ def run_target_trial(
     estimates = [e for e in estimates if e.outcome in tt.outcomes]
     check_primaries(estimates)
     truth = truth_lookup(history.truth)
-    estimates = [e.with_truth(truth.get((e.estimand, e.outcome, e.measure))) for e in estimates]
+    estimates = [
+        e.with_truth(
+            truth.get((e.estimand, e.outcome, e.measure)) if truth_applies(e.method) else None
+        )
+        for e in estimates
+    ]
     e_values = []
     for e in estimates:
         if e.primary:

@@ -5,10 +5,48 @@ follows the TARGET reporting guideline's protocol table (Cashin et al. 2025): el
 treatment strategies, assignment, time zero, outcomes, causal contrasts and the analysis
 plan. The protocol's defaults are the data contract's bracketed defaults.
 
+Grace period (``grace_period_days``, G; default 0)
+    A trial of HAT cannot start treatment the day it is assigned: admission takes days to
+    weeks. With a grace period the treatment strategy is "initiate HAT within G days of
+    being eligible" and the comparator "do not initiate HAT now" (per protocol: never).
+    Time zero stays the initiator's first HAT day, for it and its comparators, so no
+    follow-up precedes an initiation (no immortal time) and nobody's arm or follow-up
+    depends on anything after time zero. What G changes is when eligibility is assessed:
+    the decision to initiate (the assignment) precedes the start by up to G days, so a
+    person is eligible for the trial of date d when eligible on some day of d - G to d.
+    The rules that must hold on d anyway (alive, never treated with HAT, the covariate
+    window covered) and the fixed ones (age by year, region) are checked on d; only "in
+    OST in the ``recent_ost_days`` days before" is relaxed, to an OST day in the
+    ``recent_ost_days + G`` days before d. The rule is the same for initiators and
+    candidates, so an initiator who left OST a few weeks before its start (Q2 of the
+    example history: last OST day 31 days before its HAT start, analysed from G = 24)
+    and the candidates in the same situation enter together. Under the per-protocol
+    contrast a comparator is censored on any later HAT start, within G days of time zero
+    or not (its data then follow "initiate within G days", the other arm's strategy).
+
+    Not chosen: time zero at eligibility with clones of every eligible person in both
+    arms, censored when their data leave the strategy (Hernán et al. 2016, J Clin
+    Epidemiol; Cain et al. 2010): no intention-to-treat contrast, and with a few in a
+    thousand eligible persons starting HAT within 30 days the weights of the treated
+    clones would be in the hundreds; nor keeping a comparator that starts HAT within G
+    days uncensored under per protocol, which would count HAT follow-up in the
+    comparator arm (no strategy is emulated).
+
 References
 ----------
 Hernán MA, Robins JM (2016). Using big data to emulate a target trial when a randomized
 trial is not available. *Am J Epidemiol* 183(8):758-764.
+
+Hernán MA, Sauer BC, Hernández-Díaz S, Platt R, Shrier I (2016). Specifying a target trial
+prevents immortal time bias and other self-inflicted injuries in observational analyses.
+*J Clin Epidemiol* 79:70-75.
+
+Danaei G, García Rodríguez LA, Cantero OF, Logan R, Hernán MA (2013). Observational data
+for comparative effectiveness research: an emulation of randomised trials of statins and
+primary prevention of coronary heart disease. *Stat Methods Med Res* 22(1):70-96.
+
+Cain LE, Robins JM, Lanoy E, et al. (2010). When to start treatment? A systematic approach
+to the comparison of dynamic regimes using observational data. *Int J Biostat* 6(2):18.
 
 Cashin AG, Hansford HJ, Hernán MA, et al. (2025). Transparent reporting of observational
 studies emulating a target trial: the TARGET guideline. *JAMA* 334(12):1084-1093.
@@ -160,8 +198,48 @@ class PerProtocolConfig(_Frozen):
         return value
 
 
+class MatchingVariant(_Frozen):
+    """A variant of the risk-set matching plan: ``k`` and/or ``caliper`` changed.
+
+    The variant's design label is ``matched_`` followed by ``1to<k>`` and/or
+    ``caliper<caliper>`` for what differs from the primary plan (``matched_1to1``,
+    ``matched_caliper0.1``, ``matched_1to2_caliper0.05``); its estimates have the
+    methods ``<model>_<label>``.
+    """
+
+    k: int | None = Field(None, ge=1, le=20, description="comparators per initiator")
+    caliper: float | None = Field(None, gt=0, description="caliper in SD of the logit of the score")
+
+    @model_validator(mode="after")
+    def _something(self) -> MatchingVariant:
+        if self.k is None and self.caliper is None:
+            raise ValueError("a matching variant changes k, caliper or both")
+        return self
+
+    def plan(self, primary: TrialAnalysisConfig) -> tuple[int, float]:
+        """The variant's (k, caliper), the primary plan's where not given."""
+        k = primary.k if self.k is None else self.k
+        caliper = primary.caliper if self.caliper is None else self.caliper
+        return k, caliper
+
+    def label(self, primary: TrialAnalysisConfig) -> str | None:
+        """The design label, or ``None`` when the variant is the primary plan."""
+        k, caliper = self.plan(primary)
+        parts = [f"1to{k}"] if k != primary.k else []
+        parts += [f"caliper{caliper:g}"] if caliper != primary.caliper else []
+        return "_".join(["matched", *parts]) if parts else None
+
+
 class TrialSensitivityConfig(_Frozen):
-    """Comparisons that show what the emulation changes (``primary: false``)."""
+    """Analyses that show what the emulation and its choices change (``primary: false``).
+
+    Every sensitivity estimate has ``primary: false`` and ``estimand: itt``. Truth (on
+    synthetic data) is attached to the matching variants and the prevalent-user
+    comparison, which aim at the intention-to-treat effect in the analysed initiators; not
+    to the naive comparison (a crude contrast of the initiators with everyone in OST on
+    one date, no effect in the initiators) nor to the grace-period analysis (another
+    population: initiators eligible under a longer window).
+    """
 
     naive: bool = Field(True, description="initiators vs everyone in OST on a fixed date")
     naive_date: str = Field(
@@ -172,6 +250,20 @@ class TrialSensitivityConfig(_Frozen):
         description="version 1's design: initiators vs prevalent OST patients on a random "
         "date each, matched",
     )
+    grace_period_days: int | None = Field(
+        30,
+        ge=0,
+        le=365,
+        description="intention-to-treat estimates under this grace period (risk sets "
+        "derived again, matched with the primary plan; design matched_grace<G>); null: "
+        "not run, nor when it equals the protocol's grace period",
+    )
+    matching: tuple[MatchingVariant, ...] = Field(
+        (MatchingVariant(k=1), MatchingVariant(caliper=0.1)),
+        description="risk-set matching variants (k and/or caliper; the same propensity "
+        "model and risk sets), intention-to-treat estimates of each; a variant equal to "
+        "the primary plan is not run",
+    )
 
 
 class TargetTrialConfig(_Frozen):
@@ -180,7 +272,13 @@ class TargetTrialConfig(_Frozen):
     eligibility: EligibilityConfig = EligibilityConfig()
     strategies: StrategiesConfig = StrategiesConfig()
     grace_period_days: int = Field(
-        0, ge=0, le=0, description="grace period for starting HAT (only 0 is implemented)"
+        0,
+        ge=0,
+        le=365,
+        description="grace period G: the treatment strategy is 'initiate HAT within G days "
+        "of being eligible'; time zero stays the HAT start, so eligibility is met on some "
+        "day of the G days before it (in OST in the recent-OST window before that day), "
+        "for initiators and comparators alike (analysis.data.eligibility.TrialProtocol)",
     )
     time_zero: Literal["hat_start"] = Field(
         "hat_start",
@@ -209,4 +307,25 @@ class TargetTrialConfig(_Frozen):
     def _itt_primary(self) -> TargetTrialConfig:
         if "itt" not in self.contrasts:
             raise ValueError("contrasts: 'itt' (the primary contrast) cannot be left out")
+        plans = [v.plan(self.analysis) for v in self.sensitivity.matching]
+        twice = sorted({p for p in plans if plans.count(p) > 1})
+        if twice:
+            raise ValueError(
+                "sensitivity.matching: the same (k, caliper) more than once: "
+                + ", ".join(f"k={k}, caliper={c:g}" for k, c in twice)
+            )
         return self
+
+    def matching_variants(self) -> dict[str, tuple[int, float]]:
+        """The matching variants to run: design label -> (k, caliper), primary plan left out."""
+        out = {}
+        for v in self.sensitivity.matching:
+            label = v.label(self.analysis)
+            if label is not None:
+                out[label] = v.plan(self.analysis)
+        return out
+
+    def sensitivity_grace(self) -> int | None:
+        """The sensitivity analysis' grace period, ``None`` when not run."""
+        g = self.sensitivity.grace_period_days
+        return None if g is None or g == self.grace_period_days else g

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.data.extract import read_extract
-from analysis.data.risk_sets import derive_risk_sets
+from analysis.data.risk_sets import derive_risk_sets, eligibility_on, outcomes_from
 from analysis.design.ipcw import censoring_weights, split_intervals
 from analysis.design.risk_set_matching import risk_set_match
 from analysis.outcomes.counting import cox_counting, km_counting
@@ -98,7 +98,29 @@ def test_without_replacement_within_a_risk_set_only():
 
 def test_config_target_trial_validated(tmp_path):
     for text, message in [
-        ("target_trial:\n  grace_period_days: 30\n", "target_trial.grace_period_days"),
+        ("target_trial:\n  grace_period_days: -1\n", "target_trial.grace_period_days"),
+        ("target_trial:\n  grace_period_days: 400\n", "target_trial.grace_period_days"),
+        (
+            "target_trial:\n  sensitivity:\n    grace_period_days: -30\n",
+            "target_trial.sensitivity.grace_period_days",
+        ),
+        ("target_trial:\n  sensitivity:\n    matching: [{}]\n", "changes k, caliper or both"),
+        (
+            "target_trial:\n  sensitivity:\n    matching: [{k: 0}]\n",
+            "target_trial.sensitivity.matching.0.k",
+        ),
+        (
+            "target_trial:\n  sensitivity:\n    matching: [{caliper: 0}]\n",
+            "target_trial.sensitivity.matching.0.caliper",
+        ),
+        (
+            "target_trial:\n  sensitivity:\n    matching: [{ratio: 2}]\n",
+            "target_trial.sensitivity.matching.0.ratio",
+        ),
+        (
+            "target_trial:\n  sensitivity:\n    matching: [{k: 2}, {k: 2, caliper: 0.2}]\n",
+            "the same .k, caliper. more than once: k=2, caliper=0.2",
+        ),
         ("target_trial:\n  contrasts: [per_protocol]\n", "itt"),
         ("target_trial:\n  analysis:\n    calliper: 0.1\n", "target_trial.analysis.calliper"),
         ("target_trial:\n  eligibility:\n    regions: [east]\n", "east"),
@@ -108,7 +130,76 @@ def test_config_target_trial_validated(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_config(path)
-    assert load_config().target_trial.analysis.k == 4
+    tt = load_config().target_trial
+    assert tt.analysis.k == 4 and tt.grace_period_days == 0
+    assert tt.matching_variants() == {"matched_1to1": (1, 0.2), "matched_caliper0.1": (4, 0.1)}
+    assert tt.sensitivity_grace() == 30
+    # a variant equal to the primary plan is not run; nor a grace period equal to the primary's
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "target_trial:\n  grace_period_days: 30\n  analysis:\n    k: 1\n"
+        "  sensitivity:\n    matching: [{k: 1}, {k: 2, caliper: 0.05}]\n"
+    )
+    tt = load_config(path).target_trial
+    assert tt.matching_variants() == {"matched_1to2_caliper0.05": (2, 0.05)}
+    assert tt.sensitivity_grace() is None
+
+
+def test_grace_period_on_example(example_sets):
+    """Q2 last had OST on 2023-05-31 and starts HAT on 2023-07-01: excluded without a grace
+    period, an analysed initiator from G = 24 (an OST day in the 7 + 24 days before), with
+    its own risk set; time zero stays its first HAT day, for it and its comparators."""
+    history = read_extract(EXAMPLE)
+    q2 = pd.DataFrame({"person_id": ["Q2"], "index_date": pd.to_datetime(["2023-07-01"])})
+    for grace, reason in [(0, "not in OST in the week before"), (23, "not in OST in the week "
+                          "before"), (24, None), (30, None)]:  # fmt: skip
+        got = eligibility_on(history, q2, grace_days=grace).iloc[0]
+        assert (None if pd.isna(got) else got) == reason, grace
+    g30 = derive_risk_sets(history, not_eligible=False, grace_days=30)
+    init = g30.initiators.set_index("person_id")
+    assert bool(init.loc["Q2", "analysed"]) and not bool(example_sets.initiators.set_index(
+        "person_id").loc["Q2", "analysed"])  # fmt: skip
+    assert init["analysed"].sum() == example_sets.initiators["analysed"].sum() + 1
+    t = g30.table
+    new = t[t["index_date"] == pd.Timestamp("2023-07-01")]
+    assert new[["person_id", "role"]].astype(str).values.tolist() == [
+        ["Q2", "initiator"],
+        ["Q3", "candidate"],
+        ["Q9", "candidate"],
+    ]
+    # without a grace period the date holds Q2 alone, an excluded initiator; the other
+    # dates' risk sets are unchanged (nobody there left OST 8 to 37 days before)
+    t0 = example_sets.table
+    assert t0.loc[t0["index_date"] == pd.Timestamp("2023-07-01"), "role"].tolist() == [
+        "excluded initiator"
+    ]
+    pd.testing.assert_frame_equal(
+        t[t["index_date"] != pd.Timestamp("2023-07-01")].reset_index(drop=True),
+        t0[t0["index_date"] != pd.Timestamp("2023-07-01")].reset_index(drop=True),
+    )
+    # no immortal time: every row's follow-up starts on the trial date (the initiator's
+    # first HAT day), the outcomes are those from that date
+    out = outcomes_from(history, new[["person_id", "index_date"]].reset_index(drop=True))
+    cols = ["followup_days", "died", "pp_censor_date", "pp_followup_days", "followup_charges"]
+    pd.testing.assert_frame_equal(new[cols].reset_index(drop=True), out[cols])
+    assert new["followup_days"].tolist() == [914, 215, 914]  # to 2025-12-31; Q3 dies
+    # per protocol Q9 (comparator on 2023-07-01) is censored on its own HAT start, as
+    # without a grace period
+    assert new.set_index("person_id").loc["Q9", "pp_censor_date"] == pd.Timestamp("2024-03-01")
+    m = risk_set_match(g30.table, covariates=("age",), k=2, caliper=None, exact=("region",),
+                       calendar_time=False)  # fmt: skip
+    assert _sets(m)["2023-07-01 Q2"] == ["Q3", "Q9"]
+
+
+def test_rematch_keeps_risk_sets_and_scores(example_sets):
+    m2 = risk_set_match(example_sets.table, covariates=("age",), k=2, caliper=None,
+                        exact=("region",), calendar_time=False)  # fmt: skip
+    m4 = m2.rematch(k=4, caliper=None)
+    assert _sets(m4) == {"2023-01-02 Q1": ["Q2", "Q3", "Q8", "Q9"], "2024-03-01 Q9": ["Q4"]}
+    assert m4.stacked is m2.stacked and m4.propensity is m2.propensity
+    assert m4.info()["exact"] == ["region"] and m4.info()["k"] == 4
+    # a caliper that no candidate meets leaves every initiator unmatched
+    assert m2.rematch(k=1, caliper=1e-9).matched.n_treated_matched == 0
 
 
 def test_counting_process_weights_and_cox():
@@ -153,11 +244,16 @@ def test_study_on_example_history_stops_with_the_reason():
 PRIMARIES = (("mortality", "HR"), ("retention", "HR"), ("crime", "IRR"))
 
 
-def _z(e: dict, truth: dict) -> float:
-    """(estimate - truth) / sqrt(SE^2 + Monte Carlo SE of the truth^2), log scale."""
+def _z(e: dict, truth: dict, value: float | None = None) -> float:
+    """(estimate - truth) / sqrt(SE^2 + Monte Carlo SE of the truth^2), log scale.
+
+    ``value``: the true value to compare with when the estimate carries none (the naive
+    comparison, whose contrast is not the estimand, is compared with the ITT truth).
+    """
     key = f"{e['estimand']}/{e['outcome']}/{e['measure']}"
     mc = (truth.get("monte_carlo", {}).get("errors", {}).get(key) or {}).get("mc_se") or 0.0
-    return (math.log(e["estimate"]) - math.log(e["truth"])) / math.hypot(e["se"], mc)
+    value = e["truth"] if value is None else value
+    return (math.log(e["estimate"]) - math.log(value)) / math.hypot(e["se"], mc)
 
 
 @pytest.mark.slow
@@ -199,4 +295,58 @@ def test_itt_and_per_protocol_recover_the_truth(tmp_path, scenario, seed):
             assert abs(_z(e, history.truth)) < 3, (estimand, outcome, e)
     if scenario == "default":
         (naive,) = [x for x in est if x["method"] == "rate_naive"]
-        assert abs(_z(naive, history.truth)) > 3, naive
+        assert naive["truth"] is None  # not an effect in the initiators
+        (itt,) = [x for x in est if x["method"] == "rate_matched" and x["measure"] == "IRR"]
+        assert abs(_z(naive, history.truth, itt["truth"])) > 3, naive
+
+
+# ------------------------------------------------------------------ sensitivity analyses
+@pytest.fixture(scope="module")
+def ci_study(tmp_path_factory):
+    """The ci history scenario, intention to treat only (the sensitivity analyses are)."""
+    from synthetic import generate_extract
+
+    folder = generate_extract("ci", out=tmp_path_factory.mktemp("ci") / "x", seed=1, contract=2)
+    history = read_extract(folder)
+    config = load_config(None, seed=1)
+    config = config.model_validate({**config.to_dict(), "target_trial": {"contrasts": ["itt"]}})
+    return history, run_study(history, config)
+
+
+def test_sensitivity_estimates_on_ci_history(ci_study):
+    history, study = ci_study
+    est = study.results["estimates"]
+    designs = study.results["design"]["designs"]
+    truth = {(e["outcome"], e["measure"]): e["value"] for e in history.truth["estimands"]
+             if e["estimand"] == "itt"}  # fmt: skip
+    wanted = {("mortality", "HR"), ("overdose_mortality", "HR"), ("retention", "HR"),
+              ("crime", "IRR")}  # fmt: skip
+    for design, has_truth in [("matched_1to1", True), ("matched_caliper0.1", True),
+                              ("matched_grace30", False), ("naive", False),
+                              ("prevalent", True)]:  # fmt: skip
+        mine = [e for e in est if e["method"].partition("_")[2] == design]
+        assert {(e["outcome"], e["measure"]) for e in mine} == wanted, design
+        assert all(not e["primary"] and e["estimand"] == "itt" for e in mine), design
+        for e in mine:
+            expected = truth[(e["outcome"], e["measure"])] if has_truth else None
+            assert e["truth"] == expected, (design, e)
+        assert designs[design]["truth"] is has_truth
+    assert (designs["matched_1to1"]["k"], designs["matched_1to1"]["caliper_sd"]) == (1, 0.2)
+    assert designs["matched_caliper0.1"]["caliper_sd"] == 0.1
+    assert designs["matched_caliper0.1"]["k"] == 4
+    # the variants re-match the primary's risk sets: the same initiators and candidates
+    for d in ("matched_1to1", "matched_caliper0.1"):
+        for key in ("n_risk_sets", "n_candidate_rows", "propensity_rows"):
+            assert designs[d][key] == designs["matched"][key], (d, key)
+    assert designs["matched_1to1"]["n_control_rows_matched"] <= designs["matched"]["n_treated"]
+    g = designs["matched_grace30"]
+    assert g["grace_period_days"] == 30
+    # a longer OST window: at least the primary's initiators and candidates
+    assert g["n_analysed"] >= study.results["cohort"]["n_hat"]
+    assert g["n_candidate_rows"] >= designs["matched"]["n_candidate_rows"]
+    # the primaries are the primary design's, intention to treat
+    assert {e["method"] for e in est if e["primary"]} == {"cox_matched", "rate_matched"}
+    protocol = study.tables["protocol"].set_index("component")
+    text = protocol.loc["Sensitivity analyses", "emulation"]
+    assert "matched_1to1" in text and "matched_caliper0.1" in text and "matched_grace30" in text
+    assert "grace period 0 days" in protocol.loc["Time zero", "emulation"]

@@ -76,6 +76,14 @@ class TrialProtocol:
     regions : tuple of str or None
         Regions where persons are eligible (rule 5). ``None``: the regions where
         an analysed initiator lives (resolved in :attr:`RiskSets.protocol`).
+    grace_days : int, default 0
+        Grace period ``G`` of the strategy "initiate HAT within ``G`` days of being
+        eligible", with time zero kept at the HAT start: a person is eligible on ``d``
+        when eligible on some day of ``d - G`` to ``d``. Rules 1-3, 5 and 6 checked on
+        ``d`` are at least as strict as on an earlier day (and must hold on ``d``
+        anyway: alive, HAT-naive, the covariate window covered), so only rule 4 changes:
+        an OST episode must cover a day of ``d - recent_ost_days - G`` to ``d - 1``.
+        The same rule for initiators and candidates; nothing after ``d`` is used.
     """
 
     min_age: int = 18
@@ -83,9 +91,10 @@ class TrialProtocol:
     recent_ost_days: int = 7
     gap_days: int = 30
     regions: tuple[str, ...] | None = None
+    grace_days: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("min_age", "lookback_days", "gap_days"):
+        for name in ("min_age", "lookback_days", "gap_days", "grace_days"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if int(self.recent_ost_days) < 1:
@@ -127,7 +136,8 @@ def reasons(
     rule(3, h.first_hat[code] < day)
     rest = np.flatnonzero(todo)
     last, found = last_ost_day(h, code[rest], day[rest])
-    rule(4, ~found | (last < day[rest] - protocol.recent_ost_days), where=rest)
+    window = protocol.recent_ost_days + protocol.grace_days
+    rule(4, ~found | (last < day[rest] - window), where=rest)
     allowed = np.isin(h.region.astype(str), np.asarray(list(regions), dtype=str))
     rule(5, ~allowed[code])
     rule(6, day - protocol.lookback_days < h.history_start_day)
@@ -176,6 +186,7 @@ def protocol_of(
     recent_ost_days: int,
     gap_days: int,
     regions: Sequence[str] | None,
+    grace_days: int = 0,
 ) -> TrialProtocol:
     """The :class:`TrialProtocol` of keyword arguments (``regions`` as a tuple)."""
     return TrialProtocol(
@@ -184,6 +195,7 @@ def protocol_of(
         recent_ost_days=recent_ost_days,
         gap_days=gap_days,
         regions=None if regions is None else tuple(regions),
+        grace_days=grace_days,
     )
 
 
@@ -230,6 +242,7 @@ def eligibility_on(
     recent_ost_days: int = 7,
     gap_days: int = 30,
     regions: Sequence[str] | None = None,
+    grace_days: int = 0,
 ) -> pd.Series:
     """Eligibility of persons on dates, with the first rule failed as the reason.
 
@@ -237,7 +250,7 @@ def eligibility_on(
     ``birth_year``) at least ``min_age``; (2) not dead or emigrated before the
     date; (3) no HAT before the date (a person starting HAT on the date is an
     initiator, not a candidate); (4) an OST episode covers at least one day from
-    ``date - recent_ost_days`` to ``date - 1``; (5) the region is one of
+    ``date - recent_ost_days - grace_days`` to ``date - 1``; (5) the region is one of
     ``regions``; (6) ``date - lookback_days`` is on or after ``history_start``.
 
     Parameters
@@ -246,7 +259,7 @@ def eligibility_on(
         A validated history extract.
     pairs : pandas.DataFrame
         ``person_id`` and ``index_date`` (the date ``d``), any number of rows.
-    min_age, lookback_days, recent_ost_days, gap_days, regions
+    min_age, lookback_days, recent_ost_days, gap_days, regions, grace_days
         The protocol (see :class:`TrialProtocol`); ``regions=None`` stands for
         the regions where an analysed initiator lives.
 
@@ -256,7 +269,7 @@ def eligibility_on(
         Categorical reason (:data:`ELIGIBILITY_REASONS`), missing where
         eligible; same index as ``pairs``.
     """
-    protocol = protocol_of(min_age, lookback_days, recent_ost_days, gap_days, regions)
+    protocol = protocol_of(min_age, lookback_days, recent_ost_days, gap_days, regions, grace_days)
     h = histories(history, protocol.gap_days)
     protocol = resolve(h, protocol)
     code, day = pairs_of(history, pairs, h.ids)

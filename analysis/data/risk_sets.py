@@ -231,6 +231,7 @@ def iter_risk_sets(
     gap_days: int = 30,
     regions: Sequence[str] | None = None,
     not_eligible: bool = True,
+    grace_days: int = 0,
     max_rows: int = 2_000_000,
 ) -> Iterator[RiskSets]:
     """The rows of :func:`derive_risk_sets` in pieces of consecutive index dates.
@@ -244,7 +245,7 @@ def iter_risk_sets(
     ----------
     history : HistoryExtract
         A validated history extract.
-    min_age, lookback_days, recent_ost_days, gap_days, regions, not_eligible
+    min_age, lookback_days, recent_ost_days, gap_days, regions, not_eligible, grace_days
         As :func:`derive_risk_sets`.
     max_rows : int, default 2,000,000
         Rows evaluated per piece (before leaving out the not eligible).
@@ -257,7 +258,7 @@ def iter_risk_sets(
     """
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-    protocol = protocol_of(min_age, lookback_days, recent_ost_days, gap_days, regions)
+    protocol = protocol_of(min_age, lookback_days, recent_ost_days, gap_days, regions, grace_days)
     h, protocol, initiators, code, day, dates, analysed_date = _prepare(history, protocol)
     per_date = max(1, max_rows // max(h.n, 1))
     # pieces hold ``per_date`` analysed dates each (dates without one ride along)
@@ -281,6 +282,7 @@ def derive_risk_sets(
     gap_days: int = 30,
     regions: Sequence[str] | None = None,
     not_eligible: bool = True,
+    grace_days: int = 0,
 ) -> RiskSets:
     """The target trial's risk sets: one row per (index date, person).
 
@@ -308,6 +310,10 @@ def derive_risk_sets(
     not_eligible : bool, default True
         Keep the not-eligible rows (with their reasons); ``False`` keeps the
         initiators and the candidates only (much smaller on a large extract).
+    grace_days : int, default 0
+        Grace period of the strategy "initiate HAT within ``grace_days`` days of
+        being eligible" (:class:`TrialProtocol`): rule 4's window is lengthened by
+        it, for initiators and candidates alike; time zero stays the HAT start.
 
     Returns
     -------
@@ -339,7 +345,7 @@ def derive_risk_sets(
     >>> history = read_extract("tests/data/example-history")  # doctest: +SKIP
     >>> derive_risk_sets(history).table.query("role == 'candidate'")  # doctest: +SKIP
     """
-    protocol = protocol_of(min_age, lookback_days, recent_ost_days, gap_days, regions)
+    protocol = protocol_of(min_age, lookback_days, recent_ost_days, gap_days, regions, grace_days)
     h, protocol, initiators, code, day, dates, analysed_date = _prepare(history, protocol)
     table = _piece(h, protocol, dates, analysed_date, code, day, not_eligible)
     return RiskSets(table=table, initiators=initiators, protocol=protocol)

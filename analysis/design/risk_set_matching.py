@@ -187,6 +187,28 @@ class RiskSetMatch:
             how="left",
         )
 
+    def rematch(self, *, k: int, caliper: float | None) -> RiskSetMatch:
+        """The same risk sets and propensity scores matched with another ``k`` or caliper.
+
+        For sensitivity analyses of the matching plan: the stacked rows, their scores and
+        the exact strata are kept; only the nearest-neighbour matching is done again.
+
+        Parameters
+        ----------
+        k : int
+            Comparators per initiator.
+        caliper : float or None
+            In pooled SDs of the logit of the score; ``None``: no caliper.
+
+        Returns
+        -------
+        RiskSetMatch
+        """
+        exact = tuple(c for c in self.matched.exact if c != "index_date")
+        return _match_sets(
+            self.stacked, self.propensity, self.covariates, k=k, caliper=caliper, exact=exact
+        )
+
     def info(self) -> dict[str, Any]:
         """Numbers describing the design (for ``results.json``)."""
         d, s = self.data, self.stacked
@@ -294,6 +316,19 @@ def risk_set_match(
         stacked, treatment="treatment", covariates=covs, transforms=transforms, levels=levels
     )
     stacked = stacked.assign(ps=ps.score, ps_logit=ps.logit)
+    return _match_sets(stacked, ps, covs, k=k, caliper=caliper, exact=exact)
+
+
+def _match_sets(
+    stacked: pd.DataFrame,
+    ps: PropensityScore,
+    covs: tuple[str, ...],
+    *,
+    k: int,
+    caliper: float | None,
+    exact: Sequence[str],
+) -> RiskSetMatch:
+    """Greedy matching of the scored stacked rows within (index date, ``exact``)."""
     matched = match(
         stacked,
         treatment="treatment",
