@@ -503,7 +503,9 @@ def test_generic_column_roles_and_arm_labels(ref):
                                method="m")  # fmt: skip
     nb_ref = negative_binomial_irr(ref, events="count", exposure="exposure",
                                    treatment="treatment", outcome="o", method="m")  # fmt: skip
-    assert nb.estimate == nb_ref.estimate and nb.details["dispersion"] == nb_ref.details["dispersion"]
+    assert (
+        nb.estimate == nb_ref.estimate and nb.details["dispersion"] == nb_ref.details["dispersion"]
+    )
     ba = before_after_ratio(
         ref, events_before="count_before", exposure_before="exposure_before",
         events_after="count_after", exposure_after="exposure", treatment="treatment",
