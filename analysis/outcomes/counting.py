@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from analysis.outcomes._coxph_core import _tail_sums
 from analysis.outcomes._product_limit import hazard_steps, survival_at_time
 from analysis.outcomes.coxph import _fit_coefficients
 
@@ -36,15 +37,16 @@ __all__ = [
 
 
 def _at_risk(times: np.ndarray, start: np.ndarray, stop: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted number at risk at each of ``times``: rows with ``start < t <= stop``."""
+    """Weighted number at risk at each of ``times``: rows with ``start < t <= stop``.
+
+    The weight of the rows with ``stop >= t`` minus that of the rows with ``start >= t``, as
+    the Cox engine's risk sets (compensated sums: a person's later intervals, in both terms,
+    cost no precision).
+    """
     o_stop, o_start = np.argsort(stop), np.argsort(start)
-    cum_stop = np.r_[0.0, np.cumsum(w[o_stop])]
-    cum_start = np.r_[0.0, np.cumsum(w[o_start])]
-    total = cum_stop[-1]
-    # sum of w with stop >= t minus sum of w with start >= t
-    stop_ge = total - cum_stop[np.searchsorted(stop[o_stop], times, side="left")]
-    start_ge = total - cum_start[np.searchsorted(start[o_start], times, side="left")]
-    return stop_ge - start_ge
+    s_stop, e_stop = _tail_sums(w[o_stop], np.searchsorted(stop[o_stop], times, side="left"))
+    s_start, e_start = _tail_sums(w[o_start], np.searchsorted(start[o_start], times, side="left"))
+    return (s_stop - s_start) + (e_stop - e_start)
 
 
 def _events(times: np.ndarray, stop: np.ndarray, event: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -19,8 +19,12 @@
 #   stratum and time of each event.
 # KM: survfit(Surv(start, stop, event) ~ x, data = d, weights = w): time, n.risk, n.event and
 #   surv of each arm, at every time of the arm.
-# AJ: survfit(Surv(start, stop, factor(etype)) ~ x, data = d, weights = w, id = id): the
+# AJ: survfit(Surv(start, stop, factor(etype)) ~ x, data = d, weights = w, id = row): the
 #   cumulative incidence of state 1 (etype 1; etype 2 competes) of each arm at every time.
+#   Each interval is its own "subject" (id = row number): with id = id, survfit's multi-state
+#   code first joins a person's contiguous intervals without a transition into one and keeps
+#   the weight of the last (survfitCI, the "extra" rows), so time-varying weights would be
+#   lost. The point estimate depends on the ids only through that joining.
 suppressPackageStartupMessages(library(survival))
 
 here <- "tests/reference"
@@ -88,14 +92,15 @@ km <- survfit(Surv(start, stop, event) ~ x, data = d, weights = w)
 km_txt <- curves(km, function(s, k) paste0(
   '"n_risk": ', num(s$n.risk[k]), ', "n_event": ', num(s$n.event[k]),
   ', "surv": ', num(s$surv[k])))
-aj <- survfit(Surv(start, stop, factor(etype)) ~ x, data = d, weights = w, id = id)
+d$row <- seq_len(nrow(d))
+aj <- survfit(Surv(start, stop, factor(etype)) ~ x, data = d, weights = w, id = row)
 state1 <- which(aj$states == "1")
 aj_txt <- curves(aj, function(s, k) paste0('"cif": ', num(s$pstate[k, state1])))
 out <- c(out,
   paste0('  "km": {\n    "r_call": "survfit(Surv(start, stop, event) ~ x, data = d, weights = w)",\n',
          km_txt, '\n  }'),
   paste0('  "aj": {\n    "r_call": "survfit(Surv(start, stop, factor(etype)) ~ x, data = d, ',
-         'weights = w, id = id)", "state": "1",\n', aj_txt, '\n  }'))
+         'weights = w, id = row)", "state": "1",\n', aj_txt, '\n  }'))
 
 meta <- paste0('  "_meta": {"r_version": "', R.version.string, '", "survival": "',
                as.character(packageVersion("survival")), '"}')
