@@ -156,21 +156,23 @@ class _Layout:
 def _entry_layout(
     t: np.ndarray,
     entry: np.ndarray,
-    stratum: np.ndarray | None,
+    strata_code: np.ndarray | None,
+    order: np.ndarray,
     grp_starts: np.ndarray,
-    ev_sub_rows,
+    ev_sub_rows: np.ndarray,
 ) -> _Entry:
-    """The :class:`_Entry` of the sorted rows (``t``, ``entry`` and ``stratum`` sorted)."""
+    """The :class:`_Entry` of the sorted rows (``t`` and ``entry`` sorted, strata by ``order``)."""
     values = np.unique(np.concatenate([t, entry]))
     stop_key = np.searchsorted(values, t).astype(np.int64)
     entry_key = np.searchsorted(values, entry).astype(np.int64)
-    if stratum is not None:
-        stop_key += stratum * np.int64(values.size)
-        entry_key += stratum * np.int64(values.size)
-    order = np.argsort(entry_key, kind="stable")
+    if strata_code is not None:
+        offset = strata_code[order].astype(np.int64) * np.int64(values.size)
+        stop_key += offset
+        entry_key += offset
+    by_entry = np.argsort(entry_key, kind="stable")
     return _Entry(
-        order=order,
-        eg_pos=np.searchsorted(entry_key[order], stop_key[ev_sub_rows], side="left"),
+        order=by_entry,
+        eg_pos=np.searchsorted(entry_key[by_entry], stop_key[ev_sub_rows], side="left"),
         row_grp=np.searchsorted(stop_key[grp_starts], entry_key, side="right") - 1,
         stop_key=stop_key,
         entry_key=entry_key,
@@ -228,6 +230,8 @@ def _layout(
         frac = None
     w_event = np.where(ev, w, 0.0)
     mean_wt = (np.add.reduceat(w[ev_rows], eg_starts) / eg_count)[eg_of_ev]
+    if entry is not None:
+        entry = _entry_layout(t, entry[order], strata_code, order, grp_starts, sub_starts[ev_sub])
     lay = _Layout(
         XT=XT,
         w=w,
@@ -250,15 +254,7 @@ def _layout(
         frac=frac,
         mean_wt=mean_wt,
         score_const=XT @ w_event,
-        entry=None
-        if entry is None
-        else _entry_layout(
-            t,
-            entry[order],
-            None if strata_code is None else strata_code[order].astype(np.int64),
-            grp_starts,
-            sub_starts[ev_sub],
-        ),
+        entry=entry,
     )
     return lay, order
 

@@ -76,4 +76,6 @@ if __name__ == "__main__":
     df = make_data()
     assert (df["start"] < df["stop"]).all()
     df.to_csv(here / "counting_data.csv", index=False, float_format="%.10g")
-    print(f"wrote {here / 'counting_data.csv'}: {len(df)} intervals of {df['id'].nunique()} persons")
+    print(
+        f"wrote {here / 'counting_data.csv'}: {len(df)} intervals of {df['id'].nunique()} persons"
+    )
