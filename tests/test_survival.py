@@ -289,7 +289,9 @@ def test_kaplan_meier_table_shape(ref):
 
 def test_survival_at_unweighted_is_greenwood(ref):
     """Without weights and clusters the influence-function SE of S(t) is Greenwood's."""
-    res = survival_at(ref, duration="time", event="event", treatment="treatment", method="km")
+    res = survival_at(
+        ref, outcome="retention", duration="time", event="event", treatment="treatment", method="km"
+    )
     for g, label in ((0, "OST"), (1, "HAT")):
         r = R["km_unweighted"][f"group{g}"]
         per = res.ratio.details["per_group"][label]
@@ -309,7 +311,7 @@ def test_survival_at_weighted_clustered_matches_r(ref):
     influence = TRUE); the SE of log(S1/S0) and of S1 - S0 are built in R from the
     per-matched-set influence values of both arms (so the covariance within sets is in)."""
     res = survival_at(
-        ref, duration="time", event="event", treatment="treatment", weights="weight",
+        ref, outcome="retention", duration="time", event="event", treatment="treatment", weights="weight",
         cluster="match_set", method="km_matched",
     )  # fmt: skip
     r = R["retention_12m_weighted_cluster"]
@@ -328,7 +330,13 @@ def test_rmst_matches_r(ref):
     """R: summary(survfit(...), rmean = 730)$table (rmean, se(rmean)) unweighted; for the
     weighted, clustered fit the SE from survfit's influence values (see make_reference.R)."""
     res = rmst_difference(
-        ref, duration="time", event="event", treatment="treatment", tau=730, method="rmst"
+        ref,
+        outcome="retention",
+        duration="time",
+        event="event",
+        treatment="treatment",
+        tau=730,
+        method="rmst",
     )
     for g, label in ((0, "OST"), (1, "HAT")):
         r = R["km_unweighted"][f"group{g}"]
@@ -338,7 +346,7 @@ def test_rmst_matches_r(ref):
     se0, se1 = (R["km_unweighted"][f"group{g}"]["se_rmean"] for g in (0, 1))
     assert res.se == pytest.approx(math.hypot(se0, se1), rel=EXACT_RTOL)
     w = rmst_difference(
-        ref, duration="time", event="event", treatment="treatment", tau=730, weights="weight",
+        ref, outcome="retention", duration="time", event="event", treatment="treatment", tau=730, weights="weight",
         cluster="match_set", method="rmst_matched",
     )  # fmt: skip
     r = R["rmst_weighted_cluster"]
@@ -466,7 +474,7 @@ def test_cumulative_risk_difference_is_minus_the_survival_difference(ref):
     assert rd.measure == "RD_12m" and rd.outcome == "mortality"
     assert rd.estimate == pytest.approx(-r["rd"], rel=EXACT_RTOL)
     assert rd.se == pytest.approx(r["se_rd"] * _factor(N_SETS), rel=EXACT_RTOL)
-    surv = survival_at(ref, **kw).difference
+    surv = survival_at(ref, outcome="retention", **kw).difference
     assert (rd.ci_low, rd.ci_high) == (-surv.ci_high, -surv.ci_low)
     assert rd.p_value == surv.p_value
     per = rd.details["per_group"]
@@ -649,11 +657,26 @@ def test_truth_retention_at_12m_and_rmst(seed, frailty):
         LAMBDA0, TAU, frailty
     )
     kw = {"weights": "weight", "cluster": "cluster"} if frailty else {}
-    res = survival_at(df, duration="time", event="event", treatment="treatment", method="km", **kw)
+    res = survival_at(
+        df,
+        outcome="retention",
+        duration="time",
+        event="event",
+        treatment="treatment",
+        method="km",
+        **kw,
+    )
     assert abs(math.log(res.ratio.estimate) - math.log(s1 / s0)) < 4 * res.ratio.se
     assert abs(res.difference.estimate - (s1 - s0)) < 4 * res.difference.se
     rm = rmst_difference(
-        df, duration="time", event="event", treatment="treatment", tau=TAU, method="rmst", **kw
+        df,
+        outcome="retention",
+        duration="time",
+        event="event",
+        treatment="treatment",
+        tau=TAU,
+        method="rmst",
+        **kw,
     )
     assert abs(rm.estimate - rmst_true) < 4 * rm.se
 
@@ -711,21 +734,40 @@ def test_bootstrap_agrees_with_influence_and_is_reproducible(ref):
         duration="time", event="event", treatment="treatment", weights="weight",
         cluster="match_set", method="km_matched",
     )  # fmt: skip
-    infl = survival_at(ref, **kw)
-    boot = survival_at(ref, **kw, variance="bootstrap", n_boot=400, rng=np.random.default_rng(5))
-    again = survival_at(ref, **kw, variance="bootstrap", n_boot=400, rng=np.random.default_rng(5))
+    infl = survival_at(ref, outcome="retention", **kw)
+    boot = survival_at(
+        ref,
+        outcome="retention",
+        **kw,
+        variance="bootstrap",
+        n_boot=400,
+        rng=np.random.default_rng(5),
+    )
+    again = survival_at(
+        ref,
+        outcome="retention",
+        **kw,
+        variance="bootstrap",
+        n_boot=400,
+        rng=np.random.default_rng(5),
+    )
     assert boot.ratio.estimate == infl.ratio.estimate
     assert boot.ratio.se == pytest.approx(infl.ratio.se, rel=0.2)
     assert boot.difference.se == pytest.approx(infl.difference.se, rel=0.2)
     assert boot.ratio.se == again.ratio.se
     assert len(boot.ratio.details["percentile_ci_ratio"]) == 2
-    rm_i = rmst_difference(ref, **kw)
+    rm_i = rmst_difference(ref, outcome="retention", **kw)
     rm_b = rmst_difference(
-        ref, **kw, variance="bootstrap", n_boot=400, rng=np.random.default_rng(6)
+        ref,
+        outcome="retention",
+        **kw,
+        variance="bootstrap",
+        n_boot=400,
+        rng=np.random.default_rng(6),
     )
     assert rm_b.se == pytest.approx(rm_i.se, rel=0.2)
     with pytest.raises(ValueError, match="rng"):
-        survival_at(ref, **kw, variance="bootstrap")
+        survival_at(ref, outcome="retention", **kw, variance="bootstrap")
 
 
 # ----------------------------------------------------------------------------- invariances
@@ -740,7 +782,9 @@ def test_permuted_rows_give_the_same_results(ref):
     assert a.details["ph_test"]["statistic"] == pytest.approx(
         b.details["ph_test"]["statistic"], rel=1e-6
     )
-    common = dict(duration="time", event="event", treatment="treatment", method="m", **kw)
+    common = dict(
+        duration="time", event="event", treatment="treatment", outcome="retention", method="m", **kw
+    )
     for f in (survival_at, rmst_difference):
         x, y = f(ref, **common), f(perm, **common)
         x, y = (x[0], y[0]) if isinstance(x, tuple) else (x, y)
@@ -766,7 +810,9 @@ def test_unit_weights_equal_no_weights(ref):
     assert a.se == pytest.approx(b.se, rel=1e-10)
     # KM-based: identical estimates; with weights the variance is robust, i.e. the
     # (Greenwood-equal) influence-function variance times G / (G - 1), G = persons
-    common = dict(duration="time", event="event", treatment="treatment", method="m")
+    common = dict(
+        duration="time", event="event", treatment="treatment", outcome="retention", method="m"
+    )
     for f in (survival_at, rmst_difference):
         x, y = f(unit, weights="weight", **common), f(ref, **common)
         x, y = (x[0], y[0]) if isinstance(x, tuple) else (x, y)
@@ -800,7 +846,9 @@ def test_zero_events_give_nan_with_a_note(ref):
     one_arm = ref.assign(event=np.where(ref["treatment"] == 1, 0, ref["event"]))
     est = _cox(one_arm, weights="weight", cluster="match_set")
     assert math.isnan(est.estimate) and "HAT" in est.details["note"]
-    res = survival_at(none, duration="time", event="event", treatment="treatment", method="m")
+    res = survival_at(
+        none, outcome="retention", duration="time", event="event", treatment="treatment", method="m"
+    )
     assert res.ratio.estimate == 1.0 and res.difference.estimate == 0.0
     lr = logrank(none, duration="time", event="event", treatment="treatment")
     assert math.isnan(lr["statistic"])
@@ -827,14 +875,16 @@ def test_bad_input_is_refused(ref):
     with pytest.raises(KeyError, match="nope"):
         _cox(ref, cluster="nope")
     with pytest.raises(ValueError, match="variance"):
-        survival_at(ref, duration="time", event="event", treatment="treatment", method="m",
+        survival_at(ref, outcome="retention", duration="time", event="event", treatment="treatment", method="m",
                     variance="jackknife")  # fmt: skip
 
 
 def test_results_are_json_safe(ref):
     est = _cox(ref, weights="weight", cluster="match_set")
     json.dumps(est.to_dict())
-    res = survival_at(ref, duration="time", event="event", treatment="treatment", method="m")
+    res = survival_at(
+        ref, outcome="retention", duration="time", event="event", treatment="treatment", method="m"
+    )
     json.dumps(res.ratio.to_dict())
     json.dumps(_cox(ref.assign(event=0)).to_dict())
 
@@ -856,8 +906,8 @@ def test_coverage_clustered_weighted():
         df = _simulate(1000 + seed, n=1000, frailty_var=v)
         kw = dict(duration="time", event="event", treatment="treatment", weights="weight",
                   cluster="cluster", method="m")  # fmt: skip
-        rr = survival_at(df, **kw).ratio
-        rm = rmst_difference(df, tau=TAU, **kw)
+        rr = survival_at(df, outcome="retention", **kw).ratio
+        rm = rmst_difference(df, outcome="retention", tau=TAU, **kw)
         hits_rr += rr.ci_low < s1 / s0 < rr.ci_high
         hits_rmst += rm.ci_low < rmst_true < rm.ci_high
     assert 0.91 < hits_rr / n_rep < 0.985
@@ -882,13 +932,15 @@ def _two_arms() -> pd.DataFrame:
 def test_survival_at_beyond_the_longest_followup_is_not_estimable():
     df = _two_arms()
     kw = dict(duration="time", event="event", treatment="treatment", method="km")
-    at = survival_at(df, time=400, **kw)  # the longest HAT time: still observed
+    at = survival_at(
+        df, outcome="retention", time=400, **kw
+    )  # the longest HAT time: still observed
     assert math.isfinite(at.ratio.estimate) and math.isfinite(at.difference.estimate)
     # HAT: S(400) = (4/5)(3/4)... product limit: 50 (5 at risk), 200 (3), 300 (2)
     assert at.ratio.details["per_group"]["HAT"]["survival"] == pytest.approx(4 / 5 * 2 / 3 * 1 / 2)
     assert "note" not in at.ratio.details
     for t in (400.5, 401, 365.25 * 2):
-        res = survival_at(df, time=t, **kw)
+        res = survival_at(df, outcome="retention", time=t, **kw)
         for est in res:
             assert math.isnan(est.estimate) and math.isnan(est.ci_low) and math.isnan(est.p_value)
             assert est.details["note"].startswith("not estimable: time")
@@ -896,18 +948,18 @@ def test_survival_at_beyond_the_longest_followup_is_not_estimable():
             assert est.details["per_group"]["HAT"]["max_followup"] == 400.0
         json.dumps(res.ratio.to_dict())
     # beyond both arms
-    note = survival_at(df, time=900, **kw).ratio.details["note"]
+    note = survival_at(df, outcome="retention", time=900, **kw).ratio.details["note"]
     assert "HAT 400" in note and "OST 800" in note
 
 
 def test_rmst_beyond_the_longest_followup_is_not_estimable():
     df = _two_arms()
     kw = dict(duration="time", event="event", treatment="treatment", method="rmst")
-    ok = rmst_difference(df, tau=400, **kw)
+    ok = rmst_difference(df, outcome="retention", tau=400, **kw)
     # HAT: 50 + (4/5)(150) + (4/5)(2/3)(100) + (4/5)(2/3)(1/2)(100) = 50 + 120 + 53.3 + 26.7
     assert ok.details["per_group"]["HAT"]["rmst"] == pytest.approx(250.0)
     assert math.isfinite(ok.estimate)
-    nan = rmst_difference(df, tau=401, **kw)
+    nan = rmst_difference(df, outcome="retention", tau=401, **kw)
     assert math.isnan(nan.estimate) and math.isnan(nan.se)
     assert nan.details["note"].startswith("not estimable: tau = 401")
     assert nan.details["tau"] == 401.0
@@ -953,9 +1005,15 @@ def test_zero_weight_rows_do_not_extend_the_followup():
     extra = pd.DataFrame({"time": [900], "event": [0], "treatment": [1], "weight": [0.0]})
     df = pd.concat([df, extra], ignore_index=True)
     kw = dict(duration="time", event="event", treatment="treatment", weights="weight")
-    assert math.isnan(rmst_difference(df, tau=500, method="rmst", **kw).estimate)
-    assert math.isnan(survival_at(df, time=500, method="km", **kw).ratio.estimate)
-    assert math.isfinite(rmst_difference(df.iloc[:-1], tau=400, method="rmst", **kw).estimate)
+    assert math.isnan(
+        rmst_difference(df, outcome="retention", tau=500, method="rmst", **kw).estimate
+    )
+    assert math.isnan(
+        survival_at(df, outcome="retention", time=500, method="km", **kw).ratio.estimate
+    )
+    assert math.isfinite(
+        rmst_difference(df.iloc[:-1], outcome="retention", tau=400, method="rmst", **kw).estimate
+    )
 
 
 # ----------------------------------------------------------------------------- design-based bands
@@ -989,7 +1047,7 @@ def test_kaplan_meier_band_is_the_survival_at_variance(ref):
     kw = {"weights": "weight", "cluster": "match_set"}
     km = kaplan_meier(ref, duration="time", event="event", group="treatment", **kw)
     for t in (30.0, 365.25, 600.0):
-        res = survival_at(ref, duration="time", event="event", treatment="treatment", time=t,
+        res = survival_at(ref, outcome="retention", duration="time", event="event", treatment="treatment", time=t,
                           method="m", **kw)  # fmt: skip
         for g, label in ((0, "OST"), (1, "HAT")):
             per = res.ratio.details["per_group"][label]
@@ -1057,8 +1115,8 @@ def test_one_cluster_is_not_estimable(ref):
     assert math.isnan(est.estimate) and math.isnan(est.p_value)
     assert est.details["note"].startswith("HR not estimable: the cluster-robust variance")
     common = dict(duration="time", event="event", treatment="treatment", method="m", **kw)
-    rr, rd = survival_at(one, **common)
-    rm = rmst_difference(one, **common)
+    rr, rd = survival_at(one, outcome="retention", **common)
+    rm = rmst_difference(one, outcome="retention", **common)
     for e in (rr, rd, rm):
         assert math.isnan(e.estimate) and math.isnan(e.se)
         assert "at least 2 clusters" in e.details["note"]
@@ -1082,7 +1140,7 @@ def test_few_clusters_warn_and_note(ref):
     assert record[0].filename == __file__  # the warning points at the caller
     assert math.isfinite(est.estimate) and "only 20 clusters" in est.details["note"]
     with pytest.warns(FewClustersWarning, match="only 20 clusters"):
-        rr, _ = survival_at(few, duration="time", event="event", treatment="treatment",
+        rr, _ = survival_at(few, outcome="retention", duration="time", event="event", treatment="treatment",
                             method="m", **kw)  # fmt: skip
     assert "only 20 clusters" in rr.details["note"] and rr.se > 0
     with pytest.warns(FewClustersWarning, match="only 20 clusters"):
@@ -1141,7 +1199,7 @@ def test_risk_difference_when_a_curve_reaches_zero(ref):
     df.loc[ost & (df["time"] == last), "event"] = 1
     kw = dict(duration="time", event="event", treatment="treatment", method="m")
     for extra in ({}, {"weights": "weight", "cluster": "match_set"}):
-        rr, rd = survival_at(df, **kw, **extra)
+        rr, rd = survival_at(df, outcome="retention", **kw, **extra)
         per = rd.details["per_group"]
         assert per["OST"]["survival"] == 0.0 and per["OST"]["se"] == 0.0
         assert math.isfinite(rd.se) and rd.se > 0
@@ -1153,7 +1211,7 @@ def test_risk_difference_when_a_curve_reaches_zero(ref):
         at_zero = km.curve[(km.curve["group"] == 0) & (km.curve["survival"] == 0)]
         assert len(at_zero) and (at_zero["se"] == 0).all()
         assert km.curve["se"].notna().all()
-        rm = rmst_difference(df, tau=730, **kw, **extra)
+        rm = rmst_difference(df, outcome="retention", tau=730, **kw, **extra)
         assert math.isfinite(rm.se) and rm.se > 0
 
 

@@ -3,8 +3,9 @@
 Modules
 -------
 coxph
-    The Cox engine: ``fit_cox`` (Breslow/Efron ties, case weights, strata, cluster-robust
-    variance; coefficients, information, score and Schoenfeld residuals, score tests) and
+    The Cox engine: ``fit_cox`` (right-censored or counting-process data with ``entry=``;
+    Breslow/Efron ties, case weights, strata, cluster-robust variance; coefficients,
+    information, score and Schoenfeld residuals, score tests) and
     ``CoxScore`` (the weighted score contributions at any coefficients and weights).
 cox
     ``cox_hazard_ratio``: the hazard-ratio estimator on a DataFrame, over the engine.
@@ -23,7 +24,7 @@ logrank
     Log-rank test and the (robust) Cox score test.
 counting
     Estimators on counting-process data ``(start, stop]`` with time-varying weights
-    (per-protocol analyses with censoring weights).
+    (per-protocol analyses with censoring weights); the Cox model on the engine.
 rates
     Exact and weighted Poisson rates; the ratio of two arms' weighted marginal rates.
 negative_binomial

@@ -4,6 +4,13 @@ the partial likelihood with its score and information, and the score residuals.
 Rows are sorted once by stratum, time and event status; every quantity is then a sum over
 blocks of tied rows and a (segmented) cumulative sum over those blocks. See the notes of
 :mod:`analysis.outcomes.coxph` for the method.
+
+With delayed entry (counting-process rows ``(entry, stop]``) the rows are also ordered by
+stratum and entry time (:class:`_Entry`): a risk-set sum at ``t`` is the sum over rows with
+``stop >= t`` minus the sum over rows with ``entry >= t``, two tail sums read at searched
+positions, and a row's cumulative hazard is the one at its stop time minus the one at its
+entry time. These differences use compensated sums, so they keep full precision when a
+person's many later intervals make both terms much larger than their difference.
 """
 
 from __future__ import annotations
@@ -73,6 +80,24 @@ def _segment_revcumsum(values: np.ndarray, seg_last: np.ndarray | None) -> np.nd
     return _segment_cumsum(values[..., ::-1], rev_first)[..., ::-1]
 
 
+def _tail_sums(values: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sum(values[pos:])`` for each position (``len(values)`` gives 0), compensated.
+
+    Returns the sums and their rounding errors (add them for the sum to about twice working
+    precision), so that differences of two tail sums lose nothing to cancellation.
+    """
+    s, e = _compensated_cumsum(values[::-1])
+    idx = values.size - pos
+    return np.r_[0.0, s][idx], np.r_[0.0, e][idx]
+
+
+def _head_sums_between(values: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """``sum(values[lo + 1 : hi + 1])`` for each pair (``lo`` may be -1), compensated."""
+    s, e = _compensated_cumsum(values)
+    s, e = np.r_[0.0, s], np.r_[0.0, e]
+    return (s[hi + 1] - s[lo + 1]) + (e[hi + 1] - e[lo + 1])
+
+
 # ---------------------------------------------------------------------------------------------
 # Sorted problem structure
 #
@@ -81,6 +106,23 @@ def _segment_revcumsum(values: np.ndarray, seg_last: np.ndarray | None) -> np.nd
 # "subgroup" is such a block: sums over subgroups give both the group sums (risk sets) and
 # the sums over tied events (Efron) from one pass over the data. The design is stored
 # transposed, (p, n), so that every pass runs over contiguous memory.
+
+
+@dataclass(frozen=True, eq=False)
+class _Entry:
+    """Delayed entry: where each row enters its risk sets, in the sorted layout.
+
+    Times are coded as integer keys ``stratum * m + rank`` (``rank`` among all entry and stop
+    times), so that one search over all strata at once stays inside each stratum: a global
+    tail sum from a position in stratum ``s`` also holds the rows of the later strata, which
+    cancel between the stop-time and entry-time sums.
+    """
+
+    order: np.ndarray  # (n,) sorted rows ordered by (stratum, entry)
+    eg_pos: np.ndarray  # (n_eg,) position in ``order`` of the first row entering at or after t
+    row_grp: np.ndarray  # (n,) last (stratum, time) group at or before the row's entry; -1
+    stop_key: np.ndarray  # (n,) key of each sorted row's stop time
+    entry_key: np.ndarray  # (n,) key of each sorted row's entry time
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,9 +150,38 @@ class _Layout:
     frac: np.ndarray | None  # (n_ev,) Efron down-weight k/d; None for Breslow or no ties
     mean_wt: np.ndarray  # (n_ev,) mean case weight of the event's tied set
     score_const: np.ndarray  # (p,) sum over events of w x
+    entry: _Entry | None = None  # delayed entry; None for right-censored rows (entry -inf)
 
 
-def _layout(X, duration, event, weights, strata_code, ties: str) -> tuple[_Layout, np.ndarray]:
+def _entry_layout(
+    t: np.ndarray,
+    entry: np.ndarray,
+    strata_code: np.ndarray | None,
+    order: np.ndarray,
+    grp_starts: np.ndarray,
+    ev_sub_rows: np.ndarray,
+) -> _Entry:
+    """The :class:`_Entry` of the sorted rows (``t`` and ``entry`` sorted, strata by ``order``)."""
+    values = np.unique(np.concatenate([t, entry]))
+    stop_key = np.searchsorted(values, t).astype(np.int64)
+    entry_key = np.searchsorted(values, entry).astype(np.int64)
+    if strata_code is not None:
+        offset = strata_code[order].astype(np.int64) * np.int64(values.size)
+        stop_key += offset
+        entry_key += offset
+    by_entry = np.argsort(entry_key, kind="stable")
+    return _Entry(
+        order=by_entry,
+        eg_pos=np.searchsorted(entry_key[by_entry], stop_key[ev_sub_rows], side="left"),
+        row_grp=np.searchsorted(stop_key[grp_starts], entry_key, side="right") - 1,
+        stop_key=stop_key,
+        entry_key=entry_key,
+    )
+
+
+def _layout(
+    X, duration, event, weights, strata_code, ties: str, entry=None
+) -> tuple[_Layout, np.ndarray]:
     n = X.shape[0]
     keys = (event, duration) if strata_code is None else (event, duration, strata_code)
     order = np.lexsort(keys)
@@ -159,6 +230,8 @@ def _layout(X, duration, event, weights, strata_code, ties: str) -> tuple[_Layou
         frac = None
     w_event = np.where(ev, w, 0.0)
     mean_wt = (np.add.reduceat(w[ev_rows], eg_starts) / eg_count)[eg_of_ev]
+    if entry is not None:
+        entry = _entry_layout(t, entry[order], strata_code, order, grp_starts, sub_starts[ev_sub])
     lay = _Layout(
         XT=XT,
         w=w,
@@ -181,6 +254,7 @@ def _layout(X, duration, event, weights, strata_code, ties: str) -> tuple[_Layou
         frac=frac,
         mean_wt=mean_wt,
         score_const=XT @ w_event,
+        entry=entry,
     )
     return lay, order
 
@@ -232,10 +306,13 @@ def _evaluate(lay: _Layout, beta: np.ndarray, buf: np.ndarray) -> _Eval:
     else:
         sub0 = np.add.reduceat(r, lay.sub_starts)
         sub1 = np.add.reduceat(buf, lay.sub_starts, axis=1)
-    s0e = _segment_revcumsum(sub0, lay.sub_seg_last)[lay.eg_first_sub]
-    s1e = np.empty((XT.shape[0], lay.eg_first_sub.size))
-    for j in range(XT.shape[0]):  # one covariate at a time: temporaries of length n_sub
-        s1e[j] = _segment_revcumsum(sub1[j], lay.sub_seg_last)[lay.eg_first_sub]
+    if lay.entry is None:
+        s0e = _segment_revcumsum(sub0, lay.sub_seg_last)[lay.eg_first_sub]
+        s1e = np.empty((XT.shape[0], lay.eg_first_sub.size))
+        for j in range(XT.shape[0]):  # one covariate at a time: temporaries of length n_sub
+            s1e[j] = _segment_revcumsum(sub1[j], lay.sub_seg_last)[lay.eg_first_sub]
+    else:
+        s0e, s1e = _entry_risk_sums(lay, sub0, sub1, r, buf)
 
     # Per event (Efron term k of its tied set), scalars only.
     eg, frac, mw = lay.eg_of_ev, lay.frac, lay.mean_wt
@@ -267,7 +344,7 @@ def _evaluate(lay: _Layout, beta: np.ndarray, buf: np.ndarray) -> _Eval:
     # its own risk set (Efron). Then sum_t sum_k h {S2 - (k/d) E2} = X' diag(r hcum) X.
     cg = np.zeros(lay.n_groups)
     cg[lay.eg_grp] = c0
-    hcum = _segment_cumsum(cg, lay.grp_seg_first)[lay.grp_of_row]
+    hcum = _over_risk_period(lay, cg)
     if frac is not None:
         hcum[lay.ev_rows] -= c1[eg]
     np.multiply(XT, r * hcum, out=buf)
@@ -284,6 +361,41 @@ def _evaluate(lay: _Layout, beta: np.ndarray, buf: np.ndarray) -> _Eval:
         denom=denom,
         q=(q0, q1, q2),
     )
+
+
+def _entry_risk_sums(
+    lay: _Layout, sub0: np.ndarray, sub1: np.ndarray, r: np.ndarray, rx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Risk-set sums of ``r`` and ``r x`` at each tied-event set, with delayed entry.
+
+    The rows with ``stop >= t`` (tail sums over the subgroups from the first subgroup of the
+    set's group) minus the rows with ``entry >= t`` (tail sums in entry order): the rows with
+    ``entry < t <= stop``.
+    """
+    ent = lay.entry
+    first = lay.eg_first_sub
+
+    def at_risk(by_stop: np.ndarray, by_row: np.ndarray) -> np.ndarray:
+        s_stop, e_stop = _tail_sums(by_stop, first)
+        s_entry, e_entry = _tail_sums(by_row[ent.order], ent.eg_pos)
+        return (s_stop - s_entry) + (e_stop - e_entry)
+
+    s0e = at_risk(sub0, r)
+    s1e = np.empty((rx.shape[0], first.size))
+    for j in range(rx.shape[0]):
+        s1e[j] = at_risk(sub1[j], rx[j])
+    return s0e, s1e
+
+
+def _over_risk_period(lay: _Layout, per_group: np.ndarray) -> np.ndarray:
+    """Sum of a per-group quantity over each row's risk period, shape (n,).
+
+    The groups of the row's stratum up to its time and, with delayed entry, after its
+    entry time.
+    """
+    if lay.entry is None:
+        return _segment_cumsum(per_group, lay.grp_seg_first)[lay.grp_of_row]
+    return _head_sums_between(per_group, lay.grp_of_row, lay.entry.row_grp)
 
 
 def _efron_means(lay: _Layout, cur: _Eval) -> np.ndarray:
@@ -304,7 +416,7 @@ def _cumulative_hazard(lay: _Layout, cur: _Eval, set_weight: np.ndarray) -> np.n
     h = (lay.mean_wt / cur.denom) * set_weight[lay.eg_of_ev]
     cg = np.zeros(lay.n_groups)
     cg[lay.eg_grp] = _sum_tied(h, lay)
-    hcum = _segment_cumsum(cg, lay.grp_seg_first)[lay.grp_of_row]
+    hcum = _over_risk_period(lay, cg)
     if lay.frac is not None:
         hcum[lay.ev_rows] -= np.add.reduceat(lay.frac * h, lay.eg_starts)[lay.eg_of_ev]
     return hcum
@@ -359,7 +471,10 @@ def _weighted_score_residuals(
     for j in range(XT.shape[0]):
         row = out[j]
         ha[lay.eg_grp] = ha_eg[j]
-        np.take(_segment_cumsum(ha, lay.grp_seg_first), lay.grp_of_row, out=row)
+        if lay.entry is None:
+            np.take(_segment_cumsum(ha, lay.grp_seg_first), lay.grp_of_row, out=row)
+        else:
+            row[:] = _over_risk_period(lay, ha)
         if ha_own is not None:
             row[ev] -= ha_own[j, eg]
         row -= XT[j] * hcum

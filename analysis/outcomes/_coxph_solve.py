@@ -67,6 +67,25 @@ def _check_data(
     return names, X, duration, event_b, w
 
 
+def _check_entry(entry: Any, duration: np.ndarray) -> np.ndarray | None:
+    """Entry times as a checked float array (``None`` stays ``None``): finite, before ``duration``."""
+    if entry is None:
+        return None
+    n = duration.size
+    arr = np.asarray(entry, dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"entry must have shape ({n},), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("entry has missing or non-finite values")
+    bad = np.flatnonzero(arr >= duration)
+    if bad.size:
+        raise ValueError(
+            f"entry must be before duration (intervals (entry, duration]); {bad.size} rows "
+            f"are not, the first at position {bad[0]}: ({arr[bad[0]]}, {duration[bad[0]]}]"
+        )
+    return arr
+
+
 @dataclass(frozen=True, eq=False)
 class _Newton:
     """Where Newton-Raphson stopped."""
@@ -234,18 +253,21 @@ def _monotone_likelihood(
         if span == 0:
             continue
         tol = 1e-9 * span
-        if lay.stratum_of_row is None:
-            # quick exit: the first event's risk set is almost everyone
-            tail = x[first[0] :]
-            if tail.max() - tol > x[ev[0]] > tail.min() + tol:
-                continue
-            off = np.zeros_like(x)
-        else:  # later strata pushed out of reach of the earlier ones' running max/min
-            off = (2.0 * span + 1.0) * lay.stratum_of_row
-        top = np.maximum.accumulate((x - off)[::-1])[::-1][first] + off[ev]
-        bottom = np.minimum.accumulate((x + off)[::-1])[::-1][first] - off[ev]
-        up = bool(np.all(x[ev] >= top - tol))
-        down = bool(np.all(x[ev] <= bottom + tol))
+        if lay.entry is not None:  # delayed entry: risk sets are not tails of the rows
+            up, down = _extreme_at_events(lay, x, tol)
+        else:
+            if lay.stratum_of_row is None:
+                # quick exit: the first event's risk set is almost everyone
+                tail = x[first[0] :]
+                if tail.max() - tol > x[ev[0]] > tail.min() + tol:
+                    continue
+                off = np.zeros_like(x)
+            else:  # later strata pushed out of reach of the earlier ones' running max/min
+                off = (2.0 * span + 1.0) * lay.stratum_of_row
+            top = np.maximum.accumulate((x - off)[::-1])[::-1][first] + off[ev]
+            bottom = np.minimum.accumulate((x + off)[::-1])[::-1][first] - off[ev]
+            up = bool(np.all(x[ev] >= top - tol))
+            down = bool(np.all(x[ev] <= bottom + tol))
         if up != down:
             side = "largest" if up else "smallest"
             limit = "+infinity" if up else "-infinity"
@@ -266,6 +288,46 @@ def _monotone_likelihood(
                 f"coefficient of {names[j]} still moved by {last_step[j]:.3g} per Newton step "
                 "(the information along it collapses towards 0; the estimate is infinite)",
             )
+    return out
+
+
+def _extreme_at_events(lay: _Layout, x: np.ndarray, tol: float) -> tuple[bool, bool]:
+    """With delayed entry: does every event have the largest (smallest) ``x`` of its risk set?
+
+    Turned around: row ``i`` is in the risk sets of the events with times in its
+    ``(entry, stop]`` (a contiguous run of the events sorted by stratum and time), and every
+    event has the largest value iff no row exceeds the smallest event value of its run.
+    Minima over the runs by a sparse table (O(m log m) for m events).
+    """
+    ent, ev = lay.entry, lay.ev_rows
+    # quick exit: a row at risk at the event with the smallest value exceeds it, and one at
+    # the event with the largest value is below it
+    lowest, highest = ev[np.argmin(x[ev])], ev[np.argmax(x[ev])]
+    risk_low = (ent.entry_key < ent.stop_key[lowest]) & (ent.stop_key >= ent.stop_key[lowest])
+    risk_high = (ent.entry_key < ent.stop_key[highest]) & (ent.stop_key >= ent.stop_key[highest])
+    if x[risk_low].max() > x[lowest] + tol and x[risk_high].min() < x[highest] - tol:
+        return False, False
+    ev_key = ent.stop_key[ev]
+    lo = np.searchsorted(ev_key, ent.entry_key, side="right")
+    hi = np.searchsorted(ev_key, ent.stop_key, side="right")
+    some = hi > lo
+    lo, hi, xs = lo[some], hi[some], x[some]
+    up = bool(np.all(xs <= _run_min(x[ev], lo, hi) + tol))
+    down = bool(np.all(xs >= -_run_min(-x[ev], lo, hi) - tol))
+    return up, down
+
+
+def _run_min(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``min(values[lo:hi])`` for each pair (``hi > lo``), from a sparse table."""
+    table = [values]
+    while 2 ** len(table) <= values.size:
+        prev, step = table[-1], 2 ** (len(table) - 1)
+        table.append(np.minimum(prev[:-step], prev[step:]))
+    level = np.frexp((hi - lo).astype(np.float64))[1] - 1  # floor(log2(hi - lo))
+    out = np.empty(lo.size)
+    for k in np.unique(level):  # at most log2(m) levels
+        at = level == k
+        out[at] = np.minimum(table[k][lo[at]], table[k][hi[at] - 2**k])
     return out
 
 

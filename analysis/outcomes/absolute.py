@@ -68,7 +68,7 @@ def survival_at(
     variance: Variance = "influence",
     n_boot: int = 200,
     rng: np.random.Generator | None = None,
-    outcome: str = "retention",
+    outcome: str,
     method: str,
     label: str | None = None,
 ) -> SurvivalAt:

@@ -2,29 +2,29 @@
 row with its own (time-varying) weight, as the per-protocol analysis with inverse probability
 of censoring weights produces (:mod:`analysis.design.ipcw`).
 
-- :func:`cox_counting`: the hazard ratio of a binary covariate, weighted partial likelihood
-  with Breslow ties on the risk sets ``start < t <= stop``;
+- :func:`cox_counting`: the hazard ratio of one covariate, the weighted Cox model with
+  Breslow ties on the risk sets ``start < t <= stop``: the Cox engine
+  (:func:`analysis.outcomes.coxph.fit_cox` with ``entry=start``);
 - :func:`km_counting`, :func:`aj_counting`: weighted Kaplan-Meier and Aalen-Johansen curves,
   with the product-limit steps of :mod:`analysis.outcomes._product_limit` (the kernel of
-  :mod:`analysis.outcomes.kaplan_meier`);
+  :mod:`analysis.outcomes.kaplan_meier`) on the same risk sets;
 - :func:`survival_at_time`, :func:`rmst`: a step function at a time and the area under it;
 - :func:`weighted_rates`: weighted event rates of two arms.
 
-They return bare numbers, for the bootstrap that gives their variance.
-
-Notes
------
-:func:`cox_counting` solves the one-covariate partial likelihood on the arms' weighted
-numbers at risk and events (Newton-Raphson on a scalar), not with the Cox engine
-(:func:`analysis.outcomes.coxph.fit_cox`), which handles right-censored rows without delayed
-entry; for one binary covariate with Breslow ties the two are the same likelihood.
+They return bare numbers, for the bootstrap that gives their variance. Rows with weight 0
+(persons not drawn in a bootstrap replicate) are left out. All three agree with R's
+``survival`` on ``Surv(start, stop, event)`` (``tests/reference/make_reference_counting.R``).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from analysis.outcomes._coxph_core import _tail_sums
 from analysis.outcomes._product_limit import hazard_steps, survival_at_time
+from analysis.outcomes.coxph import _fit_coefficients
 
 __all__ = [
     "aj_counting",
@@ -37,15 +37,16 @@ __all__ = [
 
 
 def _at_risk(times: np.ndarray, start: np.ndarray, stop: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted number at risk at each of ``times``: rows with ``start < t <= stop``."""
+    """Weighted number at risk at each of ``times``: rows with ``start < t <= stop``.
+
+    The weight of the rows with ``stop >= t`` minus that of the rows with ``start >= t``, as
+    the Cox engine's risk sets (compensated sums: a person's later intervals, in both terms,
+    cost no precision).
+    """
     o_stop, o_start = np.argsort(stop), np.argsort(start)
-    cum_stop = np.r_[0.0, np.cumsum(w[o_stop])]
-    cum_start = np.r_[0.0, np.cumsum(w[o_start])]
-    total = cum_stop[-1]
-    # sum of w with stop >= t minus sum of w with start >= t
-    stop_ge = total - cum_stop[np.searchsorted(stop[o_stop], times, side="left")]
-    start_ge = total - cum_start[np.searchsorted(start[o_start], times, side="left")]
-    return stop_ge - start_ge
+    s_stop, e_stop = _tail_sums(w[o_stop], np.searchsorted(stop[o_stop], times, side="left"))
+    s_start, e_start = _tail_sums(w[o_start], np.searchsorted(start[o_start], times, side="left"))
+    return (s_stop - s_start) + (e_stop - e_start)
 
 
 def _events(times: np.ndarray, stop: np.ndarray, event: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -64,51 +65,55 @@ def cox_counting(
     x: np.ndarray,
     w: np.ndarray,
 ) -> tuple[float, float]:
-    """Weighted Cox model with one binary covariate on counting-process data.
+    """Weighted Cox model with one covariate on counting-process data.
 
-    Breslow's handling of ties; the risk set at an event time ``t`` holds the rows with
-    ``start < t <= stop``, each with its own (time-varying) weight.
+    R's ``coxph(Surv(start, stop, event) ~ x, weights = w, ties = "breslow")``: the risk set
+    at an event time ``t`` holds the rows with ``start < t <= stop``, each with its own
+    (time-varying) weight. Fitted by the Cox engine (the estimate of
+    :func:`analysis.outcomes.coxph.fit_cox` with ``entry=start``, without its variances and
+    residuals, which the bootstrap does not need), converged to a relative change in log
+    partial likelihood of 1e-12.
 
     Parameters
     ----------
     start, stop, event : ndarray
         Interval rows.
-    x : ndarray of 0/1
-        Treatment.
+    x : ndarray
+        The covariate (0/1 treatment).
     w : ndarray
-        Weights.
+        Weights, >= 0; rows with weight 0 are left out.
 
     Returns
     -------
     (float, float)
-        log hazard ratio and the model-based information (``nan`` log HR when no
-        event, or when an arm has no event and the likelihood is monotone).
+        log hazard ratio and the model-based information, both ``nan`` when there is no
+        event, when an arm (a level of ``x``) has no event, or when the estimate is
+        otherwise infinite (monotone likelihood).
     """
-    e = (event == 1) & (w > 0)
-    times = np.unique(stop[e])
-    if not len(times):
+    keep = np.asarray(w) > 0
+    event = np.asarray(event)[keep]
+    x = np.asarray(x, dtype=np.float64)[keep]
+    has_event = event == 1
+    if not has_event.any() or np.ptp(x[has_event]) == 0 or np.ptp(x) == 0:
         return float("nan"), float("nan")
-    y1 = _at_risk(times, start[x == 1], stop[x == 1], w[x == 1])
-    y0 = _at_risk(times, start[x == 0], stop[x == 0], w[x == 0])
-    d1 = _events(times, stop[x == 1], event[x == 1], w[x == 1])
-    d0 = _events(times, stop[x == 0], event[x == 0], w[x == 0])
-    d = d0 + d1
-    if d1.sum() <= 0 or d0.sum() <= 0:
-        return float("nan"), float("nan")
-    b = 0.0
-    info = float("nan")
-    for _ in range(100):
-        r = np.exp(b)
-        p = r * y1 / (y0 + r * y1)
-        score = float(np.sum(d1 - d * p))
-        info = float(np.sum(d * p * (1 - p)))
-        if not info > 0:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # infinite estimates: nan below
+        try:
+            beta, info, diverging, converged = _fit_coefficients(
+                x,
+                np.asarray(stop)[keep],
+                event,
+                entry=np.asarray(start)[keep],
+                weights=np.asarray(w)[keep],
+                ties="breslow",
+                tol=1e-12,
+                max_iter=100,
+            )
+        except ValueError:  # singular information
             return float("nan"), float("nan")
-        step = float(np.clip(score / info, -2.0, 2.0))
-        b += step
-        if abs(step) < 1e-10:
-            break
-    return b, info
+    if diverging or not converged:
+        return float("nan"), float("nan")
+    return float(beta[0]), float(info[0, 0])
 
 
 def km_counting(

@@ -15,9 +15,18 @@ risk sets, and one weighted Gram matrix ``X' diag(v) X`` per Newton step. Python
 over Newton iterations and covariates, never over rows, event times or tie multiplicities, so
 heavy ties (registry times at day resolution) cost nothing extra.
 
-It reproduces R's ``survival::coxph`` for right-censored data: Efron or Breslow ties, case
-weights (``weights=``), strata (``strata()``), and the robust sandwich variance built from the
-weighted dfbeta residuals, summed within clusters when ``cluster=`` is given.
+It reproduces R's ``survival::coxph`` for right-censored data, ``Surv(duration, event)``, and
+for counting-process data with delayed entry or time-varying covariates and weights,
+``Surv(entry, duration, event)`` (``entry=``): Efron or Breslow ties, case weights
+(``weights=``, which may differ between the intervals of one person), strata (``strata()``),
+and the robust sandwich variance built from the weighted dfbeta residuals, summed within
+clusters when ``cluster=`` is given (``cluster(id)`` for persons with several intervals).
+
+With ``entry``, a row is at risk at the event times ``t`` with ``entry < t <= duration``. A
+risk-set sum is then the sum over the rows with ``duration >= t`` minus the sum over the rows
+with ``entry >= t`` (both tail sums of sorted cumulative sums, per stratum), and a row's
+cumulative hazard is the one at its ``duration`` minus the one at its ``entry``; everything
+else (ties, residuals, variances) is as for right-censored data.
 
 Notes
 -----
@@ -55,6 +64,7 @@ from analysis.outcomes._coxph_solve import (
     _as_codes,
     _bias_corrected_cov,
     _check_data,
+    _check_entry,
     _check_solution,
     _newton_raphson,
     _quadratic_form,
@@ -227,6 +237,7 @@ def fit_cox(
     duration: Any,
     event: Any,
     *,
+    entry: Any = None,
     weights: Any = None,
     cluster: Any = None,
     strata: Any = None,
@@ -235,22 +246,31 @@ def fit_cox(
     max_iter: int = 50,
     small_sample: SmallSample = "factor",
 ) -> CoxResult:
-    """Fit a Cox proportional hazards model to right-censored data.
+    """Fit a Cox proportional hazards model to right-censored or counting-process data.
 
     Parameters
     ----------
     X : array_like, shape (n, p)
         Covariates (a DataFrame's column names become ``names``). No intercept.
     duration : array_like, shape (n,)
-        Follow-up times. Exactly equal times are tied.
+        Follow-up times: the end (stop) of each row's interval. Exactly equal times are tied.
     event : array_like, shape (n,)
-        1 (or ``True``) for an event, 0 for censoring.
+        1 (or ``True``) for an event at ``duration``, 0 for censoring.
+    entry : array_like, shape (n,), optional
+        Entry times: the row is at risk on ``(entry, duration]`` (delayed entry, or one of
+        several intervals of a person in counting-process form, as R's
+        ``Surv(entry, duration, event)``); ``entry < duration``. ``None`` (the default):
+        at risk from the origin (right-censored data). Split a person's follow-up into
+        intervals to give covariates or weights that change over time.
     weights : array_like, shape (n,), optional
         Positive case weights, as R's ``coxph(weights=)``: integer weights are equivalent to
-        replicating rows (for the estimate and model-based variance).
+        replicating rows (for the estimate and model-based variance). With ``entry``, the
+        intervals of one person may have different weights (time-varying inverse
+        probability weights).
     cluster : array_like, shape (n,), optional
         Cluster labels; the robust variance sums the weighted dfbeta residuals within cluster.
-        Without it the robust variance is per observation.
+        Without it the robust variance is per observation (per row: with ``entry``, give the
+        person as the cluster for a variance per person).
     strata : array_like, shape (n,) or (n, k), optional
         Stratum labels; each stratum has its own baseline hazard and risk sets. Several
         columns (an (n, k) array or a DataFrame) define the strata by their combinations.
@@ -275,7 +295,8 @@ def fit_cox(
     ------
     ValueError
         On missing or non-finite values, non-binary events, non-positive weights, no events,
-        or a singular information matrix (collinear covariates).
+        ``entry`` not before ``duration``, or a singular information matrix (collinear
+        covariates).
 
     Notes
     -----
@@ -335,11 +356,12 @@ def fit_cox(
     if small_sample not in ("factor", "mancl-derouen"):
         raise ValueError(f"small_sample must be 'factor' or 'mancl-derouen', got {small_sample!r}")
     names, X, duration, event_b, w = _check_data(X, duration, event, weights)
+    entry = _check_entry(entry, duration)
     n, p = X.shape
     cl_code = None if cluster is None else _as_codes(cluster, n, "cluster")
     st_code = None if strata is None else _as_codes(strata, n, "strata")
 
-    lay, order = _layout(X, duration, event_b, w, st_code, ties)
+    lay, order = _layout(X, duration, event_b, w, st_code, ties, entry)
     buf = np.empty_like(lay.XT)
     newton = _newton_raphson(lay, buf, tol=tol, max_iter=max_iter)
     beta, cur = newton.beta, newton.cur
@@ -388,6 +410,32 @@ def fit_cox(
     )
 
 
+def _fit_coefficients(
+    X: Any,
+    duration: Any,
+    event: Any,
+    *,
+    entry: Any = None,
+    weights: Any = None,
+    ties: Ties = "efron",
+    tol: float = 1e-9,
+    max_iter: int = 50,
+) -> tuple[np.ndarray, np.ndarray, dict[str, str], bool]:
+    """The estimate of :func:`fit_cox` alone, for estimators refitted many times (bootstrap).
+
+    The same checks, layout, Newton-Raphson and detection of infinite estimates, without the
+    variances, residuals and score tests. Returns ``params``, ``information``,
+    ``diverging`` and ``converged`` as :class:`CoxResult` has them.
+    """
+    if ties not in ("efron", "breslow"):
+        raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
+    names, X, duration, event_b, w = _check_data(X, duration, event, weights)
+    lay, _ = _layout(X, duration, event_b, w, None, ties, _check_entry(entry, duration))
+    newton = _newton_raphson(lay, np.empty_like(lay.XT), tol=tol, max_iter=max_iter)
+    _, diverging, converged = _check_solution(lay, newton, names, tol=tol, max_iter=max_iter)
+    return newton.beta, newton.cur.info, diverging, converged
+
+
 def _schoenfeld(
     lay: _Layout, cur: _Eval, order: np.ndarray, names: tuple[str, ...]
 ) -> pd.DataFrame:
@@ -413,17 +461,27 @@ class CoxScore:
         Covariates.
     duration, event : array_like, shape (n,)
         Follow-up times and 0/1 events.
+    entry : array_like, shape (n,), optional
+        Entry times (rows at risk on ``(entry, duration]``), as in :func:`fit_cox`.
     strata : array_like, shape (n,), optional
         Stratum labels.
     ties : {"efron", "breslow"}, default "efron"
     """
 
     def __init__(
-        self, X: Any, duration: Any, event: Any, *, strata: Any = None, ties: Ties = "efron"
+        self,
+        X: Any,
+        duration: Any,
+        event: Any,
+        *,
+        entry: Any = None,
+        strata: Any = None,
+        ties: Ties = "efron",
     ) -> None:
         _, X, duration, event_b, w = _check_data(X, duration, event, None)
+        entry = _check_entry(entry, duration)
         st_code = None if strata is None else _as_codes(strata, len(duration), "strata")
-        self._layout, self._order = _layout(X, duration, event_b, w, st_code, ties)
+        self._layout, self._order = _layout(X, duration, event_b, w, st_code, ties, entry)
 
     def _at(self, beta: np.ndarray, w: np.ndarray) -> tuple[_Layout, _Eval, np.ndarray]:
         lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])

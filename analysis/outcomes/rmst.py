@@ -61,7 +61,7 @@ def rmst_difference(
     variance: Variance = "influence",
     n_boot: int = 200,
     rng: np.random.Generator | None = None,
-    outcome: str = "retention",
+    outcome: str,
     method: str,
 ) -> EffectEstimate:
     """Difference in restricted mean survival time up to ``tau``, HAT minus OST.
