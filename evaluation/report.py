@@ -31,6 +31,9 @@ PDF_NAME = "hat-evaluation.pdf"
 #: stands in its place) and makes its sections chapters, so the PDF gets this page as its root
 #: and the book's root page (the summary) as its first chapter, with its title
 PDF_COVER = "cover"
+#: the tables of contents: version 1's report, and the emulated target trial's (version 2)
+TOC = "_toc.yml"
+TRIAL_TOC = "_toc_trial.yml"
 _JB = "from jupyter_book.cli.main import main; main()"
 
 
@@ -75,7 +78,24 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, what: str) -> None:
         )
 
 
-def pdf_toc(book: Path, out: Path) -> Path | None:
+def toc_for(results_dir: str | Path) -> str:
+    """The table of contents for a results folder: :data:`TRIAL_TOC` for a version-2 extract.
+
+    A version-2 (history) extract is analysed as an emulated target trial
+    (``cohort.extract_version`` 2 in ``results.json``); its report leaves out the pages
+    that hold only for version 1's design and has the chapter on the emulated trial.
+    """
+    import json
+
+    try:
+        results = json.loads((Path(results_dir) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return TOC
+    version = (results.get("cohort") or {}).get("extract_version")
+    return TRIAL_TOC if version == 2 else TOC
+
+
+def pdf_toc(book: Path, out: Path, toc_name: str = TOC) -> Path | None:
     """Write the PDF's table of contents: the book's, with :data:`PDF_COVER` as its root.
 
     Returns the file written (``_toc_pdf.yml`` in the build folder ``out``), or ``None`` when
@@ -85,7 +105,7 @@ def pdf_toc(book: Path, out: Path) -> Path | None:
         return None
     import yaml
 
-    toc = yaml.safe_load((book / "_toc.yml").read_text(encoding="utf-8"))
+    toc = yaml.safe_load((book / toc_name).read_text(encoding="utf-8"))
     toc["chapters"] = [{"file": toc["root"]}, *toc.get("chapters", [])]
     toc["root"] = PDF_COVER
     path = out / "_toc_pdf.yml"
@@ -93,7 +113,9 @@ def pdf_toc(book: Path, out: Path) -> Path | None:
     return path
 
 
-def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool = False) -> Path:
+def build_jupyter_book(
+    book: Path, out: Path, *, env: dict[str, str], pdf: bool = False, toc: str = TOC
+) -> Path:
     """Build a Jupyter Book's HTML (and optionally PDF) offline, strictly.
 
     Parameters
@@ -106,6 +128,8 @@ def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool 
         Extra environment variables for the pages (e.g. the folder they read).
     pdf : bool
         Also build a PDF with ``pdflatex`` (needs latexmk and TeX Live).
+    toc : str
+        The table of contents, a file of ``book`` (default ``_toc.yml``).
 
     Returns
     -------
@@ -139,9 +163,17 @@ def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool 
     env = {**os.environ, **env, "PYTHONDONTWRITEBYTECODE": "1"}  # nothing written into sources
     # a non-interactive backend exported around the build makes figures vanish from pages
     env.pop("MPLBACKEND", None)
+    if not (book / toc).is_file():
+        raise FileNotFoundError(f"no table of contents {toc} in {book}")
     common = [str(book), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    html_toc = ["--toc", str(book / toc)] if toc != TOC else []
     t0 = time.perf_counter()
-    _run([sys.executable, "-c", _JB, "build", *common, "--builder", "html"], env, log, "HTML")
+    _run(
+        [sys.executable, "-c", _JB, "build", *common, *html_toc, "--builder", "html"],
+        env,
+        log,
+        "HTML",
+    )
     html = build / "html"
     if not (html / "index.html").is_file():
         raise BookBuildError(f"the HTML build finished but {html / 'index.html'} is missing")
@@ -152,8 +184,8 @@ def build_jupyter_book(book: Path, out: Path, *, env: dict[str, str], pdf: bool 
                 "latexmk texlive-latex-recommended texlive-latex-extra "
                 "texlive-fonts-recommended texlive-xetex tex-gyre fonts-freefont-otf"
             )
-        toc = pdf_toc(book, build)
-        toc_option = ["--toc", str(toc)] if toc else []
+        pdf_toc_file = pdf_toc(book, build, toc)
+        toc_option = ["--toc", str(pdf_toc_file)] if pdf_toc_file else html_toc
         _run(
             [sys.executable, "-c", _JB, "build", *common, *toc_option, "--builder", "pdflatex"],
             env,
@@ -232,6 +264,12 @@ def build_book(
         default for real data) or the full results folder (default for synthetic
         data); the title page says which.
 
+    Notes
+    -----
+    The table of contents follows the extract's version (:func:`toc_for`): a version-2
+    (history) extract gets the report of the emulated target trial (``_toc_trial.yml``),
+    a version-1 extract the report of ``_toc.yml``.
+
     Returns
     -------
     pathlib.Path
@@ -258,7 +296,7 @@ def build_book(
     # the pages import this repository's package, whatever is installed
     path = os.pathsep.join(p for p in (str(BOOK_SOURCE.parent), os.environ.get("PYTHONPATH")) if p)
     env = {"HAT_RESULTS": str(results_dir), "HAT_RESULTS_SHOWN": str(shown), "PYTHONPATH": path}
-    return build_jupyter_book(book, out, env=env, pdf=pdf)
+    return build_jupyter_book(book, out, env=env, pdf=pdf, toc=toc_for(results_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

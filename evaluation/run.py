@@ -189,22 +189,13 @@ def run(
                 tables=study.tables,
                 figures=study.figures(),
             )
-        history = study.results["cohort"].get("extract_version") == 2
-        if history:
-            # the disclosure rules and the report do not cover the target-trial outputs yet
-            warnings.warn(
-                "version-2 (history) extract: results.json, tables and figures are written; the "
-                "disclosure-controlled release/ and the report are not available for the "
-                "target-trial analysis yet",
-                UserWarning,
-                stacklevel=1,
-            )
-        else:
-            from evaluation.release import write_release
+        # version 1 and version 2 (the emulated target trial) alike: the release applies the
+        # rules to each table it holds, the report chooses its chapters by the version
+        from evaluation.release import write_release
 
-            with steps.step("disclosure control (release/)"):
-                write_release(writer.staging)
-        if book and not history:
+        with steps.step("disclosure control (release/)"):
+            write_release(writer.staging)
+        if book:
             from evaluation.report import build_book
 
             with steps.step("build the report"):

@@ -31,6 +31,7 @@ from analysis.outcomes.sensitivity import e_value
 from analysis.results import EffectEstimate
 from evaluation import study_design
 from evaluation.config import StudyConfig
+from evaluation.disclosure_trial import trial_evidence
 from evaluation.progress import Steps
 from evaluation.stages.designs import Design
 from evaluation.stages.outcomes import check_primaries, incidence, outcome_estimates
@@ -373,4 +374,5 @@ def run_target_trial(
             "estimates": pd.DataFrame([e.to_dict() for e in estimates]).drop(columns=["details"]),
         }
     )
+    tables.update(trial_evidence(matched, covariates=tt.analysis.covariates))
     return Study(results=results, tables=tables)

@@ -584,3 +584,29 @@ def write_results_fixture(
         tables=tables,
         figures=_figures(tables),
     )
+
+
+def write_trial_results(path: str | Path, *, seed: int = 3, bootstrap: int = 20) -> Path:
+    """A results folder of an emulated target trial, written by the package (no report).
+
+    The ``ci`` history scenario (``python -m synthetic --scenario ci --contract 2``) analysed
+    by :func:`evaluation.run.run`, with its ``release/``; the per-protocol bootstrap has
+    ``bootstrap`` replicates (the default 200 take about a minute), so the folder is made
+    in about 20 s. Its extract is written beside it (``<path>-extract``).
+
+    Returns
+    -------
+    pathlib.Path
+        The results folder; ``run``'s warnings are in its manifest (``warnings``).
+    """
+    from evaluation.config import load_config
+    from evaluation.run import run
+    from synthetic import generate_extract
+
+    path = Path(path)
+    extract = generate_extract(
+        "ci", out=path.parent / f"{path.name}-extract", seed=seed, contract=2
+    )
+    config = load_config(target_trial={"per_protocol": {"bootstrap": bootstrap}})
+    run(data=extract, out=path, config=config, book=False, quiet=True)
+    return path

@@ -9,7 +9,7 @@ that every page tolerates missing optional pieces). Each build takes about
 from __future__ import annotations
 
 import html
-import importlib.util
+import importlib
 import re
 import subprocess
 import sys
@@ -19,8 +19,8 @@ from types import ModuleType
 import pandas as pd
 import pytest
 
-from evaluation.report import BOOK_SOURCE, BookBuildError, build_book
-from tests.book_fixture import write_results_fixture
+from evaluation.report import BOOK_SOURCE, TOC, TRIAL_TOC, BookBuildError, build_book, toc_for
+from tests.book_fixture import write_results_fixture, write_trial_results
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = (
@@ -35,15 +35,26 @@ PAGES = (
     "reproducibility",
 )
 PRIMARY = ("mortality", "retention", "crime")
+#: the report of an emulated target trial (version-2 extract): _toc_trial.yml
+TRIAL_PAGES = (
+    "summary_trial",
+    "target_trial",
+    "retention",
+    "mortality",
+    "crime",
+    "sensitivity",
+    "reproducibility",
+)
 
 
 def load_helpers(results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """``book/_helpers.py`` pointed at ``results_dir`` (a fresh module, empty caches)."""
+    """The book's ``_helpers`` package pointed at ``results_dir`` (fresh modules, empty caches)."""
     monkeypatch.setenv("HAT_RESULTS", str(results_dir))
-    spec = importlib.util.spec_from_file_location("_book_helpers", BOOK_SOURCE / "_helpers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    for name in [m for m in sys.modules if m == "_helpers" or m.startswith("_helpers.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(BOOK_SOURCE))
+    importlib.invalidate_caches()
+    return importlib.import_module("_helpers")
 
 
 def page_text(html_dir: Path, page: str) -> str:
@@ -333,3 +344,89 @@ def test_minimal_book(tmp_path, monkeypatch):
     assert "not available in this results folder" in main_text(out, "balance")
     assert "not available in this results folder" in main_text(out, "retention")
     assert "no manifest.json" in main_text(out, "reproducibility")
+
+
+# ----------------------------------------------------------------------------- target trial
+@pytest.fixture(scope="module")
+def trial_book(tmp_path_factory) -> tuple[Path, Path]:
+    """A version-2 results folder written by ``evaluation.run`` and its report (HTML).
+
+    Built once for the module (about a minute): the ``ci`` history scenario with a short
+    per-protocol bootstrap (tests/book_fixture.py).
+    """
+    folder = write_trial_results(tmp_path_factory.mktemp("trial") / "results")
+    return folder, build_book(folder, read="full")  # an extract: "auto" would read release/
+
+
+def test_toc_follows_the_extract_version(tmp_path):
+    v1 = write_results_fixture(tmp_path / "v1", minimal=True)
+    assert toc_for(v1) == TOC
+    import json
+
+    doc = json.loads((v1 / "results.json").read_text())
+    doc["cohort"]["extract_version"] = 2
+    (v1 / "results.json").write_text(json.dumps(doc))
+    assert toc_for(v1) == TRIAL_TOC
+    import yaml
+
+    toc = yaml.safe_load((BOOK_SOURCE / TRIAL_TOC).read_text())
+    assert [toc["root"], *(c["file"] for c in toc["chapters"])] == list(TRIAL_PAGES)
+
+
+def test_run_writes_release_and_the_trial_book(trial_book, monkeypatch):
+    """No page of version 1 only; the chapter: protocol, flow, risk sets, balance, estimands."""
+    import json
+
+    folder, out = trial_book
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert not any("not available for the target-trial" in w for w in manifest["warnings"])
+    assert (folder / "release" / "results.json").is_file()
+    assert {p.stem for p in out.glob("*.html")} >= set(TRIAL_PAGES)
+    for page in ("summary", "methods", "cohort", "balance"):  # version 1's design only
+        assert not (out / f"{page}.html").exists(), page
+    for page in TRIAL_PAGES:
+        text = main_text(out, page)
+        assert "Traceback" not in text and "Error" not in text, page
+        assert not re.search(r"\bnan\b", re.sub(r"<[^>]+>", " ", text), flags=re.I), page
+    h = load_helpers(folder, monkeypatch)
+    assert h.is_trial()
+    chapter = main_text(out, "target_trial")
+    # the protocol table: every component, the target trial's specification, the emulation
+    protocol = pd.read_csv(folder / "tables" / "protocol.csv")
+    flat = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", chapter)).split())
+    for row in protocol.itertuples():
+        for cell in (row.component, row.target_trial, row.emulation):
+            assert " ".join(str(cell).replace("'", "\u2019").split()) in flat, cell
+    for phrase in ("Eligibility and the risk sets", "The comparators", "Balance on the day",
+                   "Per-protocol weights", "Sensitivity comparisons", "TARGET"):  # fmt: skip
+        assert phrase in chapter, phrase
+    cohort = h.section("cohort")
+    assert f"{h.integer(cohort['n_risk_sets'])} risk sets" in flat
+    assert "intention to treat (95% CI)" in flat and "per protocol (95% CI)" in flat
+    # ITT beside per protocol, with the truth: every primary estimate and its counterpart
+    summary = main_text(out, "summary_trial")
+    summary_flat = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", summary)).split())
+    pairs = h.primary_pairs()
+    assert {e["outcome"] for e, _ in pairs} == set(PRIMARY)
+    for e, pp in pairs:
+        assert pp is not None and pp["estimand"] == "per_protocol"
+        assert e["estimand"] == "itt"
+        for est in (e, pp):
+            shown = h.value(est["estimate"], est["measure"], short=True)
+            assert f"{shown} (" in flat, (est["outcome"], est["estimand"])
+            assert h.value(est["truth"], est["measure"], short=True) in flat
+            # the summary names the estimand of every number
+            assert " ".join(h.fmt_estimate(est).split()) in summary_flat
+    assert summary_flat.count("intention to treat") >= 3
+    assert summary_flat.count("per protocol") >= 3
+    assert "Intention to treat : the hazard of death" in summary_flat
+    # sensitivity comparisons listed from the results document, whatever their method label
+    sens = h.sensitivity_estimates()
+    assert {e["design"] for e in sens} >= {"naive", "prevalent"}
+    for d in {e["design"] for e in sens}:
+        assert h.design_label(d, short=True) in flat, d
+    # outcome pages say which estimand their curves and rates are
+    for page in ("retention", "mortality", "crime"):
+        assert "Estimand: intention to treat" in main_text(out, page), page
+    assert "clustered on persons" in main_text(out, "retention")
+    assert main_text(out, "target_trial").count("<img") >= 1  # balance on the day

@@ -8,7 +8,6 @@ which makes a missing tool a failure. The HTML and the PDF build take about a mi
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -89,9 +88,9 @@ def test_pdf_has_the_title_every_chapter_figure_and_primary_estimate(built, monk
 
     # the primary estimates, formatted as the book formats them
     monkeypatch.setenv("HAT_RESULTS", str(results))
-    spec = importlib.util.spec_from_file_location("_book_helpers", BOOK_SOURCE / "_helpers.py")
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
+    from tests.test_book import load_helpers
+
+    helpers = load_helpers(results, monkeypatch)
     for outcome in PRIMARY:
         shown = helpers.fmt_estimate(helpers.primary_estimate(outcome))
         assert re.search(r"\d\.\d\d \(", shown), shown

@@ -21,6 +21,7 @@ import html
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,8 +124,10 @@ def reference(tmp_path_factory) -> tuple[Path, Path, bool]:
     # the appendix alone, built as the book builds it (the whole book is tested elsewhere)
     source = tmp / "book"
     source.mkdir()
-    for name in ("_config.yml", "_helpers.py", "reproducibility.md"):
+    for name in ("_config.yml", "reproducibility.md"):
         (source / name).write_bytes((BOOK_SOURCE / name).read_bytes())
+    shutil.copytree(BOOK_SOURCE / "_helpers", source / "_helpers",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     (source / "_toc.yml").write_text("format: jb-book\nroot: reproducibility\n", encoding="utf-8")
     return folder, build_book(folder, source=source, output_dir=tmp / "built"), False
 

@@ -20,11 +20,12 @@ __all__ = ["release_estimate_tables", "release_estimates"]
 
 
 def _estimate_check(
-    outcome: str, method: str, ev: pd.DataFrame, rules: Rules
+    outcome: str, method: str, ev: pd.DataFrame, rules: Rules, measure: str | None = None
 ) -> tuple[str | None, dict[str, Any]]:
     """Why an estimate must be withheld (``None`` if it may be released) and its checks."""
     design = method.split("_", 1)[1] if "_" in method else method
-    outcomes = ["crime", "crime_before"] if method.startswith("poisson") else [outcome]
+    before_after = method.startswith("poisson") or measure == "ratio_of_rate_ratios"
+    outcomes = ["crime", "crime_before"] if before_after else [outcome]
     reasons = []
     checks: dict[str, Any] = {}
     for o in outcomes:
@@ -57,6 +58,34 @@ def _estimate_check(
     return None, checks
 
 
+def _own_counts_check(e: Mapping[str, Any], rules: Rules) -> tuple[str | None, dict[str, Any]]:
+    """An estimate whose design has no evidence (a target trial's sensitivity comparison).
+
+    Its own counts decide: persons per arm (``n_treated``, ``n_control``) and events per
+    arm (``details.events_by_group``); an estimate without events per arm, or of charges
+    (whose dominance cannot be checked without the persons' contributions), is withheld.
+    """
+    reasons = []
+    for group, n in (("HAT", e.get("n_treated")), ("comparator", e.get("n_control"))):
+        if n is None or rules.is_small(n):
+            reasons.append(f"fewer than {rules.t} {group} persons")
+    by_group = (e.get("details") or {}).get("events_by_group") or {}
+    events = [v for v in by_group.values() if isinstance(v, (int, float))]
+    if str(e.get("outcome", "")).startswith("crime"):
+        reasons.append(
+            "no evidence of the persons behind the charges of this design (the dominance "
+            "rules cannot be checked)"
+        )
+    elif len(events) < 2:
+        reasons.append("no evidence of the persons with events in each arm of this design")
+    elif any(rules.is_small(v) for v in events):
+        reasons.append(f"fewer than {rules.t} events in an arm")
+    checks = {"own counts": "fail" if reasons else "pass"}
+    if reasons:
+        return "withheld for disclosure control: " + "; ".join(dict.fromkeys(reasons)), checks
+    return None, checks
+
+
 def _count_value(x: Any, rules: Rules) -> tuple[Any, dict[str, str] | None]:
     """A count of ``results.json`` released: ``(value, why suppressed or None)``."""
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
@@ -67,8 +96,13 @@ def _count_value(x: Any, rules: Rules) -> tuple[Any, dict[str, str] | None]:
     return (int(r) if float(r).is_integer() else r), None
 
 
-_COUNT_KEY = re.compile(r"^(n|n_.*|events|events_.*|ess|ess_.*)$")
-_DROP_KEYS = {"max_followup", "rates"}
+_COUNT_KEY = re.compile(
+    r"^(n|n_.*|events|events_.*|ess|ess_.*|comparators_later_.*|propensity_rows)$"
+)
+#: individual values (the longest follow-up, a person's number of risk sets, the smallest
+#: and largest censoring weight) and per-arm sums not checked
+_DROP_KEYS = {"max_followup", "rates", "max_risk_sets_per_comparator"}
+_DROP_IN = {"weights": {"min", "max"}}
 _TEXT_KEYS = {"note", "warnings", "rare_rule"}
 
 
@@ -85,7 +119,7 @@ def _sanitise(node: Any, rules: Rules, *, key: str | None = None, counts: bool =
         out: dict[str, Any] = {}
         suppressed: dict[str, Any] = dict(node.get("suppressed") or {})
         for k, v in node.items():
-            if k == "suppressed" or k in _DROP_KEYS:
+            if k == "suppressed" or k in _DROP_KEYS or k in _DROP_IN.get(str(key), ()):
                 continue
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
             if number and (counts or _COUNT_KEY.match(str(k))):
@@ -201,7 +235,11 @@ def release_estimates(
     withheld: dict[tuple[str, str, str], str] = {}
     new_estimates = []
     for i, e in enumerate(results.get("estimates", [])):
-        reason, checks = _estimate_check(e["outcome"], e["method"], ev, rules)
+        design = e["method"].split("_", 1)[1] if "_" in e["method"] else e["method"]
+        if (ev["design"] == design).any():
+            reason, checks = _estimate_check(e["outcome"], e["method"], ev, rules, e["measure"])
+        else:  # no evidence for the design: its own counts decide
+            reason, checks = _own_counts_check(e, rules)
         e = _sanitise(e, rules)
         if reason:
             withheld[(e["outcome"], e["measure"], e["method"])] = reason

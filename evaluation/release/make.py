@@ -24,6 +24,7 @@ from evaluation.release.tables import (
     release_rates,
     release_table1,
 )
+from evaluation.release.trial import release_flow_rows, release_text, release_weight_quantiles
 
 __all__ = ["Release", "disclosure_config", "make_release"]
 
@@ -142,19 +143,27 @@ def _release_tables(
 
     threshold = ["minimum frequency threshold", "zeros", "rounding"]
     curve_columns = ("se", "ci_low", "ci_high")
-    add(
-        "flow",
-        "table",
-        threshold + ["secondary suppression of row totals"],
-        lambda o: release_counts_table(
-            tables["flow"], ["n_hat", "n_ost", "n_total"], rules, o, total="n_total"
-        ),
-    )
+    if "n_persons" in tables.get("flow", pd.DataFrame()):  # a target trial: persons and rows
+        add(
+            "flow",
+            "table",
+            threshold + ["rows (person-dates) of fewer persons than the threshold suppressed"],
+            lambda o: release_flow_rows(tables["flow"], rules, o),
+        )
+    else:
+        add(
+            "flow",
+            "table",
+            threshold + ["secondary suppression of row totals"],
+            lambda o: release_counts_table(
+                tables["flow"], ["n_hat", "n_ost", "n_total"], rules, o, total="n_total"
+            ),
+        )
     add(
         "exclusions",
         "table",
         threshold,
-        lambda o: release_counts_table(tables["exclusions"], ["n_hat", "n_ost"], rules, o),
+        lambda o: release_counts_table(tables["exclusions"], ["n_hat", "n_ost", "n"], rules, o),
     )
     add(
         "table1",
@@ -217,6 +226,22 @@ def _release_tables(
                 tables[name], evidence(tables, "rates"), name, label, rules, o
             ),
         )
+    # an emulated target trial (version-2 extract)
+    add(
+        "protocol", "table", ["text only: no counts"], lambda o: release_text(tables["protocol"], o)
+    )
+    add(
+        "comparator_use",
+        "table",
+        threshold,
+        lambda o: release_counts_table(tables["comparator_use"], ["n_persons"], rules, o),
+    )
+    add(
+        "ipcw_weights",
+        "table",
+        ["no individual value (the smallest and largest weights)"],
+        lambda o: release_weight_quantiles(tables["ipcw_weights"], o),
+    )
     return released, outputs
 
 

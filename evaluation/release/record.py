@@ -40,6 +40,10 @@ RELEASED_TABLES = (
     "crime_rates",
     "crime_before_after",
     "estimates",
+    # an emulated target trial (version-2 extract)
+    "protocol",
+    "comparator_use",
+    "ipcw_weights",
 )
 #: manifest keys copied into the release (warnings and extract notes may quote data)
 MANIFEST_KEYS = (
