@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,24 @@ def previous_results(small_extract, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("previous") / "results"
     assert main(["--no-book", "--quiet", "--data", str(small_extract), "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def trial_results(tmp_path_factory, request) -> Path:
+    """A version-2 (target-trial) results folder with its ``release/``, made once per test run.
+
+    Made by :func:`tests.book_fixture.write_trial_results` (about 20 s). Under pytest-xdist the
+    workers share it (the first one makes it, under a file lock), so tests must treat it as
+    read-only and build reports elsewhere (``output_dir=``).
+    """
+    from tests.book_fixture import write_trial_results
+
+    base = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # an xdist worker: share the session's folder
+        base = base.parent
+    folder = base / "trial-shared" / "results"
+    with open(base / "trial-shared.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "results.json").exists():
+            write_trial_results(folder)
+    return folder

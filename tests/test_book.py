@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from evaluation.report import BOOK_SOURCE, TOC, TRIAL_TOC, BookBuildError, build_book, toc_for
-from tests.book_fixture import write_results_fixture, write_trial_results
+from tests.book_fixture import write_results_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = (
@@ -348,14 +348,15 @@ def test_minimal_book(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- target trial
 @pytest.fixture(scope="module")
-def trial_book(tmp_path_factory) -> tuple[Path, Path]:
+def trial_book(trial_results, tmp_path_factory) -> tuple[Path, Path]:
     """A version-2 results folder written by ``evaluation.run`` and its report (HTML).
 
-    Built once for the module (about a minute): the ``ci`` history scenario with a short
-    per-protocol bootstrap (tests/book_fixture.py).
+    The folder is the session's (``conftest.trial_results``: the ``ci`` history scenario with a
+    short per-protocol bootstrap); the report is built once for the module, beside it.
     """
-    folder = write_trial_results(tmp_path_factory.mktemp("trial") / "results")
-    return folder, build_book(folder, read="full")  # an extract: "auto" would read release/
+    out = tmp_path_factory.mktemp("trial-book")
+    # an extract: "auto" would read release/
+    return trial_results, build_book(trial_results, output_dir=out, read="full")
 
 
 def test_toc_follows_the_extract_version(tmp_path):
