@@ -321,8 +321,14 @@ class Simulation(WeekEvents):
         leave = tr.exit_late_per_year + tr.exit_early_excess_per_year * np.exp(
             -since / tr.exit_early_years
         )
-        leave *= np.exp(lp["treatment"]) / DAYS_PER_YEAR
+        risk = np.exp(lp["treatment"]) / DAYS_PER_YEAR
+        leave *= risk
         leave *= np.where(hat, ef.hr_discontinuation, np.where(in_tx, 1.0, 0.0))
+        if hat.any():  # leaving HAT for reasons of HAT itself (time since the HAT episode)
+            lh = spec.leaving_hat
+            in_hat = np.maximum(a - c["ep_start"][i], 0) / DAYS_PER_YEAR
+            extra = lh.late_per_year + lh.early_per_year * np.exp(-in_hat / lh.early_years)
+            leave += np.where(hat, extra * risk, 0.0)
         crime = np.where(in_tx, self.k_crime[1], self.k_crime[0]) * c["frailty"][i]
         crime *= np.exp(lp["crime"])
         crime *= np.where(hat, ef.irr_crime, 1.0)
