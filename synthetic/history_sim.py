@@ -172,6 +172,13 @@ class Simulation(WeekEvents):
             mult = np.exp(proc.severity_loading * c["severity"] - proc.severity_loading**2 / 2)
             self.moves.append((name, off, on, mult))
         self.psych_onset = -np.expm1(-pop.psychiatric_dx_onset_per_year * day * WEEK)
+        # per person, an upper bound of the week's switching probabilities summed in the
+        # order of _transitions: persons above it this week switch nothing
+        bound = np.zeros(len(state))
+        for _, off, on, mult in self.moves:
+            p_on = [-np.expm1(-(x * mult) * WEEK) for x in on]
+            bound = bound + np.maximum(-np.expm1(-off * WEEK), np.maximum(*p_on))
+        self.move_bound = bound + self.psych_onset
 
     # ------------------------------------------------------------------ features
     def _features(self, i: np.ndarray, a: int) -> dict[str, np.ndarray]:
@@ -235,9 +242,11 @@ class Simulation(WeekEvents):
         i = self._present(k)
         if i.size == 0:
             return
-        fresh = c["t_from"][i] >= 0  # a replay's first, partial week: fresh numbers
-        t_from = np.maximum(c["t_from"][i], 0.0)
-        c["t_from"][i] = -1.0
+        t_from = c["t_from"][i]
+        fresh = t_from >= 0  # a replay's first, partial week: fresh numbers
+        t_from = np.maximum(t_from, 0.0)
+        if fresh.any():
+            c["t_from"][i[fresh]] = -1.0
         reentry = self._reenter(i, a)
         tx = c["tx"][i]
         in_tx = tx != OUT
@@ -273,10 +282,7 @@ class Simulation(WeekEvents):
     def _present(self, k: int) -> np.ndarray:
         """Persons present in week ``k`` (those entering this week join)."""
         c = self.s.cols
-        n = len(self.s)
-        hi = self.entered
-        while hi < n and c["enter_week"][hi] <= k:
-            hi += 1
+        hi = int(np.searchsorted(c["enter_week"], k, side="right"))  # sorted by enter_week
         if hi > self.entered:
             new = np.arange(self.entered, hi)
             c["alive"][new] = ~c["gone"][new]
@@ -401,10 +407,11 @@ class Simulation(WeekEvents):
         ost_end = np.where((kind >= 0) & (kind <= 3), day, a + WEEK)
         ost_days = np.clip(ost_end - in_ost_from, 0, WEEK)
         sb, ob = k % CHARGE_WEEKS, k % OST_WEEKS
-        c["charges_2y"][i] += n_ch - self.s.charge_buf[i, sb]
-        self.s.charge_buf[i, sb] = np.minimum(n_ch, 255)
-        c["ost_days_1y"][i] += ost_days - self.s.ost_buf[i, ob]
-        self.s.ost_buf[i, ob] = ost_days
+        charge_row, ost_row = self.s.charge_buf[sb], self.s.ost_buf[ob]
+        c["charges_2y"][i] += n_ch - charge_row[i]
+        charge_row[i] = np.minimum(n_ch, 255)
+        c["ost_days_1y"][i] += ost_days - ost_row[i]
+        ost_row[i] = ost_days
 
     def snapshots(self) -> Snapshot:
         if not self.snaps:

@@ -156,7 +156,10 @@ class HistoryPopulation(_Frozen):
     psychiatric_dx_onset_per_year: float = Field(
         0.02, ge=0, description="new diagnoses per person-year (a diagnosis stays)"
     )
-    states: dict[TimeVarying, StateProcess] = Field(default_factory=_states)
+    states: dict[TimeVarying, StateProcess] = Field(
+        default_factory=_states,
+        description="the time-varying states and how they switch (sources in `_states`)",
+    )
     region_shares: dict[Region, float] = Field(
         default_factory=default_region_shares,
         description="OST patients by regional health authority (as version 1)",
