@@ -192,7 +192,8 @@ class HistoryTreatment(TreatmentCourse):
     The hazard of an episode ending falls with the time since the spell of continuous
     treatment began (switches between OST and HAT and short interruptions keep the clock;
     an entry after a long gap restarts it), so that HAT acts on it as in version 1: the
-    hazard in HAT is ``hr_discontinuation`` x the hazard the person would have in OST.
+    hazard in HAT is ``hr_discontinuation`` x the hazard the person would have in OST,
+    plus the hazard of leaving HAT for reasons of HAT itself (:class:`LeavingHat`).
     """
 
     exit_late_per_year: float = Field(
