@@ -63,6 +63,7 @@ class WeekEvents:
     hat_dynamic: tuple[tuple[str, float], ...]
     moves: list
     psych_onset: float
+    move_bound: np.ndarray
 
     def _hat_hazard(self, i, k, a, tx, in_prison, reentry, feats) -> np.ndarray:
         r, spec, c = self.r, self.r.spec, self.s.cols
@@ -283,8 +284,15 @@ class WeekEvents:
 
     def _transitions(self, i: np.ndarray, u: np.ndarray) -> None:
         """At most one state switches per week: ``u`` falls in one of the disjoint
-        intervals whose lengths are the weekly switching probabilities."""
+        intervals whose lengths are the weekly switching probabilities.
+
+        Only persons whose ``u`` is below the sum of their largest probabilities
+        (``move_bound``, summed in the same order, so never below the real sum) can
+        switch; the others are skipped, which changes no outcome.
+        """
         c = self.s.cols
+        near = np.flatnonzero(u < self.move_bound[i])
+        i, u = i[near], u[near]
         live = c["alive"][i]
         in_tx = (c["tx"][i] != OUT).astype(np.int64)
         lo = np.zeros(i.size)

@@ -30,15 +30,18 @@ S_CHARGE_DAY, S_OFFENCE, S_OVERDOSE_DAY = 100, 300, 500  # + j-th event of the w
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLD, _SLOT = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD1B54A32D192ED03)
 _FRESH = np.uint64(0x5851F42D4C957F2D)  # another root for a replay's first, partial week
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    z = z ^ (z >> np.uint64(30))
-    z = z * _M1
-    z = z ^ (z >> np.uint64(27))
-    z = z * _M2
-    return z ^ (z >> np.uint64(31))
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic; a new array)."""
+    z = z ^ (z >> _S30)
+    t = np.empty_like(z)
+    np.multiply(z, _M1, out=z)
+    np.bitwise_xor(z, np.right_shift(z, _S27, out=t), out=z)
+    np.multiply(z, _M2, out=z)
+    np.bitwise_xor(z, np.right_shift(z, _S31, out=t), out=z)
+    return z
 
 
 def _to_unit(z: np.ndarray) -> np.ndarray:

@@ -172,6 +172,13 @@ class Simulation(WeekEvents):
             mult = np.exp(proc.severity_loading * c["severity"] - proc.severity_loading**2 / 2)
             self.moves.append((name, off, on, mult))
         self.psych_onset = -np.expm1(-pop.psychiatric_dx_onset_per_year * day * WEEK)
+        # per person, an upper bound of the week's switching probabilities summed in the
+        # order of _transitions: persons above it this week switch nothing
+        bound = np.zeros(len(state))
+        for _, off, on, mult in self.moves:
+            p_on = [-np.expm1(-(x * mult) * WEEK) for x in on]
+            bound = bound + np.maximum(-np.expm1(-off * WEEK), np.maximum(*p_on))
+        self.move_bound = bound + self.psych_onset
 
     # ------------------------------------------------------------------ features
     def _features(self, i: np.ndarray, a: int) -> dict[str, np.ndarray]:
@@ -235,9 +242,11 @@ class Simulation(WeekEvents):
         i = self._present(k)
         if i.size == 0:
             return
-        fresh = c["t_from"][i] >= 0  # a replay's first, partial week: fresh numbers
-        t_from = np.maximum(c["t_from"][i], 0.0)
-        c["t_from"][i] = -1.0
+        t_from = c["t_from"][i]
+        fresh = t_from >= 0  # a replay's first, partial week: fresh numbers
+        t_from = np.maximum(t_from, 0.0)
+        if fresh.any():
+            c["t_from"][i[fresh]] = -1.0
         reentry = self._reenter(i, a)
         tx = c["tx"][i]
         in_tx = tx != OUT
@@ -273,10 +282,7 @@ class Simulation(WeekEvents):
     def _present(self, k: int) -> np.ndarray:
         """Persons present in week ``k`` (those entering this week join)."""
         c = self.s.cols
-        n = len(self.s)
-        hi = self.entered
-        while hi < n and c["enter_week"][hi] <= k:
-            hi += 1
+        hi = int(np.searchsorted(c["enter_week"], k, side="right"))  # sorted by enter_week
         if hi > self.entered:
             new = np.arange(self.entered, hi)
             c["alive"][new] = ~c["gone"][new]
@@ -312,8 +318,10 @@ class Simulation(WeekEvents):
             for m, terms in self.dynamic.items()
         }
         mo, tr, ef, od = spec.mortality, spec.treatment, spec.effects, spec.overdose
+        # the effects of HAT act on the few in HAT only (x 1 elsewhere: the same numbers)
+        h = np.flatnonzero(hat)
         mu = np.where(in_tx, self.k_mort[1], self.k_mort[0]) * np.exp(lp["mortality"])
-        mu *= np.where(hat, ef.hr_mortality, 1.0)
+        mu[h] *= ef.hr_mortality
         if mo.leaving_spike_multiplier != 1:
             spike = ~in_tx & (a - c["last_exit"][i] < mo.leaving_spike_days)
             mu *= np.where(spike, mo.leaving_spike_multiplier, 1.0)
@@ -321,14 +329,22 @@ class Simulation(WeekEvents):
         leave = tr.exit_late_per_year + tr.exit_early_excess_per_year * np.exp(
             -since / tr.exit_early_years
         )
-        leave *= np.exp(lp["treatment"]) / DAYS_PER_YEAR
-        leave *= np.where(hat, ef.hr_discontinuation, np.where(in_tx, 1.0, 0.0))
+        risk = np.exp(lp["treatment"]) / DAYS_PER_YEAR
+        leave *= risk
+        leave = np.where(in_tx, leave, 0.0)
+        if h.size:
+            leave[h] *= ef.hr_discontinuation
+            # leaving HAT for reasons of HAT itself (time since the HAT episode began)
+            lh = spec.leaving_hat
+            in_hat = np.maximum(a - c["ep_start"][i[h]], 0) / DAYS_PER_YEAR
+            extra = lh.late_per_year + lh.early_per_year * np.exp(-in_hat / lh.early_years)
+            leave[h] += extra * risk[h]
         crime = np.where(in_tx, self.k_crime[1], self.k_crime[0]) * c["frailty"][i]
         crime *= np.exp(lp["crime"])
-        crime *= np.where(hat, ef.irr_crime, 1.0)
+        crime[h] *= ef.irr_crime
         in_prison = c["prison_until"][i] > a
         odr = np.where(in_tx, self.k_od[1], self.k_od[0]) * np.exp(lp["overdose"])
-        odr *= np.where(hat, od.hat_rate_ratio, 1.0)
+        odr[h] *= od.hat_rate_ratio
         return {
             "death": mu,
             "leave": leave,
@@ -374,10 +390,13 @@ class Simulation(WeekEvents):
         r, c = self.r, self.s.cols
         tx0, kind, day, start_day, end_day = week
         week_end = np.minimum(np.minimum(end_day, a + WEEK), r.extract_day + 1)
-        span = np.maximum(week_end - start_day, 0)
-        lo = np.maximum(c["prison_from"][i], start_day)
-        hi_p = np.minimum(c["prison_until"][i], week_end)
-        at_risk = span - np.maximum(hi_p - lo, 0)
+        at_risk = np.maximum(week_end - start_day, 0)
+        # days in prison this week: only those with a stay ending after the week's start
+        p = np.flatnonzero(c["prison_until"][i] > start_day)
+        if p.size:
+            lo = np.maximum(c["prison_from"][i[p]], start_day[p])
+            hi_p = np.minimum(c["prison_until"][i[p]], week_end[p])
+            at_risk[p] -= np.maximum(hi_p - lo, 0)
         n_ch = self._events(
             "charges", i, k, base, rate["crime"] * at_risk, u[:, S_CHARGES], start_day, week_end
         )
@@ -395,10 +414,16 @@ class Simulation(WeekEvents):
         ost_end = np.where((kind >= 0) & (kind <= 3), day, a + WEEK)
         ost_days = np.clip(ost_end - in_ost_from, 0, WEEK)
         sb, ob = k % CHARGE_WEEKS, k % OST_WEEKS
-        c["charges_2y"][i] += n_ch - self.s.charge_buf[i, sb]
-        self.s.charge_buf[i, sb] = np.minimum(n_ch, 255)
-        c["ost_days_1y"][i] += ost_days - self.s.ost_buf[i, ob]
-        self.s.ost_buf[i, ob] = ost_days
+        # the rings: only persons whose value changes are written
+        charge_row, ost_row = self.s.charge_buf[sb], self.s.ost_buf[ob]
+        old = charge_row[i]
+        m = np.flatnonzero((n_ch != 0) | (old != 0))
+        c["charges_2y"][i[m]] += n_ch[m] - old[m]
+        charge_row[i[m]] = np.minimum(n_ch[m], 255)
+        old = ost_row[i]
+        m = np.flatnonzero(ost_days != old)
+        c["ost_days_1y"][i[m]] += ost_days[m] - old[m]
+        ost_row[i[m]] = ost_days[m]
 
     def snapshots(self) -> Snapshot:
         if not self.snaps:

@@ -156,7 +156,10 @@ class HistoryPopulation(_Frozen):
     psychiatric_dx_onset_per_year: float = Field(
         0.02, ge=0, description="new diagnoses per person-year (a diagnosis stays)"
     )
-    states: dict[TimeVarying, StateProcess] = Field(default_factory=_states)
+    states: dict[TimeVarying, StateProcess] = Field(
+        default_factory=_states,
+        description="the time-varying states and how they switch (sources in `_states`)",
+    )
     region_shares: dict[Region, float] = Field(
         default_factory=default_region_shares,
         description="OST patients by regional health authority (as version 1)",
@@ -189,20 +192,23 @@ class HistoryTreatment(TreatmentCourse):
     The hazard of an episode ending falls with the time since the spell of continuous
     treatment began (switches between OST and HAT and short interruptions keep the clock;
     an entry after a long gap restarts it), so that HAT acts on it as in version 1: the
-    hazard in HAT is ``hr_discontinuation`` x the hazard the person would have in OST.
+    hazard in HAT is ``hr_discontinuation`` x the hazard the person would have in OST,
+    plus the hazard of leaving HAT for reasons of HAT itself (:class:`LeavingHat`).
     """
 
     exit_late_per_year: float = Field(
-        0.019,
+        0.023,
         gt=0,
         description="hazard of an episode ending long after the regime started (reference "
-        "person); about 650 exits a year from about 8,000 in treatment (SERAF 2017-2021)",
+        "person); with the early excess, about 650 exits a year from about 8,000 in "
+        "treatment (SERAF 2017-2021: 620-680)",
     )
     exit_early_excess_per_year: float = Field(
-        0.42,
+        0.39,
         ge=0,
         description="extra hazard at the start of a regime, decaying with `exit_early_years`: "
-        "new OST patients leave often (12-month retention about 57-61%, O'Connor 2020)",
+        "new OST patients leave often (12-month retention of new spells about 57%, "
+        "O'Connor 2020: 57-61%)",
     )
     exit_early_years: float = Field(
         0.75, gt=0, description="time constant of the early excess (exp(-t / this))"
@@ -221,8 +227,7 @@ class HistoryTreatment(TreatmentCourse):
         ),
         description="log hazard ratios of an episode ending (as version 1; younger, "
         "unstable, more criminally active patients leave more often; recent overdoses and "
-        "charges mark instability, so the sicker HAT initiators leave HAT about as often as "
-        "SERAF reports: about 30 of 100 within 2 years)",
+        "charges mark instability; they act on leaving HAT too, see `leaving_hat`)",
     )
     switch_gap_max_days: int = Field(
         7, ge=1, le=30, description="a switch starts the new medication within this many days"
@@ -231,10 +236,11 @@ class HistoryTreatment(TreatmentCourse):
         30, ge=2, description="the contract's gap rule: gaps of at most this many days bridged"
     )
     reentry_mean_days: float = Field(
-        600.0,
+        560.0,
         gt=0,
         description="mean time out of treatment beyond the bridged gap before re-entry; "
-        "with first entries, about 800-990 intakes a year (SERAF)",
+        "with first entries, about 870 intakes a year (SERAF: 800-990), which with the "
+        "exits keep about 7,550 in OST in 2016 rising to about 8,250 in 2023",
     )
 
 
@@ -290,6 +296,53 @@ class HatUptake(_Frozen):
         ),
         description="log weights of starting HAT (the version-1 selection coefficients, "
         "on the recorded time-varying state)",
+    )
+
+
+class LeavingHat(_Frozen):
+    """Leaving HAT for reasons of HAT itself, on top of the discontinuation hazard.
+
+    HAT is demanding: supervised doses at the clinic two or three times a day, every day
+    (Oviedo-Joekes et al. 2014, Subst Abuse Treat Prev Policy 9:23: many who leave HAT
+    transfer to oral methadone for that reason). So a HAT episode ends at the hazard
+    ``effects.hr_discontinuation`` x the hazard the person would have in OST (the spell's
+    clock, as version 1) *plus* ``(late_per_year + early_per_year x exp(-t /
+    early_years))`` x exp(the person's discontinuation predictor, ``treatment.
+    coefficients``), t the time since the HAT episode began. Both kinds of ending follow
+    ``treatment``'s rules for HAT endings: ``hat_switch_share`` are switches to methadone
+    within a week, of the others ``hat_short_interruption_share`` come back within 30 days,
+    the rest leave treatment (``hat_return_share`` of them later back to HAT).
+
+    Published HAT retention falls mostly in the first year: 88% still in injectable heroin
+    at 26 weeks (RIOTT, Strang et al. 2010, Lancet), 67% at 12 months (German trial,
+    Haasen et al. 2007, Br J Psychiatry), more than 70% of 1,969 Swiss starters over a
+    year (Rehm et al. 2001, Lancet), then slower: 56% of Dutch responders after 4 years
+    (Blanken et al. 2010, Addiction). The level is set to the Norwegian figure: about 30
+    of about 100 starters left within 2 years, half of them to ordinary OST (SERAF midway
+    report 2024); the discontinuation hazard alone gives about 11% (HAT's initiators are
+    mostly long-term OST patients, whose spell hazard is low).
+    """
+
+    early_per_year: float = Field(
+        0.16,
+        ge=0,
+        description="hazard of leaving HAT at the start of a HAT episode (reference person, "
+        "per year; HAT's initiators carry about 3 times the reference risk), decaying with "
+        "`early_years`; with the discontinuation hazard about 30% of starters leave HAT "
+        "within 2 years, about half of them to ordinary OST (SERAF midway report 2024)",
+    )
+    early_years: float = Field(
+        0.5,
+        gt=0,
+        description="time constant of the early hazard (exp(-t / this)): most leaving "
+        "in the first year (RIOTT 12% by 26 weeks; Haasen 33% by 12 months)",
+    )
+    late_per_year: float = Field(
+        0.0,
+        ge=0,
+        description="hazard of leaving HAT long after the start besides the discontinuation "
+        "hazard (0: later leaving is the discontinuation hazard alone, as Blanken 2010's "
+        "slow decline after the first year suggests)",
     )
 
 
@@ -463,6 +516,7 @@ class HistoryScenario(BaseScenario):
     population: HistoryPopulation = Field(default_factory=HistoryPopulation)
     treatment: HistoryTreatment = Field(default_factory=HistoryTreatment)
     hat: HatUptake = Field(default_factory=HatUptake)
+    leaving_hat: LeavingHat = Field(default_factory=LeavingHat)
     mortality: HistoryMortality = Field(default_factory=HistoryMortality)
     overdose: NonFatalOverdose = Field(default_factory=NonFatalOverdose)
     crime: HistoryCrime = Field(default_factory=HistoryCrime)
@@ -525,6 +579,7 @@ __all__ = [
     "HistoryScenario",
     "HistoryTreatment",
     "HistoryTruthSettings",
+    "LeavingHat",
     "NonFatalOverdose",
     "StateProcess",
     "history_scenario_names",

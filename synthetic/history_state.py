@@ -103,11 +103,15 @@ FIELDS: dict[str, type] = {
 
 @dataclass
 class State:
-    """Struct of arrays: one row per person (see :data:`FIELDS`) and two week buffers."""
+    """Struct of arrays: one row per person (see :data:`FIELDS`) and two week buffers.
+
+    The buffers are stored week by person (one contiguous row per week of the ring), so
+    that a week's values of the persons present are a fast gather from one row.
+    """
 
     cols: dict[str, np.ndarray]
-    charge_buf: np.ndarray  # (n, CHARGE_WEEKS) charges per week
-    ost_buf: np.ndarray  # (n, OST_WEEKS) days in OST per week
+    charge_buf: np.ndarray  # (CHARGE_WEEKS, n) charges per week
+    ost_buf: np.ndarray  # (OST_WEEKS, n) days in OST per week
 
     def __len__(self) -> int:
         return len(self.cols["pid"])
@@ -115,16 +119,16 @@ class State:
     def take(self, idx: np.ndarray) -> State:
         return State(
             {k: v[idx].copy() for k, v in self.cols.items()},
-            self.charge_buf[idx].copy(),
-            self.ost_buf[idx].copy(),
+            self.charge_buf[:, idx],
+            self.ost_buf[:, idx],
         )
 
     @staticmethod
     def concat(parts: list[State]) -> State:
         return State(
             {k: np.concatenate([p.cols[k] for p in parts]) for k in FIELDS},
-            np.concatenate([p.charge_buf for p in parts]),
-            np.concatenate([p.ost_buf for p in parts]),
+            np.concatenate([p.charge_buf for p in parts], axis=1),
+            np.concatenate([p.ost_buf for p in parts], axis=1),
         )
 
 
@@ -140,8 +144,8 @@ def empty_state(n: int) -> State:
     cols["t_from"][:] = -1.0
     return State(
         cols,
-        np.zeros((n, CHARGE_WEEKS), dtype=np.uint8),
-        np.zeros((n, OST_WEEKS), dtype=np.uint8),
+        np.zeros((CHARGE_WEEKS, n), dtype=np.uint8),
+        np.zeros((OST_WEEKS, n), dtype=np.uint8),
     )
 
 

@@ -120,7 +120,11 @@ class TreatmentCourse(Frozen):
     hat_return_share: float = Field(
         0.3, ge=0, le=1, description="share of re-entries after a long gap from HAT back to HAT"
     )
-    ost_medication_shares: dict[OstMedication, float] = Field(default_factory=_ost_mix)
+    ost_medication_shares: dict[OstMedication, float] = Field(
+        default_factory=_ost_mix,
+        description="medication of new OST episodes: buprenorphine-based 55-61%, methadone "
+        "38-45%, slow-release morphine a small share (EMCDDA 2018; Aas et al. 2020)",
+    )
 
     @model_validator(mode="after")
     def _check_medication_shares(self) -> TreatmentCourse:
