@@ -53,6 +53,7 @@ from __future__ import annotations
 # long: the study (settings, resumption, summary, manifest) with its command line and report
 # entry point; one replicate is evaluation.replicates
 import argparse
+import json
 import os
 import sys
 import time
@@ -433,12 +434,21 @@ def build_report(
         No summary in ``folder``.
     ReportBuildError
         The build failed (a page raised, a Sphinx warning); the message ends with the log.
+        Or the folder holds a history study (``--contract 2``), which the report does not
+        cover.
     """
     folder = Path(folder).resolve()
     if not (folder / "summary.json").is_file():
         raise FileNotFoundError(
             f"{folder} is not a simulation folder (no summary.json); write one with "
             "`python -m evaluation.simulate --out DIR`"
+        )
+    contract = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("contract", 1)
+    if contract != 1:
+        raise ReportBuildError(
+            f"{folder} holds a history study (contract {contract}): the simulation report covers "
+            "designed extracts (power by number of HAT patients); its coverage table is "
+            "`python benchmarks/coverage_v2_table.py DIR SCENARIO`, its summary summary.csv"
         )
     book = Path(source).resolve() if source is not None else BOOK_SOURCE
     out = Path(output_dir).resolve() if output_dir is not None else folder / "book"

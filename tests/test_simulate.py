@@ -351,6 +351,8 @@ def test_history_replicates_are_target_trials(history_reference: Path):
     assert (main["n_replicates"] == HISTORY_REPLICATES).all()
     assert main.loc[main["estimand"] == "itt", "primary"].all()
     assert not main.loc[main["estimand"] == "per_protocol", "primary"].any()
+    with pytest.raises(sim.ReportBuildError, match="history study"):
+        sim.build_report(history_reference)
 
 
 def test_history_resume_and_same_seed_same_bytes(history_reference: Path, tmp_path: Path):
