@@ -1,9 +1,9 @@
 """Coverage table of a history simulation folder (``python -m evaluation.simulate --contract 2``).
 
-``python benchmarks/coverage_v2_table.py DIR SCENARIO [--all]`` summarises the replicate
-records found in ``DIR`` (also of a run stopped before its end) against the truth of the
-history scenario ``SCENARIO`` (a bundled name or a YAML path; its truth is computed here,
-which takes minutes for a precise truth) and prints a Markdown table of the primaries of both
+``python benchmarks/coverage_v2_table.py DIR [SCENARIO] [--all]`` summarises the replicate
+records found in ``DIR`` (also of a run stopped before its end) against the truth the run
+used, or the truth of the history scenario ``SCENARIO`` (a bundled name or a YAML path; its
+truth is computed here, which takes minutes for a precise truth), and prints a Markdown table of the primaries of both
 estimands (intention to treat and per protocol): replicates with an estimate, coverage of the
 95% interval, bias, empirical SD, mean model SE and their ratio, each with its Monte Carlo SE
 (Morris, White & Crowther 2019), and the truth with its own Monte Carlo SE. Ratios are on the
@@ -22,14 +22,32 @@ from pathlib import Path
 import pandas as pd
 
 
-def summary(folder: Path, scenario: str) -> pd.DataFrame:
-    """Performance per (estimand, outcome, measure, method) of the records in ``folder``."""
-    from evaluation.replicates import truth_values
+def summary(folder: Path, scenario: str | None = None) -> pd.DataFrame:
+    """Performance per (estimand, outcome, measure, method) of the records in ``folder``.
+
+    Against the truth of ``scenario`` (computed here), or, without it, the truth the run
+    used: the ``truth`` of the records' estimates, with the Monte Carlo SEs of the folder's
+    ``summary.json`` when the run has finished (else unknown).
+    """
     from evaluation.simulation_summary import summarise
-    from synthetic.history_spec import load_history_scenario
 
     records = [json.loads(f.read_text()) for f in sorted(folder.glob("replicates/*/*.json"))]
-    _, values, mcse = truth_values(load_history_scenario(scenario))
+    if scenario is not None:
+        from evaluation.replicates import truth_values
+        from synthetic.history_spec import load_history_scenario
+
+        _, values, mcse = truth_values(load_history_scenario(scenario))
+        return summarise(records, truth=values, truth_mcse=mcse)
+    values, mcse = {}, {}
+    for rec in records:
+        for e in rec.get("estimates", []):
+            if e.get("truth") is not None:
+                values[(e["estimand"], e["outcome"], e["measure"])] = e["truth"]
+    done = folder / "summary.json"
+    if done.is_file():
+        for t in json.loads(done.read_text())["truth"]:
+            if t.get("mc_se") is not None:
+                mcse[(t["estimand"], t["outcome"], t["measure"])] = t["mc_se"]
     return summarise(records, truth=values, truth_mcse=mcse)
 
 
@@ -56,7 +74,7 @@ def table(s: pd.DataFrame, *, every: bool = False) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("scenario")
+    parser.add_argument("scenario", nargs="?", help="truth of this scenario (default: the run's)")
     parser.add_argument("--all", action="store_true", help="every estimate, not the primaries")
     args = parser.parse_args(argv)
     print(table(summary(args.folder, args.scenario), every=args.all))
