@@ -6,6 +6,14 @@ road real data take) and runs the study; its record (estimates, or the error) is
 atomically by the process that started the study (:func:`write_json_atomic`), and
 :func:`load_records` finds the completed replicates of an interrupted study. Used by
 :mod:`evaluation.simulate`.
+
+Two kinds of data: a designed extract (data contract version 1, :mod:`synthetic.generate`;
+one setting per number of HAT patients) and a history extract (version 2,
+:mod:`synthetic.history_generate`; one setting, the scenario's ``scale``: the number of
+initiators is whatever the simulated population gives). A history replicate runs the
+emulated target trial (:func:`evaluation.pipeline.run_study` dispatches it) and keeps the
+``estimand`` of every estimate. The truth is computed once by the caller
+(:func:`truth_values`) and travels in the task: workers never compute it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.config import StudyConfig
+from synthetic.history_spec import HistoryScenario
 from synthetic.spec import Scenario
 
 __all__ = [
@@ -33,10 +42,12 @@ __all__ = [
     "Setting",
     "SimulationError",
     "execute",
+    "contract_of",
     "load_records",
     "replicate_path",
     "replicate_seed",
     "run_replicate",
+    "setting_key",
     "study_fingerprint",
     "truth_values",
     "write_json_atomic",
@@ -53,19 +64,45 @@ class SimulationError(ValueError):
 # ----------------------------------------------------------------------------- plan
 @dataclass(frozen=True)
 class Setting:
-    """One sample size of the study: ``n_hat`` HAT patients and ``n_ost`` OST candidates."""
+    """One setting of the study.
 
-    n_hat: int
-    n_ost: int
+    A designed extract (version 1): ``n_hat`` HAT patients and ``n_ost`` OST candidates. A
+    history extract (version 2): the population's ``scale`` (relative to Norway), with
+    ``n_hat`` and ``n_ost`` ``None`` (the simulated population decides them).
+    """
+
+    n_hat: int | None
+    n_ost: int | None
+    scale: float | None = None
 
     @property
     def name(self) -> str:
-        """Folder name of the setting's replicates, ``n_hat-<N>``."""
+        """Folder name of the setting's replicates, ``n_hat-<N>`` or ``scale-<s>``."""
+        if self.scale is not None:
+            return f"scale-{self.scale:g}"
         return f"n_hat-{self.n_hat}"
 
+    @property
+    def sort_key(self) -> tuple[float, float]:
+        """Order of settings: by number of HAT patients, then scale."""
+        return (self.n_hat or 0, self.scale or 0.0)
+
     def to_dict(self) -> dict[str, Any]:
-        """``{"name", "n_hat", "n_ost"}``."""
-        return {"name": self.name, "n_hat": self.n_hat, "n_ost": self.n_ost}
+        """``{"name", "n_hat", "n_ost"}``, and ``"scale"`` for a history setting."""
+        out: dict[str, Any] = {"name": self.name, "n_hat": self.n_hat, "n_ost": self.n_ost}
+        if self.scale is not None:
+            out["scale"] = self.scale
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Setting:
+        """The setting of a record's ``setting`` entry."""
+        return cls(data["n_hat"], data["n_ost"], data.get("scale"))
+
+
+def setting_key(setting: dict[str, Any]) -> tuple[float, float]:
+    """:attr:`Setting.sort_key` of a record's ``setting`` entry."""
+    return Setting.from_dict(setting).sort_key
 
 
 @dataclass(frozen=True)
@@ -74,8 +111,8 @@ class ReplicateTask:
 
     Attributes
     ----------
-    spec : Scenario
-        The scenario with the setting's ``n_hat``.
+    spec : Scenario or HistoryScenario
+        The scenario with the setting's ``n_hat`` (a history scenario: as it is).
     config : StudyConfig
         The study's configuration (its seed is replaced per replicate).
     truth : dict
@@ -89,7 +126,7 @@ class ReplicateTask:
         Identifies the study (scenario, configuration, seed) in the record.
     """
 
-    spec: Scenario
+    spec: Scenario | HistoryScenario
     config: StudyConfig
     truth: dict[str, Any]
     setting: Setting
@@ -98,20 +135,21 @@ class ReplicateTask:
     fingerprint: str
 
 
-def replicate_seed(seed: int, n_hat: int, replicate: int) -> np.random.SeedSequence:
+def replicate_seed(seed: int, n_hat: int | None, replicate: int) -> np.random.SeedSequence:
     """The seed sequence of one replicate.
 
     ``SeedSequence(seed, spawn_key=(n_hat, replicate))``, the same sequence as
     ``SeedSequence(seed).spawn(n_hat + 1)[n_hat].spawn(replicate + 1)[replicate]``:
     independent streams for every setting and replicate, each fixed by its own
-    coordinates only.
+    coordinates only. A history setting (``n_hat`` ``None``) uses ``n_hat = 0``, which no
+    designed setting has (their sizes are positive).
 
     Parameters
     ----------
     seed : int
         The study's seed.
-    n_hat : int
-        The setting's number of HAT patients.
+    n_hat : int or None
+        The setting's number of HAT patients (``None``: a history setting).
     replicate : int
         Replicate number, from 0.
 
@@ -119,41 +157,63 @@ def replicate_seed(seed: int, n_hat: int, replicate: int) -> np.random.SeedSeque
     -------
     numpy.random.SeedSequence
     """
-    return np.random.SeedSequence(seed, spawn_key=(n_hat, replicate))
+    return np.random.SeedSequence(seed, spawn_key=(n_hat or 0, replicate))
 
 
-def study_fingerprint(spec: Scenario, config: StudyConfig, seed: int) -> str:
+def contract_of(spec: Scenario | HistoryScenario) -> int:
+    """The data contract version a scenario generates (2 for a history scenario)."""
+    return 2 if isinstance(spec, HistoryScenario) else 1
+
+
+def study_fingerprint(spec: Scenario | HistoryScenario, config: StudyConfig, seed: int) -> str:
     """SHA-256 of what a replicate's results depend on, besides its setting and number.
 
     The scenario's parameters (but not its own ``seed`` and ``n_hat``, replaced here),
     the study's configuration (but not ``seed``, ``scenario``, ``n_hat``, ``n_ost``) and
-    the simulation's seed.
+    the simulation's seed; for a history scenario also ``contract: 2``.
     """
     scenario = spec.to_dict()
     for key in ("seed", "n_hat"):
-        scenario.pop(key)
+        scenario.pop(key, None)
     study = config.to_dict()
     for key in ("seed", "scenario", "n_hat", "n_ost"):
         study.pop(key)
-    text = json.dumps(
-        {"record_version": RECORD_VERSION, "scenario": scenario, "config": study, "seed": seed},
-        sort_keys=True,
-    )
+    content: dict[str, Any] = {
+        "record_version": RECORD_VERSION,
+        "scenario": scenario,
+        "config": study,
+        "seed": seed,
+    }
+    if contract_of(spec) == 2:
+        content["contract"] = 2
+    text = json.dumps(content, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def truth_values(spec: Scenario) -> tuple[dict, dict, dict]:
+def truth_values(spec: Scenario | HistoryScenario) -> tuple[dict, dict, dict]:
     """The truth of a scenario, computed once (it does not depend on sizes or seed).
+
+    For a history scenario this is the slow step (minutes for the default scenario; cached
+    per process by :mod:`synthetic.history_truth`): call it in the process that starts the
+    study and pass ``truth`` in the tasks.
 
     Returns
     -------
     truth : dict
         Contents of ``truth.json`` for ``spec`` (its size-specific notes use ``spec.n_hat``).
     values : dict
-        ``(outcome, measure) -> true value`` (natural scale).
+        ``(outcome, measure) -> true value`` (natural scale); for a history scenario
+        ``(estimand, outcome, measure) -> true value``.
     mcse : dict
-        ``(outcome, measure) -> Monte Carlo SE of the truth`` (log scale for ratios).
+        Monte Carlo SE of each truth, same keys (log scale for ratios).
     """
+    if isinstance(spec, HistoryScenario):
+        from synthetic.history_truth import compute_history_truth, history_truth_json
+
+        res = compute_history_truth(spec)
+        values = {(e, *k): v for e, d in res.values.items() for k, v in d.items()}
+        mcse = {(e, *k): v for e, d in res.mc_se.items() for k, v in d.items()}
+        return history_truth_json(spec), values, mcse
     from synthetic.truth import compute_truth, truth_json
 
     result = compute_truth(spec)
@@ -178,6 +238,70 @@ _ESTIMATE_KEYS = (
 )
 
 
+#: cohort counts kept in a record (those the study reports; a history study reports more)
+_COHORT_KEYS = (
+    "n_hat",
+    "n_ost",
+    "n_hat_matched",
+    "n_ost_matched",
+    "n_ost_rows_matched",
+    "n_initiators",
+    "n_excluded",
+    "n_risk_sets",
+)
+
+
+def _extract(task: ReplicateTask, rng: np.random.Generator, folder: Path, seconds: dict) -> Any:
+    """Generate the replicate's data, write them as contract files (Parquet), read them back."""
+    from analysis.data.extract import read_extract
+
+    t = time.perf_counter()
+    if isinstance(task.spec, HistoryScenario):
+        from synthetic.history_generate import generate_history, write_history
+
+        tables, _ = generate_history(task.spec, rng, truth=False)
+        write = write_history
+    else:
+        from synthetic.generate import generate, write
+
+        tables, _ = generate(task.spec, rng, truth=False)
+    seconds["generate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    path = write(tables, task.truth, folder, spec=task.spec, format="parquet")
+    extract = read_extract(path)
+    seconds["extract"] = time.perf_counter() - t
+    return extract
+
+
+def _config(task: ReplicateTask, study_ss: np.random.SeedSequence) -> StudyConfig:
+    """The study's configuration for the replicate: its own seed (and size, version 1)."""
+    update: dict[str, Any] = {"seed": int(study_ss.generate_state(1)[0])}
+    if not isinstance(task.spec, HistoryScenario):
+        update.update(scenario=task.spec.name, n_hat=task.setting.n_hat, n_ost=task.setting.n_ost)
+    return task.config.model_copy(update=update)
+
+
+def _estimate(e: dict[str, Any]) -> dict[str, Any]:
+    out = {k: e.get(k) for k in _ESTIMATE_KEYS}
+    if e.get("estimand") is not None:
+        out = {"estimand": e["estimand"], **out}
+    return out
+
+
+def _design(results: dict[str, Any]) -> dict[str, Any] | None:
+    """A history study's per-protocol design: censored comparators and the weights."""
+    pp = results.get("design", {}).get("designs", {}).get("per_protocol")
+    if not pp:
+        return None
+    w = pp.get("weights", {})
+    return {
+        "per_protocol": {
+            "n_comparators_censored": pp.get("n_comparators_censored"),
+            "weights": {k: w.get(k) for k in ("mean", "sd", "max", "n_truncated")},
+        }
+    }
+
+
 def run_replicate(task: ReplicateTask) -> dict[str, Any]:
     """Generate one data set, write and read it as an extract, run the whole study.
 
@@ -193,13 +317,15 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
     -------
     dict
         The replicate's record: ``record_version, study, setting, replicate, seed,
-        status, error, cohort, estimates, warnings, seconds``.
+        status, error, cohort, estimates, warnings, seconds`` (a history replicate also
+        ``design``: the per-protocol censoring and weights). ``seconds`` holds
+        ``generate``, ``extract``, ``study``, ``total`` and the study's steps
+        (``step:<name>``).
     """
     from threadpoolctl import threadpool_limits
 
-    from analysis.data.extract import read_extract
     from evaluation.pipeline import run_study
-    from synthetic.generate import generate, write
+    from evaluation.progress import Steps
 
     ss = replicate_seed(task.seed, task.setting.n_hat, task.replicate)
     data_ss, study_ss = ss.spawn(2)
@@ -216,6 +342,7 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
         "warnings": [],
     }
     seconds: dict[str, float] = {}
+    steps = Steps(quiet=True)
     t0 = time.perf_counter()
     try:
         with (
@@ -224,34 +351,21 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
             tempfile.TemporaryDirectory(prefix="hat-sim-") as tmp,
         ):
             warnings.simplefilter("always")
+            extract = _extract(task, np.random.default_rng(data_ss), Path(tmp) / "extract", seconds)
             t = time.perf_counter()
-            tables, _ = generate(task.spec, np.random.default_rng(data_ss), truth=False)
-            seconds["generate"] = time.perf_counter() - t
-            t = time.perf_counter()
-            folder = write(
-                tables, task.truth, Path(tmp) / "extract", spec=task.spec, format="parquet"
-            )
-            extract = read_extract(folder)
-            seconds["extract"] = time.perf_counter() - t
-            t = time.perf_counter()
-            config = task.config.model_copy(
-                update={
-                    "seed": int(study_ss.generate_state(1)[0]),
-                    "scenario": task.spec.name,
-                    "n_hat": task.setting.n_hat,
-                    "n_ost": task.setting.n_ost,
-                }
-            )
-            study = run_study(extract, config)
+            study = run_study(extract, _config(task, study_ss), steps=steps)
             seconds["study"] = time.perf_counter() - t
             messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
         cohort = study.results["cohort"]
         record.update(
             status="ok",
-            cohort={k: cohort[k] for k in ("n_hat", "n_ost", "n_hat_matched", "n_ost_matched")},
-            estimates=[{k: e.get(k) for k in _ESTIMATE_KEYS} for e in study.results["estimates"]],
+            cohort={k: cohort[k] for k in _COHORT_KEYS if k in cohort},
+            estimates=[_estimate(e) for e in study.results["estimates"]],
             warnings=messages[:20],
         )
+        design = _design(study.results)
+        if design is not None:
+            record["design"] = design
     except Exception as exc:  # a replicate's failure is a result: record it
         record["error"] = {
             "type": type(exc).__name__,
@@ -259,6 +373,7 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
             "traceback": traceback.format_exc(limit=-8),
         }
     seconds["total"] = time.perf_counter() - t0
+    seconds.update({f"step:{k}": v for k, v in steps.timings.items()})
     record["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
     return record
 

@@ -8,6 +8,16 @@ is run on it. Every estimate of every replicate is kept, and the performance of 
 method for each estimand (bias, empirical and model SE, coverage, power, with Monte Carlo
 SEs; :mod:`evaluation.simulation_summary`) is summarised per setting.
 
+With ``--contract 2`` the scenario is a history scenario (``synthetic/scenarios/history/``)
+and each replicate is a history extract (:func:`synthetic.history_generate.generate_history`,
+the code of ``python -m synthetic --contract 2``) on which the study is the emulated target
+trial; there is one setting, the scenario's ``scale`` (``--n-hat`` is refused: the simulated
+population decides the number of initiators), replicate ``i`` is seeded with
+``SeedSequence(seed, spawn_key=(0, i))``, and the performance is summarised per
+(estimand, outcome, measure, method) against the intention-to-treat and per-protocol
+truths (:mod:`synthetic.history_truth`, computed once in the process that starts the study
+and passed to the workers in their tasks).
+
 Replicates run on local processes (joblib, ``--jobs``) or on an existing Dask cluster
 (``--scheduler ADDRESS``). Replicate ``i`` of the setting with ``n_hat`` HAT patients is
 seeded with ``numpy.random.SeedSequence(seed, spawn_key=(n_hat, i))``, i.e.
@@ -19,7 +29,8 @@ faster: several processes of multi-threaded OpenBLAS on two cores oversubscribe 
 
 The folder ``--out DIR`` holds::
 
-    replicates/n_hat-<N>/<i>.json   one record per replicate (estimates or the error)
+    replicates/n_hat-<N>/<i>.json   one record per replicate (estimates or the error;
+                                    replicates/scale-<s>/ for a history scenario)
     summary.csv, summary.json       performance per setting x estimand x method
     manifest.json                   command, seed, scenario, config, versions, timings
 
@@ -42,6 +53,7 @@ from __future__ import annotations
 # long: the study (settings, resumption, summary, manifest) with its command line and report
 # entry point; one replicate is evaluation.replicates
 import argparse
+import json
 import os
 import sys
 import time
@@ -62,12 +74,14 @@ from evaluation.replicates import (
     execute,
     load_records,
     replicate_path,
+    setting_key,
     study_fingerprint,
     truth_values,
     write_json_atomic,
     write_text_atomic,
 )
 from evaluation.report import BookBuildError, build_jupyter_book
+from synthetic.history_spec import HistoryScenario, load_history_scenario
 from synthetic.spec import Scenario, ScenarioError, load_scenario
 
 SUMMARY_VERSION = 1
@@ -97,17 +111,50 @@ class Simulation:
     manifest: dict[str, Any]
 
 
-def _settings(spec: Scenario, n_hat: Iterable[int] | None) -> list[Setting]:
+def _settings(spec: Scenario | HistoryScenario, n_hat: Iterable[int] | None) -> list[Setting]:
+    if isinstance(spec, HistoryScenario):
+        if n_hat:
+            raise SimulationError(
+                "--n-hat belongs to contract 1; a history scenario sets its size with `scale` "
+                "(the simulated population decides the number of initiators)"
+            )
+        return [Setting(n_hat=None, n_ost=None, scale=spec.scale)]
     sizes = sorted(set(n_hat)) if n_hat else [spec.n_hat]
     if any(int(n) < 1 for n in sizes):
         raise SimulationError(f"--n-hat: sizes must be positive, got {sizes}")
     return [Setting(n_hat=int(n), n_ost=spec.n_ost) for n in sizes]
 
 
+def _spec(base: Scenario | HistoryScenario, setting: Setting) -> Scenario | HistoryScenario:
+    """The scenario of one setting (a history scenario has one setting: itself)."""
+    if isinstance(base, HistoryScenario):
+        return base
+    return base.model_copy(update={"n_hat": setting.n_hat})
+
+
+def _truth_entries(values: dict, mcse: dict) -> list[dict[str, Any]]:
+    """``summary.json``'s truth: one entry per (estimand,) outcome and measure."""
+    out = []
+    for key, v in values.items():
+        estimand = key[0] if len(key) == 3 else None
+        outcome, measure = key[-2:]
+        entry = {"estimand": estimand} if estimand is not None else {}
+        entry.update(
+            outcome=outcome,
+            measure=measure,
+            value=v,
+            mc_se=mcse.get(key),
+            scale=_scale_of(measure),
+        )
+        out.append(entry)
+    return out
+
+
 def simulate(
     scenario: str | Path = "default",
     *,
     replicates: int,
+    contract: int = 1,
     out: str | Path,
     n_hat: Iterable[int] | None = None,
     seed: int | None = None,
@@ -122,9 +169,13 @@ def simulate(
     Parameters
     ----------
     scenario : str or path-like
-        Bundled scenario name or scenario YAML file.
+        Bundled scenario name or scenario YAML file (a history scenario with
+        ``contract=2``).
     replicates : int
         Replicates per setting.
+    contract : {1, 2}
+        Data contract version of the extracts: 1 designed extracts, 2 history extracts
+        (the emulated target trial; one setting, ``n_hat`` refused).
     out : path-like
         The simulation folder (created; completed replicates in it are reused).
     n_hat : iterable of int, optional
@@ -160,11 +211,13 @@ def simulate(
         raise SimulationError(f"--replicates must be at least 1, got {replicates}")
     if jobs < 1:
         raise SimulationError(f"--jobs must be at least 1, got {jobs}")
+    if contract not in (1, 2):
+        raise SimulationError(f"--contract must be 1 or 2, got {contract}")
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     config = config or StudyConfig()
     seed = config.seed if seed is None else int(seed)
-    base = load_scenario(scenario)
+    base = load_history_scenario(scenario) if contract == 2 else load_scenario(scenario)
     settings = _settings(base, n_hat)
     fingerprint = study_fingerprint(base, config, seed)
     out = Path(out).resolve()
@@ -174,15 +227,14 @@ def simulate(
     truths: dict[str, dict] = {}
     values: dict = {}
     mcse: dict = {}
-    for s in settings:
-        spec = base.model_copy(update={"n_hat": s.n_hat})
-        truths[s.name], values, mcse = truth_values(spec)
+    for s in settings:  # in this process, once: the workers get it in their tasks
+        truths[s.name], values, mcse = truth_values(_spec(base, s))
     truth_seconds = time.perf_counter() - t
 
     done = load_records(out, settings, replicates, fingerprint)
     tasks = [
         ReplicateTask(
-            spec=base.model_copy(update={"n_hat": s.n_hat}),
+            spec=_spec(base, s),
             config=config,
             truth=truths[s.name],
             setting=s,
@@ -198,7 +250,7 @@ def simulate(
     t = time.perf_counter()
     with _Progress(progress, total=len(tasks), reused=len(done)) as advance:
         for rec in execute(tasks, jobs=jobs, scheduler=scheduler):
-            setting = Setting(rec["setting"]["n_hat"], rec["setting"]["n_ost"])
+            setting = Setting.from_dict(rec["setting"])
             write_json_atomic(replicate_path(out, setting, rec["replicate"]), rec)
             new.append(rec)
             advance(rec["status"] != "ok")
@@ -207,7 +259,7 @@ def simulate(
     records = list(done.values()) + new
     summary = summarise(records, truth=values, truth_mcse=mcse, alpha=config.alpha)
     failures = {s.name: [] for s in settings}
-    for rec in sorted(records, key=lambda r: (r["setting"]["n_hat"], r["replicate"])):
+    for rec in sorted(records, key=lambda r: (setting_key(r["setting"]), r["replicate"])):
         if rec["status"] != "ok":
             err = rec.get("error") or {}
             failures[rec["setting"]["name"]].append(
@@ -219,6 +271,7 @@ def simulate(
             )
     document = {
         "schema_version": SUMMARY_VERSION,
+        "contract": contract,
         "scenario": base.name,
         "seed": seed,
         "study": fingerprint,
@@ -233,30 +286,23 @@ def simulate(
             }
             for s in settings
         ],
-        "truth": [
-            {
-                "outcome": o,
-                "measure": m,
-                "value": v,
-                "mc_se": mcse.get((o, m)),
-                "scale": _scale_of(m),
-            }
-            for (o, m), v in values.items()
-        ],
+        "truth": _truth_entries(values, mcse),
         "rows": summary.to_dict(orient="records"),
     }
+    keys = dict.fromkeys(k for r in new for k in r.get("seconds", {}))
     stage = {
-        k: float(np.mean([r["seconds"][k] for r in new if k in r.get("seconds", {})]))
-        for k in ("generate", "extract", "study", "total")
-        if any(k in r.get("seconds", {}) for r in new)
+        k: float(np.mean([r["seconds"][k] for r in new if k in r.get("seconds", {})])) for k in keys
     }
     manifest = {
         "created": started.isoformat(timespec="seconds"),
         "command": command or _command_line(),
+        "contract": contract,
         "scenario": base.name,
         "scenario_parameters": base.to_dict(),
         "seed": seed,
-        "seeding": "replicate i of setting n_hat: numpy SeedSequence(seed, spawn_key=(n_hat, i))",
+        "seeding": "replicate i of setting n_hat: numpy SeedSequence(seed, spawn_key=(n_hat, i))"
+        if contract == 1
+        else "replicate i: numpy SeedSequence(seed, spawn_key=(0, i))",
         "study": fingerprint,
         "config": config.to_dict(),
         "config_sha256": config.hash(),
@@ -270,7 +316,8 @@ def simulate(
             "jobs": None if scheduler else jobs,
             "scheduler": scheduler,
             "cpu_count": os.cpu_count(),
-            "extract_road": "parquet contract files in a temporary folder, read and validated",
+            "extract_road": f"parquet contract files (version {contract}) in a temporary "
+            "folder, read and validated",
         },
         "timings_seconds": {
             "truth": round(truth_seconds, 3),
@@ -387,12 +434,21 @@ def build_report(
         No summary in ``folder``.
     ReportBuildError
         The build failed (a page raised, a Sphinx warning); the message ends with the log.
+        Or the folder holds a history study (``--contract 2``), which the report does not
+        cover.
     """
     folder = Path(folder).resolve()
     if not (folder / "summary.json").is_file():
         raise FileNotFoundError(
             f"{folder} is not a simulation folder (no summary.json); write one with "
             "`python -m evaluation.simulate --out DIR`"
+        )
+    contract = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("contract", 1)
+    if contract != 1:
+        raise ReportBuildError(
+            f"{folder} holds a history study (contract {contract}): the simulation report covers "
+            "designed extracts (power by number of HAT patients); its coverage table is "
+            "`python benchmarks/coverage_v2_table.py DIR SCENARIO`, its summary summary.csv"
         )
     book = Path(source).resolve() if source is not None else BOOK_SOURCE
     out = Path(output_dir).resolve() if output_dir is not None else folder / "book"
@@ -420,6 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scenario", default="default", metavar="NAME", help="scenario name or YAML"
+    )
+    parser.add_argument(
+        "--contract",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="data contract version: 1 designed extracts (default), 2 history extracts "
+        "(scenarios in synthetic/scenarios/history/; the emulated target trial)",
     )
     parser.add_argument(
         "--replicates", type=int, required=True, metavar="R", help="replicates per setting"
@@ -471,13 +535,16 @@ def print_summary(sim: Simulation) -> None:
     from rich.table import Table
 
     table = Table(title="Primary estimands over replicates (Monte Carlo SE in brackets)")
-    for col in ("n_hat", "estimand", "n", "failed", "bias", "coverage %", "power %"):
+    for col in ("setting", "estimand", "n", "failed", "bias", "coverage %", "power %"):
         table.add_column(col, justify="left" if col == "estimand" else "right")
-    rows = sim.summary[sim.summary["primary"]] if len(sim.summary) else sim.summary
+    rows = sim.summary[sim.summary["estimand_primary"]] if len(sim.summary) else sim.summary
     for r in rows.itertuples():
+        label = f"{r.outcome} {r.measure}"
+        if isinstance(r.estimand, str) and r.estimand:
+            label = f"{r.estimand} {label}"
         table.add_row(
-            str(r.n_hat),
-            f"{r.outcome} {r.measure}",
+            r.setting,
+            label,
             str(r.n_estimates),
             str(r.n_failed),
             f"{r.bias:+.3f} ({r.bias_mcse:.3f})",
@@ -493,6 +560,11 @@ def print_summary(sim: Simulation) -> None:
     )
 
 
+def _default_out(scenario: str, contract: int) -> Path:
+    stem = Path(scenario).stem
+    return Path("results-simulation") / (stem if contract == 1 else f"history-{stem}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line; returns the exit status (2 for bad options or input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -504,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         sim = simulate(
             args.scenario,
             replicates=args.replicates,
-            out=args.out or Path("results-simulation") / Path(args.scenario).stem,
+            out=args.out or _default_out(args.scenario, args.contract),
+            contract=args.contract,
             n_hat=args.n_hat,
             seed=args.seed,
             config=config,

@@ -13,6 +13,13 @@ summarised, so the absolute measures of each outcome get their own bias and cove
 confidence interval, ``(hi - lo) / (2 z)`` on that scale, so that it is the
 standard error the reported interval actually used.
 
+A history study (data contract version 2, the emulated target trial) reports each
+estimate with its ``estimand`` (``itt``, ``per_protocol``); the summary is then per
+(estimand, outcome, measure, method) against the truth of that estimand, and
+``estimand_primary`` marks the primaries of both estimands: the primary (intention-to-treat)
+estimates and their per-protocol counterparts (same outcome, measure and model, design
+:data:`PER_PROTOCOL_DESIGN`).
+
 References
 ----------
 Morris TP, White IR, Crowther MJ. Using simulation studies to evaluate
@@ -24,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "ESTIMATE_COLUMNS",
     "MEASURES",
+    "PER_PROTOCOL_DESIGN",
     "RATIO_MEASURES",
     "estimate_table",
     "model_se",
@@ -47,11 +55,15 @@ from analysis.data.measures import RATIO_MEASURES, scale_of
 #: performance measures, in the order of the summary's columns (each followed by ``_mcse``)
 MEASURES = ("bias", "empse", "mse", "modse", "relerr_modse", "coverage", "power")
 
+#: design of the per-protocol counterpart of a primary estimate (``cox_ipcw``, ``rate_ipcw``)
+PER_PROTOCOL_DESIGN = "ipcw"
+
 #: columns of a replicate-level estimate table (see :func:`estimate_table`)
 ESTIMATE_COLUMNS = (
     "setting",
     "n_hat",
     "replicate",
+    "estimand",
     "outcome",
     "measure",
     "method",
@@ -220,7 +232,8 @@ def estimate_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        :data:`ESTIMATE_COLUMNS`, sorted by setting size, replicate and estimate.
+        :data:`ESTIMATE_COLUMNS`, sorted by setting, replicate and estimate; ``estimand``
+        is ``None`` where the study does not name one (version 1).
     """
     rows = []
     for rec in records:
@@ -239,16 +252,39 @@ def estimate_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for c in ("estimate", "ci_low", "ci_high", "p_value", "truth"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     df["primary"] = df["primary"].fillna(False).astype(bool)
-    return df.sort_values(["n_hat", "replicate", "outcome", "measure", "method"]).reset_index(
-        drop=True
-    )
+    df["estimand"] = df["estimand"].astype(object).where(df["estimand"].notna(), None)
+    order = df.assign(
+        _size=df["n_hat"].astype(float).fillna(0), _estimand=df["estimand"].fillna("").astype(str)
+    ).sort_values(["_size", "setting", "replicate", "_estimand", "outcome", "measure", "method"])
+    return df.loc[order.index].reset_index(drop=True)
+
+
+def _setting_key(setting: Mapping[str, Any]) -> tuple[float, float]:
+    return (setting.get("n_hat") or 0, setting.get("scale") or 0.0)
+
+
+def _truth_key(estimand: str | None, outcome: str, measure: str) -> tuple[str, ...]:
+    return (outcome, measure) if estimand is None else (estimand, outcome, measure)
+
+
+def _estimand_primary(out: pd.DataFrame) -> pd.Series:
+    """The primaries of every estimand: the primary rows and their per-protocol counterparts."""
+    flag = out["primary"].copy()
+    pp = out["estimand"].eq("per_protocol") & out["design"].eq(PER_PROTOCOL_DESIGN)
+    if pp.any():
+        cols = ["setting", "outcome", "measure", "model"]
+        primaries = set(map(tuple, out.loc[out["primary"], cols].to_numpy().tolist()))
+        flag |= pp & pd.Series(
+            [tuple(r) in primaries for r in out[cols].to_numpy().tolist()], index=out.index
+        )
+    return flag.astype(bool)
 
 
 def summarise(
     records: Iterable[Mapping[str, Any]],
     *,
-    truth: Mapping[tuple[str, str], float],
-    truth_mcse: Mapping[tuple[str, str], float] | None = None,
+    truth: Mapping[tuple[str, ...], float],
+    truth_mcse: Mapping[tuple[str, ...], float] | None = None,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Performance of every method for every estimand in every setting.
@@ -258,9 +294,10 @@ def summarise(
     records : iterable of dict
         Replicate records (failed ones included: they are counted, not dropped).
     truth : mapping
-        ``(outcome, measure) -> true value`` on the natural scale.
+        ``(outcome, measure) -> true value`` on the natural scale; for estimates that
+        name their estimand (a history study) ``(estimand, outcome, measure) -> value``.
     truth_mcse : mapping, optional
-        ``(outcome, measure) -> Monte Carlo SE of the truth`` on the assessment scale.
+        Monte Carlo SE of the truth on the assessment scale, same keys as ``truth``.
     alpha : float
         Significance level of ``power``; also the level of the intervals, used to read
         the model SE from their width.
@@ -268,15 +305,17 @@ def summarise(
     Returns
     -------
     DataFrame
-        One row per setting × (outcome, measure, method), ordered by ``n_hat``,
-        outcome, measure, method: ``setting, n_hat, n_ost, outcome, measure, method,
-        model, design, primary, scale, truth, truth_mcse, n_replicates, n_failed,
-        n_missing`` then ``mean_estimate`` and every measure of :func:`performance` with
-        its ``_mcse``, and the counts ``n_estimates, n_se, n_ci, n_p``. ``truth`` and
-        ``mean_estimate`` are on the assessment scale (``scale``); ``n_missing``
-        counts successful replicates without a finite estimate.
+        One row per setting × (estimand, outcome, measure, method), ordered by setting,
+        estimand, outcome, measure, method: ``setting, n_hat, n_ost, estimand, outcome,
+        measure, method, model, design, primary, estimand_primary, scale, truth,
+        truth_mcse, n_replicates, n_failed, n_missing`` then ``mean_estimate`` and every
+        measure of :func:`performance` with its ``_mcse``, and the counts ``n_estimates,
+        n_se, n_ci, n_p``. ``estimand`` is ``None`` when the study names none (version 1;
+        ``estimand_primary`` is then ``primary``). ``truth`` and ``mean_estimate`` are on
+        the assessment scale (``scale``); ``n_missing`` counts successful replicates
+        without a finite estimate.
     """
-    records = sorted(records, key=lambda r: (r["setting"]["n_hat"], r["replicate"]))
+    records = sorted(records, key=lambda r: (_setting_key(r["setting"]), r["replicate"]))
     settings: dict[str, dict[str, Any]] = {}
     for rec in records:
         s = settings.setdefault(
@@ -285,13 +324,15 @@ def summarise(
         s["n_replicates"] += 1
         s["n_failed"] += rec.get("status") != "ok"
     est = estimate_table(records)
+    est["_estimand"] = est["estimand"].fillna("").astype(str)
     truth_mcse = truth_mcse or {}
     rows = []
-    for (name, outcome, measure, method), df in est.groupby(
-        ["setting", "outcome", "measure", "method"], sort=False
+    for (name, estimand, outcome, measure, method), df in est.groupby(
+        ["setting", "_estimand", "outcome", "measure", "method"], sort=False
     ):
         s = settings[name]
-        t = truth.get((outcome, measure))
+        key = _truth_key(estimand or None, outcome, measure)
+        t = truth.get(key)
         t_scale = float(to_scale([t], measure)[0]) if t is not None else float("nan")
         perf = performance(
             to_scale(df["estimate"], measure),
@@ -309,15 +350,17 @@ def summarise(
                 "setting": name,
                 "n_hat": s["n_hat"],
                 "n_ost": s["n_ost"],
+                "estimand": estimand or None,
                 "outcome": outcome,
                 "measure": measure,
                 "method": method,
                 "model": model,
                 "design": design,
                 "primary": bool(df["primary"].any()),
+                "estimand_primary": False,
                 "scale": scale_of(measure),
                 "truth": t_scale,
-                "truth_mcse": float(truth_mcse.get((outcome, measure), float("nan"))),
+                "truth_mcse": float(truth_mcse.get(key, float("nan"))),
                 "n_replicates": s["n_replicates"],
                 "n_failed": s["n_failed"],
                 "n_missing": n_ok - perf["n_estimates"],
@@ -329,9 +372,12 @@ def summarise(
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    return out.sort_values(["n_hat", "outcome", "measure", "method"], kind="stable").reset_index(
-        drop=True
-    )
+    out["estimand_primary"] = _estimand_primary(out)
+    order = out.assign(
+        _size=[_setting_key(settings[n]) for n in out["setting"]],
+        _estimand=out["estimand"].fillna("").astype(str),
+    ).sort_values(["_size", "_estimand", "outcome", "measure", "method"], kind="stable")
+    return out.loc[order.index].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- figure

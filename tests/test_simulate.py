@@ -282,3 +282,165 @@ def test_primary_coverage_on_the_default_scenario(tmp_path: Path):
     assert (primary["n_failed"] == 0).all() and (primary["n_estimates"] == 200).all()
     for row in primary.itertuples():
         assert 0.92 <= row.coverage <= 0.98, (row.outcome, row.coverage, row.coverage_mcse)
+
+
+# ----------------------------------------------------------------------------- history (contract 2)
+HISTORY_REPLICATES = 2
+#: the ci history scenario's study with a short per-protocol bootstrap (fast tests)
+HISTORY_CONFIG = {"target_trial": {"per_protocol": {"bootstrap": 10}}}
+
+
+def run_history(out: Path, **kwargs) -> sim.Simulation:
+    """The ``ci`` history scenario, 2 replicates, seed 5, 10 per-protocol bootstrap replicates."""
+    from evaluation.config import StudyConfig
+
+    kwargs.setdefault("jobs", 1)
+    kwargs.setdefault("replicates", HISTORY_REPLICATES)
+    return sim.simulate(
+        "ci",
+        contract=2,
+        seed=5,
+        out=out,
+        progress=False,
+        config=StudyConfig.model_validate(HISTORY_CONFIG),
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def history_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim2") / "reference"
+    run_history(out)
+    return out
+
+
+def test_history_replicates_are_target_trials(history_reference: Path):
+    manifest = json.loads((history_reference / "manifest.json").read_text())
+    assert manifest["contract"] == 2 and manifest["n_failed"] == 0
+    assert manifest["seeding"].endswith("spawn_key=(0, i))")
+    steps = manifest["timings_seconds"]["mean_per_replicate"]
+    assert {"generate", "extract", "step:risk-set matching", "step:per-protocol effects"} <= set(
+        steps
+    )
+    files = sorted((history_reference / "replicates" / "scale-0.25").glob("*.json"))
+    assert [f.name for f in files] == ["0000.json", "0001.json"]
+    rec = json.loads(files[0].read_text())
+    assert rec["status"] == "ok" and rec["setting"]["n_hat"] is None
+    assert rec["seed"]["spawn_key"] == [0, 0]
+    assert (
+        rec["cohort"]["n_risk_sets"] > 0 and rec["cohort"]["n_initiators"] >= rec["cohort"]["n_hat"]
+    )
+    assert rec["design"]["per_protocol"]["weights"]["mean"] > 0
+    assert {e["estimand"] for e in rec["estimates"]} == {"itt", "per_protocol"}
+    document = json.loads((history_reference / "summary.json").read_text())
+    assert document["contract"] == 2 and document["settings"][0]["scale"] == 0.25
+    truth = {(t["estimand"], t["outcome"], t["measure"]): t["value"] for t in document["truth"]}
+    summary = pd.read_csv(history_reference / "summary.csv")
+    main = summary[summary["estimand_primary"]]
+    got = {(r.estimand, r.outcome, r.measure, r.method) for r in main.itertuples()}
+    assert got == {
+        ("itt", "mortality", "HR", "cox_matched"),
+        ("itt", "retention", "HR", "cox_matched"),
+        ("itt", "crime", "IRR", "rate_matched"),
+        ("per_protocol", "mortality", "HR", "cox_ipcw"),
+        ("per_protocol", "retention", "HR", "cox_ipcw"),
+        ("per_protocol", "crime", "IRR", "rate_ipcw"),
+    }
+    for r in main.itertuples():  # each estimand against its own truth
+        assert r.truth == pytest.approx(math.log(truth[(r.estimand, r.outcome, r.measure)]))
+    assert (main["n_replicates"] == HISTORY_REPLICATES).all()
+    assert main.loc[main["estimand"] == "itt", "primary"].all()
+    assert not main.loc[main["estimand"] == "per_protocol", "primary"].any()
+    with pytest.raises(sim.ReportBuildError, match="history study"):
+        sim.build_report(history_reference)
+
+
+def test_history_resume_and_same_seed_same_bytes(history_reference: Path, tmp_path: Path):
+    out = tmp_path / "resumed"
+    shutil.copytree(history_reference, out)
+    for name in (*SUMMARY_FILES, "manifest.json"):
+        (out / name).unlink()
+    (out / "replicates" / "scale-0.25" / "0001.json").unlink()  # interrupted here
+    result = run_history(out)
+    assert (result.manifest["replicates_run"], result.manifest["replicates_reused"]) == (1, 1)
+    same_summary(history_reference, out)
+    # the replicate run again is the same, but for its timings
+    a, b = (
+        json.loads((d / "replicates" / "scale-0.25" / "0001.json").read_text())
+        for d in (history_reference, out)
+    )
+    assert {**a, "seconds": None} == {**b, "seconds": None}
+
+
+def test_history_replicate_takes_the_truth_from_its_task(
+    history_reference: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Workers never compute the (slow) truth: it travels in the task."""
+    import synthetic.history_truth as history_truth
+    from evaluation.config import StudyConfig
+    from evaluation.replicates import ReplicateTask, Setting, run_replicate
+    from synthetic.history_spec import load_history_scenario
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the truth was computed in a replicate")
+
+    monkeypatch.setattr(history_truth, "_compute", refuse)
+    monkeypatch.setattr(history_truth, "compute_history_truth", refuse)
+    spec = load_history_scenario("ci")
+    truth = {"estimands": [{"estimand": "itt", "outcome": "crime", "measure": "IRR",
+                            "value": 0.5, "definition": "given"}]}  # fmt: skip
+    task = ReplicateTask(
+        spec=spec,
+        config=StudyConfig.model_validate(HISTORY_CONFIG),
+        truth=truth,
+        setting=Setting(None, None, scale=spec.scale),
+        replicate=0,
+        seed=5,
+        fingerprint="test",
+    )
+    rec = run_replicate(task)
+    assert rec["status"] == "ok", rec["error"]
+    crime = [e for e in rec["estimates"] if (e["outcome"], e["measure"]) == ("crime", "IRR")]
+    assert {e["truth"] for e in crime if e["estimand"] == "itt"} == {0.5}
+    assert {e["truth"] for e in crime if e["estimand"] == "per_protocol"} == {None}
+    reference = json.loads(
+        (history_reference / "replicates" / "scale-0.25" / "0000.json").read_text()
+    )
+    assert [e["estimate"] for e in rec["estimates"]] == [
+        e["estimate"] for e in reference["estimates"]
+    ]
+
+
+def test_history_options_refused(tmp_path: Path, capsys: pytest.CaptureFixture):
+    with pytest.raises(sim.SimulationError, match="--n-hat belongs to contract 1"):
+        sim.simulate("ci", contract=2, replicates=1, n_hat=[50], out=tmp_path, progress=False)
+    code = sim.main(["--contract", "2", "--scenario", "nope", "--replicates", "1",
+                     "--out", str(tmp_path)])  # fmt: skip
+    assert code == 2 and "unknown history scenario" in capsys.readouterr().err
+
+
+def test_summarise_by_estimand():
+    def est(estimand, method, value, primary):
+        return {"estimand": estimand, "outcome": "crime", "measure": "IRR", "method": method,
+                "primary": primary, "estimate": value, "ci_low": value / 2,
+                "ci_high": value * 2, "p_value": 0.1}  # fmt: skip
+
+    rec = {
+        "setting": {"name": "scale-1", "n_hat": None, "n_ost": None, "scale": 1.0},
+        "replicate": 0,
+        "status": "ok",
+        "estimates": [
+            est("itt", "rate_matched", 0.6, True),
+            est("per_protocol", "rate_ipcw", 0.5, False),
+            est("per_protocol", "nb_ipcw", 0.5, False),
+            est("itt", "rate_naive", 0.9, False),
+        ],
+    }
+    truth = {("itt", "crime", "IRR"): 0.6, ("per_protocol", "crime", "IRR"): 0.4}
+    out = summarise([rec], truth=truth)
+    rows = {(r.estimand, r.method): r for r in out.itertuples()}
+    assert list(out["estimand"]) == ["itt", "itt", "per_protocol", "per_protocol"]
+    assert rows[("itt", "rate_matched")].bias == pytest.approx(0.0)
+    assert rows[("per_protocol", "rate_ipcw")].bias == pytest.approx(math.log(0.5 / 0.4))
+    flagged = {k for k, r in rows.items() if r.estimand_primary}
+    assert flagged == {("itt", "rate_matched"), ("per_protocol", "rate_ipcw")}
