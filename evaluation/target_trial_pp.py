@@ -340,6 +340,18 @@ def per_protocol_estimates(
                 _not_estimable(common, "fewer than 2 finite bootstrap replicates", details)
             )
             continue
+        if (~ok).sum() > config.alpha / 2 * B:
+            # replicates at 0 or infinity (an arm drew none of its few events): the bootstrap
+            # distribution has mass at the boundary, so the SD of the finite ones is too small
+            # and a percentile interval would be unbounded; no finite interval is honest
+            details["point_estimate"] = float(value)
+            note = (
+                f"not estimable: {int((~ok).sum())} of {B} bootstrap replicates are at 0 or "
+                f"infinity (more than alpha/2 of them; too few events in an arm), so the "
+                "interval is unbounded"
+            )
+            estimates.append(_not_estimable(common, note, details))
+            continue
         se = float(np.std(r[ok], ddof=1))
         if ratio:
             estimates.append(

@@ -282,15 +282,19 @@ def test_itt_and_per_protocol_recover_the_truth(tmp_path, scenario, seed):
     }
     for estimand, method in (("itt", "_matched"), ("per_protocol", "_ipcw")):
         for outcome, measure in PRIMARIES:
+            (itt,) = [x for x in prim if x["outcome"] == outcome]
+            model = itt["method"].partition("_")[0]  # the primary's model (cox, rate)
             (e,) = [
                 x for x in est
                 if x["estimand"] == estimand and x["outcome"] == outcome
-                and x["measure"] == measure and x["method"].endswith(method)
+                and x["measure"] == measure and x["method"] == model + method
             ]  # fmt: skip
             assert e["truth"] is not None
             if e["estimate"] is None:
                 # the small scenario can have no event in an arm: a state, with its reason
-                assert scenario == "ci" and "no events in the" in e["details"]["note"], e
+                # (or so few that the bootstrap draws none of them in many replicates)
+                note = e["details"]["note"]
+                assert scenario == "ci" and ("no events in the" in note or "bootstrap" in note), e
                 continue
             assert abs(_z(e, history.truth)) < 3, (estimand, outcome, e)
     if scenario == "default":
