@@ -25,6 +25,7 @@ from evaluation.stages.designs import (
     design_stage,
 )
 from evaluation.stages.document import document_stage
+from evaluation.stages.imputation import imputation_stage
 from evaluation.stages.outcomes import not_estimable, outcome_stage
 from evaluation.stages.secondary import horizon_label
 from evaluation.study import Study, StudyError, StudyState
@@ -58,6 +59,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("balance", balance_stage),
     Stage("outcome models", outcome_stage),
     Stage(None, document_stage),
+    Stage("multiple imputation", imputation_stage),
 )
 
 

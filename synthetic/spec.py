@@ -74,14 +74,32 @@ class Binary(_Frozen):
 
 
 class Missing(_Frozen):
-    """Missing values of one covariate in the persons table."""
+    """Missing values of one covariate in the persons table.
+
+    ``MAR_outcomes`` is missingness at random given what the extract shows: age, the
+    group and the outcomes (as when a covariate comes from a status report filled in
+    during follow-up, never for those who died or left early). It depends on no
+    unobserved value, so multiple imputation with the group and the outcomes in the
+    imputation model recovers the effects, whereas the missing-indicator method balances
+    a function of the outcomes and is biased.
+    """
 
     share: float = Field(ge=0, lt=1, description="average share missing")
-    mechanism: Literal["MCAR", "MAR"] = Field(
-        "MCAR", description="MAR: log-odds of missing shift by `age_slope` per 10 years of age"
+    mechanism: Literal["MCAR", "MAR", "MAR_outcomes"] = Field(
+        "MCAR",
+        description="MAR: log-odds of missing shift by `age_slope` per 10 years of age; "
+        "MAR_outcomes: also by `hat_shift` (HAT), `death_shift` (died in follow-up) and "
+        "`charges_slope` per log(1 + follow-up charges)",
     )
     age_slope: float = Field(
         -0.4, description="MAR only: younger persons' records are less complete"
+    )
+    hat_shift: float = Field(0.0, description="MAR_outcomes: log-odds shift for HAT patients")
+    death_shift: float = Field(
+        0.0, description="MAR_outcomes: log-odds shift for persons who died during follow-up"
+    )
+    charges_slope: float = Field(
+        0.0, description="MAR_outcomes: log-odds change per log(1 + follow-up charges)"
     )
 
 
