@@ -39,6 +39,8 @@ DESIGN_LABELS = {
     "matched_caliper0.1": "matching, caliper 0.1 SD",
     "matched_1to1": "1:1 matching",
     "naive": "unmatched, unadjusted (naive)",
+    "matched_mi": "1:k matching, multiple imputation",
+    "iptw_mi": "IPTW (ATT), multiple imputation",
 }
 MODEL_LABELS = {
     "cox": "Cox",

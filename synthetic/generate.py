@@ -23,6 +23,7 @@ from analysis.data.contract import (
     REGIONS,
 )
 from analysis.data.extract import write_extract
+from synthetic.missingness import apply_missing
 from synthetic.outcomes import (
     followup_charges,
     history_charges,
@@ -54,41 +55,6 @@ def _dates(days: np.ndarray) -> pd.Series:
     out = (EPOCH + np.where(bad, 0, days).astype(np.int64)).astype("datetime64[s]")
     out[bad] = np.datetime64("NaT")
     return pd.Series(out)
-
-
-def _missing(
-    values: np.ndarray,
-    name: str,
-    people: People,
-    spec: Scenario,
-    rng,
-    observed: dict[str, np.ndarray],
-) -> np.ndarray:
-    """Apply the scenario's missingness to one covariate (returns float with NaN).
-
-    ``observed``: ``hat``, ``died`` and ``log1p_charges`` (follow-up) per person, in the
-    order of ``people``, for the ``MAR_outcomes`` mechanism.
-    """
-    out = values.astype(float)
-    miss = spec.population.missing.get(name)
-    if miss is None or miss.share == 0:
-        return out
-    logit = np.log(miss.share / (1 - miss.share))
-    if miss.mechanism in ("MAR", "MAR_outcomes"):
-        # MAR on age (always observed) and, for MAR_outcomes, on the group and the
-        # outcomes: shift, then re-centre on the average share
-        lp = miss.age_slope * (people.age - spec.population.age_mean) / 10
-        if miss.mechanism == "MAR_outcomes":
-            lp = lp + (
-                miss.hat_shift * observed["hat"]
-                + miss.death_shift * observed["died"]
-                + miss.charges_slope * observed["log1p_charges"]
-            )
-        p = 1 / (1 + np.exp(-(logit + lp - np.log(np.mean(np.exp(lp))))))
-    else:
-        p = np.full(len(people), miss.share)
-    out[rng.random(len(people)) < p] = np.nan
-    return out
 
 
 def generate(
@@ -201,7 +167,10 @@ def generate(
         "log1p_charges": np.log1p(np.bincount(fu_p, minlength=n))[by_person],
     }
     for name in (*NUMERIC_COVARIATES, *BOOLEAN_COVARIATES):
-        persons[name] = _missing(getattr(people_o, name), name, people_o, spec, r_ids, observed)
+        persons[name] = apply_missing(
+            getattr(people_o, name), spec.population.missing.get(name), people_o.age,
+            age_mean=spec.population.age_mean, rng=r_ids, observed=observed,
+        )  # fmt: skip
     persons["emigration_date"] = _dates(emig_date[by_person])
 
     # --- deaths

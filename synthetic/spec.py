@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field, model_validator
 
 from analysis.data.contract import REGIONS
+from synthetic.missingness import Missing
 from synthetic.spec_base import (
     BaseScenario,
     BinaryCovariate,
@@ -70,36 +71,6 @@ class Binary(_Frozen):
     prevalence: float = Field(gt=0, lt=1, description="share with the trait in OST")
     loading: float = Field(
         ge=-0.95, le=0.95, description="correlation of the latent trait with severity S"
-    )
-
-
-class Missing(_Frozen):
-    """Missing values of one covariate in the persons table.
-
-    ``MAR_outcomes`` is missingness at random given what the extract shows: age, the
-    group and the outcomes (as when a covariate comes from a status report filled in
-    during follow-up, never for those who died or left early). It depends on no
-    unobserved value, so multiple imputation with the group and the outcomes in the
-    imputation model recovers the effects, whereas the missing-indicator method balances
-    a function of the outcomes and is biased.
-    """
-
-    share: float = Field(ge=0, lt=1, description="average share missing")
-    mechanism: Literal["MCAR", "MAR", "MAR_outcomes"] = Field(
-        "MCAR",
-        description="MAR: log-odds of missing shift by `age_slope` per 10 years of age; "
-        "MAR_outcomes: also by `hat_shift` (HAT), `death_shift` (died in follow-up) and "
-        "`charges_slope` per log(1 + follow-up charges)",
-    )
-    age_slope: float = Field(
-        -0.4, description="MAR only: younger persons' records are less complete"
-    )
-    hat_shift: float = Field(0.0, description="MAR_outcomes: log-odds shift for HAT patients")
-    death_shift: float = Field(
-        0.0, description="MAR_outcomes: log-odds shift for persons who died during follow-up"
-    )
-    charges_slope: float = Field(
-        0.0, description="MAR_outcomes: log-odds change per log(1 + follow-up charges)"
     )
 
 

@@ -197,7 +197,9 @@ def _working_frame(
     )
     # continuous predictors standardised, so that the fits are well conditioned
     sd = work.iloc[:, len(impute) :].std().replace(0, 1)
-    work.iloc[:, len(impute) :] = (work.iloc[:, len(impute) :] - work.iloc[:, len(impute) :].mean()) / sd
+    work.iloc[:, len(impute) :] = (
+        work.iloc[:, len(impute) :] - work.iloc[:, len(impute) :].mean()
+    ) / sd
     work.columns = [f"v{j}" for j in range(work.shape[1])]
     return work
 
@@ -280,7 +282,9 @@ def impute_chain(
             for col in impute:
                 x = data.data[names[col]].to_numpy()[missing[col]]
                 if len(x):
-                    rows.append((it, col, float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0))
+                    rows.append(
+                        (it, col, float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0)
+                    )
     values = pd.DataFrame(
         {col: data.data[names[col]].to_numpy(np.float64) for col in impute}, index=df.index
     )
@@ -410,9 +414,9 @@ def multiple_imputation(
         from joblib import Parallel, delayed
 
         chains = Parallel(n_jobs=n_jobs)(delayed(impute_chain)(df, rng=r, **args) for r in children)
-    trace = pd.concat(
-        [c.trace.assign(chain=i) for i, c in enumerate(chains)], ignore_index=True
-    )[["chain", "iteration", "variable", "mean", "sd"]]
+    trace = pd.concat([c.trace.assign(chain=i) for i, c in enumerate(chains)], ignore_index=True)[
+        ["chain", "iteration", "variable", "mean", "sd"]
+    ]
     return MultipleImputation(
         datasets=tuple(complete(df, c) for c in chains),
         trace=trace,

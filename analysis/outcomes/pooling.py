@@ -78,8 +78,10 @@ class PooledEstimate:
 
     def interval(self, alpha: float = 0.05) -> tuple[float, float]:
         """The ``1 - alpha`` interval ``estimate +/- t(df) sqrt(T)``."""
-        q = float(stats.t.ppf(1 - alpha / 2, self.df)) if np.isfinite(self.df) else float(
-            stats.norm.ppf(1 - alpha / 2)
+        q = (
+            float(stats.t.ppf(1 - alpha / 2, self.df))
+            if np.isfinite(self.df)
+            else float(stats.norm.ppf(1 - alpha / 2))
         )
         return self.estimate - q * self.se, self.estimate + q * self.se
 

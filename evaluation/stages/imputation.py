@@ -204,9 +204,9 @@ def _mean_balance(runs: list) -> pd.DataFrame:
     mean = stacked.groupby("variable", sort=False).mean(numeric_only=True).reindex(order)
     mean = mean.reset_index()
     mean.columns = [
-        c.replace("_matched", "_matched_mi").replace("_iptw", "_iptw_mi").replace(
-            "_before", "_before_mi"
-        )
+        c.replace("_matched", "_matched_mi")
+        .replace("_iptw", "_iptw_mi")
+        .replace("_before", "_before_mi")
         for c in mean.columns
     ]
     return mean
@@ -340,9 +340,9 @@ def imputation_stage(state: StudyState, config: StudyConfig) -> StudyState:
         )
         for e in _pooled(runs, config)
     ]
-    trace = pd.concat(
-        [r[3].assign(chain=i) for i, r in enumerate(runs)], ignore_index=True
-    )[["chain", "iteration", "variable", "mean", "sd"]]
+    trace = pd.concat([r[3].assign(chain=i) for i, r in enumerate(runs)], ignore_index=True)[
+        ["chain", "iteration", "variable", "mean", "sd"]
+    ]
     balance = _mean_balance(runs)
     designs = _design_info(runs, config, impute, kinds, trace)
     document = _amend_document(
