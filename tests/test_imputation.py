@@ -174,8 +174,13 @@ def test_impute_chain_values_and_seed():
     assert abs(df["x"].mean() - full["x"].mean()) > 0.05
     assert abs(a.values["x"].mean() - full["x"].mean()) < 0.03
     assert set(a.trace.columns) == {"iteration", "variable", "mean", "sd"}
-    with pytest.raises(ValueError, match="complete"):
+    with pytest.raises(ValueError, match="impute them too"):
         impute_chain(df, impute=["x"], predictors=["z"], rng=np.random.default_rng(1))
+    # a missing level of a categorical predictor is its own level
+    with_gap = df.assign(g=df["g"].where(df.index % 7 > 0))
+    chain = impute_chain(with_gap, impute=["x"], predictors=["y", "g"], rng=np.random.default_rng(1),
+                         iterations=2)  # fmt: skip
+    assert not chain.values["x"].isna().any()
 
 
 def test_multiple_imputation_independent_of_jobs_and_converges():
@@ -301,3 +306,25 @@ def test_mi_recovers_truth_where_the_indicator_method_is_biased(tmp_path, seed):
     for outcome in ("mortality", "retention", "crime"):
         assert abs(z[(outcome, True)]) < 3, (outcome, z)
     assert z[("mortality", False)] < -3  # the indicator method's bias
+
+
+@pytest.mark.slow
+def test_book_page_compares_the_two_methods(small_extract, tmp_path):
+    """The book's page on missing covariates, built from a results folder with MI primary."""
+    import html
+    import re
+
+    from evaluation.report import build_book
+    from evaluation.run import main
+
+    config = tmp_path / "mi.yml"
+    config.write_text("missing: mi\nimputation: {m: 3, iterations: 2, n_jobs: 1}\n")
+    out = tmp_path / "results"
+    args = ["--no-book", "--quiet", "--data", str(small_extract), "--config", str(config)]
+    assert main([*args, "--out", str(out)]) == 0
+    page = html.unescape((build_book(out) / "missing.html").read_text(encoding="utf-8"))
+    text = re.search(r'<article class="bd-article">(.*)</article>', page, flags=re.S).group(1)
+    assert "Traceback" not in text and "Error" not in text
+    assert "3 imputed datasets" in text and "Barnard–Rubin" in text
+    assert "Multiple imputation is the primary analysis here" in text
+    assert "injects drugs" in text and text.count("<img") >= 1

@@ -46,7 +46,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from analysis._checks import require_columns
-from analysis.design.missing import design_matrix
+from analysis.design.missing import design_matrix, is_categorical
 
 __all__ = [
     "KINDS",
@@ -188,9 +188,13 @@ def _working_frame(
     transforms: Mapping[str, str] | None,
 ) -> pd.DataFrame:
     """The incomplete columns then the predictors' numeric columns, named ``v0, v1...``."""
+    incomplete = [c for c in predictors if not is_categorical(df[c]) and df[c].isna().any()]
+    if incomplete:
+        raise ValueError(
+            f"numeric predictors {incomplete} have missing values: impute them too "
+            "(a missing level of a categorical predictor is its own level)"
+        )
     x = design_matrix(df, list(predictors), transforms=transforms)
-    if x.filter(like="_missing").shape[1]:
-        raise ValueError("predictors must be complete (impute their missing values too)")
     work = pd.concat(
         [df[list(impute)].astype(np.float64).reset_index(drop=True), x.reset_index(drop=True)],
         axis=1,
