@@ -328,3 +328,13 @@ def test_book_page_compares_the_two_methods(small_extract, tmp_path):
     assert "3 imputed datasets" in text and "Barnard–Rubin" in text
     assert "Multiple imputation is the primary analysis here" in text
     assert "injects drugs" in text and text.count("<img") >= 1
+
+
+def test_version_2_extracts_refuse_multiple_imputation():
+    from analysis.data.extract import HistoryExtract
+    from evaluation.config import StudyConfig
+    from evaluation.pipeline import StudyError, run_study
+
+    history = object.__new__(HistoryExtract)  # refused before the extract is read
+    with pytest.raises(StudyError, match="version-1 extracts only"):
+        run_study(history, StudyConfig(missing="mi"))
