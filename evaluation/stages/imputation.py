@@ -54,10 +54,12 @@ from analysis.outcomes.sensitivity import e_value
 from analysis.results import EffectEstimate
 from evaluation import study_design
 from evaluation.config import StudyConfig
+from evaluation.disclosure import EVIDENCE_PREFIX, disclosure_evidence
 from evaluation.results_document import ResultsDocument
 from evaluation.stages.designs import balance_stage, build_designs
 from evaluation.stages.document import truth_lookup
 from evaluation.stages.outcomes import incidence, outcome_estimates
+from evaluation.stages.secondary import RATE_TABLES
 from evaluation.study import StudyError, StudyState
 
 __all__ = ["MI_DESIGNS", "MI_STREAM", "imputation_frame", "imputation_stage", "incomplete"]
@@ -126,7 +128,10 @@ def _analyse(df: pd.DataFrame, config: StudyConfig) -> tuple[list[EffectEstimate
     balance = balance_stage(StudyState(extract=None, data=df, designs=designs), config).balance
     info = {name: d.info for name, d in designs.items()}
     incid = {o: incidence(designs["matched"], o) for o in PRIMARY_OUTCOMES}
-    return estimates, balance, {"designs": info, "incidence": incid}
+    evidence = disclosure_evidence(
+        df, designs, covariates=config.propensity_covariates, rate_tables=RATE_TABLES
+    )[f"{EVIDENCE_PREFIX}estimates"]
+    return estimates, balance, {"designs": info, "incidence": incid, "evidence": evidence}
 
 
 def _one_imputation(
@@ -210,6 +215,22 @@ def _mean_balance(runs: list) -> pd.DataFrame:
         for c in mean.columns
     ]
     return mean
+
+
+def _mi_evidence(runs: list) -> pd.DataFrame:
+    """Disclosure evidence of the pooled estimates: the worst case over the imputations.
+
+    Per design, outcome and group: the fewest persons, events and total, the largest
+    contributions (``top1``...) and negative values, so that the release's rules
+    (:mod:`evaluation.release`) withhold a pooled estimate whenever one imputation would
+    have been withheld.
+    """
+    rows = pd.concat([info["evidence"] for _, _, info, _ in runs], ignore_index=True)
+    rows = rows[rows["design"].isin(list(MI_DESIGNS))]
+    rows = rows.assign(design=rows["design"].map(MI_DESIGNS))
+    worst = {c: ("min" if c in ("n", "n_events", "sum") else "max")
+             for c in rows.columns if c not in ("design", "outcome", "group")}  # fmt: skip
+    return rows.groupby(["design", "outcome", "group"], sort=False).agg(worst).reset_index()
 
 
 def _missing_table(df: pd.DataFrame, config: StudyConfig, kinds: dict[str, str]) -> pd.DataFrame:
@@ -348,8 +369,10 @@ def imputation_stage(state: StudyState, config: StudyConfig) -> StudyState:
     document = _amend_document(
         state.document, pooled, designs=designs, balance=balance, runs=runs, config=config
     )
+    key = f"{EVIDENCE_PREFIX}estimates"
     tables = {
         **state.tables,
+        key: pd.concat([state.tables[key], _mi_evidence(runs)], ignore_index=True),
         "missing": _missing_table(state.data, config, kinds),
         "balance_mi": balance,
         "imputation_trace": trace,
