@@ -4,7 +4,9 @@
 the cohort, the propensity score and the designs (primary 1:k propensity-score matching
 and the sensitivity designs: IPTW, narrower caliper, 1:1, naive), balance, the outcome
 models of every design, and the results document with the tables behind the report
-(:mod:`evaluation.stages`). It reads and writes no files. A stage is a function
+(:mod:`evaluation.stages`); with ``missing: mi`` (or ``imputation.sensitivity``) the
+designs and outcome models are repeated within multiply imputed datasets and pooled
+(:mod:`evaluation.stages.imputation`). It reads and writes no files. A stage is a function
 ``(state, config) -> state``, so the simulation and the benchmarks run the same stages.
 """
 
@@ -25,6 +27,7 @@ from evaluation.stages.designs import (
     design_stage,
 )
 from evaluation.stages.document import document_stage
+from evaluation.stages.imputation import imputation_stage
 from evaluation.stages.outcomes import not_estimable, outcome_stage
 from evaluation.stages.secondary import horizon_label
 from evaluation.study import Study, StudyError, StudyState
@@ -58,6 +61,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("balance", balance_stage),
     Stage("outcome models", outcome_stage),
     Stage(None, document_stage),
+    Stage("multiple imputation", imputation_stage),
 )
 
 
@@ -126,6 +130,12 @@ def run_study(
     """
     if isinstance(extract, HistoryExtract):
         from evaluation.target_trial import run_target_trial
+
+        if config.missing == "mi" or config.imputation.sensitivity:
+            raise StudyError(
+                "multiple imputation (missing: mi, imputation.sensitivity) is implemented for "
+                "version-1 extracts only; use missing: indicator with a version-2 extract"
+            )
 
         return run_target_trial(extract, config, steps=steps)
     state = run_stages(StudyState(extract=extract), config, steps=steps)

@@ -23,6 +23,7 @@ from analysis.data.contract import (
     REGIONS,
 )
 from analysis.data.extract import write_extract
+from synthetic.missingness import apply_missing
 from synthetic.outcomes import (
     followup_charges,
     history_charges,
@@ -54,23 +55,6 @@ def _dates(days: np.ndarray) -> pd.Series:
     out = (EPOCH + np.where(bad, 0, days).astype(np.int64)).astype("datetime64[s]")
     out[bad] = np.datetime64("NaT")
     return pd.Series(out)
-
-
-def _missing(values: np.ndarray, name: str, people: People, spec: Scenario, rng) -> np.ndarray:
-    """Apply the scenario's missingness to one covariate (returns float with NaN)."""
-    out = values.astype(float)
-    miss = spec.population.missing.get(name)
-    if miss is None or miss.share == 0:
-        return out
-    logit = np.log(miss.share / (1 - miss.share))
-    if miss.mechanism == "MAR":
-        # MAR on age (always observed): shift, then re-centre on the average share
-        lp = miss.age_slope * (people.age - spec.population.age_mean) / 10
-        p = 1 / (1 + np.exp(-(logit + lp - np.log(np.mean(np.exp(lp))))))
-    else:
-        p = np.full(len(people), miss.share)
-    out[rng.random(len(people)) < p] = np.nan
-    return out
 
 
 def generate(
@@ -177,8 +161,16 @@ def generate(
             "region": np.asarray(REGIONS, dtype=object)[people_o.region],
         }
     )
+    observed = {
+        "hat": is_hat[by_person].astype(float),
+        "died": course.died[by_person].astype(float),
+        "log1p_charges": np.log1p(np.bincount(fu_p, minlength=n))[by_person],
+    }
     for name in (*NUMERIC_COVARIATES, *BOOLEAN_COVARIATES):
-        persons[name] = _missing(getattr(people_o, name), name, people_o, spec, r_ids)
+        persons[name] = apply_missing(
+            getattr(people_o, name), spec.population.missing.get(name), people_o.age,
+            age_mean=spec.population.age_mean, rng=r_ids, observed=observed,
+        )  # fmt: skip
     persons["emigration_date"] = _dates(emig_date[by_person])
 
     # --- deaths

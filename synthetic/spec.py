@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field, model_validator
 
 from analysis.data.contract import REGIONS
+from synthetic.missingness import Missing
 from synthetic.spec_base import (
     BaseScenario,
     BinaryCovariate,
@@ -70,18 +71,6 @@ class Binary(_Frozen):
     prevalence: float = Field(gt=0, lt=1, description="share with the trait in OST")
     loading: float = Field(
         ge=-0.95, le=0.95, description="correlation of the latent trait with severity S"
-    )
-
-
-class Missing(_Frozen):
-    """Missing values of one covariate in the persons table."""
-
-    share: float = Field(ge=0, lt=1, description="average share missing")
-    mechanism: Literal["MCAR", "MAR"] = Field(
-        "MCAR", description="MAR: log-odds of missing shift by `age_slope` per 10 years of age"
-    )
-    age_slope: float = Field(
-        -0.4, description="MAR only: younger persons' records are less complete"
     )
 
 

@@ -32,6 +32,7 @@ PAGES = (
     "mortality",
     "crime",
     "sensitivity",
+    "missing",
     "reproducibility",
 )
 PRIMARY = ("mortality", "retention", "crime")

@@ -18,6 +18,8 @@ DESIGN_LABELS = {
     "matched_caliper0.1": "matching, caliper 0.1 SD",
     "matched_1to1": "1:1 matching",
     "naive": "unmatched, unadjusted (naive)",
+    "matched_mi": "1:k matching, multiple imputation",
+    "iptw_mi": "IPTW (ATT), multiple imputation",
     # an emulated target trial (version-2 extract)
     "ipcw": "per protocol: comparators censored when they start HAT, censoring weights",
     "prevalent": "prevalent users (version 1's design on the history extract)",

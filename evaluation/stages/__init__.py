@@ -15,6 +15,10 @@ secondary
 document
     ``document_stage``: the results document (truth, E-values, diagnostics) and the
     report's tables.
+imputation
+    ``imputation_stage``: multiple imputation of the missing covariates, the matched and
+    IPTW designs and outcome models within each imputed dataset, Rubin's rules; amends the
+    results document (``missing: mi`` or ``imputation.sensitivity``; else does nothing).
 
 :data:`evaluation.pipeline.STAGES` lists them in order; the types they pass on
 (:class:`~evaluation.study.StudyState`) are in :mod:`evaluation.study`.

@@ -1,0 +1,383 @@
+"""Multiple-imputation stage: the designs and outcome models within ``m`` imputed datasets.
+
+:func:`imputation_stage` imputes the incomplete covariates of the propensity model by
+chained equations (:func:`analysis.design.imputation.impute_chain`), with the treatment, the
+complete covariates and the outcomes in the imputation model (each time-to-event outcome
+by its event indicator and Nelson–Aalen cumulative hazard, White & Royston 2009; crime by
+its count and log person-time). Within each imputed dataset it fits the propensity score,
+matches (the primary design's settings) and weights (IPTW), and fits the four outcome
+models ("MIte": Leyrat et al. 2019); the estimates are pooled by Rubin's rules on the log
+scale with Barnard–Rubin degrees of freedom (:func:`analysis.outcomes.pooling.pool_estimates`)
+and reported as ``cox_matched_mi``, ``rate_matched_mi``, ``cox_iptw_mi``, ``rate_iptw_mi``.
+Balance is averaged over the imputations.
+
+With ``missing: mi`` the pooled matched estimates are the primary ones and the
+missing-indicator designs (``matched``, ``iptw``...) the sensitivity estimates; with
+``missing: indicator`` and ``imputation.sensitivity`` the pooled estimates are added as
+sensitivity estimates. The stage runs after the document stage and amends the results
+document (estimates, ``design.designs``, ``design.max_abs_smd``, ``design.missing``, the
+E-values of the primary estimates) and adds the tables ``missing``, ``balance_mi`` and
+``imputation_trace``. Each imputation draws from its own child of the stage's generator
+(``SeedSequence(seed, spawn_key=(MI_STREAM,))``), so results do not depend on ``n_jobs``.
+
+References
+----------
+Leyrat C, Seaman SR, White IR, et al. (2019). Propensity score analysis with partially
+observed covariates: how should multiple imputation be used? *Stat Methods Med Res*
+28(1):3-19.
+
+Granger E, Sergeant JC, Lunt M (2019). Avoiding pitfalls when combining multiple
+imputation and propensity scores. *Stat Med* 38(26):5120-5132.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+from analysis.data.contract import PRIMARY_OUTCOMES
+from analysis.design.imputation import (
+    KINDS,
+    complete,
+    impute_chain,
+    nelson_aalen,
+    potential_scale_reduction,
+    variable_kinds,
+)
+from analysis.design.propensity import fit_propensity
+from analysis.outcomes.pooling import pool_estimates
+from analysis.outcomes.sensitivity import e_value
+from analysis.results import EffectEstimate
+from evaluation import study_design
+from evaluation.config import StudyConfig
+from evaluation.disclosure import EVIDENCE_PREFIX, disclosure_evidence
+from evaluation.results_document import ResultsDocument
+from evaluation.stages.designs import balance_stage, build_designs
+from evaluation.stages.document import truth_lookup
+from evaluation.stages.outcomes import incidence, outcome_estimates
+from evaluation.stages.secondary import RATE_TABLES
+from evaluation.study import StudyError, StudyState
+
+__all__ = ["MI_DESIGNS", "MI_STREAM", "imputation_frame", "imputation_stage", "incomplete"]
+
+#: spawn key of the imputations' random stream (``SeedSequence(seed, spawn_key=(17,))``)
+MI_STREAM = 17
+
+#: the designs analysed within each imputed dataset -> their name in the results
+MI_DESIGNS = {"matched": "matched_mi", "iptw": "iptw_mi"}
+
+#: transformations of the outcome predictors of the imputation model
+_OUTCOME_TRANSFORMS = {"followup_charges": "log1p"}
+
+
+def incomplete(df: pd.DataFrame, config: StudyConfig) -> list[str]:
+    """The propensity covariates with missing values that can be imputed (numeric, boolean)."""
+    return [
+        c
+        for c in config.propensity_covariates
+        if df[c].isna().any() and (is_numeric_dtype(df[c]) or is_bool_dtype(df[c]))
+    ]
+
+
+def imputation_frame(df: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFrame, list[str]]:
+    """The cohort with the outcome predictors of the imputation model, and the predictors.
+
+    The outcomes enter as: death and overdose death with their Nelson–Aalen cumulative
+    hazards at the end of follow-up; discontinuation with its hazard at the retention
+    time (0 for persons outside the retention analysis, with ``in_retention``); crime
+    as ``log(1 + followup_charges)`` and ``log(crime_years)``. The treatment and every
+    complete covariate (categorical ones as 0/1 columns; a missing level of a
+    categorical covariate stays its own level) are predictors too.
+    """
+    out = df.copy()
+    ret = out["in_retention"].to_numpy(bool)
+    out["_in_retention"] = ret.astype(float)
+    out["_H_death"] = nelson_aalen(out["followup_days"], out["died"])
+    out["_H_overdose"] = nelson_aalen(out["followup_days"], out["overdose_death"])
+    out["_discontinued"] = np.where(ret, out["discontinued"].fillna(0), 0.0)
+    h_ret = np.zeros(len(out))
+    h_ret[ret] = nelson_aalen(out.loc[ret, "retention_days"], out.loc[ret, "discontinued"])
+    out["_H_retention"] = h_ret
+    out["_log_crime_years"] = np.log(out["crime_years"].clip(lower=1 / 365.25))
+    missing = set(incomplete(df, config))
+    outcomes = ["died", "_H_death", "overdose_death", "_H_overdose", "_in_retention",
+                "_discontinued", "_H_retention", "followup_charges", "_log_crime_years"]  # fmt: skip
+    covariates = [c for c in config.propensity_covariates if c not in missing]
+    return out, ["treatment", *covariates, *outcomes]
+
+
+def _analyse(df: pd.DataFrame, config: StudyConfig) -> tuple[list[EffectEstimate], Any, dict]:
+    """Propensity score, matched and IPTW designs and outcome models of one complete dataset."""
+    ps = fit_propensity(
+        df,
+        treatment="treatment",
+        covariates=config.propensity_covariates,
+        transforms=study_design.TRANSFORMS,
+        levels=study_design.LEVELS,
+    )
+    df = df.assign(ps=ps.score, ps_logit=ps.logit)
+    sens = config.sensitivity.model_copy(
+        update={"one_to_one": False, "naive": False, "caliper": config.matching.caliper}
+    )
+    designs = build_designs(df, config.model_copy(update={"sensitivity": sens}), propensity=ps)
+    estimates = [e for d in designs.values() for e in outcome_estimates(d, config)]
+    balance = balance_stage(StudyState(extract=None, data=df, designs=designs), config).balance
+    info = {name: d.info for name, d in designs.items()}
+    incid = {o: incidence(designs["matched"], o) for o in PRIMARY_OUTCOMES}
+    evidence = disclosure_evidence(
+        df, designs, covariates=config.propensity_covariates, rate_tables=RATE_TABLES
+    )[f"{EVIDENCE_PREFIX}estimates"]
+    return estimates, balance, {"designs": info, "incidence": incid, "evidence": evidence}
+
+
+def _one_imputation(
+    frame: pd.DataFrame,
+    cohort: pd.DataFrame,
+    config: StudyConfig,
+    *,
+    impute: list[str],
+    predictors: list[str],
+    kinds: dict[str, str],
+    rng: np.random.Generator,
+) -> tuple[list[EffectEstimate], pd.DataFrame, dict, pd.DataFrame]:
+    """Impute one dataset and analyse it (one joblib task)."""
+    from threadpoolctl import threadpool_limits
+
+    cfg = config.imputation
+    chain = impute_chain(
+        frame,
+        impute=impute,
+        predictors=predictors,
+        rng=rng,
+        kinds=kinds,
+        transforms={**study_design.TRANSFORMS, **_OUTCOME_TRANSFORMS},
+        iterations=cfg.iterations,
+        k_pmm=cfg.k_pmm,
+    )
+    with threadpool_limits(1):
+        estimates, balance, info = _analyse(complete(cohort, chain), config)
+    return estimates, balance, info, chain.trace
+
+
+def _run_imputations(state: StudyState, config: StudyConfig) -> tuple[list, list[str], dict]:
+    """The ``m`` imputations and their analyses (in parallel with ``n_jobs``)."""
+    cohort = state.data.drop(columns=["ps", "ps_logit"], errors="ignore")
+    impute = incomplete(cohort, config)
+    frame, predictors = imputation_frame(cohort, config)
+    kinds = variable_kinds(cohort, impute)
+    cfg = config.imputation
+    rngs = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(MI_STREAM,)))
+    args = {"impute": impute, "predictors": predictors, "kinds": kinds}
+    children = rngs.spawn(cfg.m)
+    try:
+        if cfg.n_jobs == 1:
+            runs = [_one_imputation(frame, cohort, config, rng=r, **args) for r in children]
+        else:
+            from joblib import Parallel, delayed
+
+            task = delayed(_one_imputation)
+            runs = Parallel(n_jobs=cfg.n_jobs)(
+                task(frame, cohort, config, rng=r, **args) for r in children
+            )
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        raise StudyError(f"multiple imputation failed: {exc}") from None
+    return runs, impute, kinds
+
+
+def _pooled(runs: list, config: StudyConfig) -> list[EffectEstimate]:
+    """Rubin's rules per design and outcome, in the order of the first imputation."""
+    by_key: dict[tuple[str, str], list[EffectEstimate]] = {}
+    for estimates, *_ in runs:
+        for e in estimates:
+            by_key.setdefault((e.method, e.outcome), []).append(e)
+    out = []
+    for (method, _), ests in by_key.items():
+        model, _, design = method.partition("_")
+        pooled = pool_estimates(ests, method=f"{model}_{MI_DESIGNS[design]}", alpha=config.alpha)
+        out.append(pooled)
+    return out
+
+
+def _mean_balance(runs: list) -> pd.DataFrame:
+    """SMDs and variance ratios averaged over the imputations (rows of the first)."""
+    stacked = pd.concat([b for _, b, _, _ in runs], ignore_index=True)
+    order = runs[0][1]["variable"]
+    mean = stacked.groupby("variable", sort=False).mean(numeric_only=True).reindex(order)
+    mean = mean.reset_index()
+    mean.columns = [
+        c.replace("_matched", "_matched_mi")
+        .replace("_iptw", "_iptw_mi")
+        .replace("_before", "_before_mi")
+        for c in mean.columns
+    ]
+    return mean
+
+
+def _mi_evidence(runs: list) -> pd.DataFrame:
+    """Disclosure evidence of the pooled estimates: the worst case over the imputations.
+
+    Per design, outcome and group: the fewest persons, events and total, the largest
+    contributions (``top1``...) and negative values, so that the release's rules
+    (:mod:`evaluation.release`) withhold a pooled estimate whenever one imputation would
+    have been withheld.
+    """
+    rows = pd.concat([info["evidence"] for _, _, info, _ in runs], ignore_index=True)
+    rows = rows[rows["design"].isin(list(MI_DESIGNS))]
+    rows = rows.assign(design=rows["design"].map(MI_DESIGNS))
+    worst = {c: ("min" if c in ("n", "n_events", "sum") else "max")
+             for c in rows.columns if c not in ("design", "outcome", "group")}  # fmt: skip
+    return rows.groupby(["design", "outcome", "group"], sort=False).agg(worst).reset_index()
+
+
+def _missing_table(df: pd.DataFrame, config: StudyConfig, kinds: dict[str, str]) -> pd.DataFrame:
+    """Missing values per propensity covariate, overall and by group."""
+    rows = []
+    hat = df["treatment"].to_numpy() == 1
+    for c in config.propensity_covariates:
+        miss = df[c].isna().to_numpy()
+        rows.append(
+            {
+                "variable": c,
+                "n_missing": int(miss.sum()),
+                "share_missing": float(miss.mean()),
+                "share_missing_hat": float(miss[hat].mean()) if hat.any() else np.nan,
+                "share_missing_ost": float(miss[~hat].mean()) if (~hat).any() else np.nan,
+                "imputation_model": KINDS[kinds[c]] if c in kinds else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _design_info(runs: list, config: StudyConfig, impute: list[str], kinds: dict, trace) -> dict:
+    """``design.designs`` entries of the MI designs: means over the imputations."""
+    cfg = config.imputation
+    conv = potential_scale_reduction(trace)
+    imputation = {
+        "m": cfg.m,
+        "iterations": cfg.iterations,
+        "k_pmm": cfg.k_pmm,
+        "imputed": {c: kinds[c] for c in impute},
+        "max_rhat": float(conv["rhat"].max()) if conv["rhat"].notna().any() else None,
+        "rhat": dict(zip(conv["variable"], conv["rhat"].astype(float), strict=True)),
+    }
+    out = {}
+    for design, name in MI_DESIGNS.items():
+        infos = [info["designs"][design] for _, _, info, _ in runs if design in info["designs"]]
+        numeric = {
+            k: float(np.mean([i[k] for i in infos]))
+            for k, v in infos[0].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        out[name] = {**numeric, "imputation": imputation}
+    return out
+
+
+def _amend_document(
+    document: ResultsDocument,
+    pooled: list[EffectEstimate],
+    *,
+    designs: dict[str, dict],
+    balance: pd.DataFrame,
+    runs: list,
+    config: StudyConfig,
+) -> ResultsDocument:
+    """The results document with the pooled estimates and the MI designs added.
+
+    With ``missing: mi`` the pooled matched estimates of the primary outcomes become the
+    primary ones (the missing-indicator ones sensitivity estimates), ``design.primary``
+    is ``matched_mi`` and the E-values are those of the pooled estimates.
+    """
+    doc = document.to_json_dict()
+    primary_mi = config.missing == "mi"
+    if primary_mi:
+        for e in doc["estimates"]:
+            e["primary"] = False
+    doc["estimates"] += [e.to_dict() for e in pooled]
+    design = doc["design"]
+    design["designs"].update(designs)
+    design["max_abs_smd"].update(
+        {
+            col.removeprefix("smd_"): float(balance[col].abs().max())
+            for col in balance.columns
+            if col.startswith("smd_") and col != "smd_before_mi"
+        }
+    )
+    design["missing"] = {
+        "method": config.missing,
+        "primary_design": "matched_mi" if primary_mi else design["primary"],
+        "sensitivity": "missing-indicator designs (matched, iptw...)" if primary_mi
+        else "multiple imputation (matched_mi, iptw_mi)",
+    }  # fmt: skip
+    if primary_mi:
+        design["primary"] = "matched_mi"
+        doc["diagnostics"]["e_values"] = _e_values(pooled, runs)
+    return ResultsDocument.model_validate(doc)
+
+
+def _e_values(pooled: list[EffectEstimate], runs: list) -> list[dict]:
+    """E-values of the pooled primary estimates (incidence averaged over imputations)."""
+    out = []
+    for e in pooled:
+        if not e.primary:
+            continue
+        inc = [info["incidence"].get(e.outcome) for _, _, info, _ in runs]
+        incidence = None if any(v is None for v in inc) else float(np.mean(inc))
+        ev = e_value(e.estimate, e.ci_low, e.ci_high, measure=e.measure, incidence=incidence)
+        out.append({"outcome": e.outcome, "measure": e.measure, **ev.to_dict()})
+    return out
+
+
+def imputation_stage(state: StudyState, config: StudyConfig) -> StudyState:
+    """Multiple imputation, the designs within each imputed dataset, Rubin's rules.
+
+    Runs when ``missing`` is ``mi`` or ``imputation.sensitivity`` is on, and the
+    propensity covariates have missing values; otherwise returns ``state`` unchanged.
+
+    Returns
+    -------
+    StudyState
+        With the pooled estimates in ``estimates`` and in ``document`` (amended), and
+        the tables ``missing``, ``balance_mi`` and ``imputation_trace``.
+
+    Raises
+    ------
+    StudyError
+        An imputation model or an analysis of an imputed dataset failed.
+    """
+    if config.missing != "mi" and not config.imputation.sensitivity:
+        return state
+    if not incomplete(state.data, config):
+        return state
+    runs, impute, kinds = _run_imputations(state, config)
+    truth = truth_lookup(state.extract.truth)
+    primary_mi = config.missing == "mi"
+    pooled = [
+        e.with_truth(truth.get((e.outcome, e.measure))).with_primary(
+            primary_mi and e.method.endswith("_matched_mi") and e.outcome in PRIMARY_OUTCOMES
+        )
+        for e in _pooled(runs, config)
+    ]
+    trace = pd.concat([r[3].assign(chain=i) for i, r in enumerate(runs)], ignore_index=True)[
+        ["chain", "iteration", "variable", "mean", "sd"]
+    ]
+    balance = _mean_balance(runs)
+    designs = _design_info(runs, config, impute, kinds, trace)
+    document = _amend_document(
+        state.document, pooled, designs=designs, balance=balance, runs=runs, config=config
+    )
+    key = f"{EVIDENCE_PREFIX}estimates"
+    tables = {
+        **state.tables,
+        key: pd.concat([state.tables[key], _mi_evidence(runs)], ignore_index=True),
+        "missing": _missing_table(state.data, config, kinds),
+        "balance_mi": balance,
+        "imputation_trace": trace,
+    }
+    earlier = [e.with_primary(False) if primary_mi else e for e in state.estimates]
+    estimates = [*earlier, *pooled]
+    tables["estimates"] = pd.DataFrame([e.to_dict() for e in estimates]).drop(columns=["details"])
+    return replace(state, estimates=estimates, document=document, tables=tables)
