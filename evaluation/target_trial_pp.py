@@ -51,6 +51,7 @@ from analysis.outcomes.counting import (
     survival_at_time,
     weighted_rates,
 )
+from analysis.outcomes.coxph import fit_cox
 from analysis.results import EffectEstimate
 from evaluation import study_design
 from evaluation.config import StudyConfig
@@ -283,6 +284,7 @@ def per_protocol_estimates(
         bounds = (1.0, 1.0)
     w, _ = _weights(d, ones_int, bounds)
     point = _values(d, w, ones_row, config)
+    robust = _robust_hr_se(d, w)
     # bootstrap over persons, refitting the censoring models
     B = pp_cfg.bootstrap
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2,)))
@@ -334,6 +336,27 @@ def per_protocol_estimates(
                     "has no maximum; the HR tends to 0 or infinity)"
                 )
             estimates.append(_not_estimable(common, note, details))
+            continue
+        if measure == "HR":
+            # hazard ratios: the person-clustered sandwich (weights known, conservative);
+            # the bootstrap's SD is kept for comparison
+            se = robust[outcome]
+            details["variance"] = (
+                "cluster-robust sandwich on persons, censoring weights treated as known "
+                "(conservative)"
+            )
+            if ok.sum() >= 2:
+                details["se_bootstrap"] = float(np.std(r[ok], ddof=1))
+            details["bootstrap_finite"] = f"{int(ok.sum())} of {B}"
+            if not np.isfinite(se):
+                estimates.append(_not_estimable(common, "no robust variance", details))
+                continue
+            estimates.append(
+                EffectEstimate.from_log(
+                    log_estimate=float(np.log(value)), se=se, alpha=config.alpha,
+                    details=details, **common,
+                )
+            )  # fmt: skip
             continue
         if ok.sum() < 2:
             estimates.append(
@@ -399,6 +422,45 @@ def per_protocol_estimates(
     }
     del w_raw
     return estimates, info, {"ipcw_weights": dist}
+
+
+def _robust_hr_se(d: _Data, w_int: np.ndarray) -> dict[str, float]:
+    """Cluster-robust (person) SE of each per-protocol log HR, the weights treated as known.
+
+    The same weighted counting-process Cox fits as :func:`_values` (Breslow ties), by the Cox
+    engine with the sandwich clustered on the person. Treating estimated inverse probability of
+    censoring weights as known gives a conservative variance (Robins, Hernán & Brumback 2000;
+    Hernán, Brumback & Robins 2000), and unlike a bootstrap it stays finite when an arm has
+    only a few events.
+    """
+    iv, x = d.iv, d.x
+    wt = d.match_w[iv.row] * w_int
+    xi = x[iv.row]
+    rows = {
+        "mortality": (iv.start, iv.stop, iv.event, xi, wt, d.person_code[iv.row]),
+        "overdose_mortality": (
+            iv.start, iv.stop, (d.event_type == 1).astype(np.int64), xi, wt,
+            d.person_code[iv.row],
+        ),
+    }  # fmt: skip
+    riv, k = d.riv, d.riv_keep
+    rows["retention"] = (
+        riv.start[k], riv.stop[k], riv.event[k], x[riv.row][k],
+        (d.match_w[riv.row] * w_int[d.riv_flat])[k], d.person_code[riv.row][k],
+    )  # fmt: skip
+    out = {}
+    for outcome, (start, stop, event, arm, weight, person) in rows.items():
+        keep = weight > 0
+        both = event[keep & (arm == 1)].sum() > 0 and event[keep & (arm == 0)].sum() > 0
+        if not both:
+            out[outcome] = float("nan")
+            continue
+        fit = fit_cox(
+            arm[keep, None].astype(float), stop[keep], event[keep], entry=start[keep],
+            weights=weight[keep], cluster=person[keep], ties="breslow",
+        )  # fmt: skip
+        out[outcome] = float(fit.robust_se[0])
+    return out
 
 
 def _not_estimable(common: dict[str, Any], note: str, details: dict[str, Any]) -> EffectEstimate:
