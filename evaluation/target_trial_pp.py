@@ -31,7 +31,7 @@ bootstrap SE (log scale for ratios). The truncation bounds are those of the full
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -173,12 +173,40 @@ def _weights(
     return w, info
 
 
-def _values(d: _Data, w_int: np.ndarray, freq_row: np.ndarray, config: StudyConfig) -> dict:
-    """Every per-protocol estimate for one set of weights (and bootstrap frequencies)."""
+class _CoxRows(NamedTuple):
+    """The interval rows of one time-to-event outcome: what its Cox and KM fits take."""
+
+    start: np.ndarray
+    stop: np.ndarray
+    event: np.ndarray
+    arm: np.ndarray
+    weight: np.ndarray
+    person: np.ndarray
+
+
+def _cox_rows(d: _Data, w_int: np.ndarray, freq_row: np.ndarray) -> dict[str, _CoxRows]:
+    """Rows of mortality, overdose mortality and retention for one set of weights."""
     iv, x = d.iv, d.x
     row_w = d.match_w * freq_row
     wt = row_w[iv.row] * w_int
-    xi = x[iv.row]
+    xi, person = x[iv.row], d.person_code[iv.row]
+    od_event = (d.event_type == 1).astype(np.int64)
+    riv, k = d.riv, d.riv_keep
+    return {
+        "mortality": _CoxRows(iv.start, iv.stop, iv.event, xi, wt, person),
+        "overdose_mortality": _CoxRows(iv.start, iv.stop, od_event, xi, wt, person),
+        "retention": _CoxRows(
+            riv.start[k], riv.stop[k], riv.event[k], x[riv.row][k],
+            (row_w[riv.row] * w_int[d.riv_flat])[k], d.person_code[riv.row][k],
+        ),
+    }  # fmt: skip
+
+
+def _values(d: _Data, w_int: np.ndarray, freq_row: np.ndarray, config: StudyConfig) -> dict:
+    """Every per-protocol estimate for one set of weights (and bootstrap frequencies)."""
+    x = d.x
+    row_w = d.match_w * freq_row
+    rows = _cox_rows(d, w_int, freq_row)
     out: dict[tuple[str, str], float] = {}
 
     def arms_km(start, stop, event, ww, xx):
@@ -186,32 +214,33 @@ def _values(d: _Data, w_int: np.ndarray, freq_row: np.ndarray, config: StudyConf
             km_counting(start[xx == a], stop[xx == a], event[xx == a], ww[xx == a]) for a in (1, 0)
         ]
 
-    b, _ = cox_counting(iv.start, iv.stop, iv.event, xi, wt)
-    out[("mortality", "HR")] = np.exp(b)
-    (t1, s1), (t0, s0) = arms_km(iv.start, iv.stop, iv.event, wt, xi)
+    hr = {
+        o: np.exp(cox_counting(r.start, r.stop, r.event, r.arm, r.weight)[0])
+        for o, r in rows.items()
+    }
+    m = rows["mortality"]
+    out[("mortality", "HR")] = hr["mortality"]
+    (t1, s1), (t0, s0) = arms_km(m.start, m.stop, m.event, m.weight, m.arm)
     for t in config.risk_times_days:
         out[("mortality", f"RD_{horizon_label(t)}")] = (1 - survival_at_time(t1, s1, t)) - (
             1 - survival_at_time(t0, s0, t)
         )
     tau = config.rmst_tau_days
     out[("mortality", "RMST_diff")] = rmst(t1, s1, tau) - rmst(t0, s0, tau)
-    od_event = (d.event_type == 1).astype(np.int64)
-    b, _ = cox_counting(iv.start, iv.stop, od_event, xi, wt)
-    out[("overdose_mortality", "HR")] = np.exp(b)
+    out[("overdose_mortality", "HR")] = hr["overdose_mortality"]
+    xi = m.arm
     for t in config.risk_times_days:
         c = [
-            aj_counting(iv.start[xi == a], iv.stop[xi == a], d.event_type[xi == a], wt[xi == a], t)
+            aj_counting(
+                m.start[xi == a], m.stop[xi == a], d.event_type[xi == a], m.weight[xi == a], t
+            )
             for a in (1, 0)
         ]
         out[("overdose_mortality", f"RD_{horizon_label(t)}")] = c[0] - c[1]
     # retention
-    riv, k = d.riv, d.riv_keep
-    rw = (row_w[riv.row] * w_int[d.riv_flat])[k]
-    rx = x[riv.row][k]
-    rs, re, rev = riv.start[k], riv.stop[k], riv.event[k]
-    b, _ = cox_counting(rs, re, rev, rx, rw)
-    out[("retention", "HR")] = np.exp(b)
-    (t1, s1), (t0, s0) = arms_km(rs, re, rev, rw, rx)
+    r = rows["retention"]
+    out[("retention", "HR")] = hr["retention"]
+    (t1, s1), (t0, s0) = arms_km(r.start, r.stop, r.event, r.weight, r.arm)
     t12 = config.retention_time_days
     a1, a0 = survival_at_time(t1, s1, t12), survival_at_time(t0, s0, t12)
     out[("retention", f"RR_{horizon_label(t12)}")] = a1 / a0 if a0 > 0 else float("nan")
@@ -284,7 +313,8 @@ def per_protocol_estimates(
         bounds = (1.0, 1.0)
     w, _ = _weights(d, ones_int, bounds)
     point = _values(d, w, ones_row, config)
-    robust = _robust_hr_se(d, w)
+    point_rows = _cox_rows(d, w, ones_row)
+    robust = _robust_hr_se(point_rows)
     # bootstrap over persons, refitting the censoring models
     B = pp_cfg.bootstrap
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2,)))
@@ -297,12 +327,6 @@ def per_protocol_estimates(
         for key, v in _values(d, wb, freq_row, config).items():
             reps[key].append(v)
     z = float(stats.norm.ppf(1 - config.alpha / 2))
-    xi, rx = d.x[d.iv.row], d.x[d.riv.row][d.riv_keep]
-    events = {
-        "mortality": (d.iv.event, xi),
-        "overdose_mortality": ((d.event_type == 1).astype(np.int64), xi),
-        "retention": (d.riv.event[d.riv_keep], rx),
-    }
     n_t, n_c = int((d.x == 1).sum()), int((d.x == 0).sum())
     estimates = []
     for (outcome, measure), value in point.items():
@@ -324,7 +348,7 @@ def per_protocol_estimates(
             "censoring weight",
         }
         if measure == "HR":
-            ev, arm = events[outcome]
+            ev, arm = point_rows[outcome].event, point_rows[outcome].arm
             by_group = {"treated": int(ev[arm == 1].sum()), "control": int(ev[arm == 0].sum())}
             details["events_by_group"] = by_group
         if not np.isfinite(value) or (ratio and not value > 0):
@@ -424,7 +448,7 @@ def per_protocol_estimates(
     return estimates, info, {"ipcw_weights": dist}
 
 
-def _robust_hr_se(d: _Data, w_int: np.ndarray) -> dict[str, float]:
+def _robust_hr_se(rows: dict[str, _CoxRows]) -> dict[str, float]:
     """Cluster-robust (person) SE of each per-protocol log HR, the weights treated as known.
 
     The same weighted counting-process Cox fits as :func:`_values` (Breslow ties), by the Cox
@@ -433,21 +457,6 @@ def _robust_hr_se(d: _Data, w_int: np.ndarray) -> dict[str, float]:
     Hernán, Brumback & Robins 2000), and unlike a bootstrap it stays finite when an arm has
     only a few events.
     """
-    iv, x = d.iv, d.x
-    wt = d.match_w[iv.row] * w_int
-    xi = x[iv.row]
-    rows = {
-        "mortality": (iv.start, iv.stop, iv.event, xi, wt, d.person_code[iv.row]),
-        "overdose_mortality": (
-            iv.start, iv.stop, (d.event_type == 1).astype(np.int64), xi, wt,
-            d.person_code[iv.row],
-        ),
-    }  # fmt: skip
-    riv, k = d.riv, d.riv_keep
-    rows["retention"] = (
-        riv.start[k], riv.stop[k], riv.event[k], x[riv.row][k],
-        (d.match_w[riv.row] * w_int[d.riv_flat])[k], d.person_code[riv.row][k],
-    )  # fmt: skip
     out = {}
     for outcome, (start, stop, event, arm, weight, person) in rows.items():
         keep = weight > 0
