@@ -72,8 +72,24 @@ def manifest() -> dict[str, Any]:
 
 
 def sizes() -> list[int]:
-    """The settings' numbers of HAT patients, ascending."""
-    return sorted(int(s["n_hat"]) for s in document()["settings"])
+    """The settings' numbers of HAT patients, ascending (each once)."""
+    return sorted({int(s["n_hat"]) for s in document()["settings"]})
+
+
+def effects() -> dict[str, list[float]]:
+    """The power grid's true effects, name -> values (empty: the scenario's own effects)."""
+    return document().get("effects") or {}
+
+
+def effect_cols(df: pd.DataFrame) -> list[str]:
+    """The summary's effect columns (``effect_mortality_hr``), empty without a grid."""
+    return [c for c in df.columns if str(c).startswith("effect_")]
+
+
+def effect_text(row: Any) -> str:
+    """``mortality_hr = 0.5`` for a summary row of a power grid (empty otherwise)."""
+    get = row.get if isinstance(row, dict | pd.Series) else lambda c: getattr(row, c)
+    return ", ".join(f"{c.removeprefix('effect_')} = {get(c):g}" for c in effect_cols(summary()))
 
 
 def alpha() -> float:
@@ -182,19 +198,26 @@ def ordered(df: pd.DataFrame) -> pd.DataFrame:
     return (
         df.assign(_o=df["outcome"].map(outcomes).fillna(99))
         .assign(_d=df["design"].map(designs).fillna(99))
-        .sort_values(["_o", "measure", "_d", "n_hat"], kind="stable")
+        .sort_values(["_o", "measure", "_d", *effect_cols(df), "n_hat"], kind="stable")
         .drop(columns=["_o", "_d"])
     )
 
 
 def by_size(rows: pd.DataFrame, cell) -> pd.DataFrame:
-    """One row per estimand (and method), one column per setting; ``cell(row) -> str``."""
+    """One row per estimand (and method, and effect setting of a power grid), one column per
+    number of HAT patients; ``cell(row) -> str``."""
     rows = ordered(rows)
+    eff = effect_cols(rows)
     out = []
-    for (outcome, measure, method), d in rows.groupby(["outcome", "measure", "method"], sort=False):
+    for (outcome, measure, method, *_), d in rows.groupby(
+        ["outcome", "measure", "method", *eff], sort=False
+    ):
         line = {"estimand": estimand(outcome, measure)}
         if rows["method"].nunique() > 1 and not rows["primary"].all():
             line["method"] = method_label(method)
+        if eff:
+            line["true effects of the setting"] = effect_text(d.iloc[0])
+            line["true value"] = truth_text(d.iloc[0])
         for r in d.itertuples():
             line[f"n_hat = {r.n_hat}"] = cell(r)
         out.append(line)
@@ -203,7 +226,7 @@ def by_size(rows: pd.DataFrame, cell) -> pd.DataFrame:
 
 def replicates_note(rows: pd.DataFrame) -> str:
     """``200 replicates per setting (0 failed)`` for the rows shown."""
-    per = rows.groupby("n_hat")[["n_replicates", "n_failed"]].first()
+    per = rows.groupby("setting")[["n_replicates", "n_failed"]].first()
     reps = sorted(set(per["n_replicates"]))
     failed = int(per["n_failed"].sum())
     reps_text = " to ".join(str(r) for r in (reps[0], reps[-1]) if r is not None)

@@ -66,41 +66,53 @@ class SimulationError(ValueError):
 class Setting:
     """One setting of the study.
 
-    A designed extract (version 1): ``n_hat`` HAT patients and ``n_ost`` OST candidates. A
-    history extract (version 2): the population's ``scale`` (relative to Norway), with
-    ``n_hat`` and ``n_ost`` ``None`` (the simulated population decides them).
+    A designed extract (version 1): ``n_hat`` HAT patients and ``n_ost`` OST candidates, and
+    in a power grid (``--effects``) the true effects replaced in the scenario, ``effects``:
+    ``(name, value)`` pairs in the order of :data:`synthetic.spec_effects.EFFECT_PARAMETERS`
+    (empty: the scenario's own effects). A history extract (version 2): the population's
+    ``scale`` (relative to Norway), with ``n_hat`` and ``n_ost`` ``None`` (the simulated
+    population decides them).
     """
 
     n_hat: int | None
     n_ost: int | None
     scale: float | None = None
+    effects: tuple[tuple[str, float], ...] = ()
 
     @property
     def name(self) -> str:
-        """Folder name of the setting's replicates, ``n_hat-<N>`` or ``scale-<s>``."""
+        """Folder name: ``n_hat-<N>`` (+ ``_<effect>-<value>`` each) or ``scale-<s>``."""
         if self.scale is not None:
             return f"scale-{self.scale:g}"
-        return f"n_hat-{self.n_hat}"
+        return f"n_hat-{self.n_hat}" + "".join(f"_{k}-{float(v)!r}" for k, v in self.effects)
 
     @property
-    def sort_key(self) -> tuple[float, float]:
-        """Order of settings: by number of HAT patients, then scale."""
-        return (self.n_hat or 0, self.scale or 0.0)
+    def sort_key(self) -> tuple[float, ...]:
+        """Order of settings: by number of HAT patients, then scale, then effect values."""
+        return (self.n_hat or 0, self.scale or 0.0, *(v for _, v in self.effects))
+
+    @property
+    def effect_values(self) -> dict[str, float]:
+        """``{name: value}`` of the replaced true effects (empty: the scenario's)."""
+        return dict(self.effects)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"name", "n_hat", "n_ost"}``, and ``"scale"`` for a history setting."""
+        """``{"name", "n_hat", "n_ost"}``, and ``"scale"`` or ``"effects"`` if any."""
         out: dict[str, Any] = {"name": self.name, "n_hat": self.n_hat, "n_ost": self.n_ost}
         if self.scale is not None:
             out["scale"] = self.scale
+        if self.effects:
+            out["effects"] = self.effect_values
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Setting:
         """The setting of a record's ``setting`` entry."""
-        return cls(data["n_hat"], data["n_ost"], data.get("scale"))
+        effects = tuple((k, float(v)) for k, v in (data.get("effects") or {}).items())
+        return cls(data["n_hat"], data["n_ost"], data.get("scale"), effects)
 
 
-def setting_key(setting: dict[str, Any]) -> tuple[float, float]:
+def setting_key(setting: dict[str, Any]) -> tuple[float, ...]:
     """:attr:`Setting.sort_key` of a record's ``setting`` entry."""
     return Setting.from_dict(setting).sort_key
 
@@ -144,6 +156,10 @@ def replicate_seed(seed: int, n_hat: int | None, replicate: int) -> np.random.Se
     coordinates only. A history setting (``n_hat`` ``None``) uses ``n_hat = 0``, which no
     designed setting has (their sizes are positive).
 
+    A power grid's effects (``--effects``) are not in the seed: replicate ``i`` of
+    ``n_hat`` patients has the same random numbers at every effect value (common random
+    numbers: smoother power curves); studies without ``--effects`` are seeded as before.
+
     Parameters
     ----------
     seed : int
@@ -165,16 +181,29 @@ def contract_of(spec: Scenario | HistoryScenario) -> int:
     return 2 if isinstance(spec, HistoryScenario) else 1
 
 
-def study_fingerprint(spec: Scenario | HistoryScenario, config: StudyConfig, seed: int) -> str:
+def study_fingerprint(
+    spec: Scenario | HistoryScenario,
+    config: StudyConfig,
+    seed: int,
+    effects: Sequence[str] = (),
+) -> str:
     """SHA-256 of what a replicate's results depend on, besides its setting and number.
 
     The scenario's parameters (but not its own ``seed`` and ``n_hat``, replaced here),
     the study's configuration (but not ``seed``, ``scenario``, ``n_hat``, ``n_ost``) and
-    the simulation's seed; for a history scenario also ``contract: 2``.
+    the simulation's seed; for a history scenario also ``contract: 2``. In a power grid the
+    true effects it varies (``effects``, planner's names) are settings too: their scenario
+    values are left out and their names put in, so a grid extended by more values resumes.
+    Without ``effects`` the fingerprint is that of the studies before power grids existed.
     """
     scenario = spec.to_dict()
     for key in ("seed", "n_hat"):
         scenario.pop(key, None)
+    if effects:
+        from synthetic.spec_effects import EFFECT_PARAMETERS
+
+        for name in effects:
+            scenario["effects"].pop(EFFECT_PARAMETERS[name])
     study = config.to_dict()
     for key in ("seed", "scenario", "n_hat", "n_ost"):
         study.pop(key)
@@ -186,6 +215,8 @@ def study_fingerprint(spec: Scenario | HistoryScenario, config: StudyConfig, see
     }
     if contract_of(spec) == 2:
         content["contract"] = 2
+    if effects:
+        content["effects"] = sorted(effects)
     text = json.dumps(content, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -57,7 +57,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +67,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.config import ConfigError, StudyConfig, load_config
+from evaluation.power_grid import EffectLevel, effect_levels, parse_effects
 from evaluation.replicates import (
     ReplicateTask,
     Setting,
@@ -83,6 +84,7 @@ from evaluation.replicates import (
 from evaluation.report import BookBuildError, build_jupyter_book
 from synthetic.history_spec import HistoryScenario, load_history_scenario
 from synthetic.spec import Scenario, ScenarioError, load_scenario
+from synthetic.spec_effects import with_effects
 
 SUMMARY_VERSION = 1
 #: the simulation report's sources (pages, _config.yml, _toc.yml)
@@ -111,34 +113,60 @@ class Simulation:
     manifest: dict[str, Any]
 
 
-def _settings(spec: Scenario | HistoryScenario, n_hat: Iterable[int] | None) -> list[Setting]:
+def _settings(
+    spec: Scenario | HistoryScenario, n_hat: Iterable[int] | None, levels: list[EffectLevel]
+) -> list[Setting]:
+    """Every ``n_hat`` × every effect level (a history scenario: one setting, no grid)."""
     if isinstance(spec, HistoryScenario):
         if n_hat:
             raise SimulationError(
                 "--n-hat belongs to contract 1; a history scenario sets its size with `scale` "
                 "(the simulated population decides the number of initiators)"
             )
+        if levels != [()]:
+            raise SimulationError(
+                "--effects belongs to contract 1 (designed extracts); a history scenario "
+                "states its effects in its own file"
+            )
         return [Setting(n_hat=None, n_ost=None, scale=spec.scale)]
     sizes = sorted(set(n_hat)) if n_hat else [spec.n_hat]
     if any(int(n) < 1 for n in sizes):
         raise SimulationError(f"--n-hat: sizes must be positive, got {sizes}")
-    return [Setting(n_hat=int(n), n_ost=spec.n_ost) for n in sizes]
+    return [Setting(n_hat=int(n), n_ost=spec.n_ost, effects=e) for n in sizes for e in levels]
 
 
 def _spec(base: Scenario | HistoryScenario, setting: Setting) -> Scenario | HistoryScenario:
     """The scenario of one setting (a history scenario has one setting: itself)."""
     if isinstance(base, HistoryScenario):
         return base
-    return base.model_copy(update={"n_hat": setting.n_hat})
+    return with_effects(base.model_copy(update={"n_hat": setting.n_hat}), setting.effect_values)
 
 
-def _truth_entries(values: dict, mcse: dict) -> list[dict[str, Any]]:
-    """``summary.json``'s truth: one entry per (estimand,) outcome and measure."""
+def _truths(base: Scenario | HistoryScenario, settings: list[Setting]) -> tuple[dict, dict]:
+    """Each setting's ``truth.json`` and ``(values, mcse)``, computed in this process.
+
+    Settings of one effect level share their truth (it does not depend on sizes): they are
+    computed one level after another so that the truth's cache is hit.
+    """
+    truths: dict[str, dict] = {}
+    values: dict[str, tuple[dict, dict]] = {}
+    for s in sorted(settings, key=lambda s: (s.effects, s.sort_key)):
+        truth, v, mcse = truth_values(_spec(base, s))
+        truths[s.name], values[s.name] = truth, (v, mcse)
+    return truths, values
+
+
+def _truth_entries(
+    values: dict, mcse: dict, effects: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """``summary.json``'s truth: one entry per (estimand,) outcome and measure (and the
+    effect values of a power grid's setting)."""
     out = []
     for key, v in values.items():
         estimand = key[0] if len(key) == 3 else None
         outcome, measure = key[-2:]
-        entry = {"estimand": estimand} if estimand is not None else {}
+        entry: dict[str, Any] = {"effects": effects} if effects else {}
+        entry.update({"estimand": estimand} if estimand is not None else {})
         entry.update(
             outcome=outcome,
             measure=measure,
@@ -157,6 +185,7 @@ def simulate(
     contract: int = 1,
     out: str | Path,
     n_hat: Iterable[int] | None = None,
+    effects: Mapping[str, Sequence[float]] | None = None,
     seed: int | None = None,
     config: StudyConfig | None = None,
     jobs: int = 2,
@@ -180,6 +209,12 @@ def simulate(
         The simulation folder (created; completed replicates in it are reused).
     n_hat : iterable of int, optional
         Numbers of HAT patients, one setting each (default: the scenario's).
+    effects : mapping, optional
+        A power grid: true effects replaced in the scenario, name -> values
+        (``{"mortality_hr": [0.5, 0.7, 1.0]}``; :mod:`evaluation.power_grid`). The settings
+        are every ``n_hat`` × every effect value (several names vary together); each has
+        its own truth. Replicate ``i`` of ``n_hat`` patients has the same seed at every
+        effect value (common random numbers).
     seed : int, optional
         The study's seed (default: the configuration's ``seed``).
     config : StudyConfig, optional
@@ -218,17 +253,17 @@ def simulate(
     config = config or StudyConfig()
     seed = config.seed if seed is None else int(seed)
     base = load_history_scenario(scenario) if contract == 2 else load_scenario(scenario)
-    settings = _settings(base, n_hat)
-    fingerprint = study_fingerprint(base, config, seed)
+    levels = effect_levels(effects)
+    settings = _settings(base, n_hat, levels)
+    names = [k for k, _ in levels[0]]
+    fingerprint = study_fingerprint(base, config, seed, effects=names)
     out = Path(out).resolve()
     (out / "replicates").mkdir(parents=True, exist_ok=True)
 
     t = time.perf_counter()
-    truths: dict[str, dict] = {}
-    values: dict = {}
-    mcse: dict = {}
-    for s in settings:  # in this process, once: the workers get it in their tasks
-        truths[s.name], values, mcse = truth_values(_spec(base, s))
+    # in this process, once per effect level: the workers get it in their tasks
+    truths, setting_truth = _truths(base, settings)
+    values, mcse = setting_truth[settings[-1].name]
     truth_seconds = time.perf_counter() - t
 
     done = load_records(out, settings, replicates, fingerprint)
@@ -257,7 +292,9 @@ def simulate(
     run_seconds = time.perf_counter() - t
 
     records = list(done.values()) + new
-    summary = summarise(records, truth=values, truth_mcse=mcse, alpha=config.alpha)
+    summary = summarise(
+        records, truth=values, truth_mcse=mcse, alpha=config.alpha, setting_truth=setting_truth
+    )
     failures = {s.name: [] for s in settings}
     for rec in sorted(records, key=lambda r: (setting_key(r["setting"]), r["replicate"])):
         if rec["status"] != "ok":
@@ -286,9 +323,15 @@ def simulate(
             }
             for s in settings
         ],
-        "truth": _truth_entries(values, mcse),
+        "truth": [
+            e
+            for level in (levels if names else [()])
+            for e in _truth_entries(*_level_truth(settings, setting_truth, level), dict(level))
+        ],
         "rows": summary.to_dict(orient="records"),
     }
+    if names:
+        document["effects"] = {k: sorted({dict(level)[k] for level in levels}) for k in names}
     keys = dict.fromkeys(k for r in new for k in r.get("seconds", {}))
     stage = {
         k: float(np.mean([r["seconds"][k] for r in new if k in r.get("seconds", {})])) for k in keys
@@ -300,13 +343,12 @@ def simulate(
         "scenario": base.name,
         "scenario_parameters": base.to_dict(),
         "seed": seed,
-        "seeding": "replicate i of setting n_hat: numpy SeedSequence(seed, spawn_key=(n_hat, i))"
-        if contract == 1
-        else "replicate i: numpy SeedSequence(seed, spawn_key=(0, i))",
+        "seeding": _seeding(contract, names),
         "study": fingerprint,
         "config": config.to_dict(),
         "config_sha256": config.hash(),
         "settings": [s.to_dict() for s in settings],
+        **({"effects": document["effects"]} if names else {}),
         "replicates": replicates,
         "replicates_run": len(new),
         "replicates_reused": len(done),
@@ -335,6 +377,25 @@ def simulate(
     manifest["elapsed_seconds"] = round(time.perf_counter() - t0, 3)
     write_json_atomic(out / "manifest.json", manifest)  # last: marks a complete summary
     return Simulation(out=out, summary=summary, manifest=manifest)
+
+
+def _level_truth(
+    settings: list[Setting], setting_truth: dict[str, tuple[dict, dict]], level: EffectLevel
+) -> tuple[dict, dict]:
+    """The truth ``(values, mcse)`` of an effect level (the same for each of its sizes)."""
+    return next(setting_truth[s.name] for s in settings if s.effects == level)
+
+
+def _seeding(contract: int, effects: list[str]) -> str:
+    if contract == 2:
+        return "replicate i: numpy SeedSequence(seed, spawn_key=(0, i))"
+    text = "replicate i of setting n_hat: numpy SeedSequence(seed, spawn_key=(n_hat, i))"
+    if effects:
+        text += (
+            f"; the same at every value of {', '.join(effects)} (common random numbers "
+            "across the true effects)"
+        )
+    return text
 
 
 def _scale_of(measure: str) -> str:
@@ -465,6 +526,13 @@ def _sizes(text: str) -> list[int]:
         ) from None
 
 
+def _effects_word(text: str) -> tuple[str, tuple[float, ...]]:
+    try:
+        return parse_effects(text)
+    except SimulationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--effects: ")) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Options of ``python -m evaluation.simulate``."""
     parser = argparse.ArgumentParser(
@@ -493,6 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_sizes,
         metavar="N,N,...",
         help="numbers of HAT patients, one setting each (default: the scenario's)",
+    )
+    parser.add_argument(
+        "--effects",
+        type=_effects_word,
+        nargs="+",
+        action="extend",
+        metavar="NAME=V,V,...",
+        help="a power grid of true effects: the settings are every --n-hat × every value "
+        "(e.g. mortality_hr=0.5,0.6,0.7,0.8,0.9,1.0); names mortality_hr, retention_hr, "
+        "crime_irr, overdose_share_ratio (conditional effects, 1 = none; several names vary "
+        "together, the j-th values forming the j-th setting)",
     )
     parser.add_argument("--jobs", type=int, default=2, metavar="N", help="local processes (2)")
     parser.add_argument(
@@ -565,6 +644,18 @@ def _default_out(scenario: str, contract: int) -> Path:
     return Path("results-simulation") / (stem if contract == 1 else f"history-{stem}")
 
 
+def _effects_option(words: list[tuple[str, tuple[float, ...]]] | None) -> dict | None:
+    """``--effects`` words as a mapping; a name given twice is refused."""
+    if not words:
+        return None
+    out: dict[str, tuple[float, ...]] = {}
+    for name, values in words:
+        if name in out:
+            raise SimulationError(f"--effects: {name} is given twice")
+        out[name] = values
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line; returns the exit status (2 for bad options or input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -579,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out or _default_out(args.scenario, args.contract),
             contract=args.contract,
             n_hat=args.n_hat,
+            effects=_effects_option(args.effects),
             seed=args.seed,
             config=config,
             jobs=args.jobs,

@@ -259,8 +259,9 @@ def estimate_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return df.loc[order.index].reset_index(drop=True)
 
 
-def _setting_key(setting: Mapping[str, Any]) -> tuple[float, float]:
-    return (setting.get("n_hat") or 0, setting.get("scale") or 0.0)
+def _setting_key(setting: Mapping[str, Any]) -> tuple[float, ...]:
+    effects = (setting.get("effects") or {}).values()
+    return (setting.get("n_hat") or 0, setting.get("scale") or 0.0, *effects)
 
 
 def _truth_key(estimand: str | None, outcome: str, measure: str) -> tuple[str, ...]:
@@ -286,6 +287,7 @@ def summarise(
     truth: Mapping[tuple[str, ...], float],
     truth_mcse: Mapping[tuple[str, ...], float] | None = None,
     alpha: float = 0.05,
+    setting_truth: Mapping[str, tuple[Mapping, Mapping]] | None = None,
 ) -> pd.DataFrame:
     """Performance of every method for every estimand in every setting.
 
@@ -301,6 +303,9 @@ def summarise(
     alpha : float
         Significance level of ``power``; also the level of the intervals, used to read
         the model SE from their width.
+    setting_truth : mapping, optional
+        ``setting name -> (truth, truth_mcse)`` for settings with their own truth (a power
+        grid: the true effects are settings); the others use ``truth`` and ``truth_mcse``.
 
     Returns
     -------
@@ -313,7 +318,8 @@ def summarise(
         n_se, n_ci, n_p``. ``estimand`` is ``None`` when the study names none (version 1;
         ``estimand_primary`` is then ``primary``). ``truth`` and ``mean_estimate`` are on
         the assessment scale (``scale``); ``n_missing`` counts successful replicates
-        without a finite estimate.
+        without a finite estimate. In a power grid each setting's effect values follow
+        ``n_ost`` as ``effect_<name>`` columns (``effect_mortality_hr``).
     """
     records = sorted(records, key=lambda r: (_setting_key(r["setting"]), r["replicate"]))
     settings: dict[str, dict[str, Any]] = {}
@@ -326,13 +332,16 @@ def summarise(
     est = estimate_table(records)
     est["_estimand"] = est["estimand"].fillna("").astype(str)
     truth_mcse = truth_mcse or {}
+    setting_truth = setting_truth or {}
+    effect_names = list(dict.fromkeys(k for s in settings.values() for k in s.get("effects") or {}))
     rows = []
     for (name, estimand, outcome, measure, method), df in est.groupby(
         ["setting", "_estimand", "outcome", "measure", "method"], sort=False
     ):
         s = settings[name]
         key = _truth_key(estimand or None, outcome, measure)
-        t = truth.get(key)
+        s_truth, s_mcse = setting_truth.get(name, (truth, truth_mcse))
+        t = s_truth.get(key)
         t_scale = float(to_scale([t], measure)[0]) if t is not None else float("nan")
         perf = performance(
             to_scale(df["estimate"], measure),
@@ -350,6 +359,7 @@ def summarise(
                 "setting": name,
                 "n_hat": s["n_hat"],
                 "n_ost": s["n_ost"],
+                **{f"effect_{k}": (s.get("effects") or {}).get(k) for k in effect_names},
                 "estimand": estimand or None,
                 "outcome": outcome,
                 "measure": measure,
@@ -360,7 +370,7 @@ def summarise(
                 "estimand_primary": False,
                 "scale": scale_of(measure),
                 "truth": t_scale,
-                "truth_mcse": float(truth_mcse.get(key, float("nan"))),
+                "truth_mcse": float(s_mcse.get(key, float("nan"))),
                 "n_replicates": s["n_replicates"],
                 "n_failed": s["n_failed"],
                 "n_missing": n_ok - perf["n_estimates"],
