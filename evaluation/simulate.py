@@ -8,6 +8,13 @@ is run on it. Every estimate of every replicate is kept, and the performance of 
 method for each estimand (bias, empirical and model SE, coverage, power, with Monte Carlo
 SEs; :mod:`evaluation.simulation_summary`) is summarised per setting.
 
+A power grid (``--effects mortality_hr=0.5,0.7,1.0``, :mod:`evaluation.power_grid`) makes
+the settings every ``--n-hat`` × every value of the scenario's true (conditional) effects;
+each setting's truth is computed for its own scenario, its folder is
+``replicates/n_hat-<N>_<effect>-<value>/`` and its summary rows carry ``effect_<name>``.
+Replicate ``i`` of ``n_hat`` patients has the same seed at every effect value (common random
+numbers, below); a study without ``--effects`` is exactly the study it was before.
+
 With ``--contract 2`` the scenario is a history scenario (``synthetic/scenarios/history/``)
 and each replicate is a history extract (:func:`synthetic.history_generate.generate_history`,
 the code of ``python -m synthetic --contract 2``) on which the study is the emulated target

@@ -248,3 +248,13 @@ def test_report_has_the_power_curves(grid: Path, tmp_path: Path):
     assert "No setting has a null true value" in text  # a conditional HR of 1 is not null
     summary = (html / "summary.html").read_text(encoding="utf-8")
     assert "mortality_hr = 0.5" in summary and "mortality_hr = 1" in summary
+
+
+def test_null_scenario_gives_a_null_truth_at_one():
+    """``--scenario null --effects mortality_hr=...,1.0``: the point at 1 is a type I error."""
+    spec = load_scenario("null")
+    null = truth_values(with_effects(spec, {"mortality_hr": 1.0}))
+    effect = truth_values(with_effects(spec, {"mortality_hr": 0.6}))
+    key = ("mortality", "HR")
+    assert is_null([math.log(null[1][key])], [null[2][key]])[0]
+    assert not is_null([math.log(effect[1][key])], [effect[2][key]])[0]
