@@ -37,6 +37,7 @@ __all__ = [
     "is_null",
     "parse_effects",
     "power_curve_figure",
+    "truth_varies",
     "type_one_error",
 ]
 
@@ -149,6 +150,20 @@ def is_null(truth: Any, truth_mcse: Any) -> np.ndarray:
     return np.abs(t) <= np.maximum(2 * se, 1e-9)
 
 
+def truth_varies(rows: pd.DataFrame) -> bool:
+    """Whether the grid moved an estimand's truth: its range exceeds 4 Monte Carlo SEs.
+
+    ``rows``: the summary rows of one estimand and method. A grid over ``mortality_hr``
+    leaves the retention estimands where they were; their power curve would be one point.
+    """
+    t = rows["truth"].to_numpy(dtype=float)
+    t = t[np.isfinite(t)]
+    if t.size < 2:
+        return False
+    se = np.nan_to_num(rows["truth_mcse"].to_numpy(dtype=float), nan=0.0)
+    return bool(np.ptp(t) > max(4 * float(se.max(initial=0.0)), 1e-9))
+
+
 def _natural(d: pd.DataFrame) -> np.ndarray:
     t = d["truth"].to_numpy(dtype=float)
     return np.where(d["scale"].eq("log").to_numpy(), np.exp(t), t)
@@ -211,7 +226,7 @@ def power_curve_figure(
             ax.plot(g["_x"][null], g["power"][null], "o", mfc="white", color=colour, ms=8)
     if ratio:
         ax.set_xscale("log")
-        ticks = sorted({round(float(x), 2) for x in _natural(d)})
+        ticks = sorted({round(float(x), 2) for x in _natural(d)} | {1.0})
         if len(ticks) <= 12:
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()

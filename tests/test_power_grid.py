@@ -22,6 +22,7 @@ from evaluation.power_grid import (
     is_null,
     parse_effects,
     power_curve_figure,
+    truth_varies,
     type_one_error,
 )
 from evaluation.replicates import Setting, SimulationError, study_fingerprint, truth_values
@@ -236,6 +237,8 @@ def test_power_curve_figure_and_type_one_error():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["n_hat = 100", "n_hat = 400"]
     assert ax.get_xscale() == "log"
     plt.close(fig)
+    assert truth_varies(s[s["n_hat"] == 100])
+    assert not truth_varies(s.assign(truth=0.3)[s["n_hat"] == 100])
     null = type_one_error(s)
     assert list(null["effect_mortality_hr"]) == [1.0, 1.0]
     assert list(is_null([0.0, 0.015, 0.03], [0.0, 0.01, 0.01])) == [True, True, False]
@@ -244,8 +247,9 @@ def test_power_curve_figure_and_type_one_error():
 def test_report_has_the_power_curves(grid: Path, tmp_path: Path):
     html = sim.build_report(grid, output_dir=tmp_path / "book")
     text = (html / "power_curves.html").read_text(encoding="utf-8")
-    assert text.count("<img") >= 3  # one power curve per primary estimand
+    assert text.count("<img") == 1  # the mortality HR's curve; the grid did not move the others
     assert "No setting has a null true value" in text  # a conditional HR of 1 is not null
+    assert "Estimands the grid did not move" in text
     summary = (html / "summary.html").read_text(encoding="utf-8")
     assert "mortality_hr = 0.5" in summary and "mortality_hr = 1" in summary
 
