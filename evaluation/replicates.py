@@ -1,8 +1,9 @@
 """One replicate of the simulation study and its record on disk.
 
 A :class:`ReplicateTask` carries everything a worker needs (picklable, no file paths);
-:func:`run_replicate` generates the extract, writes and reads it back as contract files (the
-road real data take) and runs the study; its record (estimates, or the error) is written
+:func:`run_replicate` generates the extract, hands its tables to the validation that reading
+an extract applies (in memory, or through Parquet files: the road real data take) and runs
+the study's estimates; its record (estimates, or the error) is written
 atomically by the process that started the study (:func:`write_json_atomic`), and
 :func:`load_records` finds the completed replicates of an interrupted study. Used by
 :mod:`evaluation.simulate`.
@@ -37,12 +38,14 @@ from synthetic.history_spec import HistoryScenario
 from synthetic.spec import Scenario
 
 __all__ = [
+    "EXTRACT_ROADS",
     "RECORD_VERSION",
     "ReplicateTask",
     "Setting",
     "SimulationError",
     "execute",
     "contract_of",
+    "extract_road",
     "load_records",
     "replicate_path",
     "replicate_seed",
@@ -251,24 +254,50 @@ _COHORT_KEYS = (
 )
 
 
-def _extract(task: ReplicateTask, rng: np.random.Generator, folder: Path, seconds: dict) -> Any:
-    """Generate the replicate's data, write them as contract files (Parquet), read them back."""
+#: how a replicate's generated tables become a validated extract (``run_replicate``'s road)
+EXTRACT_ROADS = {
+    "memory": "in memory: the generator's tables as the Arrow tables of the contract's Parquet "
+    "files, validated and normalised by the second half of read_extract "
+    "(analysis.data.extract.extract_from_arrow), no files written",
+    "files": "parquet contract files in a temporary folder, read and validated (read_extract)",
+}
+
+
+def extract_road(contract: int, road: str = "memory") -> str:
+    """The manifest's ``execution.extract_road``: which road the replicates' extracts took."""
+    return f"{EXTRACT_ROADS[road]}; data contract version {contract}"
+
+
+def _extract(task: ReplicateTask, rng: np.random.Generator, road: str, seconds: dict) -> Any:
+    """Generate the replicate's data and make them a validated extract by ``road``.
+
+    ``"memory"``: the Arrow tables the Parquet files would hold, validated without files
+    (:func:`analysis.data.extract.extract_from_arrow`); ``"files"``: written as contract
+    files (Parquet) in a temporary folder and read back (:func:`read_extract`). Both give
+    the same extract.
+    """
     from analysis.data.extract import read_extract
 
     t = time.perf_counter()
     if isinstance(task.spec, HistoryScenario):
-        from synthetic.history_generate import generate_history, write_history
+        from synthetic.history_generate import generate_history, history_in_memory, write_history
 
         tables, _ = generate_history(task.spec, rng, truth=False)
-        write = write_history
+        write, in_memory = write_history, history_in_memory
     else:
-        from synthetic.generate import generate, write
+        from synthetic.generate import generate, in_memory, write
 
         tables, _ = generate(task.spec, rng, truth=False)
     seconds["generate"] = time.perf_counter() - t
     t = time.perf_counter()
-    path = write(tables, task.truth, folder, spec=task.spec, format="parquet")
-    extract = read_extract(path)
+    if road == "memory":
+        extract = in_memory(tables, task.truth, spec=task.spec)
+    else:
+        with tempfile.TemporaryDirectory(prefix="hat-sim-") as tmp:
+            path = write(
+                tables, task.truth, Path(tmp) / "extract", spec=task.spec, format="parquet"
+            )
+            extract = read_extract(path)
     seconds["extract"] = time.perf_counter() - t
     return extract
 
@@ -302,16 +331,22 @@ def _design(results: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def run_replicate(task: ReplicateTask) -> dict[str, Any]:
-    """Generate one data set, write and read it as an extract, run the whole study.
+def run_replicate(task: ReplicateTask, *, road: str = "memory") -> dict[str, Any]:
+    """Generate one data set, make it a validated extract, run the study's estimates.
 
-    Errors are caught and returned in the record (``status: "failed"``), so that a
-    replicate where the study cannot be done is counted, not lost. BLAS runs on one
-    thread.
+    The study runs with ``scope="estimates"`` (:func:`evaluation.pipeline.run_study`):
+    every design and estimate, identical to the full study's, without the report's
+    tables and diagnostics. Errors are caught and returned in the record (``status:
+    "failed"``), so that a replicate where the study cannot be done is counted, not lost.
+    BLAS runs on one thread.
 
     Parameters
     ----------
     task : ReplicateTask
+    road : {"memory", "files"}
+        How the generated tables become a validated extract (:data:`EXTRACT_ROADS`):
+        in memory (default) or through Parquet files in a temporary folder; both give
+        the same extract and record.
 
     Returns
     -------
@@ -327,6 +362,8 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
     from evaluation.pipeline import run_study
     from evaluation.progress import Steps
 
+    if road not in EXTRACT_ROADS:
+        raise ValueError(f"road must be one of {sorted(EXTRACT_ROADS)}, got {road!r}")
     ss = replicate_seed(task.seed, task.setting.n_hat, task.replicate)
     data_ss, study_ss = ss.spawn(2)
     record: dict[str, Any] = {
@@ -348,12 +385,11 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
         with (
             threadpool_limits(limits=1),
             warnings.catch_warnings(record=True) as caught,
-            tempfile.TemporaryDirectory(prefix="hat-sim-") as tmp,
         ):
             warnings.simplefilter("always")
-            extract = _extract(task, np.random.default_rng(data_ss), Path(tmp) / "extract", seconds)
+            extract = _extract(task, np.random.default_rng(data_ss), road, seconds)
             t = time.perf_counter()
-            study = run_study(extract, _config(task, study_ss), steps=steps)
+            study = run_study(extract, _config(task, study_ss), steps=steps, scope="estimates")
             seconds["study"] = time.perf_counter() - t
             messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
         cohort = study.results["cohort"]

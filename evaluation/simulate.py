@@ -72,6 +72,7 @@ from evaluation.replicates import (
     Setting,
     SimulationError,
     execute,
+    extract_road,
     load_records,
     replicate_path,
     setting_key,
@@ -316,8 +317,7 @@ def simulate(
             "jobs": None if scheduler else jobs,
             "scheduler": scheduler,
             "cpu_count": os.cpu_count(),
-            "extract_road": f"parquet contract files (version {contract}) in a temporary "
-            "folder, read and validated",
+            "extract_road": extract_road(contract),
         },
         "timings_seconds": {
             "truth": round(truth_seconds, 3),

@@ -28,10 +28,10 @@ from analysis.outcomes.stacked import (
 from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.stages.designs import Design
-from evaluation.stages.secondary import primary_extras
+from evaluation.stages.secondary import primary_extras, secondary_estimates
 from evaluation.study import StudyError, StudyState
 
-__all__ = ["OUTCOME_MODELS", "not_estimable", "outcome_stage"]
+__all__ = ["OUTCOME_MODELS", "estimates_stage", "not_estimable", "outcome_stage"]
 
 
 #: the primary outcome models, each on the matched design
@@ -43,8 +43,10 @@ OUTCOME_MODELS = {
 }
 
 
-def outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimate]:
-    """The four HR/IRR estimates of a design."""
+def outcome_estimates(
+    design: Design, config: StudyConfig, *, ph_test: bool = True
+) -> list[EffectEstimate]:
+    """The four HR/IRR estimates of a design (``ph_test``: with the Cox models' PH tests)."""
     df = design.data
     weights = "weight" if design.weighted else None
     cluster = "cluster" if design.name != "naive" else None
@@ -65,6 +67,7 @@ def outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimat
                 small_sample=config.cox_small_sample
                 if design.name.startswith("matched")
                 else "factor",
+                ph_test=ph_test,
             )
         else:
             # the ratio of marginal rates (Poisson estimating equation, robust variance): the
@@ -176,3 +179,20 @@ def outcome_stage(state: StudyState, config: StudyConfig) -> StudyState:
     extra_estimates, tables, extras = primary_extras(state.designs["matched"], config)
     estimates += extra_estimates
     return replace(state, estimates=estimates, tables=tables, extras=extras)
+
+
+def estimates_stage(state: StudyState, config: StudyConfig) -> StudyState:
+    """The estimates of :func:`outcome_stage` alone: no curves, rates, diagnostics or PH tests.
+
+    The study's estimates for a simulation replicate (``run_study(..., scope="estimates")``):
+    the same estimates, in the same order, without the Cox models' proportional-hazards
+    tests (``details["ph_test"]``), the primary design's curves and crude-rate tables and
+    its extras (score test, retention by group).
+    """
+    estimates: list[EffectEstimate] = []
+    for name, design in state.designs.items():
+        for est in outcome_estimates(design, config, ph_test=False):
+            primary = name == "matched" and est.outcome in PRIMARY_OUTCOMES
+            estimates.append(est.with_primary(primary))
+    estimates += secondary_estimates(state.designs["matched"], config)
+    return replace(state, estimates=estimates)

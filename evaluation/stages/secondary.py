@@ -27,7 +27,13 @@ from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.stages.designs import Design
 
-__all__ = ["RATE_PER", "RATE_TABLES", "horizon_label"]
+__all__ = [
+    "RATE_PER",
+    "RATE_TABLES",
+    "horizon_label",
+    "primary_extras",
+    "secondary_estimates",
+]
 
 
 #: crude-rate tables of the matched design: {table: (label column, blocks of
@@ -156,11 +162,25 @@ def _retention_rd_definition(t: float) -> str:
     )
 
 
-# 118 lines: moved unchanged from the pipeline, so call-site edits made elsewhere merge cleanly
 def primary_extras(
     design: Design, config: StudyConfig
 ) -> tuple[list[EffectEstimate], dict[str, pd.DataFrame], dict[str, Any]]:
     """Secondary estimates, curves and rates on the primary (matched) design."""
+    estimates, rr, per_group = _primary_estimates(design, config)
+    tables, extras = _primary_tables(design, rr, per_group)
+    return estimates, tables, extras
+
+
+def secondary_estimates(design: Design, config: StudyConfig) -> list[EffectEstimate]:
+    """The secondary estimates of :func:`primary_extras` alone (no curves, rates, extras)."""
+    return _primary_estimates(design, config)[0]
+
+
+# 95 lines: moved unchanged from the pipeline, so call-site edits made elsewhere merge cleanly
+def _primary_estimates(
+    design: Design, config: StudyConfig
+) -> tuple[list[EffectEstimate], EffectEstimate, list[EffectEstimate]]:
+    """Secondary estimates of the primary design, retention's RR and the before/after arms."""
     df = design.data
     ret = df[df["in_retention"]]
     common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
@@ -237,6 +257,16 @@ def primary_extras(
             arm_labels=("HAT", "OST"),
         )
     )
+    return estimates, rr, per_group
+
+
+def _primary_tables(
+    design: Design, rr: EffectEstimate, per_group: list[EffectEstimate]
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The curves and crude rates of the primary design, and its diagnostics."""
+    df = design.data
+    ret = df[df["in_retention"]]
+    common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
     tables: dict[str, pd.DataFrame] = {}
     km = kaplan_meier(
         ret,
@@ -277,4 +307,4 @@ def primary_extras(
         ),
         "retention_at_12m": rr.details.get("per_group", {}),
     }
-    return estimates, tables, extras
+    return tables, extras
