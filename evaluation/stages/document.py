@@ -97,7 +97,9 @@ def _cohort_summary(state: StudyState) -> CohortSummary:
         n_ost_matched=matched.info["n_control_matched"],
         n_read=cohort.n_read,
         n_excluded=int(
-            cohort.exclusions.query("stage == 'cohort'")[["n_hat", "n_ost"]].sum().sum()
+            cohort.exclusions.loc[cohort.exclusions["stage"] == "cohort", ["n_hat", "n_ost"]]
+            .sum()
+            .sum()
         ),
         exclusions=cohort.exclusions.to_dict(orient="records"),
     )

@@ -8,6 +8,7 @@ estimation of the propensity model (stacked estimating equations).
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -51,8 +52,11 @@ def outcome_estimates(
     weights = "weight" if design.weighted else None
     cluster = "cluster" if design.name != "naive" else None
     out = []
+    in_retention = df["in_retention"].to_numpy(dtype=bool)
     for outcome, (model, a, b) in OUTCOME_MODELS.items():
-        data = df[df["in_retention"]] if outcome == "retention" else df
+        # rows of the design each outcome model uses (positions: no lookup of ids later)
+        rows = np.flatnonzero(in_retention) if outcome == "retention" else np.arange(len(df))
+        data = df[in_retention] if outcome == "retention" else df
         if model == "cox":
             est = cox_hazard_ratio(
                 data,
@@ -86,7 +90,9 @@ def outcome_estimates(
                 arm_labels=("HAT", "OST"),
             )
         if design.weight_model is not None and np.isfinite(est.estimate):
-            est = _with_estimated_weights(est, data, design, model=model, a=a, b=b, config=config)
+            est = _with_estimated_weights(
+                est, data, design, rows=rows, model=model, a=a, b=b, config=config
+            )
         out.append(est)
     return out
 
@@ -95,10 +101,15 @@ def not_estimable(estimates: list[dict[str, Any]] | list[EffectEstimate]) -> lis
     """One line per primary estimate that could not be estimated, with its reason."""
     lines = []
     for e in estimates:
-        est = e if isinstance(e, dict) else e.to_dict()  # to_dict: NaN -> None
-        if est["primary"] and est["estimate"] is None:
-            reason = (est.get("details") or {}).get("note") or "no reason recorded"
-            lines.append(f"{est['outcome']} {est['measure']}: {reason}")
+        if isinstance(e, dict):
+            primary, missing = e["primary"], e["estimate"] is None
+            outcome, measure, details = e["outcome"], e["measure"], e.get("details")
+        else:  # to_dict() would give None for a NaN or infinite estimate
+            primary, missing = e.primary, not math.isfinite(e.estimate)
+            outcome, measure, details = e.outcome, e.measure, e.details
+        if primary and missing:
+            reason = (details or {}).get("note") or "no reason recorded"
+            lines.append(f"{outcome} {measure}: {reason}")
     return lines
 
 
@@ -130,15 +141,18 @@ def _with_estimated_weights(
     data: pd.DataFrame,
     design: Design,
     *,
+    rows: np.ndarray,
     model: str,
     a: str,
     b: str,
     config: StudyConfig,
 ) -> EffectEstimate:
-    """Re-estimate the SE of an IPTW estimate by stacking the propensity model's equations."""
+    """Re-estimate the SE of an IPTW estimate by stacking the propensity model's equations.
+
+    ``rows``: the row of ``design.data`` (and of its weight model) of each row of ``data``.
+    """
     wm = design.weight_model
     assert wm is not None
-    rows = pd.Index(design.data["person_id"]).get_indexer(data["person_id"])
     w = wm.weights[rows]
     treated = data["treatment"].to_numpy(float)
     coefs = est.details["coefficients"]
