@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(_table(runs)))
     print()
     for name, n in same.items():
-        print(f"records identical to before (estimates, cohort, warnings): {name} {n}/{args.replicates}")
+        print(
+            f"records identical to before (estimates, cohort, warnings): {name} {n}/{args.replicates}"
+        )
     return 0 if all(n == args.replicates for n in same.values()) else 1
 
 
