@@ -86,8 +86,7 @@ def _matched_design(
     control_total = sample.loc[is_control, "weight"].sum()
     if control_total > 0:
         sample.loc[is_control, "weight"] *= matched.n_treated_matched / control_total
-    cluster = _person_codes(sample) if config.matching.replace else sample["match_set"]
-    sample = sample.assign(cluster=cluster)
+    sample["cluster"] = _person_codes(sample) if config.matching.replace else sample["match_set"]
     info = {
         "k": k,
         "caliper_sd": caliper,
@@ -190,7 +189,8 @@ def build_designs(
         weighted = att_weights(
             df, treatment="treatment", score="ps", trim=sens.iptw_trim, id="person_id"
         )
-        sample = _inner_join(df, weighted.data[["person_id", "weight"]])
+        sample = _inner_join(df, weighted.data[["person_id", "weight"]])  # a new frame
+        sample["cluster"] = _person_codes(sample)
         weight_model = None
         if propensity is not None:
             weight_model = att_weight_model_from_propensity(
@@ -202,7 +202,7 @@ def build_designs(
             )
         designs["iptw"] = Design(
             name="iptw",
-            data=sample.assign(cluster=_person_codes(sample)),
+            data=sample,
             weighted=True,
             info={
                 "trim": sens.iptw_trim,

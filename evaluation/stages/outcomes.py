@@ -56,7 +56,7 @@ def outcome_estimates(
     for outcome, (model, a, b) in OUTCOME_MODELS.items():
         # rows of the design each outcome model uses (positions: no lookup of ids later)
         rows = np.flatnonzero(in_retention) if outcome == "retention" else np.arange(len(df))
-        data = df[in_retention] if outcome == "retention" else df
+        data = df.loc[in_retention, _columns(df, a, b)] if outcome == "retention" else df
         if model == "cox":
             est = cox_hazard_ratio(
                 data,
@@ -95,6 +95,11 @@ def outcome_estimates(
             )
         out.append(est)
     return out
+
+
+def _columns(df: pd.DataFrame, *names: str) -> list[str]:
+    """The columns an outcome model of a design reads (a subset is cheaper to select rows of)."""
+    return [c for c in (*names, "treatment", "weight", "cluster") if c in df.columns]
 
 
 def not_estimable(estimates: list[dict[str, Any]] | list[EffectEstimate]) -> list[str]:

@@ -103,7 +103,7 @@ def _absolute_measures(design: Design, config: StudyConfig) -> list[EffectEstima
     RMST difference are made in :func:`primary_extras`.
     """
     df = design.data
-    ret = df[df["in_retention"]]
+    ret = _retention_rows(df)
     common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
     common |= {"alpha": config.alpha}
     tau = config.rmst_tau_days
@@ -155,6 +155,12 @@ def _absolute_measures(design: Design, config: StudyConfig) -> list[EffectEstima
     return out
 
 
+def _retention_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the retention analysis, with the columns its estimators read."""
+    columns = ["retention_days", "discontinued", "treatment", "weight", "cluster"]
+    return df.loc[df["in_retention"].to_numpy(dtype=bool), columns]
+
+
 def _retention_rd_definition(t: float) -> str:
     return (
         f"difference in the probability of still being in treatment at {t:g} days (weighted "
@@ -182,7 +188,7 @@ def _primary_estimates(
 ) -> tuple[list[EffectEstimate], EffectEstimate, list[EffectEstimate]]:
     """Secondary estimates of the primary design, retention's RR and the before/after arms."""
     df = design.data
-    ret = df[df["in_retention"]]
+    ret = _retention_rows(df)
     common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
     estimates: list[EffectEstimate] = []
     t12 = config.retention_time_days
