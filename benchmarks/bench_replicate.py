@@ -9,7 +9,9 @@ times by :func:`evaluation.replicates.run_replicate` in three single-threaded su
 - ``after, files``: this tree, the extract through Parquet files (``road="files"``);
 - ``after``: this tree as the simulation runs it (in-memory extract road).
 
-Each subprocess runs one warm-up replicate, then the replicates; its clock
+The replicates are split into ``--rounds`` rounds that run the three in turn (a change of
+the machine's load falls on all three). Each subprocess runs one warm-up replicate, then its
+replicates; its clock
 (``time.perf_counter``, which the replicate uses for its ``seconds``) is replaced by
 ``time.process_time``, so every stage's time is CPU time of that one process (BLAS is held
 to one thread by the replicate): core-seconds. The records' estimates, cohort counts and
@@ -17,7 +19,7 @@ warnings are compared between the three: the table says whether they are identic
 
 Usage::
 
-    python -m benchmarks.bench_replicate [--replicates 20] [--commit 5b04ea3]
+    python -m benchmarks.bench_replicate [--replicates 20] [--rounds 2] [--commit 5b04ea3]
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from evaluation.config import StudyConfig
 from evaluation.replicates import ReplicateTask, Setting, run_replicate, truth_values
 from synthetic.spec import load_scenario
 
-n, road, seed = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+start, n, road, seed = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 base = load_scenario("default")
 config = StudyConfig()
 setting = Setting(n_hat=base.n_hat, n_ost=base.n_ost)
@@ -55,7 +57,7 @@ def task(i):
 
 run_replicate(task(10_000), **kwargs)  # warm-up: imports, caches
 t = time.process_time()
-records = [run_replicate(task(i), **kwargs) for i in range(n)]
+records = [run_replicate(task(i), **kwargs) for i in range(start, start + n)]
 cpu = (time.process_time() - t) / n
 print(json.dumps({"cpu_per_replicate": cpu, "records": records}))
 """
@@ -74,11 +76,11 @@ def _before_tree(commit: str, folder: Path) -> Path:
     return folder
 
 
-def _run(path: Path, replicates: int, road: str, seed: int) -> dict:
+def _run(path: Path, start: int, replicates: int, road: str, seed: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(path), "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, str(replicates), road, str(seed)],
+        [sys.executable, "-c", WORKER, str(start), str(replicates), road, str(seed)],
         check=True,
         capture_output=True,
         text=True,
@@ -130,23 +132,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before-dir", type=Path, default=None,
                         help="where to extract it (default: a folder in the temp dir)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=20240101)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="split the replicates into rounds that alternate the three runs, "
+                        "so a change of load falls on all of them")  # fmt: skip
     args = parser.parse_args(argv)
     before = _before_tree(
         args.commit, args.before_dir or Path(tempfile.gettempdir()) / f"rep-before-{args.commit}"
     )
     load = os.getloadavg()
-    runs = {
-        "before": _run(before, args.replicates, "files", args.seed),
-        "after, files": _run(ROOT, args.replicates, "files", args.seed),
-        "after": _run(ROOT, args.replicates, "memory", args.seed),
-    }
+    variants = {"before": (before, "files"), "after, files": (ROOT, "files"),
+                "after": (ROOT, "memory")}  # fmt: skip
+    runs: dict[str, dict] = {name: {"cpu": 0.0, "records": []} for name in variants}
+    per_round = -(-args.replicates // args.rounds)
+    for start in range(0, args.replicates, per_round):  # rounds alternate the variants
+        n = min(per_round, args.replicates - start)
+        for name, (path, road) in variants.items():
+            part = _run(path, start, n, road, args.seed)
+            runs[name]["cpu"] += part["cpu_per_replicate"] * n
+            runs[name]["records"] += part["records"]
+    for run in runs.values():
+        run["cpu_per_replicate"] = run["cpu"] / args.replicates
     load_end = os.getloadavg()
     reference = [_comparable(r) for r in runs["before"]["records"]]
     same = {
         name: sum(a == b for a, b in zip(reference, map(_comparable, run["records"]), strict=True))
         for name, run in runs.items()
     }
-    print(f"{args.replicates} replicates each (after 1 warm-up), default scenario, single-threaded")
+    print(f"{args.replicates} replicates each ({args.rounds} rounds, each after 1 warm-up), "
+          "default scenario, single-threaded")  # fmt: skip
     print(f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, "
           f"at end {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f}")  # fmt: skip
     print()
