@@ -269,13 +269,8 @@ def extract_road(contract: int, road: str = "memory") -> str:
 
 
 def _extract(task: ReplicateTask, rng: np.random.Generator, road: str, seconds: dict) -> Any:
-    """Generate the replicate's data and make them a validated extract by ``road``.
-
-    ``"memory"``: the Arrow tables the Parquet files would hold, validated without files
-    (:func:`analysis.data.extract.extract_from_arrow`); ``"files"``: written as contract
-    files (Parquet) in a temporary folder and read back (:func:`read_extract`). Both give
-    the same extract.
-    """
+    """Generate the replicate's data and make them a validated extract by ``road``
+    (:data:`EXTRACT_ROADS`; both give the same extract)."""
     from analysis.data.extract import read_extract
 
     t = time.perf_counter()
@@ -294,10 +289,10 @@ def _extract(task: ReplicateTask, rng: np.random.Generator, road: str, seconds: 
         extract = in_memory(tables, task.truth, spec=task.spec)
     else:
         with tempfile.TemporaryDirectory(prefix="hat-sim-") as tmp:
-            path = write(
-                tables, task.truth, Path(tmp) / "extract", spec=task.spec, format="parquet"
+            folder = Path(tmp) / "extract"
+            extract = read_extract(
+                write(tables, task.truth, folder, spec=task.spec, format="parquet")
             )
-            extract = read_extract(path)
     seconds["extract"] = time.perf_counter() - t
     return extract
 

@@ -132,3 +132,13 @@ def test_the_estimates_scope_gives_the_full_study_estimates(ci_tables):
         assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     with pytest.raises(ValueError, match="scope"):
         run_study(extract, config, scope="tables")
+
+
+def test_the_manifest_names_the_road(tmp_path):
+    from evaluation.simulate import simulate
+
+    result = simulate("ci", replicates=1, n_hat=[60], seed=2, out=tmp_path, jobs=1, progress=False)
+    road = result.manifest["execution"]["extract_road"]
+    assert road.startswith("in memory") and road.endswith("data contract version 1")
+    steps = result.manifest["timings_seconds"]["mean_per_replicate"]
+    assert "step:balance" not in steps and "step:outcome models" in steps
