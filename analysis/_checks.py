@@ -9,6 +9,7 @@ and the column.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -56,10 +57,14 @@ def require_columns(df: pd.DataFrame, **roles: str | None) -> None:
 def numeric(df: pd.DataFrame, name: str, role: str) -> np.ndarray:
     """A numeric column as float, refusing missing and infinite values."""
     require_columns(df, **{role: name})
-    try:
-        values = pd.to_numeric(df[name], errors="raise").to_numpy(dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{role} column {name!r} is not numeric") from err
+    column = df[name]
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biuf":
+        values = column.to_numpy(dtype=float)  # numeric already: what to_numeric gives back
+    else:
+        try:
+            values = pd.to_numeric(column, errors="raise").to_numpy(dtype=float)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{role} column {name!r} is not numeric") from err
     bad = ~np.isfinite(values)
     if bad.any():
         raise ValueError(
@@ -102,9 +107,11 @@ def cluster_codes(df: pd.DataFrame, name: str | None) -> tuple[np.ndarray, int]:
     if name is None:
         return np.arange(len(df)), len(df)
     require_columns(df, cluster=name)
-    if df[name].isna().any():
+    column = df[name]
+    integers = isinstance(column.dtype, np.dtype) and column.dtype.kind in "biu"
+    if not integers and column.isna().any():  # integer columns hold no missing values
         raise ValueError(f"cluster column {name!r} has missing values")
-    codes, uniques = pd.factorize(df[name], sort=True)
+    codes, uniques = pd.factorize(column, sort=True)
     return codes.astype(np.intp), len(uniques)
 
 
@@ -112,6 +119,11 @@ def z_value(alpha: float) -> float:
     """Two-sided normal quantile for a ``1 - alpha`` confidence interval."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return _z(float(alpha))
+
+
+@lru_cache(maxsize=64)
+def _z(alpha: float) -> float:
     return float(stats.norm.ppf(1 - alpha / 2))
 
 

@@ -17,7 +17,7 @@ CPU seconds hardly depend on the machine's load, wall seconds do.
 It then measures what a Dask replicate costs besides its own work: the scheduler's round
 trip per task (``--overhead-tasks`` tasks that return a record-sized dict at once, with a
 task-sized payload: the scenario, configuration and truth of a real task) and the parent's
-writing of one record (:func:`evaluation.replicates.write_json_atomic`). The load average
+writing of one record (:func:`evaluation.replicate_store.write_json_atomic`). The load average
 is printed before and after each run (the machine may be shared).
 """
 
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         record = json.loads(next((first / "replicates").rglob("0000.json")).read_text())
 
         # a real task's payload (scenario, configuration, truth)
-        from evaluation.replicates import ReplicateTask, Setting, write_json_atomic
+        from evaluation.replicate_store import write_json_atomic
+        from evaluation.replicates import ReplicateTask, Setting
 
         spec = sim._spec(sim.load_scenario(args.scenario), Setting.from_dict(record["setting"]))
         truth = sim.truth_values(spec)[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from analysis.data.extract import Extract, HistoryExtract
 from evaluation.config import StudyConfig
@@ -26,13 +26,14 @@ from evaluation.stages.designs import (
     cohort_stage,
     design_stage,
 )
-from evaluation.stages.document import document_stage
+from evaluation.stages.document import document_stage, estimates_document_stage
 from evaluation.stages.imputation import imputation_stage
-from evaluation.stages.outcomes import not_estimable, outcome_stage
+from evaluation.stages.outcomes import estimates_stage, not_estimable, outcome_stage
 from evaluation.stages.secondary import horizon_label
 from evaluation.study import Study, StudyError, StudyState
 
 __all__ = [
+    "ESTIMATE_STAGES",
     "STAGES",
     "Design",
     "Stage",
@@ -63,6 +64,17 @@ STAGES: tuple[Stage, ...] = (
     Stage(None, document_stage),
     Stage("multiple imputation", imputation_stage),
 )
+
+#: the stages of ``run_study(..., scope="estimates")``: every design and estimate, no balance,
+#: curves, tables, diagnostics or proportional-hazards tests (a simulation replicate)
+ESTIMATE_STAGES: tuple[Stage, ...] = (
+    Stage("derive cohort", cohort_stage),
+    Stage("propensity score and designs", design_stage),
+    Stage("outcome models", estimates_stage),
+    Stage(None, estimates_document_stage),
+)
+
+Scope = Literal["full", "estimates"]
 
 
 def run_stages(
@@ -101,6 +113,7 @@ def run_study(
     config: StudyConfig,
     *,
     steps: Steps | None = None,
+    scope: Scope = "full",
 ) -> Study:
     """Run every analysis of the study on a validated extract.
 
@@ -112,6 +125,14 @@ def run_study(
         The study's configuration (seed, design, horizons).
     steps : Steps, optional
         Progress reporter.
+    scope : {"full", "estimates"}
+        ``"full"``: every analysis, table and diagnostic of the report. ``"estimates"``:
+        the cohort, every design and every estimate, identical to the full study's, and
+        nothing else (:data:`ESTIMATE_STAGES`: no balance, Table 1, curves, rate tables,
+        disclosure evidence, E-values or proportional-hazards tests; ``results`` holds
+        ``cohort``, ``estimates`` and ``truth``, ``tables`` is empty): what a simulation
+        replicate keeps. With multiple imputation configured (``missing: mi`` or
+        ``imputation.sensitivity``) and for a version-2 extract the full study is run.
 
     Returns
     -------
@@ -138,5 +159,9 @@ def run_study(
             )
 
         return run_target_trial(extract, config, steps=steps)
-    state = run_stages(StudyState(extract=extract), config, steps=steps)
+    if scope not in ("full", "estimates"):
+        raise ValueError(f"scope must be 'full' or 'estimates', got {scope!r}")
+    imputation = config.missing == "mi" or config.imputation.sensitivity
+    stages = ESTIMATE_STAGES if scope == "estimates" and not imputation else STAGES
+    state = run_stages(StudyState(extract=extract), config, stages, steps=steps)
     return Study(results=state.document, tables=state.tables)

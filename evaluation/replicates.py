@@ -1,11 +1,11 @@
-"""One replicate of the simulation study and its record on disk.
+"""One replicate of the simulation study.
 
 A :class:`ReplicateTask` carries everything a worker needs (picklable, no file paths);
-:func:`run_replicate` generates the extract, writes and reads it back as contract files (the
-road real data take) and runs the study; its record (estimates, or the error) is written
-atomically by the process that started the study (:func:`write_json_atomic`), and
-:func:`load_records` finds the completed replicates of an interrupted study. Used by
-:mod:`evaluation.simulate`.
+:func:`run_replicate` generates the extract, hands its tables to the validation that reading
+an extract applies (in memory, or through Parquet files: the road real data take) and runs
+the study's estimates; its record (estimates, or the error) is written
+atomically by the process that started the study (:mod:`evaluation.replicate_store`).
+Used by :mod:`evaluation.simulate`.
 
 Two kinds of data: a designed extract (data contract version 1, :mod:`synthetic.generate`;
 one setting per number of HAT patients) and a history extract (version 2,
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 import traceback
@@ -37,21 +36,19 @@ from synthetic.history_spec import HistoryScenario
 from synthetic.spec import Scenario
 
 __all__ = [
+    "EXTRACT_ROADS",
     "RECORD_VERSION",
     "ReplicateTask",
     "Setting",
     "SimulationError",
     "execute",
     "contract_of",
-    "load_records",
-    "replicate_path",
+    "extract_road",
     "replicate_seed",
     "run_replicate",
     "setting_key",
     "study_fingerprint",
     "truth_values",
-    "write_json_atomic",
-    "write_text_atomic",
 ]
 
 RECORD_VERSION = 1
@@ -282,24 +279,45 @@ _COHORT_KEYS = (
 )
 
 
-def _extract(task: ReplicateTask, rng: np.random.Generator, folder: Path, seconds: dict) -> Any:
-    """Generate the replicate's data, write them as contract files (Parquet), read them back."""
+#: how a replicate's generated tables become a validated extract (``run_replicate``'s road)
+EXTRACT_ROADS = {
+    "memory": "in memory: the generator's tables as the Arrow tables of the contract's Parquet "
+    "files, validated and normalised by the second half of read_extract "
+    "(analysis.data.extract.extract_from_arrow), no files written",
+    "files": "parquet contract files in a temporary folder, read and validated (read_extract)",
+}
+
+
+def extract_road(contract: int, road: str = "memory") -> str:
+    """The manifest's ``execution.extract_road``: which road the replicates' extracts took."""
+    return f"{EXTRACT_ROADS[road]}; data contract version {contract}"
+
+
+def _extract(task: ReplicateTask, rng: np.random.Generator, road: str, seconds: dict) -> Any:
+    """Generate the replicate's data and make them a validated extract by ``road``
+    (:data:`EXTRACT_ROADS`; both give the same extract)."""
     from analysis.data.extract import read_extract
 
     t = time.perf_counter()
     if isinstance(task.spec, HistoryScenario):
-        from synthetic.history_generate import generate_history, write_history
+        from synthetic.history_generate import generate_history, history_in_memory, write_history
 
         tables, _ = generate_history(task.spec, rng, truth=False)
-        write = write_history
+        write, in_memory = write_history, history_in_memory
     else:
-        from synthetic.generate import generate, write
+        from synthetic.generate import generate, in_memory, write
 
         tables, _ = generate(task.spec, rng, truth=False)
     seconds["generate"] = time.perf_counter() - t
     t = time.perf_counter()
-    path = write(tables, task.truth, folder, spec=task.spec, format="parquet")
-    extract = read_extract(path)
+    if road == "memory":
+        extract = in_memory(tables, task.truth, spec=task.spec)
+    else:
+        with tempfile.TemporaryDirectory(prefix="hat-sim-") as tmp:
+            folder = Path(tmp) / "extract"
+            extract = read_extract(
+                write(tables, task.truth, folder, spec=task.spec, format="parquet")
+            )
     seconds["extract"] = time.perf_counter() - t
     return extract
 
@@ -333,16 +351,22 @@ def _design(results: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def run_replicate(task: ReplicateTask) -> dict[str, Any]:
-    """Generate one data set, write and read it as an extract, run the whole study.
+def run_replicate(task: ReplicateTask, *, road: str = "memory") -> dict[str, Any]:
+    """Generate one data set, make it a validated extract, run the study's estimates.
 
-    Errors are caught and returned in the record (``status: "failed"``), so that a
-    replicate where the study cannot be done is counted, not lost. BLAS runs on one
-    thread.
+    The study runs with ``scope="estimates"`` (:func:`evaluation.pipeline.run_study`):
+    every design and estimate, identical to the full study's, without the report's
+    tables and diagnostics. Errors are caught and returned in the record (``status:
+    "failed"``), so that a replicate where the study cannot be done is counted, not lost.
+    BLAS runs on one thread.
 
     Parameters
     ----------
     task : ReplicateTask
+    road : {"memory", "files"}
+        How the generated tables become a validated extract (:data:`EXTRACT_ROADS`):
+        in memory (default) or through Parquet files in a temporary folder; both give
+        the same extract and record.
 
     Returns
     -------
@@ -358,6 +382,8 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
     from evaluation.pipeline import run_study
     from evaluation.progress import Steps
 
+    if road not in EXTRACT_ROADS:
+        raise ValueError(f"road must be one of {sorted(EXTRACT_ROADS)}, got {road!r}")
     ss = replicate_seed(task.seed, task.setting.n_hat, task.replicate)
     data_ss, study_ss = ss.spawn(2)
     record: dict[str, Any] = {
@@ -379,12 +405,11 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
         with (
             threadpool_limits(limits=1),
             warnings.catch_warnings(record=True) as caught,
-            tempfile.TemporaryDirectory(prefix="hat-sim-") as tmp,
         ):
             warnings.simplefilter("always")
-            extract = _extract(task, np.random.default_rng(data_ss), Path(tmp) / "extract", seconds)
+            extract = _extract(task, np.random.default_rng(data_ss), road, seconds)
             t = time.perf_counter()
-            study = run_study(extract, _config(task, study_ss), steps=steps)
+            study = run_study(extract, _config(task, study_ss), steps=steps, scope="estimates")
             seconds["study"] = time.perf_counter() - t
             messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
         cohort = study.results["cohort"]
@@ -407,65 +432,6 @@ def run_replicate(task: ReplicateTask) -> dict[str, Any]:
     seconds.update({f"step:{k}": v for k, v in steps.timings.items()})
     record["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
     return record
-
-
-# ----------------------------------------------------------------------------- files
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary sibling and an atomic rename."""
-    from evaluation.results_folder import dumps
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(dumps(obj), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def replicate_path(out: Path, setting: Setting, replicate: int) -> Path:
-    """``out/replicates/n_hat-<N>/<i>.json`` (``i`` zero-padded to 4 digits)."""
-    return out / "replicates" / setting.name / f"{replicate:04d}.json"
-
-
-def load_records(
-    out: Path, settings: Sequence[Setting], replicates: int, fingerprint: str
-) -> dict[tuple[str, int], dict[str, Any]]:
-    """Completed replicates already in ``out`` for these settings (``i < replicates``).
-
-    Left-over temporary files of an interrupted run are removed; unreadable records are
-    ignored (they will be run again).
-
-    Raises
-    ------
-    SimulationError
-        A record belongs to another study (different scenario, configuration or seed).
-    """
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    for setting in settings:
-        folder = out / "replicates" / setting.name
-        if not folder.is_dir():
-            continue
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        for i in range(replicates):
-            path = replicate_path(out, setting, i)
-            if not path.is_file():
-                continue
-            try:
-                rec = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if rec.get("study") != fingerprint:
-                raise SimulationError(
-                    f"{path} belongs to another simulation study (different scenario, "
-                    "configuration or seed); use another --out folder"
-                )
-            done[(setting.name, i)] = rec
-    return done
 
 
 # ----------------------------------------------------------------------------- execution

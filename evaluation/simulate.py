@@ -2,9 +2,10 @@
 
 For each setting (a number of HAT patients, ``--n-hat``; the OST candidates as in the
 scenario) the study is replicated ``--replicates`` times: a synthetic extract is
-generated, written as contract files in a temporary folder, read back and validated
-(the road real data take), and the whole analysis (:func:`evaluation.pipeline.run_study`)
-is run on it. Every estimate of every replicate is kept, and the performance of each
+generated, its tables are handed as Arrow tables to the validation and normalisation that
+reading an extract applies (every rule of the road real data take, without the Parquet
+files), and the study's designs and estimates (:func:`evaluation.pipeline.run_study` with
+``scope="estimates"``: no figures or descriptive tables) are computed on it. Every estimate of every replicate is kept, and the performance of each
 method for each estimand (bias, empirical and model SE, coverage, power, with Monte Carlo
 SEs; :mod:`evaluation.simulation_summary`) is summarised per setting.
 
@@ -75,18 +76,21 @@ import pandas as pd
 
 from evaluation.config import ConfigError, StudyConfig, load_config
 from evaluation.power_grid import EffectLevel, effect_levels, parse_effects
+from evaluation.replicate_store import (
+    load_records,
+    replicate_path,
+    write_json_atomic,
+    write_text_atomic,
+)
 from evaluation.replicates import (
     ReplicateTask,
     Setting,
     SimulationError,
     execute,
-    load_records,
-    replicate_path,
+    extract_road,
     setting_key,
     study_fingerprint,
     truth_values,
-    write_json_atomic,
-    write_text_atomic,
 )
 from evaluation.report import BookBuildError, build_jupyter_book
 from synthetic.history_spec import HistoryScenario, load_history_scenario
@@ -365,8 +369,7 @@ def simulate(
             "jobs": None if scheduler else jobs,
             "scheduler": scheduler,
             "cpu_count": os.cpu_count(),
-            "extract_road": f"parquet contract files (version {contract}) in a temporary "
-            "folder, read and validated",
+            "extract_road": extract_road(contract),
         },
         "timings_seconds": {
             "truth": round(truth_seconds, 3),

@@ -22,7 +22,8 @@ from analysis.data.contract import (
     OFFENCES,
     REGIONS,
 )
-from analysis.data.extract import write_extract
+from analysis.data.extract import Extract, extract_from_arrow, write_extract
+from analysis.data.writing import arrow_tables
 from synthetic.missingness import apply_missing
 from synthetic.outcomes import (
     followup_charges,
@@ -45,7 +46,7 @@ from synthetic.spec import Scenario, load_scenario
 from synthetic.tables import offence_codes, order_rows
 from synthetic.truth import truth_json
 
-__all__ = ["generate", "generate_extract", "write"]
+__all__ = ["generate", "generate_extract", "in_memory", "write"]
 
 
 def _dates(days: np.ndarray) -> pd.Series:
@@ -234,14 +235,26 @@ def write(
     format: Literal["csv", "parquet"] = "csv",
 ) -> Path:
     """Write an extract folder (tables, ``extract.yml``, ``truth.json``)."""
-    return write_extract(
-        tables,
-        out,
-        extract_date=pd.Timestamp(spec.extract_date),
-        description=f"synthetic scenario '{spec.name}', seed {spec.seed}: {spec.description}",
-        truth=truth,
-        format=format,
-    )
+    return write_extract(tables, out, **_meta(spec), truth=truth, format=format)
+
+
+def in_memory(tables: dict[str, pd.DataFrame], truth: dict | None, *, spec: Scenario) -> Extract:
+    """The validated extract :func:`write` (Parquet) and ``read_extract`` give, without files.
+
+    The tables as Arrow tables (:func:`analysis.data.writing.arrow_tables`) through the
+    validation of :func:`analysis.data.extract.extract_from_arrow`.
+    """
+    extract = extract_from_arrow(arrow_tables(tables), **_meta(spec), truth=truth)
+    assert isinstance(extract, Extract)
+    return extract
+
+
+def _meta(spec: Scenario) -> dict:
+    """``extract.yml`` of a scenario's extract: its date and description."""
+    return {
+        "extract_date": pd.Timestamp(spec.extract_date),
+        "description": f"synthetic scenario '{spec.name}', seed {spec.seed}: {spec.description}",
+    }
 
 
 def generate_extract(

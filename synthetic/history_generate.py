@@ -26,7 +26,8 @@ from analysis.data.contract import (
     OFFENCES,
     REGIONS,
 )
-from analysis.data.extract import write_extract
+from analysis.data.extract import HistoryExtract, extract_from_arrow, write_extract
+from analysis.data.writing import arrow_tables
 from synthetic.history_sim import NEVER, Simulation, simulate_population
 from synthetic.history_spec import HistoryScenario, load_history_scenario
 from synthetic.population import EPOCH, day_number
@@ -38,6 +39,7 @@ __all__ = [
     "DATE_COLUMNS_V2",
     "generate_history",
     "generate_history_extract",
+    "history_in_memory",
     "history_tables",
     "write_history",
 ]
@@ -219,16 +221,29 @@ def write_history(
     format: Literal["csv", "parquet"] = "csv",
 ) -> Path:
     """Write a version-2 extract folder: tables, ``extract.yml`` and ``truth.json``."""
-    return write_extract(
-        tables,
-        out,
-        extract_date=pd.Timestamp(spec.extract_date),
-        description=f"synthetic history scenario '{spec.name}', seed {spec.seed}: "
-        f"{spec.description}",
-        truth=truth,
-        format=format,
-        history_start=pd.Timestamp(spec.history_start),
+    return write_extract(tables, out, **_history_meta(spec), truth=truth, format=format)
+
+
+def history_in_memory(
+    tables: dict[str, pd.DataFrame], truth: dict[str, Any] | None, *, spec: HistoryScenario
+) -> HistoryExtract:
+    """The validated extract :func:`write_history` (Parquet) and ``read_extract`` give,
+    without files (:func:`analysis.data.extract.extract_from_arrow`)."""
+    extract = extract_from_arrow(
+        arrow_tables(tables, history=True), **_history_meta(spec), truth=truth
     )
+    assert isinstance(extract, HistoryExtract)
+    return extract
+
+
+def _history_meta(spec: HistoryScenario) -> dict[str, Any]:
+    """``extract.yml`` of a history scenario's extract: dates and description."""
+    return {
+        "extract_date": pd.Timestamp(spec.extract_date),
+        "description": f"synthetic history scenario '{spec.name}', seed {spec.seed}: "
+        f"{spec.description}",
+        "history_start": pd.Timestamp(spec.history_start),
+    }
 
 
 def generate_history_extract(

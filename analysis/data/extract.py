@@ -11,27 +11,33 @@ and written by :mod:`analysis.data.writing`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from analysis.data.contract import (
     HISTORY_DATE_COLUMNS,
+    HISTORY_REQUIRED_TABLES,
     HISTORY_TABLES,
     HISTORY_VERSION,
+    REQUIRED_TABLES,
     TABLES,
 )
 from analysis.data.errors import ExtractError
 from analysis.data.reading import (
     SORT_KEYS,
     canonical,
+    check_truth,
     empty_table,
     find_tables,
     load_meta,
     meta_date,
     meta_version,
+    raw_frame,
     read_raw,
     read_truth,
 )
@@ -46,6 +52,7 @@ __all__ = [
     "HistoryExtract",
     "contract_version",
     "empty_table",
+    "extract_from_arrow",
     "read_extract",
     "write_extract",
 ]
@@ -233,7 +240,108 @@ def read_extract(path: str | Path) -> Extract | HistoryExtract:
     truth = read_truth(folder)
     paths = find_tables(folder, notes, version)
     files = {table: p.name for table, p in paths.items()}
-    tables = _read_tables(paths, files, extract_date, version, notes)
+
+    def load(table: str) -> pd.DataFrame:
+        return read_raw(paths[table], table, version)
+
+    return _validated(
+        load,
+        files,
+        extract_date=extract_date,
+        history_start=history_start,
+        description=description,
+        truth=truth,
+        notes=notes,
+    )
+
+
+def extract_from_arrow(
+    tables: Mapping[str, pa.Table | None],
+    *,
+    extract_date: pd.Timestamp | str,
+    description: str | None = None,
+    truth: dict[str, Any] | None = None,
+    history_start: pd.Timestamp | str | None = None,
+) -> Extract | HistoryExtract:
+    """Validate tables held in memory as Arrow tables: :func:`read_extract` without files.
+
+    The tables go through the second half of :func:`read_extract` unchanged: the same
+    cleaning (:func:`analysis.data.reading.raw_frame`), column and type rules, every
+    validation of the contract, normalisation and canonical order, so the extract is the
+    one :func:`read_extract` gives for a folder holding these tables as Parquet files
+    (:func:`analysis.data.writing.arrow_tables` makes them from frames as
+    :func:`write_extract` writes them). ``extract_date``, ``history_start`` and
+    ``description`` are taken as ``extract.yml`` would give them back, ``truth`` is checked
+    as ``truth.json`` is. Errors name the table as ``<table> (in memory)``.
+
+    Parameters
+    ----------
+    tables : mapping of str to pyarrow.Table
+        One table per contract table present (a value of ``None``: absent).
+    extract_date : Timestamp or str
+        Last day covered by the registries.
+    description : str, optional
+    truth : dict, optional
+        Contents of ``truth.json``.
+    history_start : Timestamp or str, optional
+        Given: a version-2 (history) extract; absent: version 1.
+
+    Returns
+    -------
+    Extract or HistoryExtract
+
+    Raises
+    ------
+    ExtractError
+        The tables break a rule of the data contract (a required table absent, a table
+        not of the contract...).
+    """
+    version = 1 if history_start is None else HISTORY_VERSION
+    history = version == HISTORY_VERSION
+    present = {t: a for t, a in tables.items() if a is not None}
+    known = HISTORY_TABLES if history else TABLES
+    unknown = sorted(set(present) - set(known))
+    if unknown:
+        raise ExtractError(f"{unknown[0]}: not a table of contract version {version}")
+    required = HISTORY_REQUIRED_TABLES if history else REQUIRED_TABLES
+    for table in required:
+        if table not in present:
+            raise ExtractError(f"{table}: required table missing", table=table)
+    meta = {"extract_date": pd.Timestamp(extract_date).date().isoformat()}
+    if history:
+        meta["history_start"] = pd.Timestamp(history_start).date().isoformat()
+    day = meta_date(meta, "extract_date")
+    if truth is not None:
+        check_truth(truth)
+    files = {table: f"{table} (in memory)" for table in known if table in present}
+
+    def load(table: str) -> pd.DataFrame:
+        return raw_frame(present[table], table, file=files[table], version=version)
+
+    return _validated(
+        load,
+        files,
+        extract_date=day,
+        history_start=_history_start(meta, day) if history else None,
+        description=str(description) if description else None,
+        truth=truth,
+        notes=[],
+    )
+
+
+def _validated(
+    load: Callable[[str], pd.DataFrame],
+    files: dict[str, str],
+    *,
+    extract_date: pd.Timestamp,
+    history_start: pd.Timestamp | None,
+    description: str | None,
+    truth: dict[str, Any] | None,
+    notes: list[str],
+) -> Extract | HistoryExtract:
+    """The second half of reading: tables (from files or memory) -> a validated extract."""
+    version = 1 if history_start is None else HISTORY_VERSION
+    tables = _read_tables(load, files, extract_date, version, notes)
     if history_start is None:
         return Extract(
             **tables,
@@ -246,7 +354,7 @@ def read_extract(path: str | Path) -> Extract | HistoryExtract:
     notes += _before_history_notes(tables, history_start)
     return HistoryExtract(
         **{t: tables[t] for t in HISTORY_TABLES if t != "overdoses"},
-        overdoses=tables["overdoses"] if "overdoses" in paths else None,
+        overdoses=tables["overdoses"] if "overdoses" in files else None,
         extract_date=extract_date,
         history_start=history_start,
         description=description,
@@ -270,7 +378,7 @@ def _history_start(meta: dict[str, Any], extract_date: pd.Timestamp) -> pd.Times
 
 
 def _read_tables(
-    paths: dict[str, Path],
+    load: Callable[[str], pd.DataFrame],
     files: dict[str, str],
     extract_date: pd.Timestamp,
     version: int,
@@ -280,15 +388,13 @@ def _read_tables(
     raws: dict[str, pd.DataFrame] = {}
     tables: dict[str, pd.DataFrame] = {}
     for table in HISTORY_TABLES if version == HISTORY_VERSION else TABLES:
-        if table not in paths:
+        if table not in files:
             tables[table] = empty_table(table, version)
             absent = "prior overdose is missing" if table == "overdoses" else "an empty table"
             notes.append(f"{table}: no {table}.csv or {table}.parquet; read as {absent}")
             continue
         file = files[table]
-        raw, column_notes = conform_columns(
-            read_raw(paths[table], table, version), table=table, file=file, version=version
-        )
+        raw, column_notes = conform_columns(load(table), table=table, file=file, version=version)
         notes += column_notes
         tables[table] = validate_table(
             raw, table=table, file=file, extract_date=extract_date, version=version

@@ -45,11 +45,13 @@ __all__ = [
     "FORMATS",
     "SORT_KEYS",
     "canonical",
+    "check_truth",
     "empty_table",
     "find_tables",
     "load_meta",
     "meta_date",
     "meta_version",
+    "raw_frame",
     "read_raw",
     "read_truth",
 ]
@@ -160,6 +162,12 @@ def read_truth(folder: Path) -> dict[str, Any] | None:
             "(it only adds known true values to results from synthetic data)",
             file="truth.json",
         ) from None
+    check_truth(truth)
+    return truth
+
+
+def check_truth(truth: Any) -> None:
+    """Refuse a truth that is not a truth file's contents as the generator writes it."""
     problem = _truth_problem(truth)
     if problem is not None:
         raise ExtractError(
@@ -168,7 +176,6 @@ def read_truth(folder: Path) -> dict[str, Any] | None:
             "synthetic data)",
             file="truth.json",
         )
-    return truth
 
 
 def find_tables(folder: Path, notes: list[str], version: int = 1) -> dict[str, Path]:
@@ -284,8 +291,17 @@ _STRINGS = {pa.string(): pd.StringDtype("pyarrow")}
 
 def read_raw(path: Path, table: str, version: int = 1) -> pd.DataFrame:
     """Read a table file into a frame in file order, before validation."""
-    file = path.name
-    arrow = _read_arrow(path, table)
+    return raw_frame(_read_arrow(path, table), table, file=path.name, version=version)
+
+
+def raw_frame(arrow: pa.Table, table: str, *, file: str, version: int = 1) -> pd.DataFrame:
+    """An Arrow table of a contract table as a frame in row order, before validation.
+
+    Header names trimmed (a name twice is an error), strings trimmed with empty =
+    missing, ids and categories as strings, booleans as 0/1: what :func:`read_raw` does
+    to a file's table, for a table read from a file or handed over in memory
+    (:func:`analysis.data.extract.extract_from_arrow`). ``file`` names the source in errors.
+    """
     names = [str(name).strip() for name in arrow.column_names]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

@@ -23,7 +23,7 @@ from analysis.data.contract import (
 from analysis.data.parsing import table_columns
 from analysis.data.reading import FORMATS
 
-__all__ = ["write_extract"]
+__all__ = ["arrow_tables", "write_extract"]
 
 _INTEGER_LIKE = ("birth_year", "prior_ost_episodes", *BOOLEAN_COVARIATES)
 
@@ -62,6 +62,58 @@ def _format_table(
         for column in out.columns
     }
     return pa.table(arrays)
+
+
+def _arrow_table(df: pd.DataFrame, table: str, version: int = 1) -> pa.Table:
+    """The Arrow table of ``_format_table(df, table, "parquet", version)``, column by column.
+
+    The same arrays (dates as ``date32``; integer-like floats and booleans as ``int64`` with
+    nulls where missing; other columns as Arrow makes them from pandas), without copying
+    the frame or converting through pandas' nullable integers.
+    """
+    date_columns = HISTORY_DATE_COLUMNS if version == HISTORY_VERSION else DATE_COLUMNS
+    arrays = {}
+    for column in (c for c in table_columns(table, version) if c in df.columns):
+        s = df[column]
+        array = None
+        if column in date_columns[table]:
+            array = pa.array(_as_days(s))
+        elif column in _INTEGER_LIKE and (
+            pd.api.types.is_bool_dtype(s) or pd.api.types.is_float_dtype(s)
+        ):
+            values = s.to_numpy(dtype=float, na_value=np.nan)
+            missing = np.isnan(values)
+            finite = values[~missing]
+            if np.array_equal(finite, np.round(finite)):  # keep non-integers as they are
+                array = pa.array(np.where(missing, 0.0, values).astype(np.int64), mask=missing)
+        arrays[column] = pa.Array.from_pandas(s) if array is None else array
+    return pa.table(arrays)
+
+
+def arrow_tables(
+    tables: dict[str, pd.DataFrame | None], *, history: bool = False
+) -> dict[str, pa.Table]:
+    """The Arrow tables :func:`write_extract` writes as Parquet files, kept in memory.
+
+    Parameters
+    ----------
+    tables : dict of str to DataFrame
+        As :func:`write_extract` takes them (a value of ``None`` is left out).
+    history : bool
+        The version-2 tables and columns (as ``write_extract`` with ``history_start``).
+
+    Returns
+    -------
+    dict of str to pyarrow.Table
+        For :func:`analysis.data.extract.extract_from_arrow`, which validates them as
+        :func:`analysis.data.extract.read_extract` validates the files.
+    """
+    version = HISTORY_VERSION if history else 1
+    return {
+        table: _arrow_table(tables[table], table, version)
+        for table in (HISTORY_TABLES if history else TABLES)
+        if tables.get(table) is not None
+    }
 
 
 def write_extract(
@@ -113,14 +165,14 @@ def write_extract(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     version = 1 if history_start is None else HISTORY_VERSION
-    for table in HISTORY_TABLES if version == HISTORY_VERSION else TABLES:
-        if tables.get(table) is None:
-            continue
-        data = _format_table(tables[table], table, format, version)
-        if format == "csv":
-            data.to_csv(path / f"{table}.csv", index=False, lineterminator="\n")
-        else:
+    if format == "parquet":
+        for table, data in arrow_tables(tables, history=version == HISTORY_VERSION).items():
             pq.write_table(data, path / f"{table}.parquet")
+    else:
+        for table in HISTORY_TABLES if version == HISTORY_VERSION else TABLES:
+            if tables.get(table) is not None:
+                data = _format_table(tables[table], table, format, version)
+                data.to_csv(path / f"{table}.csv", index=False, lineterminator="\n")
     meta: dict[str, Any] = {"extract_date": pd.Timestamp(extract_date).date()}
     if history_start is not None:
         meta = {

@@ -198,7 +198,10 @@ def att_weight_model_from_propensity(
         collinearity) are not parameters; for the ridge fallback the penalty of its fit
         enters the information.
     """
-    design = design_matrix(df, covariates, transforms=ps.transforms, levels=ps.levels)
+    if ps.design is not None and len(ps.design) == len(df) and tuple(covariates) == ps.covariates:
+        design = ps.design  # the fit's own design matrix: the same rows, covariates, options
+    else:
+        design = design_matrix(df, covariates, transforms=ps.transforms, levels=ps.levels)
     coef = ps.coefficients
     kept = [c for c in design.columns if np.isfinite(coef[c])]
     X = np.column_stack([np.ones(len(df)), design[kept].to_numpy(dtype=np.float64)])

@@ -183,28 +183,36 @@ def is_categorical(s: pd.Series) -> bool:
     return not (is_numeric_dtype(s) or is_bool_dtype(s)) or isinstance(s.dtype, pd.CategoricalDtype)
 
 
-def _levels(s: pd.Series, order: Sequence[str]) -> list[str]:
+def _string_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes of ``s`` (-1 = missing) and its distinct values as strings, in order of codes."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return codes, [str(u) for u in uniques]
+
+
+def _levels(observed: Sequence[str], order: Sequence[str]) -> list[str]:
     """Observed levels of a categorical column, those of ``order`` first, then sorted."""
-    observed = set(s.dropna().astype(str).unique())
-    known = [lv for lv in (str(v) for v in order) if lv in observed]
-    return known + sorted(observed - set(known))
+    seen = set(observed)
+    known = [lv for lv in (str(v) for v in order) if lv in seen]
+    return known + sorted(seen - set(known))
 
 
 def _categorical_columns(
     cov: str, s: pd.Series, r: pd.Series, order: Sequence[str], *, drop_first: bool
 ) -> dict[str, np.ndarray]:
     """0/1 columns of the levels of ``s`` (levels and the missing column from ``r``)."""
-    levels = _levels(r, order)
-    values = s.astype("string").to_numpy(dtype=object, na_value=None)
-    unknown = set(s.dropna().astype(str)) - set(levels)
+    codes, values = _string_codes(s)
+    ref_codes, ref_values = (codes, values) if r is s else _string_codes(r)
+    levels = _levels(ref_values, order)
+    unknown = set(values) - set(levels)
     if unknown:
         raise ValueError(f"{cov}: levels {sorted(unknown)} not seen in the reference data")
+    text = np.array([*values, None], dtype=object)  # code -1 (missing): matches no level
     out = {
-        f"{cov}_{lv}": (values == lv).astype(np.float64)
+        f"{cov}_{lv}": (text == lv)[codes].astype(np.float64)
         for lv in (levels[1:] if drop_first else levels)
     }
-    if r.isna().any():
-        out[f"{cov}{MISSING_SUFFIX}"] = s.isna().to_numpy(np.float64)
+    if (ref_codes < 0).any():
+        out[f"{cov}{MISSING_SUFFIX}"] = (codes < 0).astype(np.float64)
     return out
 
 
@@ -247,7 +255,8 @@ def _expand(
     """Columns of the design as ``name -> (source covariate, float array over df)``."""
     out: dict[str, tuple[str, np.ndarray]] = {}
     for cov in covariates:
-        s, r = df[cov], ref[cov]
+        s = df[cov]
+        r = s if ref is df else ref[cov]
         if is_categorical(r):
             if cov in transforms:
                 raise ValueError(

@@ -91,6 +91,9 @@ class PropensityScore:
     transforms, levels : dict
         The ``transforms`` and ``levels`` the design matrix was built with, so the
         same design can be rebuilt (:func:`analysis.design.missing.design_matrix`).
+    design : DataFrame or None
+        That design matrix of the fitted rows (reused by
+        :func:`analysis.design.estimated_weights.att_weight_model_from_propensity`).
     """
 
     score: np.ndarray
@@ -104,6 +107,7 @@ class PropensityScore:
     covariates: tuple[str, ...] = ()
     transforms: dict[str, str] = field(default_factory=dict)
     levels: dict[str, tuple] = field(default_factory=dict)
+    design: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def to_frame(
         self, ids: pd.Series | np.ndarray | None = None, *, name: str | None = None
@@ -342,4 +346,5 @@ def fit_propensity(
         covariates=tuple(covariates),
         transforms=transforms,
         levels=levels,
+        design=design,
     )

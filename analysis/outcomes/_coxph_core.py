@@ -287,7 +287,8 @@ def _sum_tied(values: np.ndarray, lay: _Layout) -> np.ndarray:
     return values if lay.eg_single else np.add.reduceat(values, lay.eg_starts)
 
 
-def _evaluate(lay: _Layout, beta: np.ndarray, buf: np.ndarray) -> _Eval:
+def _score_terms(lay: _Layout, beta: np.ndarray, buf: np.ndarray) -> tuple:
+    """The risk-set sums at ``beta`` up to the score (all :func:`_score` needs)."""
     XT = lay.XT
     eta = beta @ XT
     # Shift by the stratum's maximum: the partial likelihood is invariant to it.
@@ -315,28 +316,38 @@ def _evaluate(lay: _Layout, beta: np.ndarray, buf: np.ndarray) -> _Eval:
         s0e, s1e = _entry_risk_sums(lay, sub0, sub1, r, buf)
 
     # Per event (Efron term k of its tied set), scalars only.
-    eg, frac, mw = lay.eg_of_ev, lay.frac, lay.mean_wt
-    if frac is None:
-        e1 = None
-        denom = s0e[eg]
-    else:
-        e1 = sub1[:, lay.ev_sub]
-        denom = s0e[eg] - frac * sub0[lay.ev_sub][eg]
-    h = mw / denom
-    hd = h / denom
-    loglik = float(lay.w_event @ eta - mw @ np.log(denom))
-    starts = lay.eg_starts
+    eg, frac = lay.eg_of_ev, lay.frac
+    e1 = None if frac is None else sub1[:, lay.ev_sub]
+    denom = s0e[eg] if frac is None else s0e[eg] - frac * sub0[lay.ev_sub][eg]
+    h = lay.mean_wt / denom
     c0 = _sum_tied(h, lay)
+    if frac is None:
+        c1 = np.zeros_like(c0)
+        score = lay.score_const - s1e @ c0
+    else:
+        c1 = np.add.reduceat(frac * h, lay.eg_starts)
+        score = lay.score_const - (s1e @ c0 - e1 @ c1)
+    return eta, risk, r, s1e, e1, denom, h, c0, c1, score
+
+
+def _score(lay: _Layout, beta: np.ndarray) -> np.ndarray:
+    """The score at ``beta`` alone, as :func:`_evaluate` computes it (no information)."""
+    return _score_terms(lay, beta, np.empty_like(lay.XT))[-1]
+
+
+def _evaluate(lay: _Layout, beta: np.ndarray, buf: np.ndarray) -> _Eval:
+    XT = lay.XT
+    eta, risk, r, s1e, e1, denom, h, c0, c1, score = _score_terms(lay, beta, buf)
+    eg, frac, starts = lay.eg_of_ev, lay.frac, lay.eg_starts
+    hd = h / denom
+    loglik = float(lay.w_event @ eta - lay.mean_wt @ np.log(denom))
     q0 = _sum_tied(hd, lay)
     if frac is None:
-        c1 = q1 = q2 = np.zeros_like(c0)
-        score = lay.score_const - s1e @ c0
+        q1 = q2 = np.zeros_like(c0)
         outer = (s1e * q0) @ s1e.T
     else:
-        c1 = np.add.reduceat(frac * h, starts)
         q1 = np.add.reduceat(frac * hd, starts)
         q2 = np.add.reduceat(frac * frac * hd, starts)
-        score = lay.score_const - (s1e @ c0 - e1 @ c1)
         cross = (s1e * q1) @ e1.T
         outer = (s1e * q0) @ s1e.T - cross - cross.T + (e1 * q2) @ e1.T
 

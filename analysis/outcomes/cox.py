@@ -105,6 +105,7 @@ def cox_hazard_ratio(
     method: str,
     ph_transform: str = "km",
     small_sample: str = "factor",
+    ph_test: bool = True,
 ) -> EffectEstimate:
     """Hazard ratio of treatment (HAT vs OST) from a Cox proportional-hazards model.
 
@@ -148,6 +149,9 @@ def cox_hazard_ratio(
         Small-sample correction of the robust variance: the factor ``G / (G - 1)``, or the
         bias-corrected sandwich of Mancl & DeRouen (2001) (see Notes). Ignored without
         weights and cluster (model-based variance).
+    ph_test : bool, default True
+        Test proportional hazards (``details["ph_test"]``); ``False`` leaves the test out
+        (``details`` has no ``ph_test``), e.g. in a simulation that reports estimates only.
 
     Returns
     -------
@@ -243,11 +247,11 @@ def cox_hazard_ratio(
     cov, se_factor = _hr_covariance(fit, robust, notes)
     se_all = np.sqrt(np.diag(cov))
     b, se = float(fit.params[0]), float(se_all[0])
-    ph_test = _ph_test(
+    tests = _ph_test(
         fit, data.x, data.t, data.e, weights=data.w if weights is not None else None,
         cluster=data.codes if cluster is not None else None, terms=data.terms,
         transform=ph_transform, robust=robust,
-    )  # fmt: skip
+    ) if ph_test else None  # fmt: skip
     details = {
         **data.base_details,
         "se_log": se,
@@ -262,7 +266,7 @@ def cox_hazard_ratio(
             term: {"coef": float(fit.params[j]), "se": float(se_all[j])}
             for j, term in enumerate(data.terms)
         },
-        "ph_test": ph_test,
+        **({"ph_test": tests} if tests is not None else {}),
         "warnings": fit_warnings,
     }
     if notes:

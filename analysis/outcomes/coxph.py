@@ -58,6 +58,7 @@ from analysis.outcomes._coxph_core import (
     _Layout,
     _layout,
     _reweight,
+    _score,
     _weighted_score_residuals,
 )
 from analysis.outcomes._coxph_solve import (
@@ -483,18 +484,16 @@ class CoxScore:
         st_code = None if strata is None else _as_codes(strata, len(duration), "strata")
         self._layout, self._order = _layout(X, duration, event_b, w, st_code, ties, entry)
 
-    def _at(self, beta: np.ndarray, w: np.ndarray) -> tuple[_Layout, _Eval, np.ndarray]:
-        lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])
-        buf = np.empty_like(lay.XT)
-        return lay, _evaluate(lay, np.asarray(beta, dtype=np.float64), buf), buf
-
     def __call__(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Contributions, shape (n, p), rows in the order of the input."""
-        lay, cur, buf = self._at(beta, w)
+        lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])
+        buf = np.empty_like(lay.XT)
+        cur = _evaluate(lay, np.asarray(beta, dtype=np.float64), buf)
         out = np.empty((buf.shape[1], buf.shape[0]))
         out[self._order] = _weighted_score_residuals(lay, cur, out=buf).T
         return out
 
     def total(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Score of the weighted partial likelihood: the sum of the contributions."""
-        return self._at(beta, w)[1].score
+        lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])
+        return _score(lay, np.asarray(beta, dtype=np.float64))  # no information needed

@@ -76,8 +76,7 @@ def _matched_design(
         exact=config.matching.exact,
         replace=config.matching.replace,
     )
-    data = matched.data[["person_id", "match_set", "weight"]]
-    sample = df.merge(data, on="person_id", how="inner", validate="one_to_one")
+    sample = _inner_join(df, matched.data[["person_id", "match_set", "weight"]])
     # Control weights rescaled to sum to the number of matched HAT persons, so both arms
     # carry equal total weight, as in the ATT's two potential outcomes of the same treated
     # population. Under non-proportional hazards the Cox estimate depends on the arms'
@@ -87,8 +86,7 @@ def _matched_design(
     control_total = sample.loc[is_control, "weight"].sum()
     if control_total > 0:
         sample.loc[is_control, "weight"] *= matched.n_treated_matched / control_total
-    cluster = "person_id" if config.matching.replace else "match_set"
-    sample = sample.assign(cluster=sample[cluster])
+    sample["cluster"] = _person_codes(sample) if config.matching.replace else sample["match_set"]
     info = {
         "k": k,
         "caliper_sd": caliper,
@@ -107,6 +105,45 @@ def _matched_design(
         ),
     }
     return Design(name=name, data=sample, weighted=True, info=info)
+
+
+def _inner_join(df: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
+    """``df.merge(data, on="person_id", how="inner", validate="one_to_one")``, by position.
+
+    The rows of ``df`` (in its order, fresh index) whose ``person_id`` is in ``data``, with
+    ``data``'s other columns after ``df``'s: what the merge gives, without its hashing and
+    copying of every column. Repeated ids fall back to the merge (which refuses them).
+    """
+    try:
+        pos = pd.Index(df["person_id"]).get_indexer(data["person_id"])
+    except pd.errors.InvalidIndexError:  # repeated ids in df
+        pos = None
+    if pos is not None:
+        order = np.argsort(pos, kind="stable")
+        rows = pos[order]
+        if len(rows) and (rows[0] < 0 or not (rows[1:] > rows[:-1]).all()):
+            pos = None  # ids of data missing from df, or repeated
+    if pos is None:
+        return df.merge(data, on="person_id", how="inner", validate="one_to_one")
+    out = df.take(rows)
+    out.index = pd.RangeIndex(len(rows))
+    for column in data.columns:
+        if column != "person_id":
+            out[column] = data[column].to_numpy()[order]
+    return out
+
+
+def _person_codes(df: pd.DataFrame) -> np.ndarray:
+    """Integer cluster labels of persons, ordered as their ``person_id`` (one per person).
+
+    A cluster per person: the codes :func:`pandas.factorize` (``sort=True``) gives the ids,
+    so every cluster sum runs in the order it runs with the ids themselves, without
+    sorting strings in each estimator.
+    """
+    ids = df["person_id"].to_numpy(dtype=object)
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):  # the cohort is sorted by id
+        return np.arange(len(ids))
+    return pd.factorize(df["person_id"], sort=True)[0]
 
 
 def _check_exact_overlap(df: pd.DataFrame, config: StudyConfig) -> None:
@@ -152,7 +189,8 @@ def build_designs(
         weighted = att_weights(
             df, treatment="treatment", score="ps", trim=sens.iptw_trim, id="person_id"
         )
-        sample = df.merge(weighted.data[["person_id", "weight"]], on="person_id", how="inner")
+        sample = _inner_join(df, weighted.data[["person_id", "weight"]])  # a new frame
+        sample["cluster"] = _person_codes(sample)
         weight_model = None
         if propensity is not None:
             weight_model = att_weight_model_from_propensity(
@@ -164,7 +202,7 @@ def build_designs(
             )
         designs["iptw"] = Design(
             name="iptw",
-            data=sample.assign(cluster=sample["person_id"]),
+            data=sample,
             weighted=True,
             info={
                 "trim": sens.iptw_trim,

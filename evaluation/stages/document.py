@@ -33,7 +33,7 @@ from evaluation.stages.outcomes import check_primaries, incidence
 from evaluation.stages.secondary import RATE_TABLES
 from evaluation.study import StudyState
 
-__all__ = ["document_stage", "results_document", "study_tables"]
+__all__ = ["document_stage", "estimates_document_stage", "results_document", "study_tables"]
 
 
 def truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
@@ -60,6 +60,49 @@ def document_stage(state: StudyState, config: StudyConfig) -> StudyState:
     state = replace(state, estimates=estimates)
     tables = {**state.tables, **study_tables(state, config)}
     return replace(state, document=results_document(state, config), tables=tables)
+
+
+def estimates_document_stage(state: StudyState, config: StudyConfig) -> StudyState:
+    """The results document's cohort, estimates and truth alone (no design, no tables).
+
+    The document of ``run_study(..., scope="estimates")``, a simulation replicate: the
+    same checks and truth as :func:`document_stage`; no design section, diagnostics or
+    tables.
+
+    Raises
+    ------
+    StudyError
+        No primary estimate is estimable.
+    """
+    check_primaries(state.estimates)
+    truth = truth_lookup(state.extract.truth)
+    estimates = [e.with_truth(truth.get((e.outcome, e.measure))) for e in state.estimates]
+    document = ResultsDocument(
+        schema_version=SCHEMA_VERSION,
+        cohort=_cohort_summary(state),
+        estimates=[Estimate.from_effect(e) for e in estimates],
+        truth=state.extract.truth,
+    )
+    return replace(state, estimates=estimates, document=document)
+
+
+def _cohort_summary(state: StudyState) -> CohortSummary:
+    """``cohort``: persons analysed, matched, read and excluded."""
+    cohort, df, matched = state.cohort, state.data, state.designs["matched"]
+    n_hat = int(df["treatment"].sum())
+    return CohortSummary(
+        n_hat=n_hat,
+        n_ost=int(len(df) - n_hat),
+        n_hat_matched=matched.info["n_treated_matched"],
+        n_ost_matched=matched.info["n_control_matched"],
+        n_read=cohort.n_read,
+        n_excluded=int(
+            cohort.exclusions.loc[cohort.exclusions["stage"] == "cohort", ["n_hat", "n_ost"]]
+            .sum()
+            .sum()
+        ),
+        exclusions=cohort.exclusions.to_dict(orient="records"),
+    )
 
 
 def _diagnostics(state: StudyState) -> Diagnostics:
@@ -91,22 +134,10 @@ def _diagnostics(state: StudyState) -> Diagnostics:
 
 def results_document(state: StudyState, config: StudyConfig) -> ResultsDocument:
     """The contents of ``results.json`` of a version-1 study, typed."""
-    cohort, df, designs, balance = state.cohort, state.data, state.designs, state.balance
-    matched = designs["matched"]
-    n_hat = int(df["treatment"].sum())
+    df, designs, balance = state.data, state.designs, state.balance
     return ResultsDocument(
         schema_version=SCHEMA_VERSION,
-        cohort=CohortSummary(
-            n_hat=n_hat,
-            n_ost=int(len(df) - n_hat),
-            n_hat_matched=matched.info["n_treated_matched"],
-            n_ost_matched=matched.info["n_control_matched"],
-            n_read=cohort.n_read,
-            n_excluded=int(
-                cohort.exclusions.query("stage == 'cohort'")[["n_hat", "n_ost"]].sum().sum()
-            ),
-            exclusions=cohort.exclusions.to_dict(orient="records"),
-        ),
+        cohort=_cohort_summary(state),
         estimates=[Estimate.from_effect(e) for e in state.estimates],
         design=DesignSection(
             primary="matched",

@@ -8,6 +8,7 @@ estimation of the propensity model (stacked estimating equations).
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -28,10 +29,10 @@ from analysis.outcomes.stacked import (
 from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.stages.designs import Design
-from evaluation.stages.secondary import primary_extras
+from evaluation.stages.secondary import primary_extras, secondary_estimates
 from evaluation.study import StudyError, StudyState
 
-__all__ = ["OUTCOME_MODELS", "not_estimable", "outcome_stage"]
+__all__ = ["OUTCOME_MODELS", "estimates_stage", "not_estimable", "outcome_stage"]
 
 
 #: the primary outcome models, each on the matched design
@@ -43,14 +44,19 @@ OUTCOME_MODELS = {
 }
 
 
-def outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimate]:
-    """The four HR/IRR estimates of a design."""
+def outcome_estimates(
+    design: Design, config: StudyConfig, *, ph_test: bool = True
+) -> list[EffectEstimate]:
+    """The four HR/IRR estimates of a design (``ph_test``: with the Cox models' PH tests)."""
     df = design.data
     weights = "weight" if design.weighted else None
     cluster = "cluster" if design.name != "naive" else None
     out = []
+    in_retention = df["in_retention"].to_numpy(dtype=bool)
     for outcome, (model, a, b) in OUTCOME_MODELS.items():
-        data = df[df["in_retention"]] if outcome == "retention" else df
+        # rows of the design each outcome model uses (positions: no lookup of ids later)
+        rows = np.flatnonzero(in_retention) if outcome == "retention" else np.arange(len(df))
+        data = df.loc[in_retention, _columns(df, a, b)] if outcome == "retention" else df
         if model == "cox":
             est = cox_hazard_ratio(
                 data,
@@ -65,6 +71,7 @@ def outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimat
                 small_sample=config.cox_small_sample
                 if design.name.startswith("matched")
                 else "factor",
+                ph_test=ph_test,
             )
         else:
             # the ratio of marginal rates (Poisson estimating equation, robust variance): the
@@ -83,19 +90,31 @@ def outcome_estimates(design: Design, config: StudyConfig) -> list[EffectEstimat
                 arm_labels=("HAT", "OST"),
             )
         if design.weight_model is not None and np.isfinite(est.estimate):
-            est = _with_estimated_weights(est, data, design, model=model, a=a, b=b, config=config)
+            est = _with_estimated_weights(
+                est, data, design, rows=rows, model=model, a=a, b=b, config=config
+            )
         out.append(est)
     return out
+
+
+def _columns(df: pd.DataFrame, *names: str) -> list[str]:
+    """The columns an outcome model of a design reads (a subset is cheaper to select rows of)."""
+    return [c for c in (*names, "treatment", "weight", "cluster") if c in df.columns]
 
 
 def not_estimable(estimates: list[dict[str, Any]] | list[EffectEstimate]) -> list[str]:
     """One line per primary estimate that could not be estimated, with its reason."""
     lines = []
     for e in estimates:
-        est = e if isinstance(e, dict) else e.to_dict()  # to_dict: NaN -> None
-        if est["primary"] and est["estimate"] is None:
-            reason = (est.get("details") or {}).get("note") or "no reason recorded"
-            lines.append(f"{est['outcome']} {est['measure']}: {reason}")
+        if isinstance(e, dict):
+            primary, missing = e["primary"], e["estimate"] is None
+            outcome, measure, details = e["outcome"], e["measure"], e.get("details")
+        else:  # to_dict() would give None for a NaN or infinite estimate
+            primary, missing = e.primary, not math.isfinite(e.estimate)
+            outcome, measure, details = e.outcome, e.measure, e.details
+        if primary and missing:
+            reason = (details or {}).get("note") or "no reason recorded"
+            lines.append(f"{outcome} {measure}: {reason}")
     return lines
 
 
@@ -127,15 +146,18 @@ def _with_estimated_weights(
     data: pd.DataFrame,
     design: Design,
     *,
+    rows: np.ndarray,
     model: str,
     a: str,
     b: str,
     config: StudyConfig,
 ) -> EffectEstimate:
-    """Re-estimate the SE of an IPTW estimate by stacking the propensity model's equations."""
+    """Re-estimate the SE of an IPTW estimate by stacking the propensity model's equations.
+
+    ``rows``: the row of ``design.data`` (and of its weight model) of each row of ``data``.
+    """
     wm = design.weight_model
     assert wm is not None
-    rows = pd.Index(design.data["person_id"]).get_indexer(data["person_id"])
     w = wm.weights[rows]
     treated = data["treatment"].to_numpy(float)
     coefs = est.details["coefficients"]
@@ -176,3 +198,20 @@ def outcome_stage(state: StudyState, config: StudyConfig) -> StudyState:
     extra_estimates, tables, extras = primary_extras(state.designs["matched"], config)
     estimates += extra_estimates
     return replace(state, estimates=estimates, tables=tables, extras=extras)
+
+
+def estimates_stage(state: StudyState, config: StudyConfig) -> StudyState:
+    """The estimates of :func:`outcome_stage` alone: no curves, rates, diagnostics or PH tests.
+
+    The study's estimates for a simulation replicate (``run_study(..., scope="estimates")``):
+    the same estimates, in the same order, without the Cox models' proportional-hazards
+    tests (``details["ph_test"]``), the primary design's curves and crude-rate tables and
+    its extras (score test, retention by group).
+    """
+    estimates: list[EffectEstimate] = []
+    for name, design in state.designs.items():
+        for est in outcome_estimates(design, config, ph_test=False):
+            primary = name == "matched" and est.outcome in PRIMARY_OUTCOMES
+            estimates.append(est.with_primary(primary))
+    estimates += secondary_estimates(state.designs["matched"], config)
+    return replace(state, estimates=estimates)

@@ -27,7 +27,13 @@ from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.stages.designs import Design
 
-__all__ = ["RATE_PER", "RATE_TABLES", "horizon_label"]
+__all__ = [
+    "RATE_PER",
+    "RATE_TABLES",
+    "horizon_label",
+    "primary_extras",
+    "secondary_estimates",
+]
 
 
 #: crude-rate tables of the matched design: {table: (label column, blocks of
@@ -97,7 +103,7 @@ def _absolute_measures(design: Design, config: StudyConfig) -> list[EffectEstima
     RMST difference are made in :func:`primary_extras`.
     """
     df = design.data
-    ret = df[df["in_retention"]]
+    ret = _retention_rows(df)
     common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
     common |= {"alpha": config.alpha}
     tau = config.rmst_tau_days
@@ -149,6 +155,12 @@ def _absolute_measures(design: Design, config: StudyConfig) -> list[EffectEstima
     return out
 
 
+def _retention_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the retention analysis, with the columns its estimators read."""
+    columns = ["retention_days", "discontinued", "treatment", "weight", "cluster"]
+    return df.loc[df["in_retention"].to_numpy(dtype=bool), columns]
+
+
 def _retention_rd_definition(t: float) -> str:
     return (
         f"difference in the probability of still being in treatment at {t:g} days (weighted "
@@ -156,13 +168,27 @@ def _retention_rd_definition(t: float) -> str:
     )
 
 
-# 118 lines: moved unchanged from the pipeline, so call-site edits made elsewhere merge cleanly
 def primary_extras(
     design: Design, config: StudyConfig
 ) -> tuple[list[EffectEstimate], dict[str, pd.DataFrame], dict[str, Any]]:
     """Secondary estimates, curves and rates on the primary (matched) design."""
+    estimates, rr, per_group = _primary_estimates(design, config)
+    tables, extras = _primary_tables(design, rr, per_group)
+    return estimates, tables, extras
+
+
+def secondary_estimates(design: Design, config: StudyConfig) -> list[EffectEstimate]:
+    """The secondary estimates of :func:`primary_extras` alone (no curves, rates, extras)."""
+    return _primary_estimates(design, config)[0]
+
+
+# 95 lines: moved unchanged from the pipeline, so call-site edits made elsewhere merge cleanly
+def _primary_estimates(
+    design: Design, config: StudyConfig
+) -> tuple[list[EffectEstimate], EffectEstimate, list[EffectEstimate]]:
+    """Secondary estimates of the primary design, retention's RR and the before/after arms."""
     df = design.data
-    ret = df[df["in_retention"]]
+    ret = _retention_rows(df)
     common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
     estimates: list[EffectEstimate] = []
     t12 = config.retention_time_days
@@ -237,6 +263,16 @@ def primary_extras(
             arm_labels=("HAT", "OST"),
         )
     )
+    return estimates, rr, per_group
+
+
+def _primary_tables(
+    design: Design, rr: EffectEstimate, per_group: list[EffectEstimate]
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The curves and crude rates of the primary design, and its diagnostics."""
+    df = design.data
+    ret = df[df["in_retention"]]
+    common = {"treatment": "treatment", "weights": "weight", "cluster": "cluster"}
     tables: dict[str, pd.DataFrame] = {}
     km = kaplan_meier(
         ret,
@@ -277,4 +313,4 @@ def primary_extras(
         ),
         "retention_at_12m": rr.details.get("per_group", {}),
     }
-    return estimates, tables, extras
+    return tables, extras
