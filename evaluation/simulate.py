@@ -56,10 +56,10 @@ Book in ``book_simulation/``) from such a folder: power curves by sample size, c
 and bias tables.
 """
 
-from __future__ import annotations
-
 # long: the study (settings, resumption, summary, manifest) with its command line and report
 # entry point; one replicate is evaluation.replicates
+from __future__ import annotations
+
 import argparse
 import json
 import os
