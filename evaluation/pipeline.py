@@ -131,12 +131,6 @@ def run_study(
     if isinstance(extract, HistoryExtract):
         from evaluation.target_trial import run_target_trial
 
-        if config.missing == "mi" or config.imputation.sensitivity:
-            raise StudyError(
-                "multiple imputation (missing: mi, imputation.sensitivity) is implemented for "
-                "version-1 extracts only; use missing: indicator with a version-2 extract"
-            )
-
         return run_target_trial(extract, config, steps=steps)
     state = run_stages(StudyState(extract=extract), config, steps=steps)
     return Study(results=state.document, tables=state.tables)

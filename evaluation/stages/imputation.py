@@ -62,7 +62,15 @@ from evaluation.stages.outcomes import incidence, outcome_estimates
 from evaluation.stages.secondary import RATE_TABLES
 from evaluation.study import StudyError, StudyState
 
-__all__ = ["MI_DESIGNS", "MI_STREAM", "imputation_frame", "imputation_stage", "incomplete"]
+__all__ = [
+    "MI_DESIGNS",
+    "MI_STREAM",
+    "OUTCOME_TRANSFORMS",
+    "imputation_frame",
+    "imputation_stage",
+    "incomplete",
+    "outcome_predictors",
+]
 
 #: spawn key of the imputations' random stream (``SeedSequence(seed, spawn_key=(17,))``)
 MI_STREAM = 17
@@ -71,7 +79,7 @@ MI_STREAM = 17
 MI_DESIGNS = {"matched": "matched_mi", "iptw": "iptw_mi"}
 
 #: transformations of the outcome predictors of the imputation model
-_OUTCOME_TRANSFORMS = {"followup_charges": "log1p"}
+OUTCOME_TRANSFORMS = {"followup_charges": "log1p"}
 
 
 def incomplete(df: pd.DataFrame, config: StudyConfig) -> list[str]:
@@ -93,6 +101,22 @@ def imputation_frame(df: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFram
     complete covariate (categorical ones as 0/1 columns; a missing level of a
     categorical covariate stays its own level) are predictors too.
     """
+    out, outcomes = outcome_predictors(df)
+    missing = set(incomplete(df, config))
+    covariates = [c for c in config.propensity_covariates if c not in missing]
+    return out, ["treatment", *covariates, *outcomes]
+
+
+def outcome_predictors(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` with the outcome predictors of an imputation model, and their names.
+
+    Death and overdose death with their Nelson–Aalen cumulative hazards at the end of
+    follow-up (over the rows of ``df``); discontinuation with its hazard at the
+    retention time (0 outside the retention analysis, with ``_in_retention``); crime as
+    ``followup_charges`` (``log1p`` in :data:`OUTCOME_TRANSFORMS`) and
+    ``log(crime_years)``. ``df`` has version 1's cohort outcome columns
+    (:func:`evaluation.trial_frame.outcome_frame` gives them to risk-set rows).
+    """
     out = df.copy()
     ret = out["in_retention"].to_numpy(bool)
     out["_in_retention"] = ret.astype(float)
@@ -103,11 +127,9 @@ def imputation_frame(df: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFram
     h_ret[ret] = nelson_aalen(out.loc[ret, "retention_days"], out.loc[ret, "discontinued"])
     out["_H_retention"] = h_ret
     out["_log_crime_years"] = np.log(out["crime_years"].clip(lower=1 / 365.25))
-    missing = set(incomplete(df, config))
     outcomes = ["died", "_H_death", "overdose_death", "_H_overdose", "_in_retention",
                 "_discontinued", "_H_retention", "followup_charges", "_log_crime_years"]  # fmt: skip
-    covariates = [c for c in config.propensity_covariates if c not in missing]
-    return out, ["treatment", *covariates, *outcomes]
+    return out, outcomes
 
 
 def _analyse(df: pd.DataFrame, config: StudyConfig) -> tuple[list[EffectEstimate], Any, dict]:
@@ -154,7 +176,7 @@ def _one_imputation(
         predictors=predictors,
         rng=rng,
         kinds=kinds,
-        transforms={**study_design.TRANSFORMS, **_OUTCOME_TRANSFORMS},
+        transforms={**study_design.TRANSFORMS, **OUTCOME_TRANSFORMS},
         iterations=cfg.iterations,
         k_pmm=cfg.k_pmm,
     )
