@@ -59,7 +59,7 @@ from evaluation.results_document import ResultsDocument
 from evaluation.stages.designs import balance_stage, build_designs
 from evaluation.stages.document import truth_lookup
 from evaluation.stages.outcomes import incidence, outcome_estimates
-from evaluation.stages.secondary import RATE_TABLES
+from evaluation.stages.secondary import RATE_TABLES, primary_extras
 from evaluation.study import StudyError, StudyState
 
 __all__ = [
@@ -147,6 +147,9 @@ def _analyse(df: pd.DataFrame, config: StudyConfig) -> tuple[list[EffectEstimate
     )
     designs = build_designs(df, config.model_copy(update={"sensitivity": sens}), propensity=ps)
     estimates = [e for d in designs.values() for e in outcome_estimates(d, config)]
+    # the absolute measures of the matched design (risk, RMST differences...), pooled on
+    # their own scale
+    estimates += primary_extras(designs["matched"], config)[0]
     balance = balance_stage(StudyState(extract=None, data=df, designs=designs), config).balance
     info = {name: d.info for name, d in designs.items()}
     incid = {o: incidence(designs["matched"], o) for o in PRIMARY_OUTCOMES}
@@ -210,17 +213,24 @@ def _run_imputations(state: StudyState, config: StudyConfig) -> tuple[list, list
     return runs, impute, kinds
 
 
-def _pooled(runs: list, config: StudyConfig) -> list[EffectEstimate]:
-    """Rubin's rules per design and outcome, in the order of the first imputation."""
-    by_key: dict[tuple[str, str], list[EffectEstimate]] = {}
+def _pooled(runs: list, config: StudyConfig, primary: set) -> list[EffectEstimate]:
+    """Rubin's rules per design, outcome and measure, in the order of the first imputation.
+
+    A pooled estimate is primary when its missing-indicator counterpart (same method
+    without ``_mi``, outcome, measure) is in ``primary``.
+    """
+    by_key: dict[tuple[str, str, str], list[EffectEstimate]] = {}
     for estimates, *_ in runs:
         for e in estimates:
-            by_key.setdefault((e.method, e.outcome), []).append(e)
+            by_key.setdefault((e.method, e.outcome, e.measure), []).append(e)
     out = []
-    for (method, _), ests in by_key.items():
-        model, _, design = method.partition("_")
+    for key, ests in by_key.items():
+        model, _, design = key[0].partition("_")
         pooled = pool_estimates(ests, method=f"{model}_{MI_DESIGNS[design]}", alpha=config.alpha)
-        out.append(pooled)
+        definition = ests[0].details.get("definition")
+        if definition is not None:
+            pooled = replace(pooled, details={**pooled.details, "definition": definition})
+        out.append(pooled.with_primary(key in primary))
     return out
 
 
@@ -377,11 +387,10 @@ def imputation_stage(state: StudyState, config: StudyConfig) -> StudyState:
     runs, impute, kinds = _run_imputations(state, config)
     truth = truth_lookup(state.extract.truth)
     primary_mi = config.missing == "mi"
+    primary = {(e.method, e.outcome, e.measure) for e in state.estimates if e.primary}
     pooled = [
-        e.with_truth(truth.get((e.outcome, e.measure))).with_primary(
-            primary_mi and e.method.endswith("_matched_mi") and e.outcome in PRIMARY_OUTCOMES
-        )
-        for e in _pooled(runs, config)
+        e.with_truth(truth.get((e.outcome, e.measure)))
+        for e in _pooled(runs, config, primary if primary_mi else set())
     ]
     trace = pd.concat([r[3].assign(chain=i) for i, r in enumerate(runs)], ignore_index=True)[
         ["chain", "iteration", "variable", "mean", "sd"]
