@@ -152,12 +152,6 @@ def run_study(
     if isinstance(extract, HistoryExtract):
         from evaluation.target_trial import run_target_trial
 
-        if config.missing == "mi" or config.imputation.sensitivity:
-            raise StudyError(
-                "multiple imputation (missing: mi, imputation.sensitivity) is implemented for "
-                "version-1 extracts only; use missing: indicator with a version-2 extract"
-            )
-
         return run_target_trial(extract, config, steps=steps)
     if scope not in ("full", "estimates"):
         raise ValueError(f"scope must be 'full' or 'estimates', got {scope!r}")

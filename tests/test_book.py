@@ -44,6 +44,7 @@ TRIAL_PAGES = (
     "mortality",
     "crime",
     "sensitivity",
+    "missing",
     "reproducibility",
 )
 

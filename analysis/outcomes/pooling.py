@@ -219,7 +219,11 @@ def pool_estimates(
     }
     details: dict = {"n_imputations": len(estimates), "n_not_estimable": len(estimates) - len(ok)}
     if len(ok) < 2:
-        details["note"] = "fewer than two imputed datasets gave an estimate"
+        reasons = [e.details.get("note") for e in estimates if e not in ok]
+        reason = next((r for r in reasons if isinstance(r, str) and r), None)
+        details["note"] = "fewer than two imputed datasets gave an estimate" + (
+            f" ({reason})" if reason else ""
+        )
         nan = float("nan")
         return EffectEstimate(estimate=nan, ci_low=nan, ci_high=nan, p_value=nan,
                               details=details, **fields)  # fmt: skip

@@ -59,10 +59,18 @@ from evaluation.results_document import ResultsDocument
 from evaluation.stages.designs import balance_stage, build_designs
 from evaluation.stages.document import truth_lookup
 from evaluation.stages.outcomes import incidence, outcome_estimates
-from evaluation.stages.secondary import RATE_TABLES
+from evaluation.stages.secondary import RATE_TABLES, primary_extras
 from evaluation.study import StudyError, StudyState
 
-__all__ = ["MI_DESIGNS", "MI_STREAM", "imputation_frame", "imputation_stage", "incomplete"]
+__all__ = [
+    "MI_DESIGNS",
+    "MI_STREAM",
+    "OUTCOME_TRANSFORMS",
+    "imputation_frame",
+    "imputation_stage",
+    "incomplete",
+    "outcome_predictors",
+]
 
 #: spawn key of the imputations' random stream (``SeedSequence(seed, spawn_key=(17,))``)
 MI_STREAM = 17
@@ -71,7 +79,7 @@ MI_STREAM = 17
 MI_DESIGNS = {"matched": "matched_mi", "iptw": "iptw_mi"}
 
 #: transformations of the outcome predictors of the imputation model
-_OUTCOME_TRANSFORMS = {"followup_charges": "log1p"}
+OUTCOME_TRANSFORMS = {"followup_charges": "log1p"}
 
 
 def incomplete(df: pd.DataFrame, config: StudyConfig) -> list[str]:
@@ -93,6 +101,22 @@ def imputation_frame(df: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFram
     complete covariate (categorical ones as 0/1 columns; a missing level of a
     categorical covariate stays its own level) are predictors too.
     """
+    out, outcomes = outcome_predictors(df)
+    missing = set(incomplete(df, config))
+    covariates = [c for c in config.propensity_covariates if c not in missing]
+    return out, ["treatment", *covariates, *outcomes]
+
+
+def outcome_predictors(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` with the outcome predictors of an imputation model, and their names.
+
+    Death and overdose death with their Nelson–Aalen cumulative hazards at the end of
+    follow-up (over the rows of ``df``); discontinuation with its hazard at the
+    retention time (0 outside the retention analysis, with ``_in_retention``); crime as
+    ``followup_charges`` (``log1p`` in :data:`OUTCOME_TRANSFORMS`) and
+    ``log(crime_years)``. ``df`` has version 1's cohort outcome columns
+    (:func:`evaluation.trial_frame.outcome_frame` gives them to risk-set rows).
+    """
     out = df.copy()
     ret = out["in_retention"].to_numpy(bool)
     out["_in_retention"] = ret.astype(float)
@@ -103,11 +127,9 @@ def imputation_frame(df: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFram
     h_ret[ret] = nelson_aalen(out.loc[ret, "retention_days"], out.loc[ret, "discontinued"])
     out["_H_retention"] = h_ret
     out["_log_crime_years"] = np.log(out["crime_years"].clip(lower=1 / 365.25))
-    missing = set(incomplete(df, config))
     outcomes = ["died", "_H_death", "overdose_death", "_H_overdose", "_in_retention",
                 "_discontinued", "_H_retention", "followup_charges", "_log_crime_years"]  # fmt: skip
-    covariates = [c for c in config.propensity_covariates if c not in missing]
-    return out, ["treatment", *covariates, *outcomes]
+    return out, outcomes
 
 
 def _analyse(df: pd.DataFrame, config: StudyConfig) -> tuple[list[EffectEstimate], Any, dict]:
@@ -125,6 +147,9 @@ def _analyse(df: pd.DataFrame, config: StudyConfig) -> tuple[list[EffectEstimate
     )
     designs = build_designs(df, config.model_copy(update={"sensitivity": sens}), propensity=ps)
     estimates = [e for d in designs.values() for e in outcome_estimates(d, config)]
+    # the absolute measures of the matched design (risk, RMST differences...), pooled on
+    # their own scale
+    estimates += primary_extras(designs["matched"], config)[0]
     balance = balance_stage(StudyState(extract=None, data=df, designs=designs), config).balance
     info = {name: d.info for name, d in designs.items()}
     incid = {o: incidence(designs["matched"], o) for o in PRIMARY_OUTCOMES}
@@ -154,7 +179,7 @@ def _one_imputation(
         predictors=predictors,
         rng=rng,
         kinds=kinds,
-        transforms={**study_design.TRANSFORMS, **_OUTCOME_TRANSFORMS},
+        transforms={**study_design.TRANSFORMS, **OUTCOME_TRANSFORMS},
         iterations=cfg.iterations,
         k_pmm=cfg.k_pmm,
     )
@@ -188,17 +213,24 @@ def _run_imputations(state: StudyState, config: StudyConfig) -> tuple[list, list
     return runs, impute, kinds
 
 
-def _pooled(runs: list, config: StudyConfig) -> list[EffectEstimate]:
-    """Rubin's rules per design and outcome, in the order of the first imputation."""
-    by_key: dict[tuple[str, str], list[EffectEstimate]] = {}
+def _pooled(runs: list, config: StudyConfig, primary: set) -> list[EffectEstimate]:
+    """Rubin's rules per design, outcome and measure, in the order of the first imputation.
+
+    A pooled estimate is primary when its missing-indicator counterpart (same method
+    without ``_mi``, outcome, measure) is in ``primary``.
+    """
+    by_key: dict[tuple[str, str, str], list[EffectEstimate]] = {}
     for estimates, *_ in runs:
         for e in estimates:
-            by_key.setdefault((e.method, e.outcome), []).append(e)
+            by_key.setdefault((e.method, e.outcome, e.measure), []).append(e)
     out = []
-    for (method, _), ests in by_key.items():
-        model, _, design = method.partition("_")
+    for key, ests in by_key.items():
+        model, _, design = key[0].partition("_")
         pooled = pool_estimates(ests, method=f"{model}_{MI_DESIGNS[design]}", alpha=config.alpha)
-        out.append(pooled)
+        definition = ests[0].details.get("definition")
+        if definition is not None:
+            pooled = replace(pooled, details={**pooled.details, "definition": definition})
+        out.append(pooled.with_primary(key in primary))
     return out
 
 
@@ -355,11 +387,10 @@ def imputation_stage(state: StudyState, config: StudyConfig) -> StudyState:
     runs, impute, kinds = _run_imputations(state, config)
     truth = truth_lookup(state.extract.truth)
     primary_mi = config.missing == "mi"
+    primary = {(e.method, e.outcome, e.measure) for e in state.estimates if e.primary}
     pooled = [
-        e.with_truth(truth.get((e.outcome, e.measure))).with_primary(
-            primary_mi and e.method.endswith("_matched_mi") and e.outcome in PRIMARY_OUTCOMES
-        )
-        for e in _pooled(runs, config)
+        e.with_truth(truth.get((e.outcome, e.measure)))
+        for e in _pooled(runs, config, primary if primary_mi else set())
     ]
     trace = pd.concat([r[3].assign(chain=i) for i, r in enumerate(runs)], ignore_index=True)[
         ["chain", "iteration", "variable", "mean", "sd"]
