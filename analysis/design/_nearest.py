@@ -120,9 +120,8 @@ class SortedControls:
         block = np.cumsum(new) - 1
         tied = np.flatnonzero(self.bsize[block] > 1)
         if tied.size:  # controls of equal score: in id order within their block
-            rank = np.empty(len(tied), dtype=np.int64)
-            rank[_id_order(ids_c[o[tied]])] = np.arange(len(tied))
-            o[tied] = o[tied][np.lexsort((rank, block[tied]))]
+            by_id = _id_order(ids_c[o[tied]])
+            o[tied] = o[tied[by_id[np.argsort(block[tied][by_id], kind="stable")]]]
         self.order, self.ids, self.sc = o, ids_c[o], sc
         self.bscore, self.bstrat = sc[self.bstart], st[self.bstart]
         nb = len(self.bstart)

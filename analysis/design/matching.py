@@ -297,8 +297,10 @@ def match(
 
     Notes
     -----
-    Deterministic: the same data in any row order give the same sets. Cost: one
-    KD-tree per stratum, ``O((n_c + n_t m) log n_c)``; memory ``O(n_c + B m)``.
+    Deterministic: the same data in any row order give the same sets. Cost: one sort
+    of the controls, ``O(n_c log n_c)``, then per round and block of treated persons a
+    few vectorised passes of ``O(B log n_c)`` (more where many treated compete for few
+    controls); memory ``O(n_c + B)`` (module :mod:`analysis.design._nearest`).
 
     References
     ----------
