@@ -32,9 +32,15 @@ loop runs over persons:
   whose two equally near blocks both have room is re-examined after every pass, since an
   earlier holder arriving in one of them changes which next control has the lower id.
 
+With replacement nothing is used: each person walks outwards group by group and takes the
+first ``k`` controls (ties merged by id).
+
 Blocks of treated persons are solved one after another (in order), which bounds memory;
-each block's result is committed to the counters before the next. The tests check the result
-against a plain loop and against MatchIt.
+each block's result is committed to the counters before the next. A pass costs a few dozen
+numpy calls over the unsettled persons (``O(B log n_c)``); most blocks settle in a few passes,
+but where many treated persons compete for few controls the passes form chains (each settles
+few persons), which is why the blocks are small. The tests check the result against a plain
+loop (also on many random tie-heavy inputs) and against MatchIt.
 
 References
 ----------
@@ -52,7 +58,8 @@ import pandas as pd
 
 __all__ = ["BATCH_SIZE", "SortedControls", "greedy_match"]
 
-#: treated persons solved together in one block of a round (bounds memory)
+#: treated persons solved together in one block of a round (bounds memory; larger blocks
+#: mean longer chains of passes where treated persons compete for few controls)
 BATCH_SIZE = 256
 
 
