@@ -1,4 +1,4 @@
-"""Benchmark ``analysis.design.matching.match`` against the naive quadratic greedy search.
+"""Benchmark ``analysis.design.matching.match`` against its previous version and the naive search.
 
 Data: registry-like logit propensity scores, treated ~ N(-4.6 + shift, 1), controls
 ~ N(-4.6, 1) (about 1 % treated at shift 0); four regions, HAT only in two of them
@@ -14,6 +14,12 @@ Each scenario runs in a fresh subprocess, single-threaded, and reports
 * peak memory: the rise in the process's peak resident set size during that call
   (``VmHWM`` after, reset through ``/proc/self/clear_refs``, minus ``VmRSS`` before).
 
+``--before DIR`` runs every scenario a second time with the package found in ``DIR`` (an
+older version, e.g. ``git archive <commit> | tar -x -C DIR``), in the same run, and checks
+that both versions give identical pairs. ``--cohort FILE`` matches a pickled cohort table
+with ``ps_logit`` (``cohort_ps.pkl`` of ``bench_pipeline.py``'s work folder) as the study
+does, three times: 1:4 at calipers 0.2 and 0.1 SD and 1:1, exact on region.
+
 The naive reference is the textbook sequential algorithm: one treated person at a
 time (descending score), distances to every control of its region (one numpy
 vector per person), ``k`` rounds: ``O(n_treated * n_control * k)``. It is run at a
@@ -24,6 +30,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_matching.py                  # 10k x 100k, 10k x 1M
     .venv/bin/python benchmarks/bench_matching.py --shift 2 --round 2
     .venv/bin/python benchmarks/bench_matching.py --sizes 10000x1000000 --k 1 --replace
+    .venv/bin/python benchmarks/bench_matching.py --before /tmp/old --cohort /tmp/b/cohort_ps.pkl
 """
 
 from __future__ import annotations
@@ -116,19 +123,26 @@ def _peak_reset() -> bool:
         return False
 
 
+#: the study's three matchings of a cohort (``--cohort``): name -> (k, caliper)
+STUDY_MATCHINGS = {"1:4, caliper 0.2": (4, 0.2), "1:4, caliper 0.1": (4, 0.1), "1:1": (1, 0.2)}
+
+
 def worker(spec: dict) -> dict:
     """Run one scenario in this process; return timings and peak memory."""
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, spec.get("root") or str(ROOT))
     from analysis.design.matching import match
 
-    df = make_data(
-        spec["n_treated"], spec["n_control"], shift=spec["shift"], decimals=spec["round"]
-    )
-    best, peak, result = float("inf"), float("nan"), None
+    if spec.get("cohort"):
+        df = pd.read_pickle(spec["cohort"])
+    else:
+        df = make_data(
+            spec["n_treated"], spec["n_control"], shift=spec["shift"], decimals=spec["round"]
+        )
+    best, peak, cpu, result = float("inf"), float("nan"), float("nan"), None
     for _ in range(spec["repeat"]):
         before = _status_kb("VmRSS:")
         reset = _peak_reset()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if spec["method"] == "naive":
             result = naive_match(df, k=spec["k"], caliper=spec["caliper"])
         else:
@@ -143,13 +157,14 @@ def worker(spec: dict) -> dict:
                 replace=spec["replace"],
             )
             result = m.pairs[["treated_id", "control_id", "round"]]
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu_i = time.perf_counter() - t0, time.process_time() - c0
         peak_i = (_status_kb("VmHWM:") - before) / 1024 if reset else float("nan")
         if elapsed < best:
-            best, peak = elapsed, peak_i
+            best, peak, cpu = elapsed, peak_i, cpu_i
     pairs = result.sort_values(["treated_id", "round"]).reset_index(drop=True)
     return {
         "seconds": best,
+        "cpu_seconds": cpu,
         "peak_mb": peak,
         "n_pairs": len(pairs),
         "n_treated_matched": int(pairs["treated_id"].nunique()),
@@ -157,7 +172,16 @@ def worker(spec: dict) -> dict:
     }
 
 
-def run(spec: dict) -> dict:
+def run(spec: dict, before: str | None = None) -> dict:
+    """One scenario in a fresh subprocess (with ``before``: also with that package, both
+    results under ``"before"``)."""
+    out = _run(spec)
+    if before:
+        out["before"] = _run({**spec, "root": before})
+    return out
+
+
+def _run(spec: dict) -> dict:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -187,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shift", type=float, default=1.0)
     parser.add_argument("--round", type=int, default=None, help="round scores to N decimals")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--before", help="folder holding an older version of the package")
+    parser.add_argument("--cohort", help="pickled cohort with ps_logit: the study's matchings")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -201,35 +227,60 @@ def main(argv: list[str] | None = None) -> None:
         "round": args.round,
         "repeat": args.repeat,
     }
+    load = os.getloadavg()
     print(
         f"# match(): k={args.k}, caliper={args.caliper} SD, replace={args.replace}, "
         f"shift={args.shift}, rounded to {args.round} decimals; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, single-threaded"
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"single-threaded; load average {load[0]:.1f}"
     )
-    print("| n treated | n control | method | seconds | peak MB | pairs | treated matched |")
-    print("|---:|---:|---|---:|---:|---:|---:|")
+    cols = "| n treated | n control | method | seconds (CPU) | peak MB | pairs | treated matched |"
+    if args.before:
+        cols += " before: seconds (CPU) | peak MB | speed-up (CPU) | identical pairs |"
+    print(cols)
+    print("|---:|---:|---|---:|---:|---:|---:|" + ("---:|---:|---:|---|" if args.before else ""))
 
     def row(nt, nc, method, r):
-        print(
-            f"| {nt:,} | {nc:,} | {method} | {r['seconds']:.2f} | {r['peak_mb']:.0f} "
-            f"| {r['n_pairs']:,} | {r['n_treated_matched']:,} |",
-            flush=True,
+        line = (
+            f"| {nt} | {nc} | {method} | {r['seconds']:.2f} ({r['cpu_seconds']:.2f}) "
+            f"| {r['peak_mb']:.0f} "
+            f"| {r['n_pairs']:,} | {r['n_treated_matched']:,} |"
         )
+        if args.before:
+            b = r.get("before")
+            line += (
+                f" {b['seconds']:.2f} ({b['cpu_seconds']:.2f}) | {b['peak_mb']:.0f} "
+                f"| {b['seconds'] / r['seconds']:.1f}x ({b['cpu_seconds'] / r['cpu_seconds']:.1f}x) "
+                f"| {b['digest'] == r['digest']} |"
+                if b
+                else " | | | |"
+            )
+        print(line, flush=True)
+        if b := r.get("before"):
+            if b["digest"] != r["digest"]:
+                raise SystemExit(f"pairs differ from the previous version: {nt} x {nc}")
 
-    for size in args.sizes.split(","):
+    for size in args.sizes.split(",") if args.sizes else []:
         nt, nc = (int(x) for x in size.split("x"))
-        row(nt, nc, "ours", run({**base, "n_treated": nt, "n_control": nc, "method": "ours"}))
+        spec = {**base, "n_treated": nt, "n_control": nc, "method": "ours"}
+        row(f"{nt:,}", f"{nc:,}", "ours", run(spec, args.before))
+    if args.cohort:
+        for name, (k, caliper) in STUDY_MATCHINGS.items():
+            spec = {**base, "k": k, "caliper": caliper, "replace": False, "method": "ours"}
+            row("cohort", "", name, run({**spec, "cohort": args.cohort}, args.before))
     if args.naive_size and not args.replace:
         nt, nc = (int(x) for x in args.naive_size.split("x"))
         ours = run({**base, "n_treated": nt, "n_control": nc, "method": "ours"})
         naive = run({**base, "n_treated": nt, "n_control": nc, "method": "naive", "repeat": 1})
-        row(nt, nc, "ours", ours)
-        row(nt, nc, "naive (quadratic)", naive)
+        row(f"{nt:,}", f"{nc:,}", "ours", ours)
+        row(f"{nt:,}", f"{nc:,}", "naive (quadratic)", naive)
         same = ours["digest"] == naive["digest"]
         print(
             f"\nnaive / ours time ratio at {nt:,} x {nc:,}: "
             f"{naive['seconds'] / ours['seconds']:.1f}x; identical pairs: {same}"
         )
+        if not same:
+            raise SystemExit("pairs differ from the naive sequential algorithm")
 
 
 if __name__ == "__main__":

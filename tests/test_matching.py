@@ -28,12 +28,13 @@ def match_region(df, **kwargs):
     return match(df, **{**COLUMNS, "caliper": 0.2, "exact": ("region",), **kwargs})
 
 
-def naive_greedy(df, *, k, caliper, exact=("region",), replace=False):
+def naive_greedy(df, *, k, caliper, exact=("region",), replace=False, rng=None):
     """Reference: the textbook sequential greedy algorithm, one treated at a time.
 
-    Treated in order of descending score (ties by person_id); without replacement in
-    k rounds (every treated gets a first control before any gets a second); nearest
-    unused control in the same stratum within the caliper, ties by person_id.
+    Treated in order of descending score (ties by person_id), or with ``rng`` in
+    :func:`match`'s random order; without replacement in k rounds (every treated gets a
+    first control before any gets a second); nearest unused control in the same stratum
+    within the caliper, ties by person_id.
     """
     ids = df["person_id"].to_numpy()
     s = df["ps_logit"].to_numpy(float)
@@ -41,6 +42,9 @@ def naive_greedy(df, *, k, caliper, exact=("region",), replace=False):
     strata = df[list(exact)].astype(str).agg("|".join, axis=1).to_numpy()
     w = caliper_width(s, tr, caliper)
     order = sorted(np.flatnonzero(tr & np.isfinite(s)), key=lambda i: (-s[i], ids[i]))
+    if rng is not None:
+        by_id = sorted(np.flatnonzero(tr), key=lambda i: ids[i])
+        order = [i for i in np.random.default_rng(rng).permutation(by_id) if np.isfinite(s[i])]
     ci = np.flatnonzero(~tr & np.isfinite(s))
     used = np.zeros(len(df), bool)
     out = []
@@ -197,15 +201,12 @@ def test_matches_sequential_greedy_with_ties(seed) -> None:
     )
 
 
-@pytest.mark.parametrize(("width", "window", "batch"), [(4, 1, 3), (8, 2, 5), (6, 3, 1000)])
-def test_internal_limits_do_not_change_the_result(monkeypatch, width, window, batch) -> None:
-    """Tiny candidate lists, windows and blocks force every refill and rebuild path."""
+@pytest.mark.parametrize("batch", [1, 3, 5, 1000])
+def test_internal_limits_do_not_change_the_result(monkeypatch, batch) -> None:
+    """Tiny blocks of treated persons force every commit and union-find path."""
     import analysis.design._nearest as nearest
 
-    monkeypatch.setattr(nearest, "_LIST_WIDTH", width)
-    monkeypatch.setattr(nearest, "_WINDOW", window)
     monkeypatch.setattr(nearest, "BATCH_SIZE", batch)
-    monkeypatch.setattr(nearest, "_REBUILD", 0.01)
     for seed in range(6):
         rng = np.random.default_rng(100 + seed)
         n = int(rng.integers(40, 200))
@@ -221,6 +222,48 @@ def test_internal_limits_do_not_change_the_result(monkeypatch, width, window, ba
         k, caliper = 1 + seed % 4, [None, 0.5][seed % 2]
         m = match_region(df, k=k, caliper=caliper)
         pd.testing.assert_frame_equal(our_pairs(m), naive_greedy(df, k=k, caliper=caliper))
+
+
+#: score values that tie in many ways: equal scores, controls exactly as far on both sides
+#: (0.25 and 0.75 around 0.5; 0.4 and 0.6 around 0.5 in floating point), and different
+#: scores at the same floating-point distance (0.3 - 1e-17 == 0.3 - 2e-17 == 0.6 - 0.3)
+TIE_VALUES = np.array([0.0, 1e-17, 2e-17, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, -0.5, 1.5])
+
+
+@pytest.mark.parametrize("block", range(4))
+def test_property_tie_heavy_inputs_match_the_plain_loop(monkeypatch, block) -> None:
+    """Many random tie-heavy inputs: identical pairs to the plain sequential loop, with
+    and without replacement, in descending and random order, with and without caliper
+    and strata, and with small blocks of treated persons."""
+    import analysis.design._nearest as nearest
+
+    for seed in range(25 * block, 25 * block + 25):
+        rng = np.random.default_rng(1000 + seed)
+        monkeypatch.setattr(nearest, "BATCH_SIZE", int(rng.choice([2, 7, 4096])))
+        n = int(rng.integers(10, 160))
+        nt = int(rng.integers(1, n))
+        kind = seed % 3
+        if kind == 0:  # few distinct values with every kind of tie
+            score = rng.choice(TIE_VALUES, n)
+        elif kind == 1:  # rounded scores: thousands share a value at scale
+            score = np.round(rng.normal(size=n) + (np.arange(n) < nt) * rng.uniform(0, 2), 1)
+        else:  # integers and halves: midpoints exactly between two values
+            score = rng.integers(-4, 5, n) / 2
+        df = pd.DataFrame(
+            {
+                "person_id": [f"p{i:04d}" for i in rng.permutation(n)],
+                "treatment": (np.arange(n) < nt).astype(int),
+                "region": rng.choice(["a", "b", "c"][: int(rng.integers(1, 4))], n),
+                "ps_logit": score,
+            }
+        )
+        k = int(rng.integers(1, 5))
+        caliper = [None, 0.3, 1.0][int(rng.integers(3))]
+        order = [None, int(rng.integers(100))][int(rng.integers(2))]
+        for replace in (False, True):
+            got = our_pairs(match_region(df, k=k, caliper=caliper, replace=replace, rng=order))
+            want = naive_greedy(df, k=k, caliper=caliper, replace=replace, rng=order)
+            assert got.values.tolist() == want.values.tolist(), (seed, replace)
 
 
 def test_balance_after_matching(cohort, matched) -> None:

@@ -9,25 +9,38 @@ yet used, within the caliper and the same exact stratum (ties in distance by id)
 any gets a second (MatchIt's convention), so the first persons in the order cannot take all
 the close controls.
 
-No Python loop runs over persons and no distance matrix is formed. Each round is solved by
-deferred acceptance (Gale & Shapley 1962) in vectorised passes:
+The score is one-dimensional, so no tree and no distance matrix is needed, and no Python
+loop runs over persons:
 
-- candidates come from one :class:`sklearn.neighbors.KDTree` per stratum (the ``m``
-  nearest controls of many treated persons at once), sorted by distance and id; a row
-  keeps a list of the *usable* ones (not used in an earlier round, not held by a treated
-  person earlier in the order) and is re-queried, ``4m`` deep, when its list runs out. A
-  block of equal distances cut by the query is fetched whole, so ties are broken by id
-  exactly;
-- in a pass, every unsettled treated person proposes to its first usable candidate that no
-  earlier person proposes to in the same pass (a fixed point computed by Jacobi
-  iterations, :func:`_proposals`); a proposal displaces the current holder, who is later in
-  the order and proposes again in the next pass.
+- the controls are sorted once by (stratum, score, id) and grouped into *blocks* of equal
+  (stratum, score). Controls of a block are equally near to everyone, so the greedy
+  algorithm takes them in id order: the used controls of a block are always its first
+  ``used[b]`` ones, and a counter per block is the whole state. Exhausted blocks are skipped
+  by two union-find arrays (next live block to the left, to the right);
+- a treated person's insertion point among its stratum's blocks comes from
+  :func:`numpy.searchsorted`; two pointers walk outwards from it, so its preference list is
+  the sequence of *distance groups*: the nearest live block(s) on either side, usually one
+  block, two when both sides are exactly equally far (then the lower id of their next
+  controls decides, as in a plain loop);
+- each round is solved by deferred acceptance (Gale & Shapley 1962) over a block of
+  :data:`BATCH_SIZE` treated persons at once: in a pass every unsettled person proposes to
+  the nearest block that still has a control for it (fewer holders earlier in the order
+  than free controls; blocks full of earlier holders are passed for good), and each block
+  keeps its earliest proposers and holders up to its capacity. Every control ranks the
+  treated by the same order, so the stable matching is unique and equals the sequential
+  greedy one; a block's holders, in order, get its next controls in id order. A person
+  whose two equally near blocks both have room is re-examined after every pass, since an
+  earlier holder arriving in one of them changes which next control has the lower id.
 
-Every control ranks treated persons by the same order, so the stable matching is unique and
-equals the sequential greedy one; the tests check this against a plain loop. Treated persons
-are processed in blocks of :data:`BATCH_SIZE` (in order) to bound memory, and between rounds
-the trees are rebuilt without the used controls when querying past them has become the
-larger cost.
+With replacement nothing is used: each person walks outwards group by group and takes the
+first ``k`` controls (ties merged by id).
+
+Blocks of treated persons are solved one after another (in order), which bounds memory;
+each block's result is committed to the counters before the next. A pass costs a few dozen
+numpy calls over the unsettled persons (``O(B log n_c)``); most blocks settle in a few passes,
+but where many treated persons compete for few controls the passes form chains (each settles
+few persons), which is why the blocks are small. The tests check the result against a plain
+loop (also on many random tie-heavy inputs) and against MatchIt.
 
 References
 ----------
@@ -42,44 +55,46 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.neighbors import KDTree
 
-__all__ = ["BATCH_SIZE", "Candidates", "greedy_match"]
+__all__ = ["BATCH_SIZE", "SortedControls", "greedy_match"]
 
-#: treated persons solved together in one block of a round (bounds memory)
-BATCH_SIZE = 4096
-
-#: usable candidates kept per treated person between refills from the tree
-_LIST_WIDTH = 512
-
-#: trees are rebuilt without used controls once this many candidates per control in
-#: the trees have been queried since the last build (the work a rebuild saves)
-_REBUILD = 4
-
-#: candidate cells (treated persons x depth) queried at once, to bound memory
-_MAX_CELLS = 1 << 20
-
-#: list entries examined per row and pass
-_WINDOW = 64
+#: treated persons solved together in one block of a round (bounds memory; larger blocks
+#: mean longer chains of passes where treated persons compete for few controls)
+BATCH_SIZE = 256
 
 
-def _id_rank(ids: np.ndarray) -> np.ndarray:
-    """Rank of each id in sorted order (ties impossible: ids are unique)."""
+def _id_order(ids: np.ndarray) -> np.ndarray:
+    """Permutation sorting ``ids`` (unique, so no ties)."""
     if ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=False) == "string":
         ids = ids.astype(str)  # fixed-width unicode sorts much faster than objects
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
-    return rank
+    return np.argsort(ids, kind="stable")
 
 
-class Candidates:
-    """Nearest controls of treated persons, from one KD-tree per exact stratum.
+def _find(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Roots of nodes ``x`` in the union-find array ``parent`` (paths compressed)."""
+    r = parent[x]
+    while True:
+        pr = parent[r]
+        moved = pr != r
+        if not moved.any():
+            break
+        r = np.where(moved, pr, r)
+    parent[x] = r
+    return r
 
-    Rows are sorted by (distance, id); controls beyond the caliper are
-    ``-1``. ``safe[i]``: the first ``safe[i]`` entries of row ``i`` are exact (a
-    truncated query may cut a block of tied distances; the entries at the cut's
-    distance are not safe). ``complete[i]``: no valid candidate exists beyond the row.
-    Only strata with treated persons get a tree.
+
+def _link(parent: np.ndarray, nodes: np.ndarray, to: np.ndarray) -> None:
+    """Point ``nodes`` at ``to`` and compress them to their roots (pointer doubling)."""
+    parent[nodes] = to
+    while True:
+        nxt = parent[parent[nodes]]
+        if np.array_equal(nxt, parent[nodes]):
+            return
+        parent[nodes] = nxt
+
+
+class SortedControls:
+    """Controls sorted by (stratum, score, id) in blocks of equal score, and the treated.
 
     Parameters
     ----------
@@ -89,319 +104,248 @@ class Candidates:
         Scores, stratum codes and ids of the controls (finite scores only).
     width : float
         The caliper on the scale of the score (``inf``: none).
+
+    Attributes
+    ----------
+    order : ndarray of int
+        Control (index into ``score_c``) at each sorted position.
+    used : ndarray of int
+        Controls of each block used so far (always its first ones in id order).
     """
 
     def __init__(self, score_t, strat_t, score_c, strat_c, ids_c, width):
-        self.score_t, self.strat_t = score_t, strat_t
-        self.score_c, self.ids_c, self.width = score_c, ids_c, width
-        self.strat_c = strat_c
-        self._rank: np.ndarray | None = None
-        self.trees: dict[int, tuple[KDTree, np.ndarray]] = {}
-        self.build(np.ones(len(score_c), dtype=bool))
-        self.all_trees = self.trees  # every control, for the reasons of the unmatched
-
-    def build(self, available: np.ndarray) -> None:
-        """(Re)build the trees on the ``available`` controls of strata with treated."""
-        self.trees = {}
-        self.cells = 0  # candidate cells queried since the build (work done)
-        idx = np.flatnonzero(available & np.isin(self.strat_c, np.unique(self.strat_t)))
-        order = idx[np.argsort(self.strat_c[idx], kind="stable")]
-        bounds = np.flatnonzero(np.diff(self.strat_c[order])) + 1
-        for members in np.split(order, bounds):
-            if len(members):
-                tree = KDTree(self.score_c[members].reshape(-1, 1), leaf_size=40)
-                self.trees[int(self.strat_c[members[0]])] = (tree, members)
-        self.n_in_trees = len(idx)
+        self.x, self.width = np.asarray(score_t, dtype=np.float64), width
+        # by score, then (stable) by stratum; ties in score are put in id order below
+        o = np.argsort(score_c)
+        o = o[np.argsort(strat_c[o], kind="stable")]
+        sc, st = score_c[o], strat_c[o]
+        n = len(o)
+        new = np.ones(n, dtype=bool)
+        new[1:] = (sc[1:] != sc[:-1]) | (st[1:] != st[:-1])
+        self.bstart = np.flatnonzero(new)
+        self.bsize = np.diff(np.r_[self.bstart, n])
+        block = np.cumsum(new) - 1
+        tied = np.flatnonzero(self.bsize[block] > 1)
+        if tied.size:  # controls of equal score: in id order within their block
+            by_id = _id_order(ids_c[o[tied]])
+            o[tied] = o[tied[by_id[np.argsort(block[tied][by_id], kind="stable")]]]
+        self.order, self.ids, self.sc = o, ids_c[o], sc
+        self.bscore, self.bstrat = sc[self.bstart], st[self.bstart]
+        nb = len(self.bstart)
+        self.used = np.zeros(nb, dtype=np.int64)
+        # union-find: parent_r[b] -> a live block >= b (nb: none); parent_l[b + 1] -> a
+        # live block <= b, plus one (0: none)
+        self.parent_r = np.arange(nb + 1)
+        self.parent_l = np.arange(nb + 1)
+        # each treated row's stratum segment [lo, hi) of blocks and insertion point
+        self.lo = np.searchsorted(self.bstrat, strat_t, side="left")
+        self.hi = np.searchsorted(self.bstrat, strat_t, side="right")
+        self.start = np.empty(len(self.x), dtype=np.int64)
+        by = np.argsort(strat_t, kind="stable")
+        cuts = np.flatnonzero(np.diff(strat_t[by])) + 1
+        for rows in np.split(by, cuts) if len(by) else []:
+            a, b = self.lo[rows[0]], self.hi[rows[0]]
+            self.start[rows] = a + np.searchsorted(self.bscore[a:b], self.x[rows], side="left")
 
     def n_controls(self, rows: np.ndarray) -> np.ndarray:
-        """Controls (all, not only available ones) in the stratum of each treated row."""
-        sizes = {s: len(m) for s, (_, m) in self.all_trees.items()}
-        return np.array([sizes.get(int(s), 0) for s in self.strat_t[rows]], dtype=np.int64)
+        """Controls (all, used or not) in the stratum of each treated row."""
+        ends = np.r_[self.bstart, len(self.sc)]
+        return ends[self.hi[rows]] - ends[self.lo[rows]]
 
-    def _tie_rank(self, g: np.ndarray) -> np.ndarray:
-        """Rank of the id of the controls in ``g``, computed once, on first tie."""
-        if self._rank is None:
-            self._rank = _id_rank(self.ids_c)
-        return self._rank[g]
+    def nearest_distance(self, rows: np.ndarray) -> np.ndarray:
+        """Distance from each treated row to the nearest control of its stratum, used or
+        not (``inf``: none)."""
+        p, x = self.start[rows], self.x[rows]
+        if not len(self.bscore):
+            return np.full(len(rows), np.inf)
+        left, right = p - 1, np.minimum(p, len(self.bscore) - 1)
+        dl = np.where(left >= self.lo[rows], np.abs(self.bscore[left] - x), np.inf)
+        dr = np.where(p < self.hi[rows], np.abs(self.bscore[right] - x), np.inf)
+        return np.minimum(dl, dr)
 
-    def query(self, rows: np.ndarray, m: int, *, every: bool = False):
-        """Candidates of treated ``rows``: ``cand, dist, safe, complete`` (width ``m``).
+    def _live(self, side: str, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Nearest live block at or beyond ``b`` on ``side`` within [lo, hi) (``-1``: none)."""
+        if side == "left":
+            found = _find(self.parent_l, b + 1) - 1
+            return np.where(found >= lo, found, -1)
+        found = _find(self.parent_r, b)
+        return np.where(found < hi, found, -1)
 
-        From the trees of available controls, or of every control if ``every``.
+    def group(self, t: np.ndarray, lp: np.ndarray, rp: np.ndarray):
+        """The next distance group of treated rows ``t`` with pointers ``lp``, ``rp``.
+
+        Returns ``members`` (live blocks at the smallest distance from the row within
+        the caliper, one column each, ``-1`` padded), the farthest member on the left
+        and on the right (``-1``: none) and whether a group was found at all.
         """
-        trees = self.all_trees if every else self.trees
-        n = len(rows)
-        cand = np.full((n, m), -1, dtype=np.int64)
-        dist = np.full((n, m), np.inf)
-        safe = np.zeros(n, dtype=np.int64)
-        complete = np.ones(n, dtype=bool)
-        strata = self.strat_t[rows]
-        for s in np.unique(strata):
-            if int(s) not in trees:
-                continue
-            tree, members = trees[int(s)]
-            sel = np.flatnonzero(strata == s)
-            mm = min(m, len(members))
-            x = self.score_t[rows[sel]]
-            idx = tree.query(x.reshape(-1, 1), k=mm, return_distance=False)
-            g = members[idx]
-            d = np.abs(x[:, None] - self.score_c[g])
-            self.cells += d.size
-            if mm > 1:
-                # the tree returns rows sorted by distance; order ties by id
-                tied = np.flatnonzero((d[:, 1:] == d[:, :-1]).any(axis=1))
-                if tied.size:
-                    # rows are sorted by distance: sort by (block of equal distance, id rank)
-                    gt, dt = g[tied], d[tied]
-                    block = np.zeros(dt.shape, dtype=np.int64)
-                    np.cumsum(dt[:, 1:] != dt[:, :-1], axis=1, out=block[:, 1:])
-                    key = block * (len(self.ids_c) + 1) + self._tie_rank(gt)
-                    o = np.argsort(key, axis=1)
-                    d[tied] = np.take_along_axis(dt, o, axis=1)
-                    g[tied] = np.take_along_axis(gt, o, axis=1)
-            valid = d <= self.width
-            n_valid = valid.sum(axis=1)
-            truncated = (mm < len(members)) & (n_valid == mm)
-            cut = (d < d[:, -1:]).sum(axis=1)
-            safe[sel] = np.where(truncated, cut, n_valid)
-            complete[sel] = ~truncated
-            cand[sel, :mm] = np.where(valid, g, -1)
-            dist[sel, :mm] = np.where(valid, d, np.inf)
-        return cand, dist, safe, complete
+        x, lo, hi = self.x[t], self.lo[t], self.hi[t]
+        near = [self._live("left", lp, lo, hi), self._live("right", rp, lo, hi)]
+        dist = []
+        for b in near:
+            db = np.abs(self.bscore[b] - x)
+            db[b < 0] = np.inf
+            dist.append(db)
+        d = np.minimum(dist[0], dist[1])
+        found = (d <= self.width) & np.isfinite(d)
+        cols = [np.where(found & (db == d), b, -1) for b, db in zip(near, dist, strict=True)]
+        far = [c.copy() for c in cols]
+        for k, step in ((0, -1), (1, 1)):
+            # more blocks at exactly the same distance (rare): distances grow with the
+            # distance in blocks, so only if the adjacent block is as far
+            adj = cols[k] + step
+            i = np.flatnonzero((cols[k] >= 0) & (adj >= lo) & (adj < hi))
+            i = i[np.abs(self.bscore[adj[i]] - x[i]) == d[i]]
+            cur = cols[k][i]
+            while i.size:
+                nxt = self._live(("left", "right")[k], cur + step, lo[i], hi[i])
+                same = nxt >= 0
+                same[same] = np.abs(self.bscore[nxt[same]] - x[i[same]]) == d[i[same]]
+                i, cur = i[same], nxt[same]
+                if i.size:
+                    col = np.full(len(t), -1)
+                    col[i] = cur
+                    cols.append(col)
+                    far[k][i] = cur
+        return np.column_stack(cols), far[0], far[1], found
 
+    def choose(self, rows, f, lp, rp, held, nb):
+        """Block each treated row ``rows[f]`` proposes to (``-1``: none within the caliper).
 
-class _Lists:
-    """Candidate lists of one block of treated persons in one round.
-
-    Each row keeps up to ``W`` *usable* candidates, in order: controls within the
-    caliper and the row's stratum, not used in an earlier round or block, and not held
-    by a row earlier in the order. Both exclusions are permanent within the round (a
-    control held by an earlier row can only pass to a still earlier one), so leaving
-    them out loses nothing. ``safe``/``complete`` as in :class:`Candidates`; a list
-    that runs out is refilled from the tree, deeper each time.
-    """
-
-    def __init__(self, rows, cands, taken, holder, m0, width):
-        self.rows, self.cands, self.taken, self.holder = rows, cands, taken, holder
-        n = len(rows)
-        self.W = width
-        self.cand = np.full((n, width), -1, dtype=np.int64)
-        self.dist = np.full((n, width), np.inf)
-        self.safe = np.zeros(n, dtype=np.int64)
-        self.complete = np.zeros(n, dtype=bool)
-        self.ptr = np.zeros(n, dtype=np.int64)
-        self.depth = np.full(n, m0, dtype=np.int64)  # raw query depth of the next fill
-
-    def usable(self, local: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """Candidates ``c`` (rows ``local``) neither used nor held by an earlier row."""
-        cc = np.where(c >= 0, c, 0)
-        h = self.holder[cc]
-        return (c >= 0) & ~self.taken[cc] & ((h < 0) | (h > local[:, None]))
-
-    def window(self, local: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The next :data:`_WINDOW` list entries of rows ``local`` from their first usable one.
-
-        Returns candidates, usable flags and each window's start in the list. A row
-        with nothing usable left gets an all-unusable window.
+        ``held``: sorted keys ``block * nb + row`` of the current holders. A distance
+        group none of whose blocks has a free control for the row (its earlier holders
+        fill it) is passed for good: the pointers ``lp``, ``rp`` move past it. Also
+        returns whether the choice was between several blocks with room.
         """
-        W = self.W
-        n = len(local)
-        step = min(_WINDOW, W)
-        base = self.ptr[local].copy()
-        offs = np.arange(step)
-        todo = np.arange(n)
-        C = np.full((n, step), -1, dtype=np.int64)
-        U = np.zeros((n, step), dtype=bool)
+        choice = np.full(len(f), -1, dtype=np.int64)
+        several = np.zeros(len(f), dtype=bool)
+        todo = np.arange(len(f))
         while todo.size:
-            p = base[todo, None] + offs
-            inside = p < self.safe[local[todo], None]
-            c = np.where(inside, self.cand[local[todo, None], np.minimum(p, W - 1)], -1)
-            u = self.usable(local[todo], c) & inside
-            C[todo], U[todo] = c, u
-            # a window with nothing usable moves on, while the list lasts
-            again = ~u.any(axis=1) & (base[todo] + step < self.safe[local[todo]])
-            base[todo[again]] += step
-            todo = todo[again]
-        return C, U, base
+            g = f[todo]
+            members, lfar, rfar, found = self.group(rows[g], lp[g], rp[g])
+            valid = members >= 0
+            m = np.where(valid, members, 0)
+            earlier = np.searchsorted(held, m * nb + g[:, None]) - np.searchsorted(held, m * nb)
+            room = valid & (earlier < self.bsize[m] - self.used[m])
+            n_room = room.sum(axis=1)
+            pick = members[np.arange(len(g)), room.argmax(axis=1)]
+            many = np.flatnonzero(n_room > 1)
+            if many.size:  # equally near blocks: the lower id of their next controls
+                nxt = self.bstart[m[many]] + self.used[m[many]] + earlier[many]
+                code = np.full(nxt.shape, len(self.ids))
+                code[room[many]] = np.unique(self.ids[nxt[room[many]]], return_inverse=True)[1]
+                pick[many] = members[many, code.argmin(axis=1)]
+            choice[todo] = np.where(n_room > 0, pick, -1)
+            several[todo] = n_room > 1
+            skip = found & (n_room == 0)
+            s = g[skip]
+            lp[s] = np.where(lfar[skip] >= 0, lfar[skip] - 1, lp[s])
+            rp[s] = np.where(rfar[skip] >= 0, rfar[skip] + 1, rp[s])
+            todo = todo[skip]
+        return choice, several
 
-    def fill(self, local: np.ndarray) -> None:
-        """Refill the lists of rows ``local`` with usable candidates."""
-        pending = local
-        while pending.size:
-            m = int(self.depth[pending].max())
-            chunk = max(1, _MAX_CELLS // m)  # bounds the memory of deep queries
-            parts = [pending[i : i + chunk] for i in range(0, len(pending), chunk)]
-            pending = np.concatenate([self._fill(part, m) for part in parts])
+    def round_block(self, rows: np.ndarray) -> np.ndarray:
+        """One greedy round for treated ``rows`` (priority order), by deferred acceptance.
 
-    def _fill(self, local: np.ndarray, m: int) -> np.ndarray:
-        """Query rows ``local`` ``m`` deep; store the lists of those with a usable
-        candidate (or none left at all) and return the others, set to go deeper."""
-        c, d, s, k = self.cands.query(self.rows[local], m)
-        ok = self.usable(local, c) & (np.arange(c.shape[1]) < s[:, None])
-        u = ok.sum(axis=1)
-        done = (u > 0) | k
-        rows = local[done]
-        # compact: the first W usable entries of each row, in order
-        r, j = np.nonzero(ok[done])
-        nth = np.arange(len(r)) - np.repeat(np.cumsum(u[done]) - u[done], u[done])
-        sel = nth < self.W
-        r, j, nth = r[sel], j[sel], nth[sel]
-        self.cand[rows] = -1
-        self.dist[rows] = np.inf
-        self.cand[rows[r], nth] = c[done][r, j]
-        self.dist[rows[r], nth] = d[done][r, j]
-        self.safe[rows] = np.minimum(u[done], self.W)
-        self.complete[rows] = k[done] & (u[done] <= self.W)
-        self.ptr[rows] = 0
-        # a list cut at W can be refilled from the same depth; an exhausted one needs more
-        self.depth[rows] = np.where(u[done] > self.W, m, 4 * m)
-        left = local[~done]
-        self.depth[left] = 4 * m
-        return left
-
-
-_NOBODY = np.iinfo(np.int64).max
-
-
-def _proposals(
-    free: np.ndarray, C: np.ndarray, Cc: np.ndarray, U: np.ndarray, claim: np.ndarray
-) -> np.ndarray:
-    """List position each free row proposes to (``-1``: nothing usable left in its list).
-
-    Row ``r`` proposes to its first usable candidate that no earlier free row proposes
-    to in the same pass. Such a control ends the pass held by an earlier row and stays
-    so, so skipping it is safe (it is a guaranteed rejection), and the proposals are
-    distinct. The rule is a fixed point, found by Jacobi passes (after pass ``j`` the
-    first ``j`` rows are final) from a speculative start: among rows whose first
-    usable candidate is the same, the ``i``-th in order starts at its ``i``-th usable
-    candidate, exact when their lists coincide (a dense tail of treated persons
-    wanting the same controls). ``claim`` is an all-``_NOBODY`` scratch array over
-    controls, left as found.
-    """
-    n = len(free)
-    idx = np.arange(n)
-    cs = np.cumsum(U, axis=1)
-    total = cs[:, -1]
-    first = np.where(total > 0, C[idx, U.argmax(axis=1)], -1)
-    o = np.lexsort((free, first))
-    grp_start = np.ones(n, dtype=bool)
-    grp_start[1:] = first[o][1:] != first[o][:-1]
-    starts = np.maximum.accumulate(np.where(grp_start, idx, 0))
-    rank = np.empty(n, dtype=np.int64)
-    rank[o] = idx - starts
-    choice = np.where(total > rank, (cs <= rank[:, None]).sum(axis=1), -1)
-    while True:
-        sel = np.flatnonzero(choice >= 0)
-        pc = C[sel, choice[sel]]
-        order = np.argsort(pc, kind="stable")  # free is sorted: earliest row first
-        pc, by = pc[order], free[sel[order]]
-        lead = np.ones(len(pc), dtype=bool)
-        lead[1:] = pc[1:] != pc[:-1]
-        claim[pc[lead]] = by[lead]
-        S = U & ~(claim[Cc] < free[:, None])
-        claim[pc[lead]] = _NOBODY
-        new = np.where(S.any(axis=1), S.argmax(axis=1), -1)
-        if np.array_equal(new, choice):
-            return choice
-        choice = new
-
-
-def _greedy_round(
-    active: np.ndarray, cands: Candidates, taken: np.ndarray, m0: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One round of sequential greedy 1:1 matching without replacement, vectorised.
-
-    ``active`` holds treated rows in priority order (earliest first); ``taken`` marks
-    controls used in earlier rounds and is updated. Returns the control of each
-    active row (``-1``: none) and its distance.
-
-    Deferred acceptance: in each pass every free row proposes (:func:`_proposals`);
-    a proposal always beats the current holder, who is later in the order (earlier
-    holders are never proposed to) and becomes free again. Rows whose list ran out
-    are refilled from the tree. With one priority order shared by all controls the
-    stable outcome is unique and equals the sequential greedy assignment.
-    """
-    out_c = np.full(len(active), -1, dtype=np.int64)
-    out_d = np.full(len(active), np.inf)
-    if not len(taken):
-        return out_c, out_d
-    holder = np.full(len(taken), -1, dtype=np.int64)  # block row holding each control
-    claim = np.full(len(taken), _NOBODY, dtype=np.int64)  # scratch for _proposals
-    for start in range(0, len(active), BATCH_SIZE):
-        rows = active[start : start + BATCH_SIZE]
+        Returns the sorted position of each row's control (``-1``: none) and commits
+        them to :attr:`used`.
+        """
         nb = len(rows)
-        st = _Lists(rows, cands, taken, holder, m0, max(m0, _LIST_WIDTH))
-        st.fill(np.arange(nb))
+        lp, rp = self.start[rows] - 1, self.start[rows].copy()
         hold = np.full(nb, -1, dtype=np.int64)
+        several = np.zeros(nb, dtype=bool)
+        held = np.empty(0, dtype=np.int64)  # sorted keys block * nb + row of the holders
         free = np.arange(nb)
         while free.size:
-            C, U, base = st.window(free)
-            choice = _proposals(free, C, np.where(C >= 0, C, 0), U, claim)
+            choice, sev = self.choose(rows, free, lp, rp, held, nb)
             has = choice >= 0
-            # a window taken entirely by earlier rows' proposals: move past it
-            step = C.shape[1]
-            more = ~has & (base + step < st.safe[free])
-            st.ptr[free[more]] = base[more] + step
-            stuck = free[~has & ~more]
-            refill = stuck[~st.complete[stuck]]
-            prop_t = free[has]
-            prop_c = C[has, choice[has]]
-            st.ptr[prop_t] = base[has] + choice[has]
-            displaced = holder[prop_c]
-            displaced = displaced[displaced >= 0]
-            hold[displaced] = -1
-            st.ptr[displaced] += 1
-            holder[prop_c] = prop_t
-            hold[prop_t] = prop_c
-            if refill.size:
-                st.fill(refill)
-            free = np.union1d(np.union1d(displaced, refill), free[more])
-        got = np.flatnonzero(hold >= 0)
-        taken[hold[got]] = True
-        holder[hold[got]] = -1
-        out_c[start + got] = hold[got]
-        out_d[start + got] = st.dist[got, st.ptr[got]]
-    return out_c, out_d
+            prop, blk = free[has], choice[has]
+            hold[prop], several[prop] = blk, sev[has]
+            # each block keeps its earliest holders and proposers, up to its room
+            keys = np.sort(np.concatenate([held, blk * nb + prop]))
+            b = keys // nb
+            rank = np.arange(len(keys)) - np.searchsorted(keys, b * nb)
+            out = rank >= self.bsize[b] - self.used[b]
+            held = keys[~out]
+            rejected, full = keys[out] % nb, b[out]
+            single = ~several[rejected]
+            hold[rejected], several[rejected] = -1, False
+            # a block that rejects a row is full of earlier holders for good, so the row
+            # moves past it, unless a holder may still leave it for an equally near block
+            # (a row with several equally near blocks re-examines its group instead)
+            keep = single & ~np.isin(full, hold[several])
+            r, f = rejected[keep], full[keep]
+            left = f < self.start[rows[r]]
+            lp[r[left]], rp[r[~left]] = f[left] - 1, f[~left] + 1
+            # holders that chose between equally near blocks: still the better one?
+            tie = np.flatnonzero(several)
+            moved = tie[:0]
+            if tie.size:
+                again, sev = self.choose(rows, tie, lp, rp, held, nb)
+                moved = tie[again != hold[tie]]
+                several[tie] = sev
+                if moved.size:
+                    held = np.setdiff1d(held, hold[moved] * nb + moved, assume_unique=True)
+                    hold[moved], several[moved] = -1, False
+            free = np.sort(np.concatenate([rejected, moved]))
+        return self._commit(held, nb)
 
+    def _commit(self, held: np.ndarray, nb: int) -> np.ndarray:
+        """Give each block's holders, in order, its next controls; update the counters."""
+        pos = np.full(nb, -1, dtype=np.int64)
+        if not held.size:
+            return pos
+        b = held // nb
+        rank = np.arange(len(held)) - np.searchsorted(held, b * nb)
+        pos[held % nb] = self.bstart[b] + self.used[b] + rank
+        blocks, count = np.unique(b, return_counts=True)
+        self.used[blocks] += count
+        gone = blocks[self.used[blocks] == self.bsize[blocks]]
+        if gone.size:
+            _link(self.parent_r, gone, gone + 1)
+            _link(self.parent_l, gone + 1, gone)
+        return pos
 
-def _widen(a: np.ndarray, width: int, fill) -> np.ndarray:
-    if a.shape[1] >= width:
-        return a
-    out = np.full((a.shape[0], width), fill, dtype=a.dtype)
-    out[:, : a.shape[1]] = a
-    return out
-
-
-def _with_replacement(
-    active: np.ndarray, cands: Candidates, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest controls within the caliper of every active treated row."""
-    out_c = np.full((len(active), k), -1, dtype=np.int64)
-    out_d = np.full((len(active), k), np.inf)
-    for start in range(0, len(active), BATCH_SIZE):
-        rows = active[start : start + BATCH_SIZE]
-        m = k + 8
-        cand, dist, safe, complete = cands.query(rows, m)
-        need = np.flatnonzero(~complete & (safe < k))
-        while need.size:
-            m *= 2
-            c2, d2, s2, k2 = cands.query(rows[need], m)
-            cand, dist = _widen(cand, m, -1), _widen(dist, m, np.inf)
-            cand[need, :m], dist[need, :m], safe[need], complete[need] = c2, d2, s2, k2
-            need = need[~k2 & (s2 < k)]
-        out_c[start : start + len(rows)] = cand[:, :k]
-        out_d[start : start + len(rows)] = dist[:, :k]
-    return out_c, out_d
+    def nearest_k(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """Sorted positions of the ``k`` nearest controls of each treated row within the
+        caliper, ties by id (with replacement: nothing is used). ``-1``: none."""
+        n = len(rows)
+        out = np.full((n, k), -1, dtype=np.int64)
+        got = np.zeros(n, dtype=np.int64)
+        lp, rp = self.start[rows] - 1, self.start[rows].copy()
+        act = np.arange(n)
+        while act.size:
+            members, lfar, rfar, found = self.group(rows[act], lp[act], rp[act])
+            act, members, lfar, rfar = act[found], members[found], lfar[found], rfar[found]
+            need = k - got[act]
+            m = np.where(members >= 0, members, 0)
+            take = np.where(members >= 0, np.minimum(need[:, None], self.bsize[m]), 0)
+            row = np.repeat(np.arange(len(act)), take.sum(axis=1))
+            flat = take.ravel()
+            first = np.repeat(self.bstart[m].ravel(), flat)
+            pos = first + np.arange(flat.sum()) - np.repeat(np.cumsum(flat) - flat, flat)
+            code = pos
+            if members.shape[1] > 1:  # several equally near blocks: merge by id
+                code = np.unique(self.ids[pos], return_inverse=True)[1]
+            o = np.lexsort((code, row))
+            row, pos = row[o], pos[o]
+            rank = np.arange(len(row)) - np.searchsorted(row, row)
+            keep = rank < need[row]
+            out[act[row[keep]], got[act[row[keep]]] + rank[keep]] = pos[keep]
+            got[act] += np.minimum(need, take.sum(axis=1))
+            lp[act] = np.where(lfar >= 0, lfar - 1, lp[act])
+            rp[act] = np.where(rfar >= 0, rfar + 1, rp[act])
+            act = act[got[act] < k]
+        return out
 
 
 def greedy_match(
-    cands: Candidates, n_active: int, *, k: int, replace: bool
+    cands: SortedControls, n_active: int, *, k: int, replace: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Controls of every treated row of ``cands``, in its priority order.
 
     Parameters
     ----------
-    cands : Candidates
+    cands : SortedControls
         The search structure; its treated rows are in priority order (earliest first).
     n_active : int
         Number of treated rows.
@@ -420,21 +364,22 @@ def greedy_match(
     distances : ndarray of float, shape (n_active, k)
         Absolute score differences (``inf``: none).
     """
-    act = np.arange(n_active)
+    pos = np.full((n_active, k), -1, dtype=np.int64)
+    if not len(cands.bstart):
+        return pos, np.full((n_active, k), np.inf)
     if replace:
-        return _with_replacement(act, cands, k)
-    mc = np.full((n_active, k), -1, dtype=np.int64)
-    md = np.full((n_active, k), np.inf)
-    taken = np.zeros(len(cands.score_c), dtype=bool)
-    current = act
-    for r in range(k):
-        if r and cands.cells > _REBUILD * cands.n_in_trees:
-            # controls used in earlier rounds crowd the candidate lists: rebuilding
-            # the trees without them is cheaper than querying past them
-            cands.build(~taken)
-        c, d = _greedy_round(current, cands, taken, m0=2 * k + 8)
-        mc[current, r], md[current, r] = c, d
-        current = current[c >= 0]
-        if not current.size:
-            break
-    return mc, md
+        for start in range(0, n_active, BATCH_SIZE):
+            rows = np.arange(start, min(start + BATCH_SIZE, n_active))
+            pos[rows] = cands.nearest_k(rows, k)
+    else:
+        current = np.arange(n_active)
+        for r in range(k):
+            for start in range(0, len(current), BATCH_SIZE):
+                rows = current[start : start + BATCH_SIZE]
+                pos[rows, r] = cands.round_block(rows)
+            current = current[pos[current, r] >= 0]
+    ok = pos >= 0
+    p = np.where(ok, pos, 0)
+    controls = np.where(ok, cands.order[p], -1)
+    distances = np.where(ok, np.abs(cands.sc[p] - cands.x[:, None]), np.inf)
+    return controls, distances

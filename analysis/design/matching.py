@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from analysis._checks import binary, require_columns
-from analysis.design._nearest import Candidates, greedy_match
+from analysis.design._nearest import SortedControls, greedy_match
 
 __all__ = [
     "REASON_CALIPER",
@@ -187,8 +187,11 @@ def caliper_width(score: np.ndarray, treated: np.ndarray, caliper: float | None)
 
 
 def _strata(df: pd.DataFrame, exact: Sequence[str]) -> np.ndarray:
+    """Code of each row's exact stratum (any coding: only equality matters)."""
     if not exact:
         return np.zeros(len(df), dtype=np.int64)
+    if len(exact) == 1:
+        return pd.factorize(df[exact[0]], use_na_sentinel=False)[0].astype(np.int64)
     codes = df.groupby(list(exact), sort=True, dropna=False, observed=True).ngroup()
     return codes.to_numpy(dtype=np.int64)
 
@@ -294,8 +297,10 @@ def match(
 
     Notes
     -----
-    Deterministic: the same data in any row order give the same sets. Cost: one
-    KD-tree per stratum, ``O((n_c + n_t m) log n_c)``; memory ``O(n_c + B m)``.
+    Deterministic: the same data in any row order give the same sets. Cost: one sort
+    of the controls, ``O(n_c log n_c)``, then per round and block of treated persons a
+    few vectorised passes of ``O(B log n_c)`` (more where many treated compete for few
+    controls); memory ``O(n_c + B)`` (module :mod:`analysis.design._nearest`).
 
     References
     ----------
@@ -330,7 +335,7 @@ def match(
         order = by_id[np.argsort(-s[by_id], kind="stable")]
     finite_t = np.isfinite(s[order])
     active_rows = order[finite_t]  # df rows of the treated, in priority order
-    cands = Candidates(s[active_rows], strata[active_rows], s[ci], strata[ci], ids[ci], width)
+    cands = SortedControls(s[active_rows], strata[active_rows], s[ci], strata[ci], ids[ci], width)
     mc, md = greedy_match(cands, len(active_rows), k=k, replace=replace)
 
     # matched treated persons (in priority order): sets numbered by their id
@@ -427,11 +432,10 @@ def _matched_persons(
     return data.iloc[order].reset_index(drop=True)
 
 
-def _reasons(act: np.ndarray, cands: Candidates) -> np.ndarray:
+def _reasons(act: np.ndarray, cands: SortedControls) -> np.ndarray:
     """Why each of the treated rows ``act`` (in priority order) got no control."""
     reason = np.full(len(act), REASON_USED, dtype=object)
     if len(act):
-        cand = cands.query(act, 1, every=True)[0]
-        reason[cand[:, 0] < 0] = REASON_CALIPER
+        reason[~(cands.nearest_distance(act) <= cands.width)] = REASON_CALIPER
         reason[cands.n_controls(act) == 0] = REASON_NO_STRATUM
     return reason
