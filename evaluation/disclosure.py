@@ -129,30 +129,52 @@ def _table1_evidence(
 def _balance_evidence(
     samples: Mapping[str, pd.DataFrame], reference: pd.DataFrame, covariates: Iterable[str]
 ) -> pd.DataFrame:
-    """Persons behind each standardised difference: per design column, sample and arm."""
+    """Persons behind each standardised difference: per design column, sample and arm.
+
+    The samples other than ``reference`` itself are expanded together in one
+    :func:`~analysis.design.missing.design_matrix` call (each row's columns depend only on
+    the row and on ``reference``), so the reference is expanded twice in all, not once per
+    sample.
+    """
     covariates = list(covariates)
     spec = {"transforms": TRANSFORMS, "levels": LEVELS, "drop_first": False}
     ref = design_matrix(reference, covariates, **spec)
     binary = {
         c: set(np.unique(ref[c])) >= {0.0, 1.0} and ref[c].nunique() <= 3 for c in ref.columns
     }
+    others = [name for name, df in samples.items() if df is not reference]
+    stacked = (
+        design_matrix(
+            pd.concat([samples[name][covariates] for name in others], ignore_index=True),
+            covariates,
+            reference=reference,
+            **spec,
+        ).to_numpy()
+        if others
+        else np.empty((0, ref.shape[1]))
+    )
     rows = []
+    start = 0
     for sample, df in samples.items():
-        X = design_matrix(df, covariates, reference=reference, **spec)
+        if df is reference:
+            X = ref.to_numpy()
+        else:
+            X = stacked[start : start + len(df)]
+            start += len(df)
         treated = df["treatment"].to_numpy() == 1
         for group, mask in (("HAT", treated), ("OST", ~treated)):
             sub = X[mask]
-            for col in X.columns:
-                v = sub[col].to_numpy(float)
+            n_one, n_zero = (sub == 1).sum(axis=0), (sub == 0).sum(axis=0)
+            for j, col in enumerate(ref.columns):
                 rows.append(
                     {
                         "variable": col,
                         "sample": sample,
                         "group": group,
                         "binary": bool(binary.get(col, False)),
-                        "n": int(v.size),
-                        "n_one": int((v == 1).sum()),
-                        "n_zero": int((v == 0).sum()),
+                        "n": int(sub.shape[0]),
+                        "n_one": int(n_one[j]),
+                        "n_zero": int(n_zero[j]),
                     }
                 )
     return pd.DataFrame(rows)
@@ -202,14 +224,21 @@ def _estimates_evidence(designs: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for name, design in designs.items():
         data = design.data
-        if design.weighted:
-            data = data[data["weight"].to_numpy(float) > 0]
+        # the rows and columns used, as arrays (no copies of the whole design table)
+        keep = data["weight"].to_numpy(float) > 0 if design.weighted else slice(None)
+        group = data["group"].to_numpy()[keep]
+        in_retention = data["in_retention"].to_numpy(bool)[keep]
+        levels = sorted(g for g in pd.unique(group) if not pd.isna(g))
         for outcome, column in EVENT_COLUMNS.items():
-            sub = data[data["in_retention"]] if outcome == "retention" else data
-            for group, part in sub.groupby("group", sort=True):
+            values = data[column].to_numpy(float)[keep]
+            for g in levels:
+                sel = group == g
+                if outcome == "retention":
+                    sel &= in_retention
+                if not sel.any():
+                    continue
                 rows.append(
-                    {"design": name, "outcome": outcome, "group": group}
-                    | contributions(part[column].to_numpy(float))
+                    {"design": name, "outcome": outcome, "group": g} | contributions(values[sel])
                 )
     return pd.DataFrame(rows)
 
@@ -245,16 +274,18 @@ def disclosure_evidence(
     covariates = list(covariates)
     matched = designs["matched"].data
     hat, ost = df["group"] == "HAT", df["group"] == "OST"
+    # subsets hold only the columns their evidence reads (not copies of whole tables)
     t1_samples = {
-        "HAT_all": df[hat],
-        "OST_all": df[ost],
-        "HAT_matched": matched[matched["group"] == "HAT"],
-        "OST_matched": matched[matched["group"] == "OST"],
+        "HAT_all": df.loc[hat, covariates],
+        "OST_all": df.loc[ost, covariates],
+        "HAT_matched": matched.loc[matched["group"] == "HAT", covariates],
+        "OST_matched": matched.loc[matched["group"] == "OST", covariates],
     }
     balance_samples = {"before": df, "matched": matched}
     if "iptw" in designs:
         d = designs["iptw"].data
-        balance_samples["iptw"] = d[d["weight"].to_numpy(float) > 0]
+        columns = [*dict.fromkeys([*covariates, "treatment"])]
+        balance_samples["iptw"] = d.loc[d["weight"].to_numpy(float) > 0, columns]
     ret = matched[matched["in_retention"]]
     km_type = ret["discontinued"].to_numpy(float).astype(int)
     cif_type = np.select([matched["overdose_death"] == 1, matched["died"] == 1], [1, 2], 0)

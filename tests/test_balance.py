@@ -8,7 +8,12 @@ import pytest
 from matplotlib.figure import Figure
 
 from analysis._checks import ColumnError
-from analysis.design.balance import balance_summary, balance_table, compare_balance
+from analysis.design.balance import (
+    balance_reference,
+    balance_summary,
+    balance_table,
+    compare_balance,
+)
 from analysis.design.descriptives import baseline_table
 from analysis.design.matching import match
 from evaluation.figures_design import GROUP_COLOURS, love_plot, ps_overlap_plot
@@ -40,6 +45,24 @@ def test_hand_computed_smd_and_variance_ratio() -> None:
     sd = np.sqrt((1 / 3 + 1 / 4) / 2)
     assert b.loc["injecting", "smd"] == pytest.approx((2 / 3 - 1 / 4) / sd)
     assert b.loc["injecting", "binary"] and not b.loc["age", "binary"]
+
+
+def test_a_reference_expanded_once_gives_the_same_tables() -> None:
+    df = hand().assign(sex=list("FMFMMFM"))
+    covs = ["age", "injecting", "sex"]
+    ref = balance_reference(df, treatment="treatment", covariates=covs)
+    sub = df.iloc[[0, 1, 2, 5, 6]]
+    w = np.array([1, 2, 1, 0.5, 1.0])
+    pd.testing.assert_frame_equal(
+        balance_table(df, treatment="treatment", covariates=covs, reference=ref),
+        balance_table(df, treatment="treatment", covariates=covs),
+    )
+    pd.testing.assert_frame_equal(
+        balance_table(sub, treatment="treatment", covariates=covs, weights=w, reference=ref),
+        balance_table(sub, treatment="treatment", covariates=covs, weights=w, reference=df),
+    )
+    with pytest.raises(ValueError, match="BalanceReference"):
+        balance_table(sub, treatment="treatment", covariates=["age"], reference=ref)
 
 
 def test_weights_and_the_fixed_denominator() -> None:

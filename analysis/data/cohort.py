@@ -479,4 +479,6 @@ def _table(
     for col in (*NUMERIC_COVARIATES, *BOOLEAN_COVARIATES):
         columns[col] = persons[col].to_numpy(dtype=np.float64)
     keep = fu.keep
+    if bool(keep.all()):  # every person kept: the frame copies the columns anyway
+        return pd.DataFrame({k: columns[k] for k in COHORT_COLUMNS}, columns=list(COHORT_COLUMNS))
     return pd.DataFrame({k: columns[k][keep] for k in COHORT_COLUMNS}, columns=list(COHORT_COLUMNS))

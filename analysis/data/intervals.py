@@ -87,7 +87,15 @@ def person_codes(ids: pd.Index, person_id: pd.Series, table: str) -> np.ndarray:
     ValueError
         A row's person is not in ``persons``.
     """
-    codes = ids.get_indexer(person_id.astype(str))
+    if person_id.hasnans or len(person_id) == 0:
+        codes = ids.get_indexer(person_id.astype(str))
+    else:
+        # rows of a person are usually consecutive (tables sorted by person): look up the
+        # first row of each run of equal values only, and repeat its code over the run
+        values = person_id.to_numpy()
+        heads = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+        codes = ids.get_indexer(pd.Series(values[heads], dtype=object).astype(str))
+        codes = np.repeat(codes, np.diff(np.r_[heads, len(values)]))
     if (codes < 0).any():
         unknown = pd.unique(person_id[codes < 0].astype(str))[:5]
         raise ValueError(
@@ -134,8 +142,10 @@ def merge_intervals(
     if len(code) == 0:
         empty = np.empty(0, dtype=np.int64)
         return Intervals(empty, empty, empty)
-    order = np.lexsort((start, code))
-    code, start, end = code[order], start[order], end[order]
+    key = code * span + (start - origin)
+    if not bool(np.all(key[1:] >= key[:-1])):  # tables sorted by person and start: no sort
+        order = np.argsort(key, kind="stable")  # = np.lexsort((start, code))
+        code, start, end = code[order], start[order], end[order]
     offset = code * span - origin
     running_end = np.maximum.accumulate(end + offset) - offset
     new = np.empty(len(code), dtype=bool)

@@ -293,7 +293,8 @@ def normalise_table(raw: pd.DataFrame, table: str, *, version: int = 1) -> pd.Da
     for column in table_columns(table, version):
         kind = column_kind(column)
         s = raw[column]
-        if kind == "category":  # few distinct values: share the string objects
+        if kind == "category" or (kind == "id" and table != "persons" and not s.hasnans):
+            # repeated values: one string object per distinct value, shared by its rows
             codes, uniques = encode(s)
             out[column] = pd.Series(np.append(uniques, None)[codes], index=raw.index)
         elif kind == "id":

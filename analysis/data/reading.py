@@ -324,7 +324,8 @@ def raw_frame(arrow: pa.Table, table: str, *, file: str, version: int = 1) -> pd
                 column=name,
             ) from None
     frame = pa.table(columns).to_pandas(date_as_object=False, types_mapper=_STRINGS.get)
-    return frame.reset_index(drop=True)
+    frame.index = pd.RangeIndex(len(frame))  # in place: no copy of the columns
+    return frame
 
 
 def empty_table(table: str, version: int = 1) -> pd.DataFrame:
@@ -367,7 +368,9 @@ def _order(keys: list[np.ndarray]) -> np.ndarray:
 
 def _take(df: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
     in_order = bool(np.all(order[1:] > order[:-1]))  # files written sorted: no copy
-    return (df if in_order else df.take(order)).reset_index(drop=True)
+    out = df.copy(deep=False) if in_order else df.take(order)
+    out.index = pd.RangeIndex(len(out))  # in place on the new frame: no second copy
+    return out
 
 
 def canonical(

@@ -46,7 +46,9 @@ from analysis.design.missing import design_matrix
 
 __all__ = [
     "SMD_THRESHOLD",
+    "BalanceReference",
     "BalanceSummary",
+    "balance_reference",
     "balance_summary",
     "balance_table",
     "compare_balance",
@@ -111,6 +113,107 @@ def _weights(df: pd.DataFrame, weights: str | np.ndarray | pd.Series | None) -> 
     return w
 
 
+@dataclass(frozen=True, eq=False)
+class BalanceReference:
+    """The reference sample of :func:`balance_table`, expanded once.
+
+    Built by :func:`balance_reference`; pass it as ``reference`` to describe several samples
+    (before matching, after matching, after weighting) against one yardstick without
+    expanding the reference and computing its SDs again for each.
+
+    Attributes
+    ----------
+    data : DataFrame
+        The reference sample.
+    design : DataFrame
+        Its design matrix (every level kept).
+    treated : ndarray of bool
+        Treated rows of ``data``.
+    sd_pooled : ndarray
+        The SMD denominator of each design column (unweighted groups of ``data``).
+    binary : ndarray of bool
+        Design columns holding only 0 and 1 in ``data``.
+    covariates : tuple of str
+        The covariates, with the ``transforms`` and ``levels`` of the expansion.
+    transforms, levels : mapping or None
+    """
+
+    data: pd.DataFrame
+    design: pd.DataFrame
+    treated: np.ndarray
+    sd_pooled: np.ndarray
+    binary: np.ndarray
+    covariates: tuple[str, ...]
+    transforms: Mapping[str, str] | None
+    levels: Mapping[str, Sequence[str]] | None
+
+
+def balance_reference(
+    reference: pd.DataFrame,
+    *,
+    treatment: str,
+    covariates: Sequence[str],
+    transforms: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
+) -> BalanceReference:
+    """Expand the reference sample of :func:`balance_table` once.
+
+    Parameters
+    ----------
+    reference : DataFrame
+        Sample whose *unweighted* groups give the SMD denominator, the levels, fill values
+        and columns (normally the full cohort).
+    treatment, covariates, transforms, levels
+        As for :func:`balance_table`.
+
+    Returns
+    -------
+    BalanceReference
+    """
+    tr = binary(reference, treatment, "treatment") == 1
+    spec = {"transforms": transforms, "levels": levels, "drop_first": False}
+    design = design_matrix(reference, covariates, **spec)
+    R = design.to_numpy()
+    _, rv_t = _weighted_mean_var(R[tr], np.ones(int(tr.sum())))
+    _, rv_c = _weighted_mean_var(R[~tr], np.ones(int((~tr).sum())))
+    return BalanceReference(
+        data=reference,
+        design=design,
+        treated=tr,
+        sd_pooled=np.sqrt((np.nan_to_num(rv_t) + np.nan_to_num(rv_c)) / 2),
+        binary=np.array([bool(np.isin(R[:, j], (0.0, 1.0)).all()) for j in range(R.shape[1])]),
+        covariates=tuple(covariates),
+        transforms=transforms,
+        levels=levels,
+    )
+
+
+def _reference(
+    df: pd.DataFrame,
+    reference: pd.DataFrame | BalanceReference | None,
+    treatment: str,
+    covariates: Sequence[str],
+    transforms: Mapping[str, str] | None,
+    levels: Mapping[str, Sequence[str]] | None,
+) -> BalanceReference:
+    """``reference`` as a :class:`BalanceReference` (checked against the arguments)."""
+    if not isinstance(reference, BalanceReference):
+        return balance_reference(
+            df if reference is None else reference,
+            treatment=treatment,
+            covariates=covariates,
+            transforms=transforms,
+            levels=levels,
+        )
+    given = (tuple(covariates), dict(transforms or {}), dict(levels or {}))
+    built = (reference.covariates, dict(reference.transforms or {}), dict(reference.levels or {}))
+    if given != built:
+        raise ValueError(
+            "reference: a BalanceReference built with other covariates, transforms or levels"
+        )
+    return reference
+
+
 # over 80 lines only by its numpydoc docstring (the code is under 60)
 def balance_table(
     df: pd.DataFrame,
@@ -135,10 +238,13 @@ def balance_table(
         level of a categorical covariate kept and missing indicators added.
     weights : str or array-like, optional
         Column name or values (row order of ``df``): matching or IPT weights.
-    reference : DataFrame, optional
+    reference : DataFrame or BalanceReference, optional
         Sample whose *unweighted* groups give the SMD denominator, the levels, fill
         values and columns (default: ``df``). Pass the full cohort when describing a
-        matched or weighted sample, so SMDs before and after share one yardstick.
+        matched or weighted sample, so SMDs before and after share one yardstick; pass
+        its :func:`balance_reference` (built with the same ``covariates``,
+        ``transforms`` and ``levels``) to describe several samples against it without
+        expanding it again each time (``df`` may then be the reference's own data).
     transforms, levels : mapping, optional
         Transformations and level orders of the covariates, as in
         :func:`analysis.design.missing.design_matrix` (pass those of the propensity
@@ -161,7 +267,8 @@ def balance_table(
         data (or in ``reference``).
     ValueError
         The treatment column is not 0/1 or has missing values; negative or missing
-        weights.
+        weights; a :class:`BalanceReference` built with other covariates, transforms or
+        levels.
 
     Notes
     -----
@@ -183,21 +290,16 @@ def balance_table(
     34:3661-3679.
     """
     t = binary(df, treatment, "treatment") == 1
-    tr = t if reference is None else binary(reference, treatment, "treatment") == 1
     w = _weights(df, weights)
-    ref = df if reference is None else reference
+    ref = _reference(df, reference, treatment, covariates, transforms, levels)
     spec = {"transforms": transforms, "levels": levels, "drop_first": False}
-    X = design_matrix(df, covariates, reference=ref, **spec)
-    Xr = X if reference is None else design_matrix(ref, covariates, **spec)
-    if list(Xr.columns) != list(X.columns):  # pragma: no cover - guarded by design_matrix
+    X = ref.design if df is ref.data else design_matrix(df, covariates, reference=ref.data, **spec)
+    if list(ref.design.columns) != list(X.columns):  # pragma: no cover - by design_matrix
         raise ValueError("reference and data expand to different columns")
-    A, R = X.to_numpy(), Xr.to_numpy()
+    A = X.to_numpy()
     m_t, v_t = _weighted_mean_var(A[t], w[t])
     m_c, v_c = _weighted_mean_var(A[~t], w[~t])
-    ones_t, ones_c = np.ones(int(tr.sum())), np.ones(int((~tr).sum()))
-    _, rv_t = _weighted_mean_var(R[tr], ones_t)
-    _, rv_c = _weighted_mean_var(R[~tr], ones_c)
-    sd = np.sqrt((np.nan_to_num(rv_t) + np.nan_to_num(rv_c)) / 2)
+    sd = ref.sd_pooled
     diff = m_t - m_c
     with np.errstate(divide="ignore", invalid="ignore"):
         smd = np.where(sd > 0, diff / sd, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
@@ -207,7 +309,7 @@ def balance_table(
         {
             "variable": X.columns,
             "covariate": [source.get(c, c) for c in X.columns],
-            "binary": [bool(np.isin(R[:, j], (0.0, 1.0)).all()) for j in range(R.shape[1])],
+            "binary": [bool(b) for b in ref.binary],
             "mean_treated": m_t,
             "mean_control": m_c,
             "sd_pooled": sd,
@@ -266,8 +368,9 @@ def compare_balance(
         "transforms": transforms,
         "levels": levels,
     }
-    b = balance_table(before, **spec)
-    a = balance_table(after, **spec, weights=weights, reference=before)
+    ref = balance_reference(before, **spec)
+    b = balance_table(before, **spec, reference=ref)
+    a = balance_table(after, **spec, weights=weights, reference=ref)
     out = b[keys].copy()
     for name, tab in (("before", b), ("after", a)):
         for s in stats:

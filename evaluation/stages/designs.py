@@ -17,7 +17,7 @@ import pandas as pd
 
 from analysis.data.cohort import calendar_years, derive_cohort
 from analysis.data.contract import CALENDAR_COVARIATE
-from analysis.design.balance import balance_table, effective_sample_size
+from analysis.design.balance import balance_reference, balance_table, effective_sample_size
 from analysis.design.estimated_weights import EstimatedWeights, att_weight_model_from_propensity
 from analysis.design.matching import match
 from analysis.design.propensity import PropensityScore, fit_propensity
@@ -317,10 +317,18 @@ def design_tables(state: StudyState, config: StudyConfig) -> dict[str, pd.DataFr
 def _balance(df: pd.DataFrame, designs: dict[str, Design], config: StudyConfig) -> pd.DataFrame:
     """SMD and variance ratio per covariate: before, after matching, after IPTW."""
     covariates = config.propensity_covariates
+    reference = balance_reference(
+        df,
+        treatment="treatment",
+        covariates=covariates,
+        transforms=study_design.TRANSFORMS,
+        levels=study_design.LEVELS,
+    )
     before = balance_table(
         df,
         treatment="treatment",
         covariates=covariates,
+        reference=reference,
         transforms=study_design.TRANSFORMS,
         levels=study_design.LEVELS,
     )
@@ -336,7 +344,7 @@ def _balance(df: pd.DataFrame, designs: dict[str, Design], config: StudyConfig) 
             treatment="treatment",
             covariates=covariates,
             weights="weight",
-            reference=df,
+            reference=reference,
             transforms=study_design.TRANSFORMS,
             levels=study_design.LEVELS,
         )
