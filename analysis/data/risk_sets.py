@@ -13,7 +13,9 @@ by the data contract's "Target trial: derivations" (``shared/data-contract.md``)
   initiator, and on every analysed initiator's index date every other person as
   a candidate of its risk set or not eligible with the reason
   (:func:`derive_risk_sets`; :func:`iter_risk_sets` yields the same rows in
-  pieces of bounded size).
+  pieces of bounded size; :func:`risk_set_source` sorts the histories once for a
+  consumer that wants pieces without outcomes and the full rows of the pairs it keeps,
+  :mod:`analysis.design.risk_set_stream`).
 
 Everything is vectorised, as ``analysis.data.cohort`` is for version 1: dates are day
 numbers; each person's episodes, stays, charges, status forms and overdoses are

@@ -46,8 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from analysis.data.cohort import calendar_years
-from analysis.data.contract import CALENDAR_COVARIATE
+from analysis.data.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR
 from analysis.data.risk_set_rows import ROLE_CANDIDATE, ROLE_INITIATOR, RiskSetSource
 from analysis.design.matching import REASON_CALIPER, caliper_width, match
 from analysis.design.streamed_design import DesignAccumulator, DesignSpec, Moments, compact_frame
@@ -239,8 +238,10 @@ def _store(
 
 
 def _calendar(day: np.ndarray, first: pd.Timestamp) -> np.ndarray:
-    dates = pd.Series(day.astype("datetime64[D]").astype("datetime64[s]"))
-    return calendar_years(dates, first=first).to_numpy(np.float64)
+    """:func:`analysis.data.cohort.calendar_years` of day numbers: whole days since
+    ``first`` over :data:`DAYS_PER_YEAR`, the same float division, without dates."""
+    origin = int(np.datetime64(first, "D").astype(np.int64))
+    return (day.astype(np.int64) - origin) / DAYS_PER_YEAR
 
 
 def _frame(p: _Piece, first: pd.Timestamp, covs: tuple[str, ...], sl: slice) -> pd.DataFrame:

@@ -260,9 +260,12 @@ class DesignSpec:
                 cols += list(restricted_cubic_spline(x, p["knots"]).T)
             if p["missing"]:
                 cols.append(miss.astype(np.float64))
-        if not cols:
-            return np.empty((len(df), 0))
-        return np.column_stack(cols)
+        # column by column into a Fortran-ordered matrix (np.column_stack writes across
+        # rows, several times slower); the products X'WX take either order
+        out = np.empty((len(df), len(cols)), order="F")
+        for j, col in enumerate(cols):
+            out[:, j] = col
+        return out
 
 
 def compact_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -101,8 +101,10 @@ def _cells_pass(pieces: Pieces, p: int, cells: list) -> tuple[dict, list]:
     xtx, xs = np.zeros((p, p)), np.zeros(p)
     for X, y in pieces():
         binary &= ((X == 0.0) | (X == 1.0)).all(axis=0)
-        act = _active(X, cells)
-        Xa, ya = X[act], y[act]
+        Xa, ya = X, y
+        if cells:
+            act = _active(X, cells)
+            Xa, ya = X[act], y[act]
         n, t = n + len(ya), t + ya.sum()
         n1 += Xa.sum(axis=0)
         t1 += ya @ Xa
@@ -148,12 +150,17 @@ def _newton_pass(
     for item in pieces:
         X, y = item[0], item[1]
         w = item[2] if len(item) > 2 else None
-        act = _active(X, cells)
-        Z = np.column_stack([np.ones(int(act.sum())), X[act][:, keep]])
-        ya = y[act]
+        if cells:
+            act = _active(X, cells)
+            X, y = X[act], y[act]
+            w = None if w is None else w[act]
+        Z = np.empty((len(y), len(keep) + 1), order="F")
+        Z[:, 0] = 1.0
+        Z[:, 1:] = X[:, keep] if len(keep) < X.shape[1] else X
+        ya = y
         eta = Z @ beta
         pr = expit(eta)
-        wr = np.ones(len(ya)) if w is None else w[act]
+        wr = np.ones(len(ya)) if w is None else w
         grad += Z.T @ (wr * (ya - pr))
         info += (Z * (wr * pr * (1 - pr))[:, None]).T @ Z
         # log-likelihood with log-expit: finite for any eta
