@@ -187,6 +187,29 @@ def history_tables(sim: Simulation, spec: HistoryScenario, rng: np.random.Genera
     return {name: df.reset_index(drop=True) for name, df in tables.items()}
 
 
+def _fill_up(
+    tables: dict[str, pd.DataFrame], spec: HistoryScenario, rng: np.random.Generator
+) -> dict[str, pd.DataFrame]:
+    """Persons never in OST up to ``population.extract_persons`` (a national linkage)."""
+    total = spec.population.extract_persons
+    n = 0 if total is None else total - len(tables["persons"])
+    if n <= 0:
+        return tables
+    from synthetic.history_outside import outside_tables
+
+    (r_out,) = rng.spawn(1)  # a third stream: the OST registry's draws are unchanged
+    more = outside_tables(
+        n,
+        history_start=np.datetime64(spec.history_start),
+        extract_date=np.datetime64(spec.extract_date),
+        rng=r_out,
+    )
+    out = dict(tables)
+    for name, df in more.items():
+        out[name] = pd.concat([tables[name], df], ignore_index=True)
+    return out
+
+
 def generate_history(
     spec: HistoryScenario, rng: np.random.Generator, *, truth: bool = True
 ) -> tuple[dict[str, pd.DataFrame], dict | None]:
@@ -204,6 +227,7 @@ def generate_history(
     r_pop, r_ids = rng.spawn(2)
     sim = simulate_population(spec, r_pop, scale=spec.scale)
     tables = history_tables(sim, spec, r_ids)
+    tables = _fill_up(tables, spec, rng)
     if not truth:
         return tables, None
     from synthetic.history_truth import history_truth_json

@@ -164,6 +164,17 @@ class HistoryPopulation(_Frozen):
         default_factory=default_region_shares,
         description="OST patients by regional health authority (as version 1)",
     )
+    extract_persons: int | None = Field(
+        None,
+        ge=0,
+        description="persons in the extract in all: when larger than the OST registry's "
+        "persons, the extract is filled up with persons never in OST in the covered period "
+        "(a national linkage beyond the OST registry, e.g. everyone with a drug-related "
+        "charge, prison stay or overdose: persons rows, charges, deaths and emigrations, no "
+        "episodes or status forms; see synthetic/history_outside.py). They never pass the "
+        "trial's rule 4, so they are never candidates; they make the extract national in "
+        "size. None: the OST registry's persons only",
+    )
     crime_frailty_shape: float = Field(
         2.0,
         gt=0,

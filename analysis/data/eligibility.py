@@ -17,8 +17,8 @@ import pandas as pd
 from analysis.data.contract import REGIONS
 from analysis.data.extract import HistoryExtract
 from analysis.data.histories import NO_DATE, Histories, histories, last_ost_day
-from analysis.data.intervals import day_numbers, person_codes, year_of
-from analysis.data.trial_columns import as_dates, categorical
+from analysis.data.intervals import day_numbers, person_codes
+from analysis.data.trial_columns import as_dates, categorical, years_of
 
 __all__ = [
     "ELIGIBILITY_REASONS",
@@ -131,7 +131,7 @@ def reasons(
         reason[hit] = k
         todo &= ~hit
 
-    rule(1, year_of(day) - h.birth_year[code] < protocol.min_age)
+    rule(1, years_of(day) - h.birth_year[code] < protocol.min_age)
     rule(2, (h.death[code] < day) | (h.emigration[code] < day))
     rule(3, h.first_hat[code] < day)
     rest = np.flatnonzero(todo)

@@ -15,8 +15,9 @@ import pandas as pd
 
 from analysis.data.contract import REGIONS, SEXES
 from analysis.data.histories import NO_DATE
+from analysis.data.intervals import year_of
 
-__all__ = ["DATE_VALUED", "as_dates", "categorical", "spread"]
+__all__ = ["DATE_VALUED", "as_dates", "categorical", "spread", "years_of"]
 
 #: columns holding day numbers that are dates (``NO_DATE`` missing)
 DATE_VALUED = ("pp_censor_date", "followup_end", "pp_followup_end")
@@ -75,3 +76,16 @@ def spread(values: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, object
             v = v.astype(np.int64)
         out[name] = _column(name, v, valid, n)
     return out
+
+
+def years_of(day: np.ndarray) -> np.ndarray:
+    """Calendar year of each day number (:func:`analysis.data.intervals.year_of`), through
+    a table of the days spanned: many rows share few days, and the calendar conversion is
+    the slow part."""
+    day = np.asarray(day, dtype=np.int64)
+    if len(day) < 4096:
+        return year_of(day)
+    lo, hi = int(day.min()), int(day.max())
+    if hi - lo > len(day):
+        return year_of(day)
+    return year_of(np.arange(lo, hi + 1, dtype=np.int64))[day - lo]

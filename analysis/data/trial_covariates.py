@@ -13,8 +13,8 @@ from analysis.data.contract import ASSESSMENT_COVARIATES, DAYS_PER_YEAR
 from analysis.data.eligibility import TrialProtocol, on_pairs
 from analysis.data.extract import HistoryExtract
 from analysis.data.histories import Histories
-from analysis.data.intervals import at, year_of
-from analysis.data.trial_columns import spread
+from analysis.data.intervals import at
+from analysis.data.trial_columns import spread, years_of
 
 __all__ = ["COVARIATE_COLUMNS", "covariates", "covariates_on"]
 
@@ -37,7 +37,7 @@ def covariates(
     """Covariate values of the rows ``(code, day)`` (see :func:`covariates_on`)."""
     lookback = protocol.lookback_days
     out: dict[str, np.ndarray] = {
-        "age": year_of(day) - h.birth_year[code],
+        "age": years_of(day) - h.birth_year[code],
         "sex": h.sex[code],
         "region": h.region[code],
     }

@@ -51,6 +51,9 @@ from scipy.special import expit
 
 __all__ = ["Intervals", "censoring_weights", "fit_logistic", "split_intervals"]
 
+#: largest log weight whose exponential is finite (``log`` of the largest float64)
+_LOG_MAX = float(np.log(np.finfo(np.float64).max))
+
 #: start of the first interval: a day before time zero, so events on day 0 are at risk
 FIRST_START = -1.0
 
@@ -169,7 +172,17 @@ def censoring_weights(
     Returns
     -------
     ndarray
-        The weight of each interval (1 in a row's first).
+        The weight of each interval (1 in a row's first); ``inf`` where the product
+        exceeds the floating-point range (see the notes).
+
+    Notes
+    -----
+    The product is accumulated as a sum of logs and exponentiated once. A censoring model
+    that is (quasi-)separated, as in a bootstrap sample where few comparators start HAT,
+    gives probabilities near 1 (kept at ``1 - 1e-9``, a factor up to ``1e9`` per interval),
+    and over a long follow-up the log weight can pass ``log(max float)`` (about 709): the
+    weight is then ``inf``, exactly what the exponential saturates to, without a floating-
+    point overflow warning; the caller's truncation bounds it.
     """
     # a separated censoring model can give probabilities of 1: kept below 1 so every
     # weight is finite (the truncation then bounds them)
@@ -181,4 +194,6 @@ def censoring_weights(
     start_index = np.maximum.accumulate(np.where(first, np.arange(len(row)), 0))
     before = total - log_term  # up to the previous interval
     base = before[start_index]
-    return np.exp(before - base)
+    log_weight = before - base
+    # saturate to inf beyond the float range (see the notes) instead of overflowing
+    return np.where(log_weight > _LOG_MAX, np.inf, np.exp(np.minimum(log_weight, _LOG_MAX)))
