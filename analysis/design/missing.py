@@ -1,3 +1,4 @@
+# long: the expansion rules and their fit on the reference (DesignSpec) belong together
 """Design matrices: categorical levels, transformations, splines and missing covariates.
 
 :func:`design_matrix` turns covariate columns of any DataFrame into a numeric matrix, the
@@ -42,7 +43,10 @@ proportion), so every covariate is treated alike.
 
 Fill values, levels and the set of columns are taken from ``reference``
 (default: the data themselves), so a matched or weighted subsample is described
-with exactly the columns and fill values of the full cohort.
+with exactly the columns and fill values of the full cohort. :func:`design_spec`
+finds them once (a :class:`DesignSpec`, fitted as scikit-learn fits a transformer);
+``spec.transform(df)``, or ``design_matrix(df, ..., reference=spec)``, expands any
+sample with them without expanding the reference again.
 
 References
 ----------
@@ -63,6 +67,7 @@ restricted cubic splines).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -76,7 +81,11 @@ __all__ = [
     "SPLINE_KNOT_QUANTILES",
     "SPLINE_SUFFIX",
     "TRANSFORMS",
+    "DesignSpec",
+    "DesignTerm",
     "design_matrix",
+    "design_spec",
+    "fit_design",
     "is_categorical",
     "restricted_cubic_spline",
     "spline_knots",
@@ -196,13 +205,86 @@ def _levels(observed: Sequence[str], order: Sequence[str]) -> list[str]:
     return known + sorted(seen - set(known))
 
 
+@dataclass(frozen=True)
+class DesignTerm:
+    """How one covariate enters a design matrix, as fitted on the reference data.
+
+    Attributes
+    ----------
+    covariate : str
+        The column.
+    categorical : bool
+        Dummies (:func:`is_categorical` of the reference column) or a numeric column.
+    levels : tuple of str
+        Categorical: the reference's levels in design order (the first one included).
+    missing : bool
+        The reference has a missing value: a ``<covariate>_missing`` column (numeric: and
+        missing values are filled with ``fill``).
+    transform : str or None
+        Numeric: the transformation (:data:`TRANSFORMS`), if any.
+    fill : float or None
+        Numeric with ``missing``: the mean of the observed (transformed) reference values.
+    knots : tuple of float
+        Numeric with an ``rcs`` transform: the spline knots (:func:`spline_knots`).
+    observed : bool
+        Numeric: some reference value is observed (if none, the covariate gives no column).
+    """
+
+    covariate: str
+    categorical: bool
+    levels: tuple[str, ...] = ()
+    missing: bool = False
+    transform: str | None = None
+    fill: float | None = None
+    knots: tuple[float, ...] = ()
+    observed: bool = True
+
+
+def _numeric_values(s: pd.Series, transform: str | None) -> np.ndarray:
+    x = s.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.log1p(x) if transform == "log1p" else x
+
+
+def _fit_term(
+    cov: str, r: pd.Series, transform: str | None, order: Sequence[str]
+) -> tuple[DesignTerm, tuple[np.ndarray, list[str]] | None]:
+    """The term of covariate ``cov`` from its reference column ``r`` (and, categorical, the
+    column's codes and values, to be reused when ``r`` is expanded itself)."""
+    if is_categorical(r):
+        if transform is not None:
+            raise ValueError(
+                f"transforms: covariate {cov!r} is categorical; {transform!r} "
+                "applies to numeric covariates only"
+            )
+        codes, values = _string_codes(r)
+        levels = tuple(_levels(values, order))
+        missing = bool((codes < 0).any())
+        return DesignTerm(cov, True, levels=levels, missing=missing), (codes, values)
+    xr = _numeric_values(r, transform)
+    ref_miss = np.isnan(xr)
+    if ref_miss.all():  # nothing observed: no information, the column is left out
+        return DesignTerm(cov, False, transform=transform, observed=False), None
+    rcs = transform is not None and transform.startswith("rcs")
+    term = DesignTerm(
+        cov,
+        False,
+        missing=bool(ref_miss.any()),
+        transform=transform,
+        fill=float(xr[~ref_miss].mean()) if ref_miss.any() else None,
+        knots=tuple(spline_knots(xr, int(transform[3:])).tolist()) if rcs else (),
+    )
+    return term, None
+
+
 def _categorical_columns(
-    cov: str, s: pd.Series, r: pd.Series, order: Sequence[str], *, drop_first: bool
+    term: DesignTerm,
+    s: pd.Series,
+    drop_first: bool,
+    coded: tuple[np.ndarray, list[str]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """0/1 columns of the levels of ``s`` (levels and the missing column from ``r``)."""
-    codes, values = _string_codes(s)
-    ref_codes, ref_values = (codes, values) if r is s else _string_codes(r)
-    levels = _levels(ref_values, order)
+    """0/1 columns of the levels of ``s`` (levels and the missing column from the term)."""
+    cov, levels = term.covariate, term.levels
+    codes, values = _string_codes(s) if coded is None else coded
     unknown = set(values) - set(levels)
     if unknown:
         raise ValueError(f"{cov}: levels {sorted(unknown)} not seen in the reference data")
@@ -211,63 +293,174 @@ def _categorical_columns(
         f"{cov}_{lv}": (text == lv)[codes].astype(np.float64)
         for lv in (levels[1:] if drop_first else levels)
     }
-    if (ref_codes < 0).any():
+    if term.missing:
         out[f"{cov}{MISSING_SUFFIX}"] = (codes < 0).astype(np.float64)
     return out
 
 
-def _numeric_columns(
-    cov: str, s: pd.Series, r: pd.Series, transform: str | None
-) -> dict[str, np.ndarray]:
+def _numeric_columns(term: DesignTerm, s: pd.Series) -> dict[str, np.ndarray]:
     """Value column (transformed, mean-filled), spline columns and missing indicator."""
-    x = s.to_numpy(dtype=np.float64, na_value=np.nan)
-    xr = r.to_numpy(dtype=np.float64, na_value=np.nan)
-    name = cov
-    if transform == "log1p":
-        x, xr, name = np.log1p(x), np.log1p(xr), f"{cov}{LOG1P_SUFFIX}"
+    if not term.observed:
+        return {}
+    cov = term.covariate
+    x = _numeric_values(s, term.transform)
+    name = f"{cov}{LOG1P_SUFFIX}" if term.transform == "log1p" else cov
     miss = np.isnan(x)
-    ref_miss = np.isnan(xr)
-    if ref_miss.all():
-        return {}  # nothing observed: no information, the column is left out
-    if ref_miss.any():
-        x = np.where(miss, xr[~ref_miss].mean(), x)
+    if term.fill is not None:
+        x = np.where(miss, term.fill, x)
     elif miss.any():
         raise ValueError(f"{cov}: missing values, but none in the reference data")
     out = {name: x}
-    if transform is not None and transform.startswith("rcs"):
-        knots = spline_knots(xr, int(transform[3:]))
-        for j, col in enumerate(restricted_cubic_spline(x, knots).T, start=1):
+    if term.transform is not None and term.transform.startswith("rcs"):
+        for j, col in enumerate(restricted_cubic_spline(x, np.array(term.knots)).T, start=1):
             out[f"{name}{SPLINE_SUFFIX}{j}"] = col
-    if ref_miss.any():
+    if term.missing:
         out[f"{cov}{MISSING_SUFFIX}"] = miss.astype(np.float64)
     return out
 
 
-def _expand(
+def _term_columns(
+    term: DesignTerm,
+    s: pd.Series,
+    drop_first: bool,
+    coded: tuple[np.ndarray, list[str]] | None = None,
+) -> dict[str, np.ndarray]:
+    if term.categorical:
+        return _categorical_columns(term, s, drop_first, coded)
+    return _numeric_columns(term, s)
+
+
+def _frame(
+    cols: Mapping[str, tuple[str, np.ndarray]], keep: Sequence[str], index: pd.Index
+) -> pd.DataFrame:
+    """The design matrix of the kept columns, with ``attrs["source"]``."""
+    out = pd.DataFrame({name: cols[name][1] for name in keep}, index=index, dtype=np.float64)
+    out.attrs["source"] = {name: cols[name][0] for name in keep}
+    return out
+
+
+@dataclass(frozen=True)
+class DesignSpec:
+    """A design matrix's rules fitted on reference data: :func:`design_matrix` in two steps.
+
+    Made by :func:`design_spec` (or :func:`fit_design`); :meth:`transform` expands any data
+    with the reference's levels, fill values, spline knots, missing indicators and columns,
+    without the reference (as scikit-learn separates ``fit`` and ``transform``).
+
+    Attributes
+    ----------
+    covariates : tuple of str
+        The covariates, in design order.
+    transforms : dict of str to str
+        The transformations asked (of the covariates).
+    levels : dict of str to tuple
+        The level orders asked.
+    drop_first : bool
+        Whether the first level of each categorical covariate is dropped.
+    terms : tuple of DesignTerm
+        One per covariate.
+    columns : tuple of str
+        The design's columns: those not constant in the reference, in design order.
+    """
+
+    covariates: tuple[str, ...]
+    transforms: dict[str, str]
+    levels: dict[str, tuple[str, ...]]
+    drop_first: bool
+    terms: tuple[DesignTerm, ...]
+    columns: tuple[str, ...]
+
+    def transform(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The design matrix of ``df``: ``design_matrix(df, ..., reference=<the reference>)``.
+
+        Parameters
+        ----------
+        df : DataFrame
+            Has every covariate.
+
+        Returns
+        -------
+        DataFrame
+            As :func:`design_matrix` returns, the same numbers.
+
+        Raises
+        ------
+        analysis._checks.ColumnError
+            A covariate is not a column of ``df``.
+        ValueError
+            ``df`` has a category or a missing value that the reference does not have.
+        """
+        for cov in self.covariates:
+            require_columns(df, covariates=cov)
+        cols = {
+            name: (term.covariate, x)
+            for term in self.terms
+            for name, x in _term_columns(term, df[term.covariate], self.drop_first).items()
+        }
+        return _frame(cols, self.columns, df.index)
+
+    def check(
+        self,
+        covariates: Sequence[str],
+        transforms: Mapping[str, str] | None,
+        levels: Mapping[str, Sequence[str]] | None,
+        drop_first: bool,
+    ) -> None:
+        """Raise ``ValueError`` unless the spec was fitted with these arguments."""
+        given = (tuple(covariates), _transforms(covariates, transforms), _orders(levels))
+        if (
+            given != (self.covariates, self.transforms, self.levels)
+            or drop_first != self.drop_first
+        ):
+            raise ValueError(
+                "reference: a DesignSpec fitted with other covariates, transforms, levels "
+                "or drop_first"
+            )
+
+
+def _transforms(covariates: Sequence[str], transforms: Mapping[str, str] | None) -> dict[str, str]:
+    """The transformations of the covariates (entries for other columns are ignored)."""
+    return {c: v for c, v in (transforms or {}).items() if c in set(covariates)}
+
+
+def _orders(levels: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
+    return {c: tuple(str(v) for v in order) for c, order in (levels or {}).items()}
+
+
+def _fit(
     df: pd.DataFrame,
+    ref: pd.DataFrame,
     covariates: Sequence[str],
-    *,
     transforms: Mapping[str, str],
     levels: Mapping[str, Sequence[str]],
     drop_first: bool,
-    ref: pd.DataFrame,
-) -> dict[str, tuple[str, np.ndarray]]:
-    """Columns of the design as ``name -> (source covariate, float array over df)``."""
-    out: dict[str, tuple[str, np.ndarray]] = {}
+    *,
+    keep: bool = True,
+) -> tuple[DesignSpec, dict[str, tuple[str, np.ndarray]]]:
+    """The spec fitted on ``ref`` and the columns of ``df`` (``name -> (covariate, array)``;
+    none unless ``keep``).
+
+    Covariate by covariate: its term from ``ref``, its columns over ``df``, and (unless
+    ``df`` is ``ref``) over ``ref`` to find the constant ones, dropped at once.
+    """
+    terms, cols, kept = [], {}, []
     for cov in covariates:
-        s = df[cov]
-        r = s if ref is df else ref[cov]
-        if is_categorical(r):
-            if cov in transforms:
-                raise ValueError(
-                    f"transforms: covariate {cov!r} is categorical; {transforms[cov]!r} "
-                    "applies to numeric covariates only"
-                )
-            cols = _categorical_columns(cov, s, r, levels.get(cov, ()), drop_first=drop_first)
-        else:
-            cols = _numeric_columns(cov, s, r, transforms.get(cov))
-        out.update({name: (cov, x) for name, x in cols.items()})
-    return out
+        term, coded = _fit_term(cov, ref[cov], transforms.get(cov), levels.get(cov, ()))
+        terms.append(term)
+        own = _term_columns(term, df[cov], drop_first, coded if ref is df else None)
+        ref_own = own if ref is df else _term_columns(term, ref[cov], drop_first)
+        if keep:
+            cols.update({name: (cov, x) for name, x in own.items()})
+        kept += [name for name, x in ref_own.items() if len(x) and np.ptp(x) > 0]
+    spec = DesignSpec(
+        covariates=tuple(covariates),
+        transforms=_transforms(covariates, transforms),
+        levels=_orders(levels),
+        drop_first=drop_first,
+        terms=tuple(terms),
+        columns=tuple(kept),
+    )
+    return spec, cols
 
 
 def _check_arguments(
@@ -295,7 +488,7 @@ def design_matrix(
     transforms: Mapping[str, str] | None = None,
     levels: Mapping[str, Sequence[str]] | None = None,
     drop_first: bool = True,
-    reference: pd.DataFrame | None = None,
+    reference: pd.DataFrame | DesignSpec | None = None,
 ) -> pd.DataFrame:
     """Numeric design matrix of covariates, missing values handled.
 
@@ -318,10 +511,13 @@ def design_matrix(
     drop_first : bool, default True
         Drop the first level of each categorical covariate (the reference level of
         a regression). Balance tables keep every level (``drop_first=False``).
-    reference : DataFrame, optional
+    reference : DataFrame or DesignSpec, optional
         Data from which levels, fill values, spline knots, missing indicators and
         constant columns are determined (default: ``df``). Pass the full cohort to
-        describe a matched subsample with the same columns.
+        describe a matched subsample with the same columns; pass its
+        :func:`design_spec` (fitted with the same ``covariates``, ``transforms``,
+        ``levels`` and ``drop_first``) to expand several samples without expanding the
+        reference again each time (the same numbers).
 
     Returns
     -------
@@ -337,8 +533,9 @@ def design_matrix(
     analysis._checks.ColumnError
         A covariate is not a column of ``df`` (or of ``reference``).
     ValueError
-        An unknown transformation, a transformation of a categorical covariate, or
-        ``df`` has a category or a missing value that ``reference`` does not have.
+        An unknown transformation, a transformation of a categorical covariate,
+        ``df`` has a category or a missing value that ``reference`` does not have, or a
+        :class:`DesignSpec` fitted with other arguments.
 
     References
     ----------
@@ -361,13 +558,95 @@ def design_matrix(
     2    1.0       0.0               0.0       0.693147
     """
     transforms = dict(transforms or {})
-    levels = dict(levels or {})
+    if isinstance(reference, DesignSpec):
+        _check_arguments(df, covariates, transforms, None)
+        reference.check(covariates, transforms, levels, drop_first)
+        return reference.transform(df)
     _check_arguments(df, covariates, transforms, reference)
     ref = df if reference is None else reference
-    spec = {"transforms": transforms, "levels": levels, "drop_first": drop_first}
-    cols = _expand(df, covariates, ref=ref, **spec)
-    ref_cols = cols if reference is None else _expand(ref, covariates, ref=ref, **spec)
-    keep = [name for name, (_, x) in ref_cols.items() if len(x) and np.ptp(x) > 0]
-    out = pd.DataFrame({name: cols[name][1] for name in keep}, index=df.index, dtype=np.float64)
-    out.attrs["source"] = {name: cols[name][0] for name in keep}
-    return out
+    spec, cols = _fit(df, ref, covariates, transforms, dict(levels or {}), drop_first)
+    return _frame(cols, spec.columns, df.index)
+
+
+def fit_design(
+    reference: pd.DataFrame,
+    covariates: Sequence[str],
+    *,
+    transforms: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
+    drop_first: bool = True,
+) -> tuple[DesignSpec, pd.DataFrame]:
+    """The :class:`DesignSpec` of ``reference`` and its own design matrix, by one expansion.
+
+    Parameters
+    ----------
+    reference : DataFrame
+        The data whose levels, fill values, spline knots, missing indicators and constant
+        columns every later expansion uses (normally the full cohort).
+    covariates, transforms, levels, drop_first
+        As for :func:`design_matrix`.
+
+    Returns
+    -------
+    spec : DesignSpec
+        ``spec.transform(df)`` equals ``design_matrix(df, ..., reference=reference)``.
+    design : DataFrame
+        ``design_matrix(reference, ...)``.
+
+    Raises
+    ------
+    analysis._checks.ColumnError, ValueError
+        As :func:`design_matrix`.
+    """
+    transforms = dict(transforms or {})
+    _check_arguments(reference, covariates, transforms, None)
+    orders = dict(levels or {})
+    spec, cols = _fit(reference, reference, covariates, transforms, orders, drop_first)
+    return spec, _frame(cols, spec.columns, reference.index)
+
+
+def design_spec(
+    reference: pd.DataFrame,
+    covariates: Sequence[str],
+    *,
+    transforms: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
+    drop_first: bool = True,
+) -> DesignSpec:
+    """Fit a design matrix's rules on ``reference`` once, to expand other data with them.
+
+    ``design_spec(ref, covs, **kw).transform(df)`` equals ``design_matrix(df, covs,
+    reference=ref, **kw)``: the reference's levels, fill values, spline knots, missing
+    indicators and constant columns, found once (the reference's columns are expanded one
+    covariate at a time and not kept; :func:`fit_design` keeps them).
+
+    Parameters
+    ----------
+    reference : DataFrame
+        The data the rules are taken from (normally the full cohort).
+    covariates, transforms, levels, drop_first
+        As for :func:`design_matrix`.
+
+    Returns
+    -------
+    DesignSpec
+
+    Raises
+    ------
+    analysis._checks.ColumnError, ValueError
+        As :func:`design_matrix`.
+
+    Examples
+    --------
+    >>> ref = pd.DataFrame({"sex": ["F", "M", "M"], "homeless": [1.0, None, 0.0]})
+    >>> spec = design_spec(ref, ["sex", "homeless"])
+    >>> spec.columns
+    ('sex_M', 'homeless', 'homeless_missing')
+    >>> spec.transform(ref.iloc[[1]])
+       sex_M  homeless  homeless_missing
+    1    1.0       0.5               1.0
+    """
+    transforms = dict(transforms or {})
+    _check_arguments(reference, covariates, transforms, None)
+    orders = dict(levels or {})
+    return _fit(reference, reference, covariates, transforms, orders, drop_first, keep=False)[0]
