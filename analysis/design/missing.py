@@ -406,7 +406,19 @@ class DesignSpec:
         levels: Mapping[str, Sequence[str]] | None,
         drop_first: bool,
     ) -> None:
-        """Raise ``ValueError`` unless the spec was fitted with these arguments."""
+        """Check that the spec was fitted with these arguments of :func:`design_matrix`.
+
+        Parameters
+        ----------
+        covariates, transforms, levels, drop_first
+            As given to :func:`design_matrix` (``transforms`` entries of other columns
+            ignored).
+
+        Raises
+        ------
+        ValueError
+            The spec was fitted with other arguments.
+        """
         given = (tuple(covariates), _transforms(covariates, transforms), _orders(levels))
         if (
             given != (self.covariates, self.transforms, self.levels)
