@@ -13,6 +13,9 @@ missing
     transformations asked for, missing-indicator method; ``design_spec`` / ``fit_design``
     -> ``DesignSpec``: the reference's levels, fill values, knots and columns found once,
     ``spec.transform(df)`` expands other samples with them.
+expansion
+    The expansion's mechanics behind ``missing``: ``DesignTerm``, ``DesignSpec``, the
+    spline basis.
 propensity
     ``fit_propensity`` (logistic regression on a design matrix; separation handled).
 matching
