@@ -5,7 +5,8 @@ extract, ``n_hat`` 400 / ``n_ost`` 8000 as the scenario sets them) is run ``--re
 times by :func:`evaluation.replicates.run_replicate` in three single-threaded subprocesses:
 
 - ``before``: the code of commit ``--commit`` (default ``5b04ea3``), extracted with
-  ``git archive <commit> | tar -x -C <dir>`` and put first on ``PYTHONPATH``;
+  ``git archive <commit> | tar -x -C <dir>`` and put first on ``PYTHONPATH``, its extract
+  through Parquet files (``--before-road memory``: in memory, for a commit that has that road);
 - ``after, files``: this tree, the extract through Parquet files (``road="files"``);
 - ``after``: this tree as the simulation runs it (in-memory extract road).
 
@@ -20,6 +21,7 @@ warnings are compared between the three: the table says whether they are identic
 Usage::
 
     python -m benchmarks.bench_replicate [--replicates 20] [--rounds 2] [--commit 5b04ea3]
+        [--before-road memory]
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before-dir", type=Path, default=None,
                         help="where to extract it (default: a folder in the temp dir)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=20240101)
+    parser.add_argument("--before-road", choices=("files", "memory"), default="files",
+                        help="the extract road of the code before (memory: a commit that has it)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2,
                         help="split the replicates into rounds that alternate the three runs, "
                         "so a change of load falls on all of them")  # fmt: skip
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         args.commit, args.before_dir or Path(tempfile.gettempdir()) / f"rep-before-{args.commit}"
     )
     load = os.getloadavg()
-    variants = {"before": (before, "files"), "after, files": (ROOT, "files"),
+    variants = {"before": (before, args.before_road), "after, files": (ROOT, "files"),
                 "after": (ROOT, "memory")}  # fmt: skip
     runs: dict[str, dict] = {name: {"cpu": 0.0, "records": []} for name in variants}
     per_round = -(-args.replicates // args.rounds)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.data.contract import BOOLEAN_COVARIATES, REGIONS
-from analysis.design.missing import design_matrix
+from analysis.design.missing import design_matrix, fit_design
 from evaluation.study_design import LEVELS, TRANSFORMS
 
 __all__ = [
@@ -133,12 +133,13 @@ def _balance_evidence(
 
     The samples other than ``reference`` itself are expanded together in one
     :func:`~analysis.design.missing.design_matrix` call (each row's columns depend only on
-    the row and on ``reference``), so the reference is expanded twice in all, not once per
-    sample.
+    the row and on ``reference``), with the :class:`~analysis.design.missing.DesignSpec`
+    fitted on ``reference`` (:func:`~analysis.design.missing.fit_design`), so the reference
+    is expanded once.
     """
     covariates = list(covariates)
     spec = {"transforms": TRANSFORMS, "levels": LEVELS, "drop_first": False}
-    ref = design_matrix(reference, covariates, **spec)
+    fitted, ref = fit_design(reference, covariates, **spec)
     binary = {
         c: set(np.unique(ref[c])) >= {0.0, 1.0} and ref[c].nunique() <= 3 for c in ref.columns
     }
@@ -147,7 +148,7 @@ def _balance_evidence(
         design_matrix(
             pd.concat([samples[name][covariates] for name in others], ignore_index=True),
             covariates,
-            reference=reference,
+            reference=fitted,
             **spec,
         ).to_numpy()
         if others

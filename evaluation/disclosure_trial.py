@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.design.missing import design_matrix
+from analysis.design.missing import design_matrix, fit_design
 from evaluation.disclosure import (
     EVENT_COLUMNS,
     EVIDENCE_PREFIX,
@@ -84,13 +84,13 @@ def _balance_evidence(
     """
     covariates = list(covariates)
     spec = {"transforms": TRANSFORMS, "levels": LEVELS, "drop_first": False}
-    ref = design_matrix(reference, covariates, **spec)
+    fitted, ref = fit_design(reference, covariates, **spec)
     binary = {
         c: set(np.unique(ref[c])) >= {0.0, 1.0} and ref[c].nunique() <= 3 for c in ref.columns
     }
     rows = []
     for sample, df in samples.items():
-        X = design_matrix(df, covariates, reference=reference, **spec)
+        X = design_matrix(df, covariates, reference=fitted, **spec)
         person = pd.factorize(df["person_id"].astype(str))[0]
         treated = df["treatment"].to_numpy() == 1
         for group, mask in (("HAT", treated), ("OST", ~treated)):

@@ -209,7 +209,8 @@ def calendar_years(dates: pd.Series, *, first: pd.Timestamp | None = None) -> pd
     pandas.Series
         The :data:`analysis.data.contract.CALENDAR_COVARIATE` of the propensity models.
     """
-    dates = pd.to_datetime(dates)
+    if not (isinstance(dates, pd.Series) and pd.api.types.is_datetime64_any_dtype(dates.dtype)):
+        dates = pd.to_datetime(dates)  # (on dates already, it would only look at them one by one)
     origin = dates.min() if first is None else first
     return (dates - origin).dt.days / DAYS_PER_YEAR
 

@@ -20,11 +20,13 @@ both schemas and turns the first broken rule into an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from pandera.engines import pandas_engine
 from pandera.errors import SchemaError, SchemaErrorReason
 
 from analysis.data.contract import (
@@ -141,8 +143,9 @@ def _format_checks(column: str) -> list[pa.Check]:
     return []
 
 
+@functools.lru_cache(maxsize=64)
 def raw_schema(table: str, *, version: int = 1) -> pa.DataFrameSchema:
-    """Return the schema of a table as read from its file.
+    """Return the schema of a table as read from its file (built once per process).
 
     Parameters
     ----------
@@ -157,7 +160,8 @@ def raw_schema(table: str, *, version: int = 1) -> pa.DataFrameSchema:
         Checks, column by column in contract order: required values present
         (``nullable``), ``person_id`` unique in ``persons`` and ``deaths``,
         allowed categorical values and parseable cells. Missing values are
-        ``None``/``NaN`` (empty CSV cells become missing when read).
+        ``None``/``NaN`` (empty CSV cells become missing when read). The same object
+        for the same arguments (cached): use it, do not change it.
     """
     columns = {
         column: pa.Column(
@@ -263,7 +267,7 @@ def _row_checks(table: str, version: int, extract_date: pd.Timestamp) -> list[pa
 
 
 def typed_schema(table: str, *, extract_date: pd.Timestamp, version: int = 1) -> pa.DataFrameSchema:
-    """Return the schema of a normalised table (see :func:`normalise_table`).
+    """Return the schema of a normalised table (see :func:`normalise_table`), built once.
 
     Parameters
     ----------
@@ -281,9 +285,14 @@ def typed_schema(table: str, *, extract_date: pd.Timestamp, version: int = 1) ->
         ``years_opioid_use`` and ``prior_ost_episodes``, ``index_date`` not after
         ``extract_date``, ``birth_year`` in 1900..index year - 15 (version 2,
         without index dates: 1900..extract year - 15) and ``end_date >=
-        start_date`` (where both are given).
+        start_date`` (where both are given). The same object for the same arguments
+        (cached): use it, do not change it.
     """
-    extract_date = pd.Timestamp(extract_date)
+    return _typed_schema(table, pd.Timestamp(extract_date), version)
+
+
+@functools.lru_cache(maxsize=64)
+def _typed_schema(table: str, extract_date: pd.Timestamp, version: int) -> pa.DataFrameSchema:
     required = _required_values(table, version)
     columns = {}
     for column in table_columns(table, version):
@@ -327,9 +336,53 @@ def _error_from_schema(
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _engine_dtype(dtype: object) -> object:
+    """pandera's data type of a pandas dtype (looked up once: the look-up is slow)."""
+    return pandas_engine.Engine.dtype(dtype)
+
+
+def _passes(schema: pa.DataFrameSchema, df: pd.DataFrame) -> bool:
+    """Whether ``df`` surely passes ``schema``: its rules checked without pandera's machinery.
+
+    The rules a contract schema has, evaluated as pandera evaluates them: columns present,
+    no missing value where not ``nullable``, no duplicate where ``unique``, the ``dtype``
+    (pandera's own dtype check) and each :class:`pandera.api.checks.Check` called on the
+    column (or, for the schema's checks, the frame), so with pandera's handling of missing
+    values. ``True`` only if every rule passes; on ``False`` the caller runs pandera, which
+    finds the broken rule and reports it, so a rule or a schema option this function does not
+    know of (or a check that raises) only costs the time of pandera's validation.
+    """
+    options = (schema.strict, schema.ordered, schema.unique, schema.coerce, schema.parsers)
+    if any(options) or schema.dtype is not None or schema.index is not None:
+        return False
+    if schema.add_missing_columns or schema.drop_invalid_rows or df.columns.has_duplicates:
+        return False
+    try:
+        for name, column in schema.columns.items():
+            if column.regex or column.coerce or column.parsers or column.default is not None:
+                return False
+            if name not in df.columns:
+                return False
+            s = df[name]
+            if (not column.nullable and s.hasnans) or (column.unique and not s.is_unique):
+                return False
+            if column.dtype is not None:
+                same = column.dtype.check(_engine_dtype(s.dtype), s)
+                if not (isinstance(same, bool | np.bool_) and same):
+                    return False
+            if not all(bool(check(df, name).check_passed) for check in column.checks):
+                return False
+        return all(bool(check(df).check_passed) for check in schema.checks)
+    except Exception:  # a check that cannot run: pandera reports it
+        return False
+
+
 def _validate(
     schema: pa.DataFrameSchema, df: pd.DataFrame, *, file: str, table: str, frame: pd.DataFrame
 ) -> None:
+    if _passes(schema, df):
+        return
     try:
         schema.validate(df, lazy=False, inplace=True)
     except SchemaError as exc:

@@ -10,7 +10,12 @@ Modules
 -------
 missing
     ``design_matrix``: dummies in the caller's level order, ``log1p`` and spline
-    transformations asked for, missing-indicator method.
+    transformations asked for, missing-indicator method; ``design_spec`` / ``fit_design``
+    -> ``DesignSpec``: the reference's levels, fill values, knots and columns found once,
+    ``spec.transform(df)`` expands other samples with them.
+expansion
+    The expansion's mechanics behind ``missing``: ``DesignTerm``, ``DesignSpec``, the
+    spline basis.
 propensity
     ``fit_propensity`` (logistic regression on a design matrix; separation handled).
 matching

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from analysis._checks import binary, require_columns
-from analysis.design.missing import design_matrix
+from analysis.design.missing import DesignSpec, fit_design
 
 __all__ = [
     "SMD_THRESHOLD",
@@ -136,6 +136,9 @@ class BalanceReference:
     covariates : tuple of str
         The covariates, with the ``transforms`` and ``levels`` of the expansion.
     transforms, levels : mapping or None
+    spec : DesignSpec
+        The expansion's levels, fill values, knots and columns, fitted on ``data``: other
+        samples are expanded with it (:meth:`analysis.design.missing.DesignSpec.transform`).
     """
 
     data: pd.DataFrame
@@ -146,6 +149,7 @@ class BalanceReference:
     covariates: tuple[str, ...]
     transforms: Mapping[str, str] | None
     levels: Mapping[str, Sequence[str]] | None
+    spec: DesignSpec
 
 
 def balance_reference(
@@ -171,8 +175,8 @@ def balance_reference(
     BalanceReference
     """
     tr = binary(reference, treatment, "treatment") == 1
-    spec = {"transforms": transforms, "levels": levels, "drop_first": False}
-    design = design_matrix(reference, covariates, **spec)
+    options = {"transforms": transforms, "levels": levels, "drop_first": False}
+    spec, design = fit_design(reference, covariates, **options)
     R = design.to_numpy()
     _, rv_t = _weighted_mean_var(R[tr], np.ones(int(tr.sum())))
     _, rv_c = _weighted_mean_var(R[~tr], np.ones(int((~tr).sum())))
@@ -185,6 +189,7 @@ def balance_reference(
         covariates=tuple(covariates),
         transforms=transforms,
         levels=levels,
+        spec=spec,
     )
 
 
@@ -292,8 +297,7 @@ def balance_table(
     t = binary(df, treatment, "treatment") == 1
     w = _weights(df, weights)
     ref = _reference(df, reference, treatment, covariates, transforms, levels)
-    spec = {"transforms": transforms, "levels": levels, "drop_first": False}
-    X = ref.design if df is ref.data else design_matrix(df, covariates, reference=ref.data, **spec)
+    X = ref.design if df is ref.data else ref.spec.transform(df)
     if list(ref.design.columns) != list(X.columns):  # pragma: no cover - by design_matrix
         raise ValueError("reference and data expand to different columns")
     A = X.to_numpy()

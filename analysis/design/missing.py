@@ -42,7 +42,10 @@ proportion), so every covariate is treated alike.
 
 Fill values, levels and the set of columns are taken from ``reference``
 (default: the data themselves), so a matched or weighted subsample is described
-with exactly the columns and fill values of the full cohort.
+with exactly the columns and fill values of the full cohort. :func:`design_spec`
+finds them once (a :class:`DesignSpec`, fitted as scikit-learn fits a transformer);
+``spec.transform(df)``, or ``design_matrix(df, ..., reference=spec)``, expands any
+sample with them without expanding the reference again.
 
 References
 ----------
@@ -64,11 +67,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from analysis._checks import ColumnError, require_columns
+from analysis.design.expansion import (
+    LOG1P_SUFFIX,
+    MISSING_SUFFIX,
+    SPLINE_KNOT_QUANTILES,
+    SPLINE_SUFFIX,
+    TRANSFORMS,
+    DesignSpec,
+    DesignTerm,
+    design_frame,
+    expand_covariates,
+    is_categorical,
+    restricted_cubic_spline,
+    spline_knots,
+)
 
 __all__ = [
     "LOG1P_SUFFIX",
@@ -76,198 +91,15 @@ __all__ = [
     "SPLINE_KNOT_QUANTILES",
     "SPLINE_SUFFIX",
     "TRANSFORMS",
+    "DesignSpec",
+    "DesignTerm",
     "design_matrix",
+    "design_spec",
+    "fit_design",
     "is_categorical",
     "restricted_cubic_spline",
     "spline_knots",
 ]
-
-#: knot quantiles of a restricted cubic spline by number of knots (Harrell 2015, table 2.3)
-SPLINE_KNOT_QUANTILES: dict[int, tuple[float, ...]] = {
-    3: (0.10, 0.50, 0.90),
-    4: (0.05, 0.35, 0.65, 0.95),
-    5: (0.05, 0.275, 0.50, 0.725, 0.95),
-}
-
-#: transformations a numeric covariate may be given: ``log1p`` and ``rcs<knots>``
-TRANSFORMS: tuple[str, ...] = ("log1p", *(f"rcs{n}" for n in SPLINE_KNOT_QUANTILES))
-
-#: suffix of the nonlinear columns of a spline (numbered from 1)
-SPLINE_SUFFIX = "_rcs"
-
-#: suffix of a missing indicator (and of the level "missing" of a categorical covariate)
-MISSING_SUFFIX = "_missing"
-
-#: suffix of a log1p-transformed covariate
-LOG1P_SUFFIX = "_log1p"
-
-
-def spline_knots(x: np.ndarray, n_knots: int) -> np.ndarray:
-    """Knots of a restricted cubic spline at Harrell's quantiles of the non-missing ``x``.
-
-    Tied quantiles collapse to one knot, so fewer (or none) may be returned.
-
-    Parameters
-    ----------
-    x : ndarray
-        Values (``NaN`` ignored).
-    n_knots : int
-        3, 4 or 5 (:data:`SPLINE_KNOT_QUANTILES`).
-
-    Returns
-    -------
-    ndarray
-        Sorted distinct knots.
-    """
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return np.empty(0)
-    return np.unique(np.quantile(x, SPLINE_KNOT_QUANTILES[n_knots]))
-
-
-def restricted_cubic_spline(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """Nonlinear columns of a restricted cubic spline, shape ``(len(x), len(knots) - 2)``.
-
-    Harrell's truncated-power basis, scaled by the squared knot range: cubic between
-    the knots and linear beyond the outer ones (so, with ``x`` itself, a natural
-    spline with ``len(knots) - 1`` degrees of freedom).
-
-    Parameters
-    ----------
-    x : ndarray
-        Values.
-    knots : ndarray
-        Sorted knots; fewer than 3 give no column.
-
-    Returns
-    -------
-    ndarray
-
-    References
-    ----------
-    Harrell FE (2015). *Regression Modeling Strategies*, 2nd ed. Springer, eq. 2.25.
-    """
-    k = len(knots)
-    if k < 3:
-        return np.empty((len(x), 0))
-    t = np.asarray(knots, dtype=np.float64)
-    scale = (t[-1] - t[0]) ** 2
-
-    def cube(v: np.ndarray) -> np.ndarray:
-        return np.maximum(v, 0.0) ** 3
-
-    last, before = t[-1], t[-2]
-    cols = [
-        (
-            cube(x - t[j])
-            - cube(x - before) * (last - t[j]) / (last - before)
-            + cube(x - last) * (before - t[j]) / (last - before)
-        )
-        / scale
-        for j in range(k - 2)
-    ]
-    return np.column_stack(cols)
-
-
-def is_categorical(s: pd.Series) -> bool:
-    """Whether a column is treated as categorical: not numeric nor boolean, or categorical.
-
-    Parameters
-    ----------
-    s : Series
-
-    Returns
-    -------
-    bool
-    """
-    return not (is_numeric_dtype(s) or is_bool_dtype(s)) or isinstance(s.dtype, pd.CategoricalDtype)
-
-
-def _string_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Codes of ``s`` (-1 = missing) and its distinct values as strings, in order of codes."""
-    codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    return codes, [str(u) for u in uniques]
-
-
-def _levels(observed: Sequence[str], order: Sequence[str]) -> list[str]:
-    """Observed levels of a categorical column, those of ``order`` first, then sorted."""
-    seen = set(observed)
-    known = [lv for lv in (str(v) for v in order) if lv in seen]
-    return known + sorted(seen - set(known))
-
-
-def _categorical_columns(
-    cov: str, s: pd.Series, r: pd.Series, order: Sequence[str], *, drop_first: bool
-) -> dict[str, np.ndarray]:
-    """0/1 columns of the levels of ``s`` (levels and the missing column from ``r``)."""
-    codes, values = _string_codes(s)
-    ref_codes, ref_values = (codes, values) if r is s else _string_codes(r)
-    levels = _levels(ref_values, order)
-    unknown = set(values) - set(levels)
-    if unknown:
-        raise ValueError(f"{cov}: levels {sorted(unknown)} not seen in the reference data")
-    text = np.array([*values, None], dtype=object)  # code -1 (missing): matches no level
-    out = {
-        f"{cov}_{lv}": (text == lv)[codes].astype(np.float64)
-        for lv in (levels[1:] if drop_first else levels)
-    }
-    if (ref_codes < 0).any():
-        out[f"{cov}{MISSING_SUFFIX}"] = (codes < 0).astype(np.float64)
-    return out
-
-
-def _numeric_columns(
-    cov: str, s: pd.Series, r: pd.Series, transform: str | None
-) -> dict[str, np.ndarray]:
-    """Value column (transformed, mean-filled), spline columns and missing indicator."""
-    x = s.to_numpy(dtype=np.float64, na_value=np.nan)
-    xr = r.to_numpy(dtype=np.float64, na_value=np.nan)
-    name = cov
-    if transform == "log1p":
-        x, xr, name = np.log1p(x), np.log1p(xr), f"{cov}{LOG1P_SUFFIX}"
-    miss = np.isnan(x)
-    ref_miss = np.isnan(xr)
-    if ref_miss.all():
-        return {}  # nothing observed: no information, the column is left out
-    if ref_miss.any():
-        x = np.where(miss, xr[~ref_miss].mean(), x)
-    elif miss.any():
-        raise ValueError(f"{cov}: missing values, but none in the reference data")
-    out = {name: x}
-    if transform is not None and transform.startswith("rcs"):
-        knots = spline_knots(xr, int(transform[3:]))
-        for j, col in enumerate(restricted_cubic_spline(x, knots).T, start=1):
-            out[f"{name}{SPLINE_SUFFIX}{j}"] = col
-    if ref_miss.any():
-        out[f"{cov}{MISSING_SUFFIX}"] = miss.astype(np.float64)
-    return out
-
-
-def _expand(
-    df: pd.DataFrame,
-    covariates: Sequence[str],
-    *,
-    transforms: Mapping[str, str],
-    levels: Mapping[str, Sequence[str]],
-    drop_first: bool,
-    ref: pd.DataFrame,
-) -> dict[str, tuple[str, np.ndarray]]:
-    """Columns of the design as ``name -> (source covariate, float array over df)``."""
-    out: dict[str, tuple[str, np.ndarray]] = {}
-    for cov in covariates:
-        s = df[cov]
-        r = s if ref is df else ref[cov]
-        if is_categorical(r):
-            if cov in transforms:
-                raise ValueError(
-                    f"transforms: covariate {cov!r} is categorical; {transforms[cov]!r} "
-                    "applies to numeric covariates only"
-                )
-            cols = _categorical_columns(cov, s, r, levels.get(cov, ()), drop_first=drop_first)
-        else:
-            cols = _numeric_columns(cov, s, r, transforms.get(cov))
-        out.update({name: (cov, x) for name, x in cols.items()})
-    return out
 
 
 def _check_arguments(
@@ -295,7 +127,7 @@ def design_matrix(
     transforms: Mapping[str, str] | None = None,
     levels: Mapping[str, Sequence[str]] | None = None,
     drop_first: bool = True,
-    reference: pd.DataFrame | None = None,
+    reference: pd.DataFrame | DesignSpec | None = None,
 ) -> pd.DataFrame:
     """Numeric design matrix of covariates, missing values handled.
 
@@ -318,10 +150,13 @@ def design_matrix(
     drop_first : bool, default True
         Drop the first level of each categorical covariate (the reference level of
         a regression). Balance tables keep every level (``drop_first=False``).
-    reference : DataFrame, optional
+    reference : DataFrame or DesignSpec, optional
         Data from which levels, fill values, spline knots, missing indicators and
         constant columns are determined (default: ``df``). Pass the full cohort to
-        describe a matched subsample with the same columns.
+        describe a matched subsample with the same columns; pass its
+        :func:`design_spec` (fitted with the same ``covariates``, ``transforms``,
+        ``levels`` and ``drop_first``) to expand several samples without expanding the
+        reference again each time (the same numbers).
 
     Returns
     -------
@@ -337,8 +172,9 @@ def design_matrix(
     analysis._checks.ColumnError
         A covariate is not a column of ``df`` (or of ``reference``).
     ValueError
-        An unknown transformation, a transformation of a categorical covariate, or
-        ``df`` has a category or a missing value that ``reference`` does not have.
+        An unknown transformation, a transformation of a categorical covariate,
+        ``df`` has a category or a missing value that ``reference`` does not have, or a
+        :class:`DesignSpec` fitted with other arguments.
 
     References
     ----------
@@ -361,13 +197,97 @@ def design_matrix(
     2    1.0       0.0               0.0       0.693147
     """
     transforms = dict(transforms or {})
-    levels = dict(levels or {})
+    if isinstance(reference, DesignSpec):
+        _check_arguments(df, covariates, transforms, None)
+        reference.check(covariates, transforms, levels, drop_first)
+        return reference.transform(df)
     _check_arguments(df, covariates, transforms, reference)
     ref = df if reference is None else reference
-    spec = {"transforms": transforms, "levels": levels, "drop_first": drop_first}
-    cols = _expand(df, covariates, ref=ref, **spec)
-    ref_cols = cols if reference is None else _expand(ref, covariates, ref=ref, **spec)
-    keep = [name for name, (_, x) in ref_cols.items() if len(x) and np.ptp(x) > 0]
-    out = pd.DataFrame({name: cols[name][1] for name in keep}, index=df.index, dtype=np.float64)
-    out.attrs["source"] = {name: cols[name][0] for name in keep}
-    return out
+    spec, cols = expand_covariates(df, ref, covariates, transforms, dict(levels or {}), drop_first)
+    return design_frame(cols, spec.columns, df.index)
+
+
+def fit_design(
+    reference: pd.DataFrame,
+    covariates: Sequence[str],
+    *,
+    transforms: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
+    drop_first: bool = True,
+) -> tuple[DesignSpec, pd.DataFrame]:
+    """The :class:`DesignSpec` of ``reference`` and its own design matrix, by one expansion.
+
+    Parameters
+    ----------
+    reference : DataFrame
+        The data whose levels, fill values, spline knots, missing indicators and constant
+        columns every later expansion uses (normally the full cohort).
+    covariates, transforms, levels, drop_first
+        As for :func:`design_matrix`.
+
+    Returns
+    -------
+    spec : DesignSpec
+        ``spec.transform(df)`` equals ``design_matrix(df, ..., reference=reference)``.
+    design : DataFrame
+        ``design_matrix(reference, ...)``.
+
+    Raises
+    ------
+    analysis._checks.ColumnError, ValueError
+        As :func:`design_matrix`.
+    """
+    transforms = dict(transforms or {})
+    _check_arguments(reference, covariates, transforms, None)
+    orders = dict(levels or {})
+    spec, cols = expand_covariates(reference, reference, covariates, transforms, orders, drop_first)
+    return spec, design_frame(cols, spec.columns, reference.index)
+
+
+def design_spec(
+    reference: pd.DataFrame,
+    covariates: Sequence[str],
+    *,
+    transforms: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
+    drop_first: bool = True,
+) -> DesignSpec:
+    """Fit a design matrix's rules on ``reference`` once, to expand other data with them.
+
+    ``design_spec(ref, covs, **kw).transform(df)`` equals ``design_matrix(df, covs,
+    reference=ref, **kw)``: the reference's levels, fill values, spline knots, missing
+    indicators and constant columns, found once (the reference's columns are expanded one
+    covariate at a time and not kept; :func:`fit_design` keeps them).
+
+    Parameters
+    ----------
+    reference : DataFrame
+        The data the rules are taken from (normally the full cohort).
+    covariates, transforms, levels, drop_first
+        As for :func:`design_matrix`.
+
+    Returns
+    -------
+    DesignSpec
+
+    Raises
+    ------
+    analysis._checks.ColumnError, ValueError
+        As :func:`design_matrix`.
+
+    Examples
+    --------
+    >>> ref = pd.DataFrame({"sex": ["F", "M", "M"], "homeless": [1.0, None, 0.0]})
+    >>> spec = design_spec(ref, ["sex", "homeless"])
+    >>> spec.columns
+    ('sex_M', 'homeless', 'homeless_missing')
+    >>> spec.transform(ref.iloc[[1]])
+       sex_M  homeless  homeless_missing
+    1    1.0       0.5               1.0
+    """
+    transforms = dict(transforms or {})
+    _check_arguments(reference, covariates, transforms, None)
+    orders = dict(levels or {})
+    return expand_covariates(
+        reference, reference, covariates, transforms, orders, drop_first, keep=False
+    )[0]
