@@ -148,7 +148,22 @@ def run_study(
     -----
     A version-2 (history) extract is analysed as an emulated target trial
     (:func:`evaluation.target_trial.run_target_trial`).
+
+    BLAS runs on one thread during the study (``threadpoolctl``): a multi-threaded BLAS
+    splits sums differently for different numbers of cores, so the last digits of the
+    results would depend on the machine. On one thread the same seed and extract give the
+    same bytes on any machine with the locked versions (and the same CPU family), and the
+    small products the study makes are faster without thread start-up.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_study(extract, config, steps=steps, scope=scope)
+
+
+def _run_study(
+    extract: Extract | HistoryExtract, config: StudyConfig, *, steps: Steps | None, scope: Scope
+) -> Study:
     if isinstance(extract, HistoryExtract):
         from evaluation.target_trial import run_target_trial
 
