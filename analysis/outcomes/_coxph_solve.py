@@ -15,6 +15,7 @@ from analysis.outcomes._coxph_core import (
     _Eval,
     _evaluate,
     _Layout,
+    _layout,
     _weighted_score_residuals,
 )
 from analysis.sandwich import bias_corrected_covariance, cluster_totals
@@ -357,3 +358,29 @@ def _inverse(info: np.ndarray) -> np.ndarray:
         ) from exc
     inv = linalg.cho_solve(factor, np.eye(info.shape[0]))
     return 0.5 * (inv + inv.T)
+
+
+def _fit_coefficients(
+    X: Any,
+    duration: Any,
+    event: Any,
+    *,
+    entry: Any = None,
+    weights: Any = None,
+    ties: str = "efron",
+    tol: float = 1e-9,
+    max_iter: int = 50,
+) -> tuple[np.ndarray, np.ndarray, dict[str, str], bool]:
+    """The estimate of :func:`analysis.outcomes.coxph.fit_cox` alone, for estimators refitted many times (bootstrap).
+
+    The same checks, layout, Newton-Raphson and detection of infinite estimates, without the
+    variances, residuals and score tests. Returns ``params``, ``information``,
+    ``diverging`` and ``converged`` as :class:`analysis.outcomes.coxph.CoxResult` has them.
+    """
+    if ties not in ("efron", "breslow"):
+        raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
+    names, X, duration, event_b, w = _check_data(X, duration, event, weights)
+    lay, _ = _layout(X, duration, event_b, w, None, ties, _check_entry(entry, duration))
+    newton = _newton_raphson(lay, np.empty_like(lay.XT), tol=tol, max_iter=max_iter)
+    _, diverging, converged = _check_solution(lay, newton, names, tol=tol, max_iter=max_iter)
+    return newton.beta, newton.cur.info, diverging, converged

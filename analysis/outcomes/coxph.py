@@ -70,6 +70,9 @@ from analysis.outcomes._coxph_solve import (
     _newton_raphson,
     _quadratic_form,
 )
+from analysis.outcomes._coxph_solve import (
+    _fit_coefficients as _fit_coefficients,  # re-exported: analysis.outcomes.counting
+)
 from analysis.sandwich import cluster_covariance, count_clusters
 
 __all__ = ["CoxResult", "CoxScore", "fit_cox"]
@@ -411,32 +414,6 @@ def fit_cox(
     )
 
 
-def _fit_coefficients(
-    X: Any,
-    duration: Any,
-    event: Any,
-    *,
-    entry: Any = None,
-    weights: Any = None,
-    ties: Ties = "efron",
-    tol: float = 1e-9,
-    max_iter: int = 50,
-) -> tuple[np.ndarray, np.ndarray, dict[str, str], bool]:
-    """The estimate of :func:`fit_cox` alone, for estimators refitted many times (bootstrap).
-
-    The same checks, layout, Newton-Raphson and detection of infinite estimates, without the
-    variances, residuals and score tests. Returns ``params``, ``information``,
-    ``diverging`` and ``converged`` as :class:`CoxResult` has them.
-    """
-    if ties not in ("efron", "breslow"):
-        raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
-    names, X, duration, event_b, w = _check_data(X, duration, event, weights)
-    lay, _ = _layout(X, duration, event_b, w, None, ties, _check_entry(entry, duration))
-    newton = _newton_raphson(lay, np.empty_like(lay.XT), tol=tol, max_iter=max_iter)
-    _, diverging, converged = _check_solution(lay, newton, names, tol=tol, max_iter=max_iter)
-    return newton.beta, newton.cur.info, diverging, converged
-
-
 def _schoenfeld(
     lay: _Layout, cur: _Eval, order: np.ndarray, names: tuple[str, ...]
 ) -> pd.DataFrame:
@@ -486,12 +463,32 @@ class CoxScore:
 
     def __call__(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Contributions, shape (n, p), rows in the order of the input."""
+        return self.score_and_information(beta, w)[0]
+
+    def score_and_information(
+        self, beta: np.ndarray, w: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Contributions (as the call) and the information ``-d total / d beta``, shape (p, p).
+
+        The information is the weighted fit's (:attr:`CoxResult.information` at the
+        estimate), from the same pass over the data as the contributions.
+        """
         lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])
         buf = np.empty_like(lay.XT)
         cur = _evaluate(lay, np.asarray(beta, dtype=np.float64), buf)
         out = np.empty((buf.shape[1], buf.shape[0]))
         out[self._order] = _weighted_score_residuals(lay, cur, out=buf).T
-        return out
+        return out, cur.info
+
+    @staticmethod
+    def weight_derivative(beta: np.ndarray, w: np.ndarray, contributions: np.ndarray) -> np.ndarray:
+        """``d total / d w_i`` for each row, shape (n, p), given the contributions at ``(beta, w)``.
+
+        Row ``i``'s unweighted score residual (its contribution over ``w_i``): the derivative
+        through the risk-set averages and Efron's mean event weight is exactly the
+        residual's risk-set term (any ties, strata, delayed entry).
+        """
+        return contributions / np.asarray(w, dtype=np.float64)[:, None]
 
     def total(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Score of the weighted partial likelihood: the sum of the contributions."""
