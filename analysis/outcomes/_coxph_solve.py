@@ -138,9 +138,18 @@ def _newton_raphson(lay: _Layout, buf: np.ndarray, *, tol: float, max_iter: int)
 
 
 def _check_solution(
-    lay: _Layout, newton: _Newton, names: tuple[str, ...], *, tol: float, max_iter: int
+    lay: _Layout,
+    newton: _Newton,
+    names: tuple[str, ...],
+    *,
+    tol: float,
+    max_iter: int,
+    stacklevel: int = 3,
 ) -> tuple[np.ndarray, dict[str, str], bool]:
-    """Model-based covariance, infinite coefficients and convergence, with R's warnings."""
+    """Model-based covariance, infinite coefficients and convergence, with R's warnings.
+
+    The warnings point ``stacklevel`` frames up (3: the caller of the function calling this).
+    """
     beta, cur = newton.beta, newton.cur
     converged, collapsed = newton.converged, newton.collapsed
     p = beta.size
@@ -156,7 +165,7 @@ def _check_solution(
             f"Cox fit did not converge in {max_iter} iterations "
             "(a coefficient may be infinite: monotone likelihood)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if converged:  # R's check for monotone likelihood: the next step would still be large
         step = np.abs(cov @ cur.score)
@@ -166,7 +175,7 @@ def _check_solution(
                 "log-likelihood converged before "
                 f"{[names[j] for j in np.flatnonzero(infinite)]}; coefficient may be infinite",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
     last_step = newton.last_step if converged or collapsed else None
     diverging = _monotone_likelihood(lay, names, last_step)
@@ -181,7 +190,7 @@ def _check_solution(
         warnings.warn(
             f"monotone likelihood: the estimates of {sorted(diverging)} are infinite",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return cov, diverging, converged
 
@@ -203,7 +212,10 @@ def _as_codes(values: Any, n: int, what: str) -> np.ndarray:
         return pd.MultiIndex.from_arrays(list(arr.T)).factorize(sort=True)[0].astype(np.intp)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{what} must be one-dimensional with {n} entries, got shape {arr.shape}")
-    if pd.isna(arr).any():
+    if arr.dtype.kind in "iu":  # integers: no missing values; already codes 0..K-1?
+        if arr.size and 0 <= arr.min() and arr.max() < n and np.bincount(arr).all():
+            return arr.astype(np.intp)  # what the sorted factorisation would return
+    elif pd.isna(arr).any():
         raise ValueError(f"{what} has missing values")
     return pd.factorize(arr, sort=True)[0].astype(np.intp)
 

@@ -54,13 +54,11 @@ from scipy import stats
 from analysis.outcomes._coxph_core import (
     _efron_means,
     _Eval,
-    _evaluate,
     _Layout,
     _layout,
-    _reweight,
-    _score,
     _weighted_score_residuals,
 )
+from analysis.outcomes._coxph_score import CoxScore
 from analysis.outcomes._coxph_solve import (
     _as_codes,
     _bias_corrected_cov,
@@ -354,7 +352,28 @@ def fit_cox(
     >>> res.params.round(2)
     array([ 0.5 , -0.19])
     """
-    # long: the docstring documents the method; the body is about 55 lines
+    # long: the docstring documents the method
+    return _fit_cox(
+        X, duration, event, entry=entry, weights=weights, cluster=cluster, strata=strata,
+        ties=ties, tol=tol, max_iter=max_iter, small_sample=small_sample,
+    )[0]  # fmt: skip
+
+
+def _fit_cox(
+    X: Any,
+    duration: Any,
+    event: Any,
+    *,
+    entry: Any,
+    weights: Any,
+    cluster: Any,
+    strata: Any,
+    ties: Ties,
+    tol: float,
+    max_iter: int,
+    small_sample: SmallSample,
+) -> tuple[CoxResult, tuple[_Layout, np.ndarray, _Eval]]:
+    """:func:`fit_cox`, with the sorted data, their order and the evaluation at the estimate."""
     if ties not in ("efron", "breslow"):
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
     if small_sample not in ("factor", "mancl-derouen"):
@@ -369,7 +388,9 @@ def fit_cox(
     buf = np.empty_like(lay.XT)
     newton = _newton_raphson(lay, buf, tol=tol, max_iter=max_iter)
     beta, cur = newton.beta, newton.cur
-    cov, diverging, converged = _check_solution(lay, newton, names, tol=tol, max_iter=max_iter)
+    cov, diverging, converged = _check_solution(
+        lay, newton, names, tol=tol, max_iter=max_iter, stacklevel=4
+    )  # the warnings point at the caller of fit_cox
 
     # Robust variance at the estimate, and the robust score test at beta = 0 (R's robscore).
     codes = np.arange(n) if cl_code is None else cl_code[order]
@@ -411,7 +432,7 @@ def fit_cox(
         information=cur.info,
         score_residuals=score_residuals,
         schoenfeld_residuals=schoenfeld,
-    )
+    ), (lay, order, cur)
 
 
 def _schoenfeld(
@@ -421,76 +442,3 @@ def _schoenfeld(
     ev = lay.ev_rows
     resid = lay.XT[:, ev] - _efron_means(lay, cur)[:, lay.eg_of_ev]
     return pd.DataFrame(resid.T, index=pd.Index(order[ev], name="row"), columns=list(names))
-
-
-class CoxScore:
-    """Weighted Cox score contributions at any coefficients and case weights.
-
-    The estimating function of a weighted Cox model: ``score(beta, w)`` returns each row's
-    contribution ``w_i`` times its score residual (the rows of
-    :attr:`CoxResult.score_residuals`), which sum to the score of the weighted partial
-    likelihood at ``beta``; :meth:`total` returns that sum. The data are sorted once, so
-    repeated evaluations (numerical derivatives in the weights, as in
-    :func:`analysis.outcomes.stacked.stacked_variance`) cost no further sort.
-
-    Parameters
-    ----------
-    X : array_like, shape (n, p)
-        Covariates.
-    duration, event : array_like, shape (n,)
-        Follow-up times and 0/1 events.
-    entry : array_like, shape (n,), optional
-        Entry times (rows at risk on ``(entry, duration]``), as in :func:`fit_cox`.
-    strata : array_like, shape (n,), optional
-        Stratum labels.
-    ties : {"efron", "breslow"}, default "efron"
-    """
-
-    def __init__(
-        self,
-        X: Any,
-        duration: Any,
-        event: Any,
-        *,
-        entry: Any = None,
-        strata: Any = None,
-        ties: Ties = "efron",
-    ) -> None:
-        _, X, duration, event_b, w = _check_data(X, duration, event, None)
-        entry = _check_entry(entry, duration)
-        st_code = None if strata is None else _as_codes(strata, len(duration), "strata")
-        self._layout, self._order = _layout(X, duration, event_b, w, st_code, ties, entry)
-
-    def __call__(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Contributions, shape (n, p), rows in the order of the input."""
-        return self.score_and_information(beta, w)[0]
-
-    def score_and_information(
-        self, beta: np.ndarray, w: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Contributions (as the call) and the information ``-d total / d beta``, shape (p, p).
-
-        The information is the weighted fit's (:attr:`CoxResult.information` at the
-        estimate), from the same pass over the data as the contributions.
-        """
-        lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])
-        buf = np.empty_like(lay.XT)
-        cur = _evaluate(lay, np.asarray(beta, dtype=np.float64), buf)
-        out = np.empty((buf.shape[1], buf.shape[0]))
-        out[self._order] = _weighted_score_residuals(lay, cur, out=buf).T
-        return out, cur.info
-
-    @staticmethod
-    def weight_derivative(beta: np.ndarray, w: np.ndarray, contributions: np.ndarray) -> np.ndarray:
-        """``d total / d w_i`` for each row, shape (n, p), given the contributions at ``(beta, w)``.
-
-        Row ``i``'s unweighted score residual (its contribution over ``w_i``): the derivative
-        through the risk-set averages and Efron's mean event weight is exactly the
-        residual's risk-set term (any ties, strata, delayed entry).
-        """
-        return contributions / np.asarray(w, dtype=np.float64)[:, None]
-
-    def total(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Score of the weighted partial likelihood: the sum of the contributions."""
-        lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])
-        return _score(lay, np.asarray(beta, dtype=np.float64))  # no information needed
