@@ -295,7 +295,7 @@ def _event_transform(
     if ttimes.shape != duration.shape or not np.isfinite(ttimes[event_b]).all():
         raise ValueError(f"time transform {tname!r} is not finite at every event time")
     gtime = ttimes - ttimes[event_b].mean()
-    return tname, gtime[order][lay.ev_rows[lay.eg_starts]]  # one value per tied-event set
+    return tname, gtime[order[lay.ev_rows[lay.eg_starts]]]  # one value per tied-event set
 
 
 def _tests(
