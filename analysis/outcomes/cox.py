@@ -364,6 +364,7 @@ def _fit(
                 tol=1e-9,
                 max_iter=50,
                 small_sample=small_sample if robust else "factor",
+                diagnostics=False,  # no per-row residuals or score tests: not reported
             )
         except (ValueError, np.linalg.LinAlgError) as err:
             fit = f"Cox model could not be fitted: {err}"

@@ -372,8 +372,14 @@ def _fit_cox(
     tol: float,
     max_iter: int,
     small_sample: SmallSample,
+    diagnostics: bool = True,
 ) -> tuple[CoxResult, tuple[_Layout, np.ndarray, _Eval]]:
-    """:func:`fit_cox`, with the sorted data, their order and the evaluation at the estimate."""
+    """:func:`fit_cox`, with the sorted data, their order and the evaluation at the estimate.
+
+    ``diagnostics=False`` leaves out what an estimator that reads only the coefficients and
+    their covariances does not need: the per-row score and Schoenfeld residuals (empty) and
+    the score tests at zero (NaN).
+    """
     if ties not in ("efron", "breslow"):
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
     if small_sample not in ("factor", "mancl-derouen"):
@@ -395,18 +401,23 @@ def _fit_cox(
     # Robust variance at the estimate, and the robust score test at beta = 0 (R's robscore).
     codes = np.arange(n) if cl_code is None else cl_code[order]
     n_clusters = None if cl_code is None else count_clusters(codes)
-    score_residuals = np.empty((n, p))
+    score_residuals = np.empty((n, p) if diagnostics else (0, 0))
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         resid = _weighted_score_residuals(lay, cur, out=buf)
-        score_residuals[order] = resid.T
+        if diagnostics:
+            score_residuals[order] = resid.T
         robust_cov, _ = cluster_covariance(resid.T, codes, bread=cov)
         max_leverage = robust_cov_factor = None
         if small_sample == "mancl-derouen":
             robust_cov_factor = robust_cov
             robust_cov, max_leverage = _bias_corrected_cov(lay, cur, beta, cov, codes, buf)
-    schoenfeld = _schoenfeld(lay, cur, order, names)
-    resid0 = _weighted_score_residuals(lay, newton.null, out=buf)
-    meat0, _ = cluster_covariance(resid0.T, codes)
+    schoenfeld, score_test, robust_score_test = pd.DataFrame(), float("nan"), float("nan")
+    if diagnostics:
+        schoenfeld = _schoenfeld(lay, cur, order, names)
+        resid0 = _weighted_score_residuals(lay, newton.null, out=buf)
+        meat0, _ = cluster_covariance(resid0.T, codes)
+        score_test = _quadratic_form(newton.null.score, newton.null.info)
+        robust_score_test = _quadratic_form(newton.null.score, meat0)
 
     return CoxResult(
         names=names,
@@ -424,8 +435,8 @@ def _fit_cox(
         converged=converged,
         ties=ties,
         diverging=diverging,
-        score_test=_quadratic_form(newton.null.score, newton.null.info),
-        robust_score_test=_quadratic_form(newton.null.score, meat0),
+        score_test=score_test,
+        robust_score_test=robust_score_test,
         small_sample=small_sample,
         max_leverage=max_leverage,
         robust_cov_factor=robust_cov_factor,
