@@ -817,3 +817,35 @@ def test_cox_score_is_the_engine_at_any_coefficients_and_weights(ref_data):
     np.testing.assert_allclose(
         score(fit.params, w2).sum(axis=0), score.total(fit.params, w2), rtol=1e-10, atol=1e-10
     )
+
+
+def test_cox_zph_tests_share_one_sort_and_equal_cox_zph(ref_data):
+    """Both variances from one pass, and from the fit's own sorted data: the same tables."""
+    from analysis.outcomes.coxph import _fit_cox
+    from analysis.outcomes.ph_test import _cox_zph_tests_of_fit, _distinct, cox_zph_tests
+
+    X = ref_data[COVARIATES].to_numpy(dtype=float)
+    t, e = ref_data["time"].to_numpy(dtype=float), ref_data["event"].to_numpy()
+    w, cl = ref_data["weight"].to_numpy(), ref_data["cluster"].to_numpy()
+    fit, engine = _fit_cox(
+        X, t, e, entry=None, weights=w, cluster=None, strata=None, ties="efron",
+        tol=1e-9, max_iter=50, small_sample="factor",
+    )  # fmt: skip
+    for transform in ("km", "rank", "identity", "log"):
+        kw = {"cluster": cl, "transform": transform}
+        both = cox_zph_tests(fit, X, t, e, weights=w, **kw)
+        reused = _cox_zph_tests_of_fit(fit, engine, t, e, **kw)
+        for v in ("model", "robust"):
+            alone = cox_zph(fit, X, t, e, weights=w, variance=v, **kw).table
+            pd.testing.assert_frame_equal(both[v].table, alone, check_exact=True)
+            pd.testing.assert_frame_equal(reused[v].table, alone, check_exact=True)
+    strata = np.arange(len(t)) % 2
+    with pytest.raises(ValueError, match="without strata"):
+        fit_s, engine_s = _fit_cox(
+            X, t, e, entry=None, weights=w, cluster=None, strata=strata, ties="efron",
+            tol=1e-9, max_iter=50, small_sample="factor",
+        )  # fmt: skip
+        _cox_zph_tests_of_fit(fit_s, engine_s, t, e)
+    order = np.argsort(t, kind="stable")
+    for got, want in zip(_distinct(t, order), np.unique(t, return_inverse=True), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -23,7 +23,7 @@ from analysis.design.estimated_weights import att_weight_model, att_weight_model
 from analysis.design.propensity import fit_propensity
 from analysis.design.weighting import att_weights
 from analysis.outcomes.cox import cox_hazard_ratio
-from analysis.outcomes.coxph import fit_cox
+from analysis.outcomes.coxph import CoxScore, fit_cox
 from analysis.outcomes.negative_binomial import negative_binomial_irr
 from analysis.outcomes.stacked import (
     cox_estimating_function,
@@ -148,11 +148,13 @@ def test_numerical_bread_is_the_inverse_information(data) -> None:
     f = iptw(data)
     a = data["treatment"].to_numpy(float)
     fit = fit_cox(a[:, None], data["time"], data["event"], weights=f["model"].weights)
-    np.testing.assert_allclose(f["sv_cox"].bread, fit.cov, rtol=1e-6)
-    analytic = stacked_variance(
-        f["ef_cox"], np.array([math.log(f["cox"].estimate)]), f["model"], bread=fit.cov
-    )
-    np.testing.assert_allclose(analytic.cov, f["sv_cox"].cov, rtol=1e-5)
+    beta = np.array([math.log(f["cox"].estimate)])
+    numerical = stacked_variance(f["ef_cox"], beta, f["model"], derivatives="numerical")
+    np.testing.assert_allclose(numerical.bread, fit.cov, rtol=1e-6)
+    np.testing.assert_allclose(f["sv_cox"].bread, fit.cov, rtol=1e-10)  # the engine's, exact
+    analytic = stacked_variance(f["ef_cox"], beta, f["model"], bread=fit.cov)
+    np.testing.assert_allclose(analytic.cov, f["sv_cox"].cov, rtol=1e-10)
+    np.testing.assert_allclose(numerical.cov, f["sv_cox"].cov, rtol=1e-7)
 
 
 def test_chain_rule_jacobian_equals_perturbing_the_propensity_coefficients(data) -> None:
@@ -355,3 +357,52 @@ def test_fast_cox_total_is_the_sum_of_the_contributions(data) -> None:
     for beta in ([0.0, 0.0], [0.5, -0.3], [1.3, 0.8]):
         b = np.asarray(beta)
         np.testing.assert_allclose(ef.total(b, w), ef(b, w).sum(axis=0), rtol=1e-10, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- exact derivatives
+
+
+@pytest.mark.parametrize(
+    "case", ["efron", "efron_two_terms", "breslow", "strata", "entry", "subset", "clusters"]
+)
+def test_exact_derivatives_equal_the_numerical_ones(case) -> None:
+    """J from the score residuals and the engine's information = central differences."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
+    a = (rng.uniform(size=n) < 1 / (1 + np.exp(-(X @ [-1.2, 0.6, -0.4, 0.3])))).astype(float)
+    fit_ps = sm.Logit(a, X).fit(disp=0, tol=1e-12)
+    odds = np.exp(X @ fit_ps.params)
+    wm = att_weight_model(X, a, fit_ps.params, cap=float(np.quantile(odds[a == 0], 0.95)))
+    t = np.ceil(rng.exponential(np.exp(-(0.4 * a + 0.3 * X[:, 1]))) * 20) / 20  # heavy ties
+    e = (rng.uniform(size=n) < 0.7).astype(float)
+    rows = np.flatnonzero(X[:, 2] > -0.5) if case == "subset" else np.arange(n)
+    x = np.column_stack([a, X[:, 1]]) if case == "efron_two_terms" else a[:, None]
+    kw: dict = {
+        "breslow": {"ties": "breslow"},
+        "strata": {"strata": (X[:, 3] > 0).astype(int)},
+        "entry": {"entry": t * rng.uniform(0, 0.5, n)},
+    }.get(case, {})
+    kw = {k: (v[rows] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+    fit = fit_cox(x[rows], t[rows], e[rows], weights=wm.weights[rows], **kw)
+    ef = CoxScore(x[rows], t[rows], e[rows], **kw)
+    cluster = rng.integers(0, n // 3, n) if case == "clusters" else None
+    args = (ef, fit.params, wm)
+    exact = stacked_variance(*args, rows=rows, cluster=cluster)
+    numeric = stacked_variance(*args, rows=rows, cluster=cluster, derivatives="numerical")
+    np.testing.assert_allclose(exact.jacobian, numeric.jacobian, rtol=1e-7, atol=1e-7 * n)
+    np.testing.assert_allclose(exact.bread, numeric.bread, rtol=1e-7)
+    np.testing.assert_allclose(exact.bread, fit.cov, rtol=1e-12)  # the fit's own information
+    np.testing.assert_allclose(exact.se, numeric.se, rtol=1e-7)
+    np.testing.assert_allclose(exact.se_weights_known, numeric.se_weights_known, rtol=1e-7)
+
+
+def test_exact_nb_weight_derivative_equals_the_numerical_one(fitted) -> None:
+    _, f = fitted
+    exact = stacked_variance(f["ef_nb"], f["beta_nb"], f["model"])
+    numeric = stacked_variance(f["ef_nb"], f["beta_nb"], f["model"], derivatives="numerical")
+    np.testing.assert_allclose(exact.jacobian, numeric.jacobian, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(exact.bread, numeric.bread)  # numerical in both
+    np.testing.assert_allclose(exact.se, numeric.se, rtol=1e-7)
+    with pytest.raises(ValueError, match="derivatives"):
+        stacked_variance(f["ef_nb"], f["beta_nb"], f["model"], derivatives="exact")  # type: ignore[arg-type]

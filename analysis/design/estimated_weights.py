@@ -13,10 +13,10 @@ persons; treated persons get 1. Both ``alpha`` and the normalisation are estimat
 ``theta = (alpha, log c)`` with the equations ``sum_i x_i (a_i - e_i) = 0`` (logistic score) and
 ``sum_i {a_i - c (1 - a_i) m_i} = 0`` (normalisation). Their influence functions are closed form
 (:func:`att_weight_model`). ``J`` is computed by the chain rule, ``J = (dU/dw) (dw/dtheta)``:
-``dw/dtheta`` is closed form and each column's directional derivative of the outcome score is a
-central difference in the weights (each weight moved by at most a relative ``1e-5``), so any
-outcome estimating function can be plugged in, and the Cox score, which depends on the weights
-also through its risk-set averages, costs two extra evaluations per parameter.
+``dw/dtheta`` is closed form; ``dU/dw`` is exact for the Cox and NB scores (per row, the score
+residual; the Cox score depends on the weights also through its risk-set averages) and for any
+other outcome estimating function a central difference in the weights per column (each weight
+moved by at most a relative ``1e-5``), so any estimating function can be plugged in.
 
 Trimming
 --------

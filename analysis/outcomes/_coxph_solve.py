@@ -15,6 +15,7 @@ from analysis.outcomes._coxph_core import (
     _Eval,
     _evaluate,
     _Layout,
+    _layout,
     _weighted_score_residuals,
 )
 from analysis.sandwich import bias_corrected_covariance, cluster_totals
@@ -137,9 +138,18 @@ def _newton_raphson(lay: _Layout, buf: np.ndarray, *, tol: float, max_iter: int)
 
 
 def _check_solution(
-    lay: _Layout, newton: _Newton, names: tuple[str, ...], *, tol: float, max_iter: int
+    lay: _Layout,
+    newton: _Newton,
+    names: tuple[str, ...],
+    *,
+    tol: float,
+    max_iter: int,
+    stacklevel: int = 3,
 ) -> tuple[np.ndarray, dict[str, str], bool]:
-    """Model-based covariance, infinite coefficients and convergence, with R's warnings."""
+    """Model-based covariance, infinite coefficients and convergence, with R's warnings.
+
+    The warnings point ``stacklevel`` frames up (3: the caller of the function calling this).
+    """
     beta, cur = newton.beta, newton.cur
     converged, collapsed = newton.converged, newton.collapsed
     p = beta.size
@@ -155,7 +165,7 @@ def _check_solution(
             f"Cox fit did not converge in {max_iter} iterations "
             "(a coefficient may be infinite: monotone likelihood)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if converged:  # R's check for monotone likelihood: the next step would still be large
         step = np.abs(cov @ cur.score)
@@ -165,7 +175,7 @@ def _check_solution(
                 "log-likelihood converged before "
                 f"{[names[j] for j in np.flatnonzero(infinite)]}; coefficient may be infinite",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
     last_step = newton.last_step if converged or collapsed else None
     diverging = _monotone_likelihood(lay, names, last_step)
@@ -180,7 +190,7 @@ def _check_solution(
         warnings.warn(
             f"monotone likelihood: the estimates of {sorted(diverging)} are infinite",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return cov, diverging, converged
 
@@ -202,7 +212,10 @@ def _as_codes(values: Any, n: int, what: str) -> np.ndarray:
         return pd.MultiIndex.from_arrays(list(arr.T)).factorize(sort=True)[0].astype(np.intp)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{what} must be one-dimensional with {n} entries, got shape {arr.shape}")
-    if pd.isna(arr).any():
+    if arr.dtype.kind in "iu":  # integers: no missing values; already codes 0..K-1?
+        if arr.size and 0 <= arr.min() and arr.max() < n and np.bincount(arr).all():
+            return arr.astype(np.intp)  # what the sorted factorisation would return
+    elif pd.isna(arr).any():
         raise ValueError(f"{what} has missing values")
     return pd.factorize(arr, sort=True)[0].astype(np.intp)
 
@@ -357,3 +370,29 @@ def _inverse(info: np.ndarray) -> np.ndarray:
         ) from exc
     inv = linalg.cho_solve(factor, np.eye(info.shape[0]))
     return 0.5 * (inv + inv.T)
+
+
+def _fit_coefficients(
+    X: Any,
+    duration: Any,
+    event: Any,
+    *,
+    entry: Any = None,
+    weights: Any = None,
+    ties: str = "efron",
+    tol: float = 1e-9,
+    max_iter: int = 50,
+) -> tuple[np.ndarray, np.ndarray, dict[str, str], bool]:
+    """The estimate of :func:`analysis.outcomes.coxph.fit_cox` alone, for estimators refitted many times (bootstrap).
+
+    The same checks, layout, Newton-Raphson and detection of infinite estimates, without the
+    variances, residuals and score tests. Returns ``params``, ``information``,
+    ``diverging`` and ``converged`` as :class:`analysis.outcomes.coxph.CoxResult` has them.
+    """
+    if ties not in ("efron", "breslow"):
+        raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
+    names, X, duration, event_b, w = _check_data(X, duration, event, weights)
+    lay, _ = _layout(X, duration, event_b, w, None, ties, _check_entry(entry, duration))
+    newton = _newton_raphson(lay, np.empty_like(lay.XT), tol=tol, max_iter=max_iter)
+    _, diverging, converged = _check_solution(lay, newton, names, tol=tol, max_iter=max_iter)
+    return newton.beta, newton.cur.info, diverging, converged

@@ -4,7 +4,7 @@
 :func:`cox_hazard_ratio` checks the columns (:mod:`analysis._checks`), fits the model with
 :func:`analysis.outcomes.coxph.fit_cox` (Efron ties, case weights, the cluster-robust sandwich
 of :mod:`analysis.sandwich`) and tests proportional hazards with
-:func:`analysis.outcomes.ph_test.cox_zph`; it reports why an HR is not estimable (an empty
+:func:`analysis.outcomes.ph_test.cox_zph_tests`; it reports why an HR is not estimable (an empty
 group, no events in a group, monotone likelihood, fewer than 2 clusters).
 
 References
@@ -28,8 +28,8 @@ import pandas as pd
 
 from analysis._checks import binary, cluster_codes, durations, numeric, weights_array, z_value
 from analysis.outcomes._common import nan_estimate
-from analysis.outcomes.coxph import CoxResult, fit_cox
-from analysis.outcomes.ph_test import cox_zph
+from analysis.outcomes.coxph import CoxResult, _fit_cox
+from analysis.outcomes.ph_test import _cox_zph_tests_of_fit
 from analysis.results import EffectEstimate
 from analysis.sandwich import cluster_check, count_clusters
 
@@ -38,11 +38,10 @@ __all__ = ["cox_hazard_ratio"]
 
 def _ph_test(
     fit: CoxResult,
-    x: np.ndarray,
+    engine: Any,
     time: np.ndarray,
     event: np.ndarray,
     *,
-    weights: np.ndarray | None,
     cluster: np.ndarray | None,
     terms: list[str],
     transform: str,
@@ -52,21 +51,19 @@ def _ph_test(
 
     The test of the first term (treatment) is reported with the variance of the hazard
     ratio (robust when the fit's is); every term, the global test and R's ``cox.zph``
-    (model-based) values are kept beside it.
+    (model-based) values are kept beside it. ``engine``: the fit's sorted data and
+    evaluation at the estimate (:func:`analysis.outcomes.coxph._fit_cox`), reused.
     """
     variance = "robust" if robust else "model"
     out: dict[str, Any] = {"df": 1, "transform": transform, "term": terms[0], "variance": variance}
 
-    def table(var: str) -> pd.DataFrame:
-        return cox_zph(
-            fit, x, time, event, weights=weights, cluster=cluster, transform=transform,
-            terms={name: [j] for j, name in enumerate(terms)}, variance=var,
-        ).table  # fmt: skip
-
     try:
-        tables = {"model": table("model")}
-        if robust:
-            tables["robust"] = table("robust")
+        tests = _cox_zph_tests_of_fit(
+            fit, engine, time, event, cluster=cluster, transform=transform,
+            terms={name: [j] for j, name in enumerate(terms)},
+            variances=("model", "robust") if robust else ("model",),
+        )  # fmt: skip
+        tables = {var: test.table for var, test in tests.items()}
     except ValueError as err:
         nan = float("nan")
         return {"statistic": nan, "p_value": nan, **out, "note": f"not testable: {err}"}
@@ -225,8 +222,8 @@ def cox_hazard_ratio(
     if note is not None:
         return nan_estimate(measure="HR", note=note, details=data.base_details, **label)
     robust = weights is not None or cluster is not None
-    fit, fit_warnings = _fit(data, weighted=weights is not None, robust=robust,
-                             small_sample=small_sample)  # fmt: skip
+    fit, engine, fit_warnings = _fit(data, weighted=weights is not None, robust=robust,
+                                     small_sample=small_sample)  # fmt: skip
     after = {**data.base_details, "warnings": fit_warnings}
     if isinstance(fit, str):
         return nan_estimate(measure="HR", note=fit, details=data.base_details, **label)
@@ -248,7 +245,7 @@ def cox_hazard_ratio(
     se_all = np.sqrt(np.diag(cov))
     b, se = float(fit.params[0]), float(se_all[0])
     tests = _ph_test(
-        fit, data.x, data.t, data.e, weights=data.w if weights is not None else None,
+        fit, engine, data.t, data.e,
         cluster=data.codes if cluster is not None else None, terms=data.terms,
         transform=ph_transform, robust=robust,
     ) if ph_test else None  # fmt: skip
@@ -348,23 +345,30 @@ def _not_estimable_before_fit(data: _CoxData) -> str | None:
 
 def _fit(
     data: _CoxData, *, weighted: bool, robust: bool, small_sample: str
-) -> tuple[CoxResult | str, list[str]]:
-    """The Cox fit (or why it failed) and the warnings raised while fitting."""
+) -> tuple[CoxResult | str, Any, list[str]]:
+    """The Cox fit (or why it failed), its sorted data (for the PH test) and its warnings."""
+    engine = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            fit: CoxResult | str = fit_cox(
+            fit: CoxResult | str
+            fit, engine = _fit_cox(
                 pd.DataFrame(data.x, columns=data.terms),
                 data.t,
                 data.e,
+                entry=None,
                 weights=data.w if weighted else None,
                 cluster=data.codes if robust else None,
+                strata=None,
                 ties="efron",
+                tol=1e-9,
+                max_iter=50,
                 small_sample=small_sample if robust else "factor",
+                diagnostics=False,  # no per-row residuals or score tests: not reported
             )
         except (ValueError, np.linalg.LinAlgError) as err:
             fit = f"Cox model could not be fitted: {err}"
-    return fit, sorted({str(wm.message).strip().splitlines()[0][:200] for wm in caught})
+    return fit, engine, sorted({str(wm.message).strip().splitlines()[0][:200] for wm in caught})
 
 
 def _not_estimable_after_fit(fit: CoxResult, treatment: str) -> str | None:

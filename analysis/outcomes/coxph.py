@@ -54,13 +54,11 @@ from scipy import stats
 from analysis.outcomes._coxph_core import (
     _efron_means,
     _Eval,
-    _evaluate,
     _Layout,
     _layout,
-    _reweight,
-    _score,
     _weighted_score_residuals,
 )
+from analysis.outcomes._coxph_score import CoxScore
 from analysis.outcomes._coxph_solve import (
     _as_codes,
     _bias_corrected_cov,
@@ -69,6 +67,9 @@ from analysis.outcomes._coxph_solve import (
     _check_solution,
     _newton_raphson,
     _quadratic_form,
+)
+from analysis.outcomes._coxph_solve import (
+    _fit_coefficients as _fit_coefficients,  # re-exported: analysis.outcomes.counting
 )
 from analysis.sandwich import cluster_covariance, count_clusters
 
@@ -351,7 +352,34 @@ def fit_cox(
     >>> res.params.round(2)
     array([ 0.5 , -0.19])
     """
-    # long: the docstring documents the method; the body is about 55 lines
+    # long: the docstring documents the method
+    return _fit_cox(
+        X, duration, event, entry=entry, weights=weights, cluster=cluster, strata=strata,
+        ties=ties, tol=tol, max_iter=max_iter, small_sample=small_sample,
+    )[0]  # fmt: skip
+
+
+def _fit_cox(
+    X: Any,
+    duration: Any,
+    event: Any,
+    *,
+    entry: Any,
+    weights: Any,
+    cluster: Any,
+    strata: Any,
+    ties: Ties,
+    tol: float,
+    max_iter: int,
+    small_sample: SmallSample,
+    diagnostics: bool = True,
+) -> tuple[CoxResult, tuple[_Layout, np.ndarray, _Eval]]:
+    """:func:`fit_cox`, with the sorted data, their order and the evaluation at the estimate.
+
+    ``diagnostics=False`` leaves out what an estimator that reads only the coefficients and
+    their covariances does not need: the per-row score and Schoenfeld residuals (empty) and
+    the score tests at zero (NaN).
+    """
     if ties not in ("efron", "breslow"):
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
     if small_sample not in ("factor", "mancl-derouen"):
@@ -366,23 +394,30 @@ def fit_cox(
     buf = np.empty_like(lay.XT)
     newton = _newton_raphson(lay, buf, tol=tol, max_iter=max_iter)
     beta, cur = newton.beta, newton.cur
-    cov, diverging, converged = _check_solution(lay, newton, names, tol=tol, max_iter=max_iter)
+    cov, diverging, converged = _check_solution(
+        lay, newton, names, tol=tol, max_iter=max_iter, stacklevel=4
+    )  # the warnings point at the caller of fit_cox
 
     # Robust variance at the estimate, and the robust score test at beta = 0 (R's robscore).
     codes = np.arange(n) if cl_code is None else cl_code[order]
     n_clusters = None if cl_code is None else count_clusters(codes)
-    score_residuals = np.empty((n, p))
+    score_residuals = np.empty((n, p) if diagnostics else (0, 0))
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         resid = _weighted_score_residuals(lay, cur, out=buf)
-        score_residuals[order] = resid.T
+        if diagnostics:
+            score_residuals[order] = resid.T
         robust_cov, _ = cluster_covariance(resid.T, codes, bread=cov)
         max_leverage = robust_cov_factor = None
         if small_sample == "mancl-derouen":
             robust_cov_factor = robust_cov
             robust_cov, max_leverage = _bias_corrected_cov(lay, cur, beta, cov, codes, buf)
-    schoenfeld = _schoenfeld(lay, cur, order, names)
-    resid0 = _weighted_score_residuals(lay, newton.null, out=buf)
-    meat0, _ = cluster_covariance(resid0.T, codes)
+    schoenfeld, score_test, robust_score_test = pd.DataFrame(), float("nan"), float("nan")
+    if diagnostics:
+        schoenfeld = _schoenfeld(lay, cur, order, names)
+        resid0 = _weighted_score_residuals(lay, newton.null, out=buf)
+        meat0, _ = cluster_covariance(resid0.T, codes)
+        score_test = _quadratic_form(newton.null.score, newton.null.info)
+        robust_score_test = _quadratic_form(newton.null.score, meat0)
 
     return CoxResult(
         names=names,
@@ -400,41 +435,15 @@ def fit_cox(
         converged=converged,
         ties=ties,
         diverging=diverging,
-        score_test=_quadratic_form(newton.null.score, newton.null.info),
-        robust_score_test=_quadratic_form(newton.null.score, meat0),
+        score_test=score_test,
+        robust_score_test=robust_score_test,
         small_sample=small_sample,
         max_leverage=max_leverage,
         robust_cov_factor=robust_cov_factor,
         information=cur.info,
         score_residuals=score_residuals,
         schoenfeld_residuals=schoenfeld,
-    )
-
-
-def _fit_coefficients(
-    X: Any,
-    duration: Any,
-    event: Any,
-    *,
-    entry: Any = None,
-    weights: Any = None,
-    ties: Ties = "efron",
-    tol: float = 1e-9,
-    max_iter: int = 50,
-) -> tuple[np.ndarray, np.ndarray, dict[str, str], bool]:
-    """The estimate of :func:`fit_cox` alone, for estimators refitted many times (bootstrap).
-
-    The same checks, layout, Newton-Raphson and detection of infinite estimates, without the
-    variances, residuals and score tests. Returns ``params``, ``information``,
-    ``diverging`` and ``converged`` as :class:`CoxResult` has them.
-    """
-    if ties not in ("efron", "breslow"):
-        raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
-    names, X, duration, event_b, w = _check_data(X, duration, event, weights)
-    lay, _ = _layout(X, duration, event_b, w, None, ties, _check_entry(entry, duration))
-    newton = _newton_raphson(lay, np.empty_like(lay.XT), tol=tol, max_iter=max_iter)
-    _, diverging, converged = _check_solution(lay, newton, names, tol=tol, max_iter=max_iter)
-    return newton.beta, newton.cur.info, diverging, converged
+    ), (lay, order, cur)
 
 
 def _schoenfeld(
@@ -444,56 +453,3 @@ def _schoenfeld(
     ev = lay.ev_rows
     resid = lay.XT[:, ev] - _efron_means(lay, cur)[:, lay.eg_of_ev]
     return pd.DataFrame(resid.T, index=pd.Index(order[ev], name="row"), columns=list(names))
-
-
-class CoxScore:
-    """Weighted Cox score contributions at any coefficients and case weights.
-
-    The estimating function of a weighted Cox model: ``score(beta, w)`` returns each row's
-    contribution ``w_i`` times its score residual (the rows of
-    :attr:`CoxResult.score_residuals`), which sum to the score of the weighted partial
-    likelihood at ``beta``; :meth:`total` returns that sum. The data are sorted once, so
-    repeated evaluations (numerical derivatives in the weights, as in
-    :func:`analysis.outcomes.stacked.stacked_variance`) cost no further sort.
-
-    Parameters
-    ----------
-    X : array_like, shape (n, p)
-        Covariates.
-    duration, event : array_like, shape (n,)
-        Follow-up times and 0/1 events.
-    entry : array_like, shape (n,), optional
-        Entry times (rows at risk on ``(entry, duration]``), as in :func:`fit_cox`.
-    strata : array_like, shape (n,), optional
-        Stratum labels.
-    ties : {"efron", "breslow"}, default "efron"
-    """
-
-    def __init__(
-        self,
-        X: Any,
-        duration: Any,
-        event: Any,
-        *,
-        entry: Any = None,
-        strata: Any = None,
-        ties: Ties = "efron",
-    ) -> None:
-        _, X, duration, event_b, w = _check_data(X, duration, event, None)
-        entry = _check_entry(entry, duration)
-        st_code = None if strata is None else _as_codes(strata, len(duration), "strata")
-        self._layout, self._order = _layout(X, duration, event_b, w, st_code, ties, entry)
-
-    def __call__(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Contributions, shape (n, p), rows in the order of the input."""
-        lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])
-        buf = np.empty_like(lay.XT)
-        cur = _evaluate(lay, np.asarray(beta, dtype=np.float64), buf)
-        out = np.empty((buf.shape[1], buf.shape[0]))
-        out[self._order] = _weighted_score_residuals(lay, cur, out=buf).T
-        return out
-
-    def total(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Score of the weighted partial likelihood: the sum of the contributions."""
-        lay = _reweight(self._layout, np.asarray(w, dtype=np.float64)[self._order])
-        return _score(lay, np.asarray(beta, dtype=np.float64))  # no information needed

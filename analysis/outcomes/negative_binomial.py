@@ -48,17 +48,42 @@ class _NBFit:
     iterations: int
 
 
-def _nb_loglik(y: np.ndarray, mu: np.ndarray, w: np.ndarray, theta: float) -> float:
+@dataclass(frozen=True, eq=False)
+class _Counts:
+    """Counts and their distinct values: a function of ``theta + y`` is evaluated once per
+    value and spread to the rows (the same numbers as row by row; counts repeat a lot)."""
+
+    y: np.ndarray
+    levels: np.ndarray
+    index: np.ndarray
+    log_factorial: np.ndarray  # gammaln(y + 1), per row
+
+    @classmethod
+    def of(cls, y: np.ndarray) -> _Counts:
+        levels, index = np.unique(y, return_inverse=True)
+        return cls(y, levels, index, special.gammaln(levels + 1)[index])
+
+    def at(self, f: Any, shift: float) -> np.ndarray:
+        """``f(shift + y)`` per row."""
+        return f(shift + self.levels)[self.index]
+
+
+def _trigamma(v: np.ndarray) -> np.ndarray:
+    return special.polygamma(1, v)
+
+
+def _nb_loglik(c: _Counts, mu: np.ndarray, w: np.ndarray, theta: float) -> float:
     """Weighted NB2 log-likelihood (Poisson when ``theta`` is infinite)."""
+    y = c.y
     if not math.isfinite(theta):
-        return float(np.sum(w * (y * np.log(mu) - mu - special.gammaln(y + 1))))
+        return float(np.sum(w * (y * np.log(mu) - mu - c.log_factorial)))
     return float(
         np.sum(
             w
             * (
-                special.gammaln(theta + y)
+                c.at(special.gammaln, theta)
                 - special.gammaln(theta)
-                - special.gammaln(y + 1)
+                - c.log_factorial
                 + theta * np.log(theta)
                 + special.xlogy(y, mu)
                 - (theta + y) * np.log(theta + mu)
@@ -68,7 +93,7 @@ def _nb_loglik(y: np.ndarray, mu: np.ndarray, w: np.ndarray, theta: float) -> fl
 
 
 def _irls(
-    y: np.ndarray,
+    c: _Counts,
     x: np.ndarray,
     offset: np.ndarray,
     w: np.ndarray,
@@ -81,8 +106,9 @@ def _irls(
 
     ``theta = inf`` gives Poisson regression.
     """
+    y = c.y
     mu = np.exp(x @ beta + offset)
-    ll = _nb_loglik(y, mu, w, theta)
+    ll = _nb_loglik(c, mu, w, theta)
     for _ in range(maxiter):
         ww = w * mu / (1.0 + mu / theta)
         zz = (y - mu) / mu
@@ -91,7 +117,7 @@ def _irls(
         for _ in range(40):
             cand = beta + step
             mu_c = np.exp(x @ cand + offset)
-            ll_c = _nb_loglik(y, mu_c, w, theta)
+            ll_c = _nb_loglik(c, mu_c, w, theta)
             if ll_c >= ll - 1e-12 * abs(ll):
                 break
             step = step / 2
@@ -102,14 +128,15 @@ def _irls(
 
 
 def _theta_score_hessian(
-    y: np.ndarray, mu: np.ndarray, w: np.ndarray, th: float
+    c: _Counts, mu: np.ndarray, w: np.ndarray, th: float
 ) -> tuple[float, float]:
     """First and second derivatives of the weighted log-likelihood in theta at fixed means."""
+    y = c.y
     score = float(
         np.sum(
             w
             * (
-                special.digamma(th + y)
+                c.at(special.digamma, th)
                 - special.digamma(th)
                 + math.log(th)
                 + 1
@@ -122,7 +149,7 @@ def _theta_score_hessian(
         np.sum(
             w
             * (
-                special.polygamma(1, th + y)
+                c.at(_trigamma, th)
                 - special.polygamma(1, th)
                 + 1 / th
                 - 2 / (th + mu)
@@ -133,18 +160,16 @@ def _theta_score_hessian(
     return score, hess
 
 
-def _theta_ml(
-    y: np.ndarray, mu: np.ndarray, w: np.ndarray, theta: float, tol: float = 1e-12
-) -> float:
+def _theta_ml(c: _Counts, mu: np.ndarray, w: np.ndarray, theta: float, tol: float = 1e-12) -> float:
     """Maximum-likelihood theta at fixed means (Newton on log theta with backtracking)."""
 
     def loglik(th: float) -> float:
-        return _nb_loglik(y, mu, w, th)
+        return _nb_loglik(c, mu, w, th)
 
     phi = math.log(min(max(theta, 1e-6), THETA_MAX))
     for _ in range(200):
         th = math.exp(phi)
-        score, hess = _theta_score_hessian(y, mu, w, th)
+        score, hess = _theta_score_hessian(c, mu, w, th)
         g_phi = th * score
         h_phi = th * th * hess + th * score
         step = -g_phi / h_phi if h_phi < 0 else math.copysign(1.0, g_phi)
@@ -164,18 +189,19 @@ def _fit_nb2(
     y: np.ndarray, x: np.ndarray, offset: np.ndarray, w: np.ndarray, tol: float = 1e-10
 ) -> _NBFit:
     """Weighted NB2 maximum likelihood, alternating the mean and theta (as MASS::glm.nb)."""
+    c = _Counts.of(y)
     beta = np.zeros(x.shape[1])
     beta[0] = math.log(max(np.sum(w * y), 1e-8) / np.sum(w * np.exp(offset)))
-    beta, mu = _irls(y, x, offset, w, math.inf, beta)
+    beta, mu = _irls(c, x, offset, w, math.inf, beta)
     theta = float(np.sum(w) / np.sum(w * (y / mu - 1) ** 2))  # moment start (as theta.ml)
     ll_old = -np.inf
     converged = False
     iterations = 0
     while iterations < 100:
         iterations += 1
-        theta = _theta_ml(y, mu, w, theta)
-        beta_new, mu = _irls(y, x, offset, w, theta, beta)
-        ll = _nb_loglik(y, mu, w, theta)
+        theta = _theta_ml(c, mu, w, theta)
+        beta_new, mu = _irls(c, x, offset, w, theta, beta)
+        ll = _nb_loglik(c, mu, w, theta)
         done = abs(ll - ll_old) < tol * (abs(ll) + tol) and np.max(np.abs(beta_new - beta)) < 1e-9
         beta, ll_old = beta_new, ll
         if done:

@@ -17,7 +17,9 @@ from scipy import linalg, stats
 
 from analysis.outcomes._coxph_core import (
     _efron_means,
+    _Eval,
     _evaluate,
+    _Layout,
     _layout,
     _weighted_information,
     _weighted_score_residuals,
@@ -25,7 +27,7 @@ from analysis.outcomes._coxph_core import (
 from analysis.outcomes._coxph_solve import _as_codes, _inverse
 from analysis.outcomes.coxph import CoxResult
 
-__all__ = ["PHTest", "PHTransform", "cox_zph"]
+__all__ = ["PHTest", "PHTransform", "cox_zph", "cox_zph_tests"]
 
 PHTransform = Literal["km", "rank", "identity", "log"]
 
@@ -55,9 +57,16 @@ class PHTest:
 
 
 def _time_transform(
-    transform: PHTransform | Any, duration: np.ndarray, event: np.ndarray
+    transform: PHTransform | Any,
+    duration: np.ndarray,
+    event: np.ndarray,
+    order: np.ndarray | None = None,
 ) -> tuple[str, np.ndarray]:
-    """R's ``cox.zph`` time transforms, one value per observation (censored rows too)."""
+    """R's ``cox.zph`` time transforms, one value per observation (censored rows too).
+
+    ``order``, if given, sorts ``duration`` (the fit's layout without strata): the distinct
+    times are then read off it instead of sorted again.
+    """
     if callable(transform):
         return "user", np.asarray(transform(duration.copy()), dtype=np.float64)
     if transform == "identity":
@@ -70,7 +79,7 @@ def _time_transform(
     if transform == "km":
         # 1 - S(t-) of the unweighted Kaplan-Meier over all rows, ignoring case weights and
         # strata: R's survfitKM(factor(rep(1, n)), y) and findInterval(left.open = TRUE).
-        times, index = np.unique(duration, return_inverse=True)
+        times, index = _distinct(duration, order)
         at_risk = np.cumsum(np.bincount(index, minlength=times.size)[::-1])[::-1]
         deaths = np.bincount(index, weights=event.astype(np.float64), minlength=times.size)
         surv = np.cumprod(1.0 - deaths / at_risk)
@@ -78,6 +87,19 @@ def _time_transform(
     raise ValueError(
         f"transform must be 'km', 'rank', 'identity', 'log' or a function, got {transform!r}"
     )
+
+
+def _distinct(values: np.ndarray, order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)``, in one pass when ``order`` sorts ``values``."""
+    if order is None:
+        return np.unique(values, return_inverse=True)
+    ordered = values[order]
+    new = np.empty(ordered.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    index = np.empty(ordered.size, dtype=np.intp)
+    index[order] = np.cumsum(new) - 1
+    return ordered[new], index
 
 
 def cox_zph(
@@ -162,9 +184,168 @@ def cox_zph(
     .. [3] Lin, D. Y., & Wei, L. J. (1989). The robust inference for the Cox proportional
        hazards model. *Journal of the American Statistical Association*, 84(408), 1074–1078.
     """
-    # long: the docstring documents the test; the body is about 70 lines
-    if variance not in ("model", "robust"):
-        raise ValueError(f"variance must be 'model' or 'robust', got {variance!r}")
+    return cox_zph_tests(
+        fit, X, duration, event, weights=weights, strata=strata, cluster=cluster,
+        transform=transform, terms=terms, variances=(variance,),
+    )[variance]  # fmt: skip
+
+
+def cox_zph_tests(
+    fit: CoxResult,
+    X: Any,
+    duration: Any,
+    event: Any,
+    *,
+    weights: Any = None,
+    strata: Any = None,
+    cluster: Any = None,
+    transform: PHTransform | Any = "km",
+    terms: dict[str, Sequence[int]] | None = None,
+    variances: Sequence[Literal["model", "robust"]] = ("model", "robust"),
+) -> dict[str, PHTest]:
+    """:func:`cox_zph` with several variances, from one sort of the data and one pass over it.
+
+    Parameters
+    ----------
+    fit, X, duration, event, weights, strata, cluster, transform, terms
+        As :func:`cox_zph`.
+    variances : sequence of {"model", "robust"}, default ("model", "robust")
+        The variances to test with.
+
+    Returns
+    -------
+    dict of str to PHTest
+        One test per variance, each equal to :func:`cox_zph` with that ``variance``.
+    """
+    _check_variances(variances)
+    X, duration, event_b, w = _zph_data(fit, X, duration, event, weights)
+    st_code = None if strata is None else _as_codes(strata, X.shape[0], "strata")
+    lay, order = _layout(X, duration, event_b, w, st_code, fit.ties)
+    cur = _evaluate(lay, np.asarray(fit.params, dtype=np.float64), np.empty_like(lay.XT))
+    sort = order if st_code is None else None  # sorts the times when there are no strata
+    g = _event_transform(transform, duration, event_b, sort, order, lay)
+    return _tests(
+        lay,
+        cur,
+        order,
+        g,
+        cluster=cluster,
+        terms=_terms(fit) if terms is None else terms,
+        variances=variances,
+    )
+
+
+def _cox_zph_tests_of_fit(
+    fit: CoxResult,
+    engine: tuple[_Layout, np.ndarray, _Eval],
+    duration: np.ndarray,
+    event: np.ndarray,
+    *,
+    cluster: Any = None,
+    transform: PHTransform | Any = "km",
+    terms: dict[str, Sequence[int]] | None = None,
+    variances: Sequence[Literal["model", "robust"]] = ("model", "robust"),
+) -> dict[str, PHTest]:
+    """:func:`cox_zph_tests` from the fit's own sorted data and evaluation at the estimate.
+
+    ``engine`` is what :func:`analysis.outcomes.coxph._fit_cox` returns beside the fit, of a
+    fit without strata or delayed entry to ``duration`` and ``event`` (and the fit's
+    covariates and weights): the tests are those of :func:`cox_zph_tests` on the same data,
+    without sorting and evaluating them again.
+    """
+    _check_variances(variances)
+    lay, order, cur = engine
+    if lay.entry is not None or lay.stratum_starts.size > 1 or lay.XT.shape[1] != fit.n:
+        raise ValueError("the fit's own data are reused only without strata and delayed entry")
+    event_b = np.asarray(event).astype(np.float64) == 1.0
+    duration = np.asarray(duration, dtype=np.float64)
+    g = _event_transform(transform, duration, event_b, order, order, lay)
+    return _tests(
+        lay,
+        cur,
+        order,
+        g,
+        cluster=cluster,
+        terms=_terms(fit) if terms is None else terms,
+        variances=variances,
+    )
+
+
+def _check_variances(variances: Sequence[str]) -> None:
+    for variance in variances:
+        if variance not in ("model", "robust"):
+            raise ValueError(f"variance must be 'model' or 'robust', got {variance!r}")
+
+
+def _terms(fit: CoxResult) -> dict[str, Sequence[int]]:
+    """One term per column, named as in the fit."""
+    return {name: [j] for j, name in enumerate(fit.names)}
+
+
+def _event_transform(
+    transform: PHTransform | Any,
+    duration: np.ndarray,
+    event_b: np.ndarray,
+    sort: np.ndarray | None,
+    order: np.ndarray,
+    lay: _Layout,
+) -> tuple[str, np.ndarray]:
+    """The name of the transform and its centred value ``g`` at each tied-event set."""
+    tname, ttimes = _time_transform(transform, duration, event_b, sort)
+    if ttimes.shape != duration.shape or not np.isfinite(ttimes[event_b]).all():
+        raise ValueError(f"time transform {tname!r} is not finite at every event time")
+    gtime = ttimes - ttimes[event_b].mean()
+    return tname, gtime[order[lay.ev_rows[lay.eg_starts]]]  # one value per tied-event set
+
+
+def _tests(
+    lay: _Layout,
+    cur: _Eval,
+    order: np.ndarray,
+    transformed: tuple[str, np.ndarray],
+    *,
+    cluster: Any,
+    terms: dict[str, Sequence[int]],
+    variances: Sequence[str],
+) -> dict[str, PHTest]:
+    """The score of the ``x g(t)`` terms, its information blocks and the test per variance."""
+    tname, g = transformed
+    p, n = lay.XT.shape
+    buf = np.empty_like(lay.XT)
+    ev = lay.ev_rows
+    schoenfeld = lay.XT[:, ev] - _efron_means(lay, cur)[:, lay.eg_of_ev]
+    u = schoenfeld @ (lay.w[ev] * g[lay.eg_of_ev])
+    i_bg = _weighted_information(lay, cur, g, buf)
+    i_bb_inv_bg = _inverse(cur.info) @ i_bg
+    i_gg = _weighted_information(lay, cur, g * g, buf)
+    out = {}
+    for variance in variances:
+        n_clusters = None
+        if variance == "model":
+            v = i_gg - i_bg.T @ i_bb_inv_bg
+        else:
+            resid_b = _weighted_score_residuals(lay, cur, out=np.empty_like(lay.XT))
+            resid_g = _weighted_score_residuals(lay, cur, out=buf, set_weight=g)
+            # influence of each observation on U_g - I_gb I_bb^{-1} U_b
+            infl = resid_g - i_bb_inv_bg.T @ resid_b
+            if cluster is not None:
+                codes = _as_codes(cluster, n, "cluster")[order]
+                n_clusters = int(codes.max()) + 1
+                infl = np.stack(
+                    [np.bincount(codes, weights=row, minlength=n_clusters) for row in infl]
+                )
+            v = infl @ infl.T
+        table = _table(0.5 * (v + v.T), u, i_gg, terms, p)
+        out[variance] = PHTest(
+            table=table, transform=tname, variance=variance, n_clusters=n_clusters
+        )
+    return out
+
+
+def _zph_data(
+    fit: CoxResult, X: Any, duration: Any, event: Any, weights: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The checked data of a test: they must match the fit's shape."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X[:, None]
@@ -180,42 +361,15 @@ def cox_zph(
         raise ValueError(f"duration, event and weights must have shape ({n},)")
     if not (np.isfinite(X).all() and np.isfinite(duration).all() and (w > 0).all()):
         raise ValueError("covariates, durations and weights must be finite (weights > 0)")
-    if terms is None:
-        terms = {name: [j] for j, name in enumerate(fit.names)}
-    tname, ttimes = _time_transform(transform, duration, event_b)
-    if ttimes.shape != (n,) or not np.isfinite(ttimes[event_b]).all():
-        raise ValueError(f"time transform {tname!r} is not finite at every event time")
-    gtime = ttimes - ttimes[event_b].mean()
+    return X, duration, event_b, w
 
-    st_code = None if strata is None else _as_codes(strata, n, "strata")
-    lay, order = _layout(X, duration, event_b, w, st_code, fit.ties)
-    buf = np.empty_like(lay.XT)
-    cur = _evaluate(lay, np.asarray(fit.params, dtype=np.float64), buf)
-    g = gtime[order][lay.ev_rows[lay.eg_starts]]  # one value per tied-event set
 
-    ev = lay.ev_rows
-    schoenfeld = lay.XT[:, ev] - _efron_means(lay, cur)[:, lay.eg_of_ev]
-    u = schoenfeld @ (lay.w[ev] * g[lay.eg_of_ev])
-    i_bg = _weighted_information(lay, cur, g, buf)
-    i_bb_inv_bg = _inverse(cur.info) @ i_bg
-    i_gg = _weighted_information(lay, cur, g * g, buf)
-    n_clusters = None
-    if variance == "model":
-        v = i_gg - i_bg.T @ i_bb_inv_bg
-    else:
-        resid_b = _weighted_score_residuals(lay, cur, out=np.empty_like(lay.XT))
-        resid_g = _weighted_score_residuals(lay, cur, out=buf, set_weight=g)
-        # influence of each observation on U_g - I_gb I_bb^{-1} U_b
-        infl = resid_g - i_bb_inv_bg.T @ resid_b
-        if cluster is not None:
-            codes = _as_codes(cluster, n, "cluster")[order]
-            n_clusters = int(codes.max()) + 1
-            infl = np.stack([np.bincount(codes, weights=row, minlength=n_clusters) for row in infl])
-        v = infl @ infl.T
-    v = 0.5 * (v + v.T)
+def _table(
+    v: np.ndarray, u: np.ndarray, i_gg: np.ndarray, terms: dict[str, Sequence[int]], p: int
+) -> pd.DataFrame:
+    """Chi-square of each term and the global test from the score ``u`` and its variance ``v``."""
     # g(t) (nearly) constant over the events, or collinear with the fitted terms: no test
     degenerate = np.diag(v) <= 1e-10 * np.abs(np.diag(i_gg))
-
     names, chisq, dfs = [], [], []
     for name, cols in [*terms.items(), ("GLOBAL", range(p))]:
         jj = np.asarray(list(cols), dtype=np.intp)
@@ -231,8 +385,7 @@ def cox_zph(
         names.append(name)
         chisq.append(float(u[jj] @ linalg.cho_solve(factor, u[jj])))
         dfs.append(jj.size)
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {"chisq": chisq, "df": dfs, "p": stats.chi2.sf(chisq, dfs)},
         index=pd.Index(names, name="term"),
     )
-    return PHTest(table=table, transform=tname, variance=variance, n_clusters=n_clusters)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -116,6 +116,37 @@ def _total(ef: EstimatingFunction, beta: np.ndarray, w: np.ndarray) -> np.ndarra
     return np.asarray(ef(beta, w), dtype=np.float64).sum(axis=0)
 
 
+def _numerical_bread(ef: EstimatingFunction, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Inverse of minus the derivative of the total score in ``beta``, by central differences."""
+    q = beta.size
+    A = np.empty((q, q))
+    for j in range(q):
+        h = 1e-6 * max(1.0, abs(beta[j]))
+        step = np.zeros(q)
+        step[j] = h
+        A[:, j] = -(_total(ef, beta + step, w) - _total(ef, beta - step, w)) / (2 * h)
+    return np.linalg.inv(A)
+
+
+def _numerical_jacobian(
+    ef: EstimatingFunction, beta: np.ndarray, w: np.ndarray, D: np.ndarray
+) -> np.ndarray:
+    """``J = dU/dtheta``: each column the central difference of the total score along ``D[:, k]``.
+
+    ``D`` is ``d w / d theta`` of the outcome rows; each weight moves by at most a relative
+    :data:`_REL_STEP`, so the cost is ``2 r`` evaluations of the score.
+    """
+    J = np.zeros((beta.size, D.shape[1]))
+    for k in range(D.shape[1]):
+        d = D[:, k]
+        rel = np.max(np.abs(d) / w) if len(d) else 0.0
+        if rel == 0:
+            continue
+        s = _REL_STEP / rel
+        J[:, k] = (_total(ef, beta, w + s * d) - _total(ef, beta, w - s * d)) / (2 * s)
+    return J
+
+
 def stacked_variance(
     estimating_function: EstimatingFunction,
     beta: np.ndarray,
@@ -124,6 +155,7 @@ def stacked_variance(
     rows: np.ndarray | None = None,
     cluster: np.ndarray | None = None,
     bread: np.ndarray | None = None,
+    derivatives: Literal["analytic", "numerical"] = "analytic",
 ) -> StackedVariance:
     """Sandwich variance of an outcome model fitted with estimated weights.
 
@@ -132,7 +164,7 @@ def stacked_variance(
     estimating_function : callable
         ``(beta, w) -> (m, q)`` array: each outcome row's contribution to the total
         weighted score (which the estimate sets to zero), given the weights ``w`` of
-        those ``m`` rows.
+        those ``m`` rows. It may offer the exact derivatives (see Notes).
     beta : ndarray, shape (q,)
         The fitted outcome coefficients.
     weights : EstimatedWeights
@@ -145,8 +177,11 @@ def stacked_variance(
         Cluster of each weight-model row (default: each row its own cluster).
     bread : ndarray, shape (q, q), optional
         Inverse of minus the derivative of the total score in ``beta`` (e.g. the
-        model-based covariance of a likelihood fit); computed by central differences
-        when not given.
+        model-based covariance of a likelihood fit); by default the estimating
+        function's exact information when it offers one, else central differences.
+    derivatives : {"analytic", "numerical"}, default "analytic"
+        ``"numerical"`` ignores the exact derivatives an estimating function offers and
+        uses central differences for both (a check of the exact ones).
 
     Returns
     -------
@@ -154,9 +189,15 @@ def stacked_variance(
 
     Notes
     -----
-    ``J = dU/dtheta`` is built column by column as the directional derivative of the
-    total score along ``d w / d theta_k`` (central differences, each weight moved by at
-    most a relative 1e-5), so the cost is ``2 r`` evaluations of the score.
+    ``J = dU/dtheta`` is the chain rule ``sum_i (dU/dw_i) (dw_i/dtheta)``. An estimating
+    function with a method ``weight_derivative(beta, w, contributions)`` gives ``dU/dw_i``
+    per row exactly (:class:`analysis.outcomes.coxph.CoxScore`: the score residuals; the
+    NB score: the contribution over the weight), so ``J`` is one matrix product. Otherwise
+    ``J`` is built column by column as the directional derivative of the total score along
+    ``d w / d theta_k`` (central differences, each weight moved by at most a relative
+    1e-5), ``2 r`` evaluations of the score. Likewise a method
+    ``score_and_information(beta, w)`` gives the bread from the pass that gives the
+    contributions.
 
     References
     ----------
@@ -165,43 +206,41 @@ def stacked_variance(
     Reifeis SA, Hudgens MG (2022). On variance of the treatment effect in the treated
     when estimated by inverse probability weighting. *Am J Epidemiol* 191:1092-1097.
     """
-    # long: the docstring documents the variance; the body is about 50 lines
+    # long: the docstring documents the variance; the body is about 45 lines
+    if derivatives not in ("analytic", "numerical"):
+        raise ValueError(f"derivatives must be 'analytic' or 'numerical', got {derivatives!r}")
     beta = np.asarray(beta, dtype=np.float64)
-    n, r = weights.influence.shape
+    n, _ = weights.influence.shape
     idx = np.arange(n) if rows is None else np.asarray(rows, dtype=np.intp)
     w = weights.weights[idx]
     if (w <= 0).any():
         raise ValueError("outcome rows must have positive weights")
-    D = weights.jacobian[idx]
-    U = np.asarray(estimating_function(beta, w), dtype=np.float64)
+    exact = derivatives == "analytic"
+    joint = getattr(estimating_function, "score_and_information", None) if exact else None
+    if joint is not None and bread is None:
+        U, info = joint(beta, w)
+        bread = np.linalg.inv(np.asarray(info, dtype=np.float64))
+    else:
+        U = estimating_function(beta, w)
+    U = np.asarray(U, dtype=np.float64)
     if U.ndim != 2 or U.shape != (len(idx), beta.size):
         raise ValueError(
             f"estimating function returned shape {U.shape}; expected ({len(idx)}, {beta.size})"
         )
-    q = beta.size
-    if bread is None:
-        A = np.empty((q, q))
-        for j in range(q):
-            h = 1e-6 * max(1.0, abs(beta[j]))
-            step = np.zeros(q)
-            step[j] = h
-            A[:, j] = -(_total(estimating_function, beta + step, w)
-                        - _total(estimating_function, beta - step, w)) / (2 * h)  # fmt: skip
-        bread = np.linalg.inv(A)
-    bread = np.asarray(bread, dtype=np.float64)
-    J = np.zeros((q, r))
-    for k in range(r):
-        d = D[:, k]
-        rel = np.max(np.abs(d) / w) if len(d) else 0.0
-        if rel == 0:
-            continue
-        s = _REL_STEP / rel
-        J[:, k] = (_total(estimating_function, beta, w + s * d)
-                   - _total(estimating_function, beta, w - s * d)) / (2 * s)  # fmt: skip
-    contrib = np.zeros((n, q))
-    if len(np.unique(idx)) != len(idx):
+    if len(idx) and np.bincount(idx, minlength=n).max() > 1:
         raise ValueError("rows must not repeat a row of the weight model")
+    if bread is None:
+        bread = _numerical_bread(estimating_function, beta, w)
+    bread = np.asarray(bread, dtype=np.float64)
+    contrib = np.zeros((n, beta.size))
     contrib[idx] = U
+    derivative = getattr(estimating_function, "weight_derivative", None) if exact else None
+    if derivative is not None:
+        per_weight = np.zeros((n, beta.size))  # dU/dw of each row of the weight model
+        per_weight[idx] = derivative(beta, w, U)
+        J = per_weight.T @ weights.jacobian
+    else:
+        J = _numerical_jacobian(estimating_function, beta, w, weights.jacobian[idx])
     codes = np.arange(n) if cluster is None else pd.factorize(np.asarray(cluster), sort=True)[0]
     influence = (contrib + weights.influence @ J.T) @ bread.T
     # the one cluster sandwich (analysis.sandwich), with its small-sample factor G / (G - 1)
@@ -239,7 +278,9 @@ def cox_estimating_function(
     Returns
     -------
     callable
-        ``(beta, w) -> (m, q)``, with a ``total(beta, w)`` method for the summed score.
+        ``(beta, w) -> (m, q)``, with a ``total(beta, w)`` method for the summed score and
+        the exact derivatives of :func:`stacked_variance` (``weight_derivative``,
+        ``score_and_information``).
     """
     x = np.asarray(X, dtype=np.float64).reshape(len(duration), -1)
     return CoxScore(x, duration, event, ties="efron")
@@ -266,17 +307,29 @@ def nb_estimating_function(
     Returns
     -------
     callable
-        ``(beta, w) -> (m, q)``.
+        ``(beta, w) -> (m, q)``, with the exact ``weight_derivative`` of
+        :func:`stacked_variance`.
     """
     y = np.asarray(count, dtype=np.float64)
     offset = np.log(np.asarray(exposure, dtype=np.float64))
     x = np.asarray(X, dtype=np.float64).reshape(len(y), -1)
+    return _NBScore(y, offset, x, theta)
 
-    def ef(beta: np.ndarray, w: np.ndarray) -> np.ndarray:
-        mu = np.exp(x @ beta + offset)
-        return x * (w * (y - mu) / (1.0 + mu / theta))[:, None]
 
-    return ef
+class _NBScore:
+    """The weighted NB2 score of :func:`nb_estimating_function` (linear in each weight)."""
+
+    def __init__(self, y: np.ndarray, offset: np.ndarray, x: np.ndarray, theta: float) -> None:
+        self._y, self._offset, self._x, self._theta = y, offset, x, theta
+
+    def __call__(self, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
+        mu = np.exp(self._x @ beta + self._offset)
+        return self._x * (w * (self._y - mu) / (1.0 + mu / self._theta))[:, None]
+
+    @staticmethod
+    def weight_derivative(beta: np.ndarray, w: np.ndarray, contributions: np.ndarray) -> np.ndarray:
+        """``d total / d w_i``: row ``i``'s contribution over ``w_i`` (the score is linear in it)."""
+        return contributions / np.asarray(w, dtype=np.float64)[:, None]
 
 
 def nb_expected_bread(

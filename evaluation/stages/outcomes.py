@@ -167,7 +167,7 @@ def _with_estimated_weights(
         ef = cox_estimating_function(
             data[a].to_numpy(float)[keep], data[b].to_numpy(float)[keep], treated[keep, None]
         )
-        bread = None  # the observed information, by central differences
+        bread = None  # the observed information: the Cox engine's, from the same pass
         term = 0
     else:
         keep = (w > 0) & (data[b].to_numpy(float) > 0)
