@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -46,6 +47,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from analysis._checks import require_columns
+from analysis._parallel import map_tasks
 from analysis.design.missing import design_matrix, is_categorical
 
 __all__ = [
@@ -137,19 +139,46 @@ def variable_kinds(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, Kind]:
 
 
 def _mice_data_class() -> type:
-    """statsmodels' MICEData with the conditional models' matrices built from arrays.
+    """statsmodels' MICEData with array-backed matrices and warm-started GLM fits.
 
     The conditional model of a column has main effects of every other column and an
-    intercept, as MICEData's default formula; building the matrices with numpy
-    instead of formulas makes a cycle several times faster.
+    intercept, as MICEData's default formula. Two changes make a cycle several times
+    cheaper without changing the models or the draws' distribution:
+
+    - the working data are also held as one float array (intercept first), updated
+      where the imputed values change, so a model's matrices are slices of it rather
+      than formulas or data-frame conversions; the matrices of a column are built once
+      per update (the fit and the imputation use the same ones);
+    - a column's GLM (logistic, Poisson) is fitted by Newton's method started from the
+      maximum-likelihood estimate of the previous cycle (the first cycle starts as
+      statsmodels does, from three IRLS iterations). Each fit converges to the same
+      maximum-likelihood estimate as IRLS would (to Newton's tolerance, 1e-8 on the
+      parameters), and for these canonical links the observed information that gives
+      the perturbation's covariance equals IRLS's expected information.
     """
     from statsmodels.imputation.mice import MICEData
 
     class ArrayMICEData(MICEData):
+        def __init__(self, data: pd.DataFrame, **kwds: object) -> None:
+            super().__init__(data, **kwds)
+            values = self.data.to_numpy(np.float64)
+            self._array = np.column_stack([np.ones(len(values)), values])
+            self._position = {c: j + 1 for j, c in enumerate(self.data.columns)}
+            self._cached: tuple[str, np.ndarray, np.ndarray] | None = None
+
+        def _store_changes(self, col, vals):  # noqa: ANN001, ANN202 - statsmodels' signature
+            super()._store_changes(col, vals)
+            ix = self.ix_miss[col]
+            if len(ix) > 0:
+                self._array[ix, self._position[col]] = np.atleast_1d(vals)
+            self._cached = None
+
         def _matrices(self, vname: str) -> tuple[np.ndarray, np.ndarray]:
-            cols = [c for c in self.data.columns if c != vname]
-            x = self.data[cols].to_numpy(np.float64)
-            return self.data[vname].to_numpy(np.float64), np.column_stack([np.ones(len(x)), x])
+            if self._cached is None or self._cached[0] != vname:
+                j = self._position[vname]
+                x = np.delete(self._array, j, axis=1)
+                self._cached = (vname, self._array[:, j].copy(), x)
+            return self._cached[1], self._cached[2]
 
         def get_split_data(self, vname):  # noqa: ANN001, ANN202 - statsmodels' signature
             y, x = self._matrices(vname)
@@ -159,7 +188,11 @@ def _mice_data_class() -> type:
         def get_fitting_data(self, vname):  # noqa: ANN001, ANN202 - statsmodels' signature
             y, x = self._matrices(vname)
             obs = self.ix_obs[vname]
-            return y[obs], x[obs], dict(self.init_kwds[vname]), dict(self.fit_kwds[vname])
+            fit_kwds = dict(self.fit_kwds[vname])
+            previous = self.results.get(vname)
+            if fit_kwds.get("method") == "newton" and previous is not None:
+                fit_kwds["start_params"] = np.asarray(previous.params)
+            return y[obs], x[obs], dict(self.init_kwds[vname]), fit_kwds
 
     return ArrayMICEData
 
@@ -278,7 +311,7 @@ def impute_chain(
             if kinds[col] in family:
                 data.set_imputer(
                     names[col], model_class=sm.GLM, init_kwds={"family": family[kinds[col]]},
-                    k_pmm=k_pmm,
+                    fit_kwds={"method": "newton"}, k_pmm=k_pmm,
                 )  # fmt: skip
         rows = []
         for it in range(1, iterations + 1):
@@ -373,6 +406,11 @@ def complete(df: pd.DataFrame, chain: ImputationChain) -> pd.DataFrame:
     return df.assign(**{c: chain.values[c].to_numpy() for c in chain.values.columns})
 
 
+def _chain(df: pd.DataFrame, args: dict, rng: np.random.Generator) -> ImputationChain:
+    """:func:`impute_chain` with the generator last (a task of ``map_tasks``)."""
+    return impute_chain(df, rng=rng, **args)
+
+
 def multiple_imputation(
     df: pd.DataFrame,
     *,
@@ -400,7 +438,8 @@ def multiple_imputation(
     m : int
         Imputed datasets (White et al. 2011: at least the percentage of incomplete cases).
     n_jobs : int
-        Chains run in parallel (joblib processes; 1 runs in this process).
+        Processes running chains at once: this one and ``n_jobs - 1`` workers
+        (:func:`analysis._parallel.map_tasks`).
 
     Returns
     -------
@@ -411,13 +450,7 @@ def multiple_imputation(
     kinds = dict(kinds or variable_kinds(df, impute))
     args = {"impute": impute, "predictors": predictors, "kinds": kinds,
             "transforms": transforms, "iterations": iterations, "k_pmm": k_pmm}  # fmt: skip
-    children = rng.spawn(m)
-    if n_jobs == 1:
-        chains = [impute_chain(df, rng=r, **args) for r in children]
-    else:
-        from joblib import Parallel, delayed
-
-        chains = Parallel(n_jobs=n_jobs)(delayed(impute_chain)(df, rng=r, **args) for r in children)
+    chains = map_tasks(partial(_chain, df, args), rng.spawn(m), n_jobs=n_jobs)
     trace = pd.concat([c.trace.assign(chain=i) for i, c in enumerate(chains)], ignore_index=True)[
         ["chain", "iteration", "variable", "mean", "sd"]
     ]
