@@ -66,8 +66,8 @@ Kind = Literal["binary", "count", "continuous"]
 
 #: the kinds of an incomplete column and their conditional models
 KINDS: dict[str, str] = {
-    "binary": "logistic regression (GLM binomial), predictive mean matching",
-    "count": "Poisson regression (GLM log link), predictive mean matching",
+    "binary": "logistic regression (Newton), predictive mean matching",
+    "count": "Poisson regression (Newton), predictive mean matching",
     "continuous": "linear regression (OLS), predictive mean matching",
 }
 
@@ -214,13 +214,37 @@ class ImputationChain:
     trace: pd.DataFrame
 
 
+def _independent_columns(x: np.ndarray) -> list[int]:
+    """Positions of columns of ``x`` that, with an intercept, are linearly independent.
+
+    A rank-revealing QR decomposition (column pivoting) of the centred columns (the
+    intercept projected out, so that it is always kept), with numpy's tolerance of
+    :func:`numpy.linalg.matrix_rank`; positions in their order in ``x``.
+    """
+    from scipy.linalg import qr
+
+    a = x - x.mean(axis=0)
+    a = a / np.maximum(np.abs(a).max(axis=0, initial=0.0), np.finfo(float).tiny)
+    if a.shape[1] == 0:
+        return []
+    _, r, pivots = qr(a, mode="economic", pivoting=True)
+    d = np.abs(np.diag(r))
+    rank = int((d > d[0] * max(a.shape) * np.finfo(float).eps).sum()) if d[0] > 0 else 0
+    return sorted(int(p) for p in pivots[:rank])
+
+
 def _working_frame(
     df: pd.DataFrame,
     impute: Sequence[str],
     predictors: Sequence[str],
     transforms: Mapping[str, str] | None,
 ) -> pd.DataFrame:
-    """The incomplete columns then the predictors' numeric columns, named ``v0, v1...``."""
+    """The incomplete columns then the predictors' numeric columns, named ``v0, v1...``.
+
+    A predictor column that is constant or a linear combination of other columns (and the
+    intercept) is left out: it adds nothing to the conditional models' fitted values and
+    would make their information matrices singular (Newton's method needs them inverted).
+    """
     incomplete = [c for c in predictors if not is_categorical(df[c]) and df[c].isna().any()]
     if incomplete:
         raise ValueError(
@@ -228,6 +252,7 @@ def _working_frame(
             "(a missing level of a categorical predictor is its own level)"
         )
     x = design_matrix(df, list(predictors), transforms=transforms)
+    x = x.iloc[:, _independent_columns(x.to_numpy(np.float64))]
     work = pd.concat(
         [df[list(impute)].astype(np.float64).reset_index(drop=True), x.reset_index(drop=True)],
         axis=1,
@@ -307,11 +332,12 @@ def impute_chain(
     with threadpool_limits(1), np.errstate(over="ignore"):
         data = _mice_data_class()(work, k_pmm=k_pmm, rng=rng)
         for col in impute:
-            family = {"binary": sm.families.Binomial(), "count": sm.families.Poisson()}
-            if kinds[col] in family:
+            model = {"binary": sm.Logit, "count": sm.Poisson}.get(kinds[col])
+            if model is not None:
                 data.set_imputer(
-                    names[col], model_class=sm.GLM, init_kwds={"family": family[kinds[col]]},
-                    fit_kwds={"method": "newton"}, k_pmm=k_pmm,
+                    names[col], model_class=model, init_kwds={"check_rank": False},
+                    fit_kwds={"method": "newton", "disp": 0},
+                    k_pmm=k_pmm,
                 )  # fmt: skip
         rows = []
         for it in range(1, iterations + 1):
