@@ -11,7 +11,10 @@ parameters from their approximate posterior (``gaussian`` perturbation) and impu
 predictive mean matching (PMM) on the model's fitted mean, so imputed values are always
 values observed in some other person (0/1 stay 0/1, counts stay whole). The conditional
 model depends on the column's kind (:func:`variable_kinds`): a logistic model for a
-binary column, a Poisson model for a count, a linear model for a continuous column.
+binary column, a Poisson model for a count, a linear model for a continuous column; the
+logistic and Poisson models are fitted by Newton's method from the previous cycle's
+estimate. Predictor columns that are constant or collinear are left out (they add
+nothing to the fitted values).
 
 The caller decides what enters the imputation model, by column role, and gives complete
 predictors: the treatment, the other covariates and, as the congeniality of the imputation
@@ -139,7 +142,7 @@ def variable_kinds(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, Kind]:
 
 
 def _mice_data_class() -> type:
-    """statsmodels' MICEData with array-backed matrices and warm-started GLM fits.
+    """statsmodels' MICEData with array-backed matrices and warm-started Newton fits.
 
     The conditional model of a column has main effects of every other column and an
     intercept, as MICEData's default formula. Two changes make a cycle several times
@@ -149,12 +152,14 @@ def _mice_data_class() -> type:
       where the imputed values change, so a model's matrices are slices of it rather
       than formulas or data-frame conversions; the matrices of a column are built once
       per update (the fit and the imputation use the same ones);
-    - a column's GLM (logistic, Poisson) is fitted by Newton's method started from the
-      maximum-likelihood estimate of the previous cycle (the first cycle starts as
-      statsmodels does, from three IRLS iterations). Each fit converges to the same
-      maximum-likelihood estimate as IRLS would (to Newton's tolerance, 1e-8 on the
-      parameters), and for these canonical links the observed information that gives
-      the perturbation's covariance equals IRLS's expected information.
+    - a binary or count column's model (statsmodels' ``Logit``, ``Poisson``; the
+      caller sets ``method="newton"``) is started from its maximum-likelihood estimate
+      of the previous cycle (the first cycle from statsmodels' default start). Each fit
+      converges to the maximum-likelihood estimate (Newton's tolerance, 1e-8 on the
+      parameters), as the GLM's IRLS would, in 3-4 steps of one small information
+      matrix instead of 4-5 least-squares solves by SVD; for these canonical links the
+      observed information that gives the perturbation's covariance equals the GLM's
+      expected information.
     """
     from statsmodels.imputation.mice import MICEData
 
