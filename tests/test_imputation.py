@@ -213,6 +213,19 @@ def test_multiple_imputation_independent_of_jobs_and_converges():
     assert one.m == 2 and one.n_missing["x"] == int(df["x"].isna().sum())
 
 
+def test_impute_chain_collinear_and_constant_predictors():
+    """A duplicated or constant predictor adds nothing: same chain as without it."""
+    df, _ = _mar_data(400)
+    df = df.assign(c=df["c"].fillna(0), y_again=df["y"], k=1.0)
+    args = {"impute": ["x", "z"], "iterations": 3}
+    plain = impute_chain(df, predictors=["y", "c"], rng=np.random.default_rng(2), **args)
+    for extra in (["y_again"], ["k"]):
+        chain = impute_chain(
+            df, predictors=["y", "c", *extra], rng=np.random.default_rng(2), **args
+        )
+        pd.testing.assert_frame_equal(chain.values, plain.values)
+
+
 def test_map_tasks_order_and_errors():
     import operator
 
