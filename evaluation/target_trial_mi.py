@@ -52,11 +52,13 @@ observed covariates: how should multiple imputation be used? *Stat Methods Med R
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from analysis._parallel import map_tasks
 from analysis.data.contract import ASSESSMENT_COVARIATES, DAYS_PER_YEAR, PRIMARY_OUTCOMES
 from analysis.data.extract import HistoryExtract
 from analysis.data.risk_sets import RiskSets
@@ -231,7 +233,7 @@ def _analyse(stacked: pd.DataFrame, config: StudyConfig) -> tuple[list, pd.DataF
 def _one_imputation(
     frame: TrialImputation, config: StudyConfig, rng: np.random.Generator
 ) -> tuple[list[EffectEstimate], pd.DataFrame, dict, pd.DataFrame]:
-    """Impute the records once and analyse the completed stacked rows (one joblib task)."""
+    """Impute the records once and analyse the completed stacked rows (one task)."""
     from threadpoolctl import threadpool_limits
 
     cfg = config.imputation
@@ -254,13 +256,7 @@ def run_imputations(frame: TrialImputation, config: StudyConfig) -> list:
     stream ``SeedSequence(seed, spawn_key=(MI_STREAM,))``, whatever ``n_jobs``."""
     cfg = config.imputation
     rngs = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(MI_STREAM,)))
-    children = rngs.spawn(cfg.m)
-    if cfg.n_jobs == 1:
-        return [_one_imputation(frame, config, r) for r in children]
-    from joblib import Parallel, delayed
-
-    task = delayed(_one_imputation)
-    return list(Parallel(n_jobs=cfg.n_jobs)(task(frame, config, r) for r in children))
+    return map_tasks(partial(_one_imputation, frame, config), rngs.spawn(cfg.m), n_jobs=cfg.n_jobs)
 
 
 def _mean_info(runs: list) -> dict[str, Any]:

@@ -213,6 +213,31 @@ def test_multiple_imputation_independent_of_jobs_and_converges():
     assert one.m == 2 and one.n_missing["x"] == int(df["x"].isna().sum())
 
 
+def test_impute_chain_collinear_and_constant_predictors():
+    """A duplicated or constant predictor adds nothing: same chain as without it."""
+    df, _ = _mar_data(400)
+    df = df.assign(c=df["c"].fillna(0), y_again=df["y"], k=1.0)
+    args = {"impute": ["x", "z"], "iterations": 3}
+    plain = impute_chain(df, predictors=["y", "c"], rng=np.random.default_rng(2), **args)
+    for extra in (["y_again"], ["k"]):
+        chain = impute_chain(
+            df, predictors=["y", "c", *extra], rng=np.random.default_rng(2), **args
+        )
+        pd.testing.assert_frame_equal(chain.values, plain.values)
+
+
+def test_map_tasks_order_and_errors():
+    import operator
+
+    from analysis._parallel import map_tasks
+
+    items = list(range(9))
+    assert map_tasks(operator.neg, items, n_jobs=2) == [-i for i in items]
+    assert map_tasks(operator.neg, items[:1], n_jobs=3) == [0]
+    with pytest.raises(ValueError, match="math domain"):
+        map_tasks(math.sqrt, [4.0, -1.0, 9.0, 16.0], n_jobs=2)
+
+
 def test_potential_scale_reduction_by_hand():
     trace = pd.DataFrame({"chain": [0, 0, 0, 0, 1, 1, 1, 1], "iteration": [1, 2, 3, 4] * 2,
                           "variable": "v", "mean": [9, 9, 1.0, 2.0, 9, 9, 3.0, 4.0]})  # fmt: skip

@@ -11,7 +11,10 @@ parameters from their approximate posterior (``gaussian`` perturbation) and impu
 predictive mean matching (PMM) on the model's fitted mean, so imputed values are always
 values observed in some other person (0/1 stay 0/1, counts stay whole). The conditional
 model depends on the column's kind (:func:`variable_kinds`): a logistic model for a
-binary column, a Poisson model for a count, a linear model for a continuous column.
+binary column, a Poisson model for a count, a linear model for a continuous column; the
+logistic and Poisson models are fitted by Newton's method from the previous cycle's
+estimate. Predictor columns that are constant or collinear are left out (they add
+nothing to the fitted values).
 
 The caller decides what enters the imputation model, by column role, and gives complete
 predictors: the treatment, the other covariates and, as the congeniality of the imputation
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -46,6 +50,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from analysis._checks import require_columns
+from analysis._parallel import map_tasks
 from analysis.design.missing import design_matrix, is_categorical
 
 __all__ = [
@@ -64,8 +69,8 @@ Kind = Literal["binary", "count", "continuous"]
 
 #: the kinds of an incomplete column and their conditional models
 KINDS: dict[str, str] = {
-    "binary": "logistic regression (GLM binomial), predictive mean matching",
-    "count": "Poisson regression (GLM log link), predictive mean matching",
+    "binary": "logistic regression (Newton), predictive mean matching",
+    "count": "Poisson regression (Newton), predictive mean matching",
     "continuous": "linear regression (OLS), predictive mean matching",
 }
 
@@ -137,19 +142,48 @@ def variable_kinds(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, Kind]:
 
 
 def _mice_data_class() -> type:
-    """statsmodels' MICEData with the conditional models' matrices built from arrays.
+    """statsmodels' MICEData with array-backed matrices and warm-started Newton fits.
 
     The conditional model of a column has main effects of every other column and an
-    intercept, as MICEData's default formula; building the matrices with numpy
-    instead of formulas makes a cycle several times faster.
+    intercept, as MICEData's default formula. Two changes make a cycle several times
+    cheaper without changing the models or the draws' distribution:
+
+    - the working data are also held as one float array (intercept first), updated
+      where the imputed values change, so a model's matrices are slices of it rather
+      than formulas or data-frame conversions; the matrices of a column are built once
+      per update (the fit and the imputation use the same ones);
+    - a binary or count column's model (statsmodels' ``Logit``, ``Poisson``; the
+      caller sets ``method="newton"``) is started from its maximum-likelihood estimate
+      of the previous cycle (the first cycle from statsmodels' default start). Each fit
+      converges to the maximum-likelihood estimate (Newton's tolerance, 1e-8 on the
+      parameters), as the GLM's IRLS would, in 3-4 steps of one small information
+      matrix instead of 4-5 least-squares solves by SVD; for these canonical links the
+      observed information that gives the perturbation's covariance equals the GLM's
+      expected information.
     """
     from statsmodels.imputation.mice import MICEData
 
     class ArrayMICEData(MICEData):
+        def __init__(self, data: pd.DataFrame, **kwds: object) -> None:
+            super().__init__(data, **kwds)
+            values = self.data.to_numpy(np.float64)
+            self._array = np.column_stack([np.ones(len(values)), values])
+            self._position = {c: j + 1 for j, c in enumerate(self.data.columns)}
+            self._cached: tuple[str, np.ndarray, np.ndarray] | None = None
+
+        def _store_changes(self, col, vals):  # noqa: ANN001, ANN202 - statsmodels' signature
+            super()._store_changes(col, vals)
+            ix = self.ix_miss[col]
+            if len(ix) > 0:
+                self._array[ix, self._position[col]] = np.atleast_1d(vals)
+            self._cached = None
+
         def _matrices(self, vname: str) -> tuple[np.ndarray, np.ndarray]:
-            cols = [c for c in self.data.columns if c != vname]
-            x = self.data[cols].to_numpy(np.float64)
-            return self.data[vname].to_numpy(np.float64), np.column_stack([np.ones(len(x)), x])
+            if self._cached is None or self._cached[0] != vname:
+                j = self._position[vname]
+                x = np.delete(self._array, j, axis=1)
+                self._cached = (vname, self._array[:, j].copy(), x)
+            return self._cached[1], self._cached[2]
 
         def get_split_data(self, vname):  # noqa: ANN001, ANN202 - statsmodels' signature
             y, x = self._matrices(vname)
@@ -159,7 +193,11 @@ def _mice_data_class() -> type:
         def get_fitting_data(self, vname):  # noqa: ANN001, ANN202 - statsmodels' signature
             y, x = self._matrices(vname)
             obs = self.ix_obs[vname]
-            return y[obs], x[obs], dict(self.init_kwds[vname]), dict(self.fit_kwds[vname])
+            fit_kwds = dict(self.fit_kwds[vname])
+            previous = self.results.get(vname)
+            if fit_kwds.get("method") == "newton" and previous is not None:
+                fit_kwds["start_params"] = np.asarray(previous.params)
+            return y[obs], x[obs], dict(self.init_kwds[vname]), fit_kwds
 
     return ArrayMICEData
 
@@ -181,13 +219,37 @@ class ImputationChain:
     trace: pd.DataFrame
 
 
+def _independent_columns(x: np.ndarray) -> list[int]:
+    """Positions of columns of ``x`` that, with an intercept, are linearly independent.
+
+    A rank-revealing QR decomposition (column pivoting) of the centred columns (the
+    intercept projected out, so that it is always kept), with numpy's tolerance of
+    :func:`numpy.linalg.matrix_rank`; positions in their order in ``x``.
+    """
+    from scipy.linalg import qr
+
+    a = x - x.mean(axis=0)
+    a = a / np.maximum(np.abs(a).max(axis=0, initial=0.0), np.finfo(float).tiny)
+    if a.shape[1] == 0:
+        return []
+    _, r, pivots = qr(a, mode="economic", pivoting=True)
+    d = np.abs(np.diag(r))
+    rank = int((d > d[0] * max(a.shape) * np.finfo(float).eps).sum()) if d[0] > 0 else 0
+    return sorted(int(p) for p in pivots[:rank])
+
+
 def _working_frame(
     df: pd.DataFrame,
     impute: Sequence[str],
     predictors: Sequence[str],
     transforms: Mapping[str, str] | None,
 ) -> pd.DataFrame:
-    """The incomplete columns then the predictors' numeric columns, named ``v0, v1...``."""
+    """The incomplete columns then the predictors' numeric columns, named ``v0, v1...``.
+
+    A predictor column that is constant or a linear combination of other columns (and the
+    intercept) is left out: it adds nothing to the conditional models' fitted values and
+    would make their information matrices singular (Newton's method needs them inverted).
+    """
     incomplete = [c for c in predictors if not is_categorical(df[c]) and df[c].isna().any()]
     if incomplete:
         raise ValueError(
@@ -195,6 +257,7 @@ def _working_frame(
             "(a missing level of a categorical predictor is its own level)"
         )
     x = design_matrix(df, list(predictors), transforms=transforms)
+    x = x.iloc[:, _independent_columns(x.to_numpy(np.float64))]
     work = pd.concat(
         [df[list(impute)].astype(np.float64).reset_index(drop=True), x.reset_index(drop=True)],
         axis=1,
@@ -274,10 +337,11 @@ def impute_chain(
     with threadpool_limits(1), np.errstate(over="ignore"):
         data = _mice_data_class()(work, k_pmm=k_pmm, rng=rng)
         for col in impute:
-            family = {"binary": sm.families.Binomial(), "count": sm.families.Poisson()}
-            if kinds[col] in family:
+            model = {"binary": sm.Logit, "count": sm.Poisson}.get(kinds[col])
+            if model is not None:
                 data.set_imputer(
-                    names[col], model_class=sm.GLM, init_kwds={"family": family[kinds[col]]},
+                    names[col], model_class=model, init_kwds={"check_rank": False},
+                    fit_kwds={"method": "newton", "disp": 0},
                     k_pmm=k_pmm,
                 )  # fmt: skip
         rows = []
@@ -373,6 +437,11 @@ def complete(df: pd.DataFrame, chain: ImputationChain) -> pd.DataFrame:
     return df.assign(**{c: chain.values[c].to_numpy() for c in chain.values.columns})
 
 
+def _chain(df: pd.DataFrame, args: dict, rng: np.random.Generator) -> ImputationChain:
+    """:func:`impute_chain` with the generator last (a task of ``map_tasks``)."""
+    return impute_chain(df, rng=rng, **args)
+
+
 def multiple_imputation(
     df: pd.DataFrame,
     *,
@@ -400,7 +469,8 @@ def multiple_imputation(
     m : int
         Imputed datasets (White et al. 2011: at least the percentage of incomplete cases).
     n_jobs : int
-        Chains run in parallel (joblib processes; 1 runs in this process).
+        Processes running chains at once: this one and ``n_jobs - 1`` workers
+        (:func:`analysis._parallel.map_tasks`).
 
     Returns
     -------
@@ -411,13 +481,7 @@ def multiple_imputation(
     kinds = dict(kinds or variable_kinds(df, impute))
     args = {"impute": impute, "predictors": predictors, "kinds": kinds,
             "transforms": transforms, "iterations": iterations, "k_pmm": k_pmm}  # fmt: skip
-    children = rng.spawn(m)
-    if n_jobs == 1:
-        chains = [impute_chain(df, rng=r, **args) for r in children]
-    else:
-        from joblib import Parallel, delayed
-
-        chains = Parallel(n_jobs=n_jobs)(delayed(impute_chain)(df, rng=r, **args) for r in children)
+    chains = map_tasks(partial(_chain, df, args), rng.spawn(m), n_jobs=n_jobs)
     trace = pd.concat([c.trace.assign(chain=i) for i, c in enumerate(chains)], ignore_index=True)[
         ["chain", "iteration", "variable", "mean", "sd"]
     ]

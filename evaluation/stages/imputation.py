@@ -33,12 +33,14 @@ imputation and propensity scores. *Stat Med* 38(26):5120-5132.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
+from analysis._parallel import map_tasks
 from analysis.data.contract import PRIMARY_OUTCOMES
 from analysis.design.imputation import (
     KINDS,
@@ -163,13 +165,13 @@ def _one_imputation(
     frame: pd.DataFrame,
     cohort: pd.DataFrame,
     config: StudyConfig,
+    rng: np.random.Generator,
     *,
     impute: list[str],
     predictors: list[str],
     kinds: dict[str, str],
-    rng: np.random.Generator,
 ) -> tuple[list[EffectEstimate], pd.DataFrame, dict, pd.DataFrame]:
-    """Impute one dataset and analyse it (one joblib task)."""
+    """Impute one dataset and analyse it (one task of :func:`analysis._parallel.map_tasks`)."""
     from threadpoolctl import threadpool_limits
 
     cfg = config.imputation
@@ -189,7 +191,7 @@ def _one_imputation(
 
 
 def _run_imputations(state: StudyState, config: StudyConfig) -> tuple[list, list[str], dict]:
-    """The ``m`` imputations and their analyses (in parallel with ``n_jobs``)."""
+    """The ``m`` imputations and their analyses (``n_jobs`` processes at once)."""
     cohort = state.data.drop(columns=["ps", "ps_logit"], errors="ignore")
     impute = incomplete(cohort, config)
     frame, predictors = imputation_frame(cohort, config)
@@ -197,17 +199,9 @@ def _run_imputations(state: StudyState, config: StudyConfig) -> tuple[list, list
     cfg = config.imputation
     rngs = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(MI_STREAM,)))
     args = {"impute": impute, "predictors": predictors, "kinds": kinds}
-    children = rngs.spawn(cfg.m)
+    task = partial(_one_imputation, frame, cohort, config, **args)
     try:
-        if cfg.n_jobs == 1:
-            runs = [_one_imputation(frame, cohort, config, rng=r, **args) for r in children]
-        else:
-            from joblib import Parallel, delayed
-
-            task = delayed(_one_imputation)
-            runs = Parallel(n_jobs=cfg.n_jobs)(
-                task(frame, cohort, config, rng=r, **args) for r in children
-            )
+        runs = map_tasks(task, rngs.spawn(cfg.m), n_jobs=cfg.n_jobs)
     except (ValueError, np.linalg.LinAlgError) as exc:
         raise StudyError(f"multiple imputation failed: {exc}") from None
     return runs, impute, kinds
