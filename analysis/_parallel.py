@@ -2,7 +2,7 @@
 
 :func:`map_tasks` runs a function on each item and returns the results in the items'
 order. With ``n_jobs`` > 1 this process works through the items from the front while
-``n_jobs - 1`` worker processes (joblib's loky executor) take items from the back as they
+``n_jobs - 1`` worker processes (a loky executor of this call) take items from the back as they
 become free. This process has its modules imported already, so the work starts at once
 while a worker starts and imports the package (about 2 CPU-seconds), and one such start is
 saved against ``n_jobs`` workers with an idle parent; on two cores this is what a
@@ -55,9 +55,17 @@ def map_tasks(fn: Callable[[Any], Any], items: Iterable[Any], *, n_jobs: int = 1
     workers = min(n_jobs, len(items)) - 1
     if workers < 1:
         return [fn(x) for x in items]
-    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky import ProcessPoolExecutor
 
-    executor = get_reusable_executor(max_workers=workers, env=ONE_THREAD)
+    # a private executor, shut down on return: loky's reusable executor is a process-wide
+    # singleton that joblib's Parallel also takes over, and one created here lacks the
+    # temporary-folder manager joblib adds to its own (joblib then fails on it)
+    with ProcessPoolExecutor(max_workers=workers, env=ONE_THREAD) as executor:
+        return _run(fn, items, executor, workers)
+
+
+def _run(fn: Callable[[Any], Any], items: list[Any], executor: Any, workers: int) -> list[Any]:
+    """Run ``items`` in this process (from the front) and in ``executor`` (from the back)."""
     results: list[Any] = [None] * len(items)
     todo = deque(range(len(items)))
     errors: list[BaseException] = []
