@@ -19,11 +19,10 @@ import pandas as pd
 
 from analysis.design.imputation import KINDS, potential_scale_reduction
 from analysis.outcomes.pooling import pool_estimates
-from analysis.outcomes.sensitivity import e_value
 from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.disclosure import EVIDENCE_PREFIX
-from evaluation.stages.imputation import _mean_balance, _mi_evidence
+from evaluation.stages.imputation import _mean_balance, _mi_evidence, pooled_e_values
 from evaluation.stages.outcomes import check_primaries
 from evaluation.study import Study
 
@@ -86,21 +85,6 @@ def _imputation_info(frame: Any, runs: list, config: StudyConfig) -> tuple[dict,
         "not_imputed": "per-protocol and sensitivity estimates (missing-indicator method)",
     }
     return info, trace
-
-
-def _e_values(pooled: list[EffectEstimate], runs: list) -> list[dict]:
-    """E-values of the pooled primary estimates (incidence averaged over imputations)."""
-    out = []
-    for e in pooled:
-        if not e.primary:
-            continue
-        inc = [info["incidence"].get(e.outcome) for _, _, info, _ in runs]
-        incidence = None if any(v is None for v in inc) else float(np.mean(inc))
-        ev = e_value(e.estimate, e.ci_low, e.ci_high, measure=e.measure, incidence=incidence)
-        out.append(
-            {"outcome": e.outcome, "measure": e.measure, "estimand": e.estimand, **ev.to_dict()}
-        )
-    return out
 
 
 def _fmi(pooled: list[EffectEstimate]) -> list[dict]:
@@ -176,7 +160,7 @@ def amend_study(
         design["primary"] = MI_DESIGN
         doc["diagnostics"]["e_values"] = [
             v for v in doc["diagnostics"]["e_values"] if v.get("estimand") != _ITT
-        ] + _e_values(pooled, runs)
+        ] + pooled_e_values(pooled, runs, estimand=True)
         check_primaries(pooled)
     key = f"{EVIDENCE_PREFIX}estimates"
     tables = dict(study.tables)

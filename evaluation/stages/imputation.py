@@ -72,6 +72,7 @@ __all__ = [
     "imputation_stage",
     "incomplete",
     "outcome_predictors",
+    "pooled_e_values",
 ]
 
 #: spawn key of the imputations' random stream (``SeedSequence(seed, spawn_key=(17,))``)
@@ -340,12 +341,17 @@ def _amend_document(
     }  # fmt: skip
     if primary_mi:
         design["primary"] = "matched_mi"
-        doc["diagnostics"]["e_values"] = _e_values(pooled, runs)
+        doc["diagnostics"]["e_values"] = pooled_e_values(pooled, runs)
     return ResultsDocument.model_validate(doc)
 
 
-def _e_values(pooled: list[EffectEstimate], runs: list) -> list[dict]:
-    """E-values of the pooled primary estimates (incidence averaged over imputations)."""
+def pooled_e_values(
+    pooled: list[EffectEstimate], runs: list, *, estimand: bool = False
+) -> list[dict]:
+    """E-values of the pooled primary estimates (incidence averaged over imputations).
+
+    ``estimand``: also name each estimate's estimand (version 2's target trial).
+    """
     out = []
     for e in pooled:
         if not e.primary:
@@ -353,7 +359,8 @@ def _e_values(pooled: list[EffectEstimate], runs: list) -> list[dict]:
         inc = [info["incidence"].get(e.outcome) for _, _, info, _ in runs]
         incidence = None if any(v is None for v in inc) else float(np.mean(inc))
         ev = e_value(e.estimate, e.ci_low, e.ci_high, measure=e.measure, incidence=incidence)
-        out.append({"outcome": e.outcome, "measure": e.measure, **ev.to_dict()})
+        named = {"estimand": e.estimand} if estimand else {}
+        out.append({"outcome": e.outcome, "measure": e.measure, **named, **ev.to_dict()})
     return out
 
 
