@@ -26,10 +26,9 @@ import pandas as pd
 from analysis.data.contract import PRIMARY_OUTCOMES, SCHEMA_VERSION
 from analysis.data.extract import HistoryExtract
 from analysis.data.risk_sets import RiskSets, derive_risk_sets
-from analysis.design.risk_set_matching import RiskSetMatch, risk_set_match
+from analysis.design.risk_set_matching import RiskSetMatch
 from analysis.outcomes.sensitivity import e_value
 from analysis.results import EffectEstimate
-from evaluation import study_design
 from evaluation.config import StudyConfig
 from evaluation.disclosure_trial import trial_evidence
 from evaluation.progress import Steps
@@ -37,7 +36,7 @@ from evaluation.stages.designs import Design
 from evaluation.stages.outcomes import check_primaries, incidence, outcome_estimates
 from evaluation.stages.secondary import primary_extras
 from evaluation.study import Study, StudyError
-from evaluation.trial_frame import outcome_frame
+from evaluation.trial_frame import match_on_plan, outcome_frame
 
 ITT = "itt"
 PER_PROTOCOL = "per_protocol"
@@ -72,16 +71,7 @@ def _match(rs: RiskSets, config: StudyConfig) -> RiskSetMatch:
             + ")"
         )
     try:
-        matched = risk_set_match(
-            rs.table,
-            covariates=plan.covariates,
-            k=plan.k,
-            caliper=plan.caliper,
-            exact=plan.exact,
-            calendar_time=plan.calendar_time,
-            transforms=study_design.TRANSFORMS,
-            levels=study_design.LEVELS,
-        )
+        matched = match_on_plan(rs.table, config)
     except ValueError as exc:
         raise StudyError(f"risk-set matching could not be done: {exc}") from None
     if matched.matched.n_treated_matched == 0:

@@ -64,7 +64,7 @@ from analysis.data.extract import HistoryExtract
 from analysis.data.risk_sets import RiskSets
 from analysis.design.imputation import impute_chain, variable_kinds
 from analysis.design.imputation_units import UnitTable, unit_table
-from analysis.design.risk_set_matching import risk_set_match, stack_risk_sets
+from analysis.design.risk_set_matching import stack_risk_sets
 from analysis.results import EffectEstimate
 from evaluation import study_design
 from evaluation.config import StudyConfig
@@ -75,7 +75,7 @@ from evaluation.stages.outcomes import incidence, outcome_estimates
 from evaluation.stages.secondary import primary_extras
 from evaluation.study import Study, StudyError
 from evaluation.target_trial_mi_document import amend_study
-from evaluation.trial_frame import outcome_frame
+from evaluation.trial_frame import match_on_plan, outcome_frame
 
 __all__ = ["TrialImputation", "imputation_units", "run_imputations", "with_imputation"]
 
@@ -208,17 +208,7 @@ def imputation_units(
 
 def _analyse(stacked: pd.DataFrame, config: StudyConfig) -> tuple[list, pd.DataFrame, dict]:
     """The intention-to-treat analysis of one completed stacked table."""
-    plan = config.target_trial.analysis
-    matched = risk_set_match(
-        stacked,
-        covariates=plan.covariates,
-        k=plan.k,
-        caliper=plan.caliper,
-        exact=plan.exact,
-        calendar_time=plan.calendar_time,
-        transforms=study_design.TRANSFORMS,
-        levels=study_design.LEVELS,
-    )
+    matched = match_on_plan(stacked, config)
     itt = outcome_frame(matched.data)
     design = Design(name="matched", data=itt, weighted=True, info=matched.info())
     estimates = outcome_estimates(design, config) + primary_extras(design, config)[0]

@@ -2,7 +2,8 @@
 
 The estimators of :mod:`evaluation.stages` read version 1's cohort columns; a risk-set row has
 its outcomes under intention to treat and per protocol (``pp_*``). Used by the target trial,
-its per-protocol analysis and its sensitivity analyses.
+its per-protocol analysis and its sensitivity analyses; :func:`match_on_plan` matches them
+with the protocol's analysis plan.
 """
 
 from __future__ import annotations
@@ -13,8 +14,32 @@ import numpy as np
 import pandas as pd
 
 from analysis.data.contract import DAYS_PER_YEAR
+from analysis.design.risk_set_matching import RiskSetMatch, risk_set_match
+from evaluation import study_design
+from evaluation.config import StudyConfig
 
-__all__ = ["outcome_frame"]
+__all__ = ["match_on_plan", "outcome_frame"]
+
+
+def match_on_plan(table: pd.DataFrame, config: StudyConfig) -> RiskSetMatch:
+    """Risk-set matching of stacked risk-set rows with the protocol's analysis plan.
+
+    The propensity model on the stacked rows and 1:k matching within each risk set
+    (:func:`analysis.design.risk_set_matching.risk_set_match`) with the plan's covariates,
+    ``k``, caliper, exact variables and calendar time, and the study's transforms and
+    levels. Used by the primary analysis and by each imputed dataset.
+    """
+    plan = config.target_trial.analysis
+    return risk_set_match(
+        table,
+        covariates=plan.covariates,
+        k=plan.k,
+        caliper=plan.caliper,
+        exact=plan.exact,
+        calendar_time=plan.calendar_time,
+        transforms=study_design.TRANSFORMS,
+        levels=study_design.LEVELS,
+    )
 
 
 def outcome_frame(data: pd.DataFrame, *, per_protocol: bool = False) -> pd.DataFrame:
