@@ -22,7 +22,12 @@ from analysis.outcomes.pooling import pool_estimates
 from analysis.results import EffectEstimate
 from evaluation.config import StudyConfig
 from evaluation.disclosure import EVIDENCE_PREFIX
-from evaluation.stages.imputation import _mean_balance, _mi_evidence, pooled_e_values
+from evaluation.stages.imputation import (
+    _mean_balance,
+    _mi_evidence,
+    missing_shares,
+    pooled_e_values,
+)
 from evaluation.stages.outcomes import check_primaries
 from evaluation.study import Study
 
@@ -190,10 +195,7 @@ def missing_table(frame: Any, config: StudyConfig) -> pd.DataFrame:
         rows.append(
             {
                 "variable": c,
-                "n_missing": int(miss.sum()),
-                "share_missing": float(miss.mean()),
-                "share_missing_hat": float(miss[hat].mean()) if hat.any() else np.nan,
-                "share_missing_ost": float(miss[~hat].mean()) if (~hat).any() else np.nan,
+                **missing_shares(miss, hat),
                 "n_records": units.n_units if unit_miss is not None else np.nan,
                 "n_records_missing": int(unit_miss.sum()) if unit_miss is not None else np.nan,
                 "imputation_model": KINDS[frame.kinds[c]] if c in frame.kinds else "",

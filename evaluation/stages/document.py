@@ -46,6 +46,13 @@ def truth_lookup(truth: dict | None) -> dict[tuple[str, str], float]:
     }
 
 
+def _checked_with_truth(state: StudyState) -> list[EffectEstimate]:
+    """The estimates with their truth, after checking that a primary is estimable."""
+    check_primaries(state.estimates)
+    truth = truth_lookup(state.extract.truth)
+    return [e.with_truth(truth.get((e.outcome, e.measure))) for e in state.estimates]
+
+
 def document_stage(state: StudyState, config: StudyConfig) -> StudyState:
     """The results document and every table of the report.
 
@@ -54,9 +61,7 @@ def document_stage(state: StudyState, config: StudyConfig) -> StudyState:
     StudyError
         No primary estimate is estimable.
     """
-    check_primaries(state.estimates)
-    truth = truth_lookup(state.extract.truth)
-    estimates = [e.with_truth(truth.get((e.outcome, e.measure))) for e in state.estimates]
+    estimates = _checked_with_truth(state)
     state = replace(state, estimates=estimates)
     tables = {**state.tables, **study_tables(state, config)}
     return replace(state, document=results_document(state, config), tables=tables)
@@ -74,9 +79,7 @@ def estimates_document_stage(state: StudyState, config: StudyConfig) -> StudySta
     StudyError
         No primary estimate is estimable.
     """
-    check_primaries(state.estimates)
-    truth = truth_lookup(state.extract.truth)
-    estimates = [e.with_truth(truth.get((e.outcome, e.measure))) for e in state.estimates]
+    estimates = _checked_with_truth(state)
     document = ResultsDocument(
         schema_version=SCHEMA_VERSION,
         cohort=_cohort_summary(state),

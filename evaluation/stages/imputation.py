@@ -71,6 +71,7 @@ __all__ = [
     "imputation_frame",
     "imputation_stage",
     "incomplete",
+    "missing_shares",
     "outcome_predictors",
     "pooled_e_values",
 ]
@@ -269,10 +270,7 @@ def _missing_table(df: pd.DataFrame, config: StudyConfig, kinds: dict[str, str])
         rows.append(
             {
                 "variable": c,
-                "n_missing": int(miss.sum()),
-                "share_missing": float(miss.mean()),
-                "share_missing_hat": float(miss[hat].mean()) if hat.any() else np.nan,
-                "share_missing_ost": float(miss[~hat].mean()) if (~hat).any() else np.nan,
+                **missing_shares(miss, hat),
                 "imputation_model": KINDS[kinds[c]] if c in kinds else "",
             }
         )
@@ -343,6 +341,16 @@ def _amend_document(
         design["primary"] = "matched_mi"
         doc["diagnostics"]["e_values"] = pooled_e_values(pooled, runs)
     return ResultsDocument.model_validate(doc)
+
+
+def missing_shares(miss: np.ndarray, hat: np.ndarray) -> dict[str, Any]:
+    """Count and shares of missing values, overall and in each group (NaN for an empty group)."""
+    return {
+        "n_missing": int(miss.sum()),
+        "share_missing": float(miss.mean()),
+        "share_missing_hat": float(miss[hat].mean()) if hat.any() else np.nan,
+        "share_missing_ost": float(miss[~hat].mean()) if (~hat).any() else np.nan,
+    }
 
 
 def pooled_e_values(
