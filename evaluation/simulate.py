@@ -269,6 +269,8 @@ def simulate(
     names = [k for k, _ in levels[0]]
     fingerprint = study_fingerprint(base, config, seed, effects=names)
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise SimulationError(f"--out {out}: is a file, not a folder (nothing was changed)")
     (out / "replicates").mkdir(parents=True, exist_ok=True)
 
     t = time.perf_counter()

@@ -205,6 +205,14 @@ def test_folder_of_another_study_is_refused(reference: Path, tmp_path: Path):
         sim.simulate("ci", replicates=1, n_hat=SIZES, seed=12, out=out, progress=False)
 
 
+def test_out_on_a_file_is_refused_with_exit_2(tmp_path: Path):
+    f = tmp_path / "notes.txt"
+    f.write_text("keep me", encoding="utf-8")
+    code = sim.main(["--scenario", "ci", "--replicates", "1", "--out", str(f), "--quiet"])
+    assert code == 2
+    assert f.read_text(encoding="utf-8") == "keep me"
+
+
 def test_failed_replicates_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import evaluation.pipeline as pipeline
 
