@@ -49,13 +49,18 @@ from synthetic.truth import truth_json
 __all__ = ["generate", "generate_extract", "in_memory", "write"]
 
 
-def _dates(days: np.ndarray) -> pd.Series:
-    """Day numbers (NaN or NO_DAY = missing) as a datetime64[s] series."""
+def _dates(days: np.ndarray) -> np.ndarray:
+    """Day numbers (NaN or NO_DAY = missing) as datetime64[s] values."""
     days = np.asarray(days, dtype=float)
     bad = np.isnan(days) | (days <= NO_DAY / 2)
     out = (EPOCH + np.where(bad, 0, days).astype(np.int64)).astype("datetime64[s]")
     out[bad] = np.datetime64("NaT")
-    return pd.Series(out)
+    return out
+
+
+def _frame(table: str, columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A table's frame from its columns (numpy arrays), in contract order."""
+    return pd.DataFrame({name: columns[name] for name in COLUMNS[table]})
 
 
 def generate(
@@ -149,19 +154,17 @@ def generate(
     people_o = people.take(by_person)
     idx_o = idx[by_person]
     index_dates = _dates(idx_o)
-    index_year = index_dates.dt.year.to_numpy()
+    index_year = index_dates.astype("datetime64[Y]").astype(np.int64) + 1970
     birth_year = np.floor(index_year + 0.5 - people_o.age).astype(np.int64)
     emig_date = np.where(course.emigrated, idx + np.floor(np.minimum(emig, 1e9)), np.nan)
-    persons = pd.DataFrame(
-        {
-            "person_id": ids[by_person],
-            "group": np.where(is_hat, "HAT", "OST").astype(object)[by_person],
-            "index_date": index_dates,
-            "sex": np.where(people_o.female, "F", "M").astype(object),
-            "birth_year": birth_year,
-            "region": np.asarray(REGIONS, dtype=object)[people_o.region],
-        }
-    )
+    persons = {
+        "person_id": ids[by_person],
+        "group": np.where(is_hat, "HAT", "OST").astype(object)[by_person],
+        "index_date": index_dates,
+        "sex": np.where(people_o.female, "F", "M").astype(object),
+        "birth_year": birth_year,
+        "region": np.asarray(REGIONS, dtype=object)[people_o.region],
+    }
     observed = {
         "hat": is_hat[by_person].astype(float),
         "died": course.died[by_person].astype(float),
@@ -177,44 +180,36 @@ def generate(
     # --- deaths
     dead = np.flatnonzero(course.died)
     dead = dead[np.argsort(number[dead], kind="stable")]
-    deaths = pd.DataFrame(
-        {
-            "person_id": ids[dead],
-            "death_date": _dates(idx[dead] + np.floor(course.death_time[dead])),
-            "cause": np.where(course.overdose[dead], "overdose", "other").astype(object),
-        }
-    )
+    deaths = {
+        "person_id": ids[dead],
+        "death_date": _dates(idx[dead] + np.floor(course.death_time[dead])),
+        "cause": np.where(course.overdose[dead], "overdose", "other").astype(object),
+    }
 
     # --- charges
     ch_person = np.concatenate([pre_p, fu_p])
     ch_day = np.concatenate([idx[pre_p] + pre_d, idx[fu_p] + np.floor(fu_t)]).astype(np.int64)
     offence = offence_codes(r_events.random(ch_person.size), spec.crime.offence_shares)
     o = order_rows(number[ch_person], ch_day, offence)
-    charges = pd.DataFrame(
-        {
-            "person_id": ids[ch_person[o]],
-            "charge_date": _dates(ch_day[o]),
-            "offence": np.asarray(OFFENCES, dtype=object)[offence[o]],
-        }
-    )
+    charges = {
+        "person_id": ids[ch_person[o]],
+        "charge_date": _dates(ch_day[o]),
+        "offence": np.asarray(OFFENCES, dtype=object)[offence[o]],
+    }
     pr_start = idx[stays.person] + stays.start
     o = order_rows(number[stays.person], pr_start)
-    prisons = pd.DataFrame(
-        {
-            "person_id": ids[stays.person[o]],
-            "start_date": _dates(pr_start[o]),
-            "end_date": _dates((idx[stays.person] + stays.recorded_end)[o]),
-        }
-    )
+    prisons = {
+        "person_id": ids[stays.person[o]],
+        "start_date": _dates(pr_start[o]),
+        "end_date": _dates((idx[stays.person] + stays.recorded_end)[o]),
+    }
     o = order_rows(number[ep_person], ep_start)
-    episodes = pd.DataFrame(
-        {
-            "person_id": ids[ep_person[o]],
-            "start_date": _dates(ep_start[o]),
-            "end_date": _dates(ep_end[o]),
-            "medication": np.asarray(MEDICATIONS, dtype=object)[ep_med[o]],
-        }
-    )
+    episodes = {
+        "person_id": ids[ep_person[o]],
+        "start_date": _dates(ep_start[o]),
+        "end_date": _dates(ep_end[o]),
+        "medication": np.asarray(MEDICATIONS, dtype=object)[ep_med[o]],
+    }
     tables = {
         "persons": persons,
         "treatment_episodes": episodes,
@@ -222,7 +217,7 @@ def generate(
         "charges": charges,
         "incarcerations": prisons,
     }
-    tables = {name: df.loc[:, list(COLUMNS[name])] for name, df in tables.items()}
+    tables = {name: _frame(name, columns) for name, columns in tables.items()}
     return tables, (truth_json(spec) if truth else None)
 
 

@@ -25,9 +25,49 @@ def order_rows(number: np.ndarray, day: np.ndarray, code: np.ndarray | None = No
     -------
     numpy.ndarray
         The positions of the rows in that order; ties keep their order.
+
+    Notes
+    -----
+    When every key is a whole number (as day numbers are), the keys and the row's position
+    are packed into one ``int64`` per row, unique, so that one unstable sort of it gives
+    exactly the order of the stable ``numpy.lexsort`` (several times faster); otherwise, or
+    if the packed key would not fit, ``numpy.lexsort``.
     """
     keys = [day] if code is None else [code, day]
-    return np.lexsort((*keys, number))
+    packed = _packed_key([number, day] if code is None else [number, day, code])
+    if packed is None:
+        return np.lexsort((*keys, number))
+    return np.argsort(packed)
+
+
+def _packed_key(keys: list[np.ndarray]) -> np.ndarray | None:
+    """One unique ``int64`` per row, ordered as ``(keys..., position)``; ``None`` if the keys
+    are not all whole numbers or the packed key would not fit in 63 bits."""
+    n = len(keys[0])
+    if n == 0:
+        return None
+    ints = []
+    size = n
+    for key in keys:
+        key = np.asarray(key)
+        if key.dtype.kind == "f":
+            if not (np.isfinite(key).all() and np.array_equal(key, np.floor(key))):
+                return None
+            if np.abs(key).max() >= 2.0**53:
+                return None
+            key = key.astype(np.int64)
+        elif key.dtype.kind not in "iub":
+            return None
+        low, high = int(key.min()), int(key.max())
+        span = high - low + 1
+        size *= span
+        if size >= 2**62:
+            return None
+        ints.append((key.astype(np.int64) - low, span))
+    packed = np.zeros(n, dtype=np.int64)
+    for key, span in ints:
+        packed = packed * span + key
+    return packed * n + np.arange(n, dtype=np.int64)
 
 
 def offence_codes(u: np.ndarray, shares: dict[str, float]) -> np.ndarray:
