@@ -136,7 +136,9 @@ BREAKS = ["", "x", "-1", "1.5", "2020-13-01", "2999-01-01", "1850", "2", "true",
 @pytest.mark.parametrize("table", TABLES)
 def test_checks_without_pandera_agree_with_pandera(table: str) -> None:
     """On the example and on every one-cell break of it, the quick check passes a table
-    exactly when pandera passes it (raw schema, then the typed schema of what passes)."""
+    exactly when pandera passes it (raw schema, then the typed schema of what passes, also
+    with the raw schema's required columns known complete); the columns its quick tests
+    parse are those ``normalise_table`` makes."""
     extract_date = pd.Timestamp("2024-12-31")
     good = raw_table(table)
     frames = [good]
@@ -145,13 +147,20 @@ def test_checks_without_pandera_agree_with_pandera(table: str) -> None:
             broken = good.copy()
             broken.loc[broken.index[-1], column] = value if value else None
             frames.append(broken)
+    complete = {n for n, c in raw_schema(table).columns.items() if not c.nullable}
     for raw in frames:
         schema = raw_schema(table)
-        assert _passes(schema, raw) == pandera_passes(schema, raw)
+        parsed: dict[str, pd.Series] = {}
+        assert _passes(schema, raw, parsed) == pandera_passes(schema, raw)
         if pandera_passes(schema, raw):
             typed = normalise_table(raw, table)
+            assert parsed
+            pd.testing.assert_frame_equal(
+                normalise_table(raw, table, parsed=parsed), typed, check_exact=True
+            )
             schema = typed_schema(table, extract_date=extract_date)
             assert _passes(schema, typed) == pandera_passes(schema, typed)
+            assert _passes(schema, typed, complete=complete) == pandera_passes(schema, typed)
     assert _passes(raw_schema(table), good)
 
 

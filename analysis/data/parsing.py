@@ -10,7 +10,7 @@ strings or typed Parquet columns) vectorised over the distinct values;
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -269,7 +269,13 @@ def parse_booleans(s: pd.Series) -> pd.Series:
     return pd.Series(values, index=s.index, name=s.name)
 
 
-def normalise_table(raw: pd.DataFrame, table: str, *, version: int = 1) -> pd.DataFrame:
+def normalise_table(
+    raw: pd.DataFrame,
+    table: str,
+    *,
+    version: int = 1,
+    parsed: Mapping[str, pd.Series] | None = None,
+) -> pd.DataFrame:
     """Convert a table that passed :func:`raw_schema` to the normalised types.
 
     Parameters
@@ -280,6 +286,10 @@ def normalise_table(raw: pd.DataFrame, table: str, *, version: int = 1) -> pd.Da
         Contract table name.
     version : int, default 1
         Contract version of the extract.
+    parsed : mapping of str to pandas.Series, optional
+        Columns already converted from ``raw`` as this function converts them (the raw
+        schema's checks parse them: :func:`analysis.data.schemas.validate_table`), used as
+        they are.
 
     Returns
     -------
@@ -291,6 +301,9 @@ def normalise_table(raw: pd.DataFrame, table: str, *, version: int = 1) -> pd.Da
     """
     out = {}
     for column in table_columns(table, version):
+        if parsed is not None and column in parsed:
+            out[column] = parsed[column]
+            continue
         kind = column_kind(column)
         s = raw[column]
         if kind == "category" or (kind == "id" and table != "persons" and not s.hasnans):

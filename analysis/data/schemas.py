@@ -40,6 +40,7 @@ from analysis.data.parsing import (
     CATEGORIES,
     DATE_DTYPE,
     column_kind,
+    encode,
     normalise_table,
     parse_booleans,
     parse_dates,
@@ -91,8 +92,7 @@ def _optional_columns(version: int) -> tuple[str, ...]:
 
 
 def _is_integer(s: pd.Series) -> pd.Series:
-    values = parse_numbers(s)
-    return (values == np.round(values)) & (values.abs() < 2**53)
+    return _integer_values(parse_numbers(s))
 
 
 # --------------------------------------------------------------------------- schemas
@@ -102,9 +102,56 @@ _SINGULAR: dict[str, str] = {}
 _ROW_RULES: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
-def _check(check: pa.Check, singular: str) -> pa.Check:
+#: attribute holding a check's quick test (see :func:`_passes`), which pandera's copies of the
+#: check keep: ``test(values)`` of a column check takes the column and returns whether every
+#: non-missing cell passes and, for a check that parses cells, the parsed column (as
+#: :func:`normalise_table` makes it; else ``None``); ``test(frame)`` of a frame check returns
+#: whether every row passes
+_QUICK = "_contract_quick_test"
+
+
+def _check(check: pa.Check, singular: str, quick: Callable | None = None) -> pa.Check:
     _SINGULAR[check.error] = singular
+    if quick is not None:
+        setattr(check, _QUICK, quick)
     return check
+
+
+def _quick_test(check: pa.Check) -> Callable | None:
+    return getattr(check, _QUICK, None)
+
+
+def _cells_pass(s: pd.Series, ok: pd.Series | np.ndarray) -> bool:
+    """Every non-missing cell of ``s`` passes (``ok``): pandera's ``ignore_na``."""
+    ok = np.asarray(ok, dtype=bool)
+    return bool(ok.all() or (ok | s.isna().to_numpy()).all())
+
+
+def _quick_parse(parse: Callable[[pd.Series], pd.Series], test: Callable | None = None):
+    """Quick test of a parse rule: the parsed column, and whether every present cell parses."""
+
+    def quick(s: pd.Series) -> tuple[bool, pd.Series]:
+        values = parse(s)
+        return _cells_pass(s, values.notna() if test is None else test(values)), values
+
+    return quick
+
+
+def _quick_category(allowed: tuple[str, ...]):
+    """Quick test of ``Check.isin(allowed)``: on the distinct values; the normalised column
+    (one string object per distinct value, as :func:`normalise_table` makes it)."""
+    allowed_set = frozenset(allowed)
+
+    def quick(s: pd.Series) -> tuple[bool, pd.Series]:
+        codes, uniques = encode(s)
+        passed = all(isinstance(u, str) and u in allowed_set for u in uniques)
+        return passed, pd.Series(np.append(uniques, None)[codes], index=s.index)
+
+    return quick
+
+
+def _integer_values(values: pd.Series) -> pd.Series:
+    return (values == np.round(values)) & (values.abs() < 2**53)
 
 
 #: kind -> (vectorised test that a cell parses, check name, plural and singular error)
@@ -131,15 +178,24 @@ _PARSE_RULES: dict[str, tuple[Callable[[pd.Series], pd.Series], str, str, str]] 
 }
 
 
+#: kind -> quick test of its parse rule (the same parse as ``_PARSE_RULES``)
+_QUICK_PARSE: dict[str, Callable] = {
+    "date": _quick_parse(parse_dates),
+    "integer": _quick_parse(parse_numbers, _integer_values),
+    "number": _quick_parse(parse_numbers),
+    "boolean": _quick_parse(parse_booleans),
+}
+
+
 def _format_checks(column: str) -> list[pa.Check]:
     kind = column_kind(column)
     if kind == "category":
         allowed = ", ".join(repr(v) for v in CATEGORIES[column])
         check = pa.Check.isin(CATEGORIES[column], error=f"are not one of {allowed}")
-        return [_check(check, f"is not one of {allowed}")]
+        return [_check(check, f"is not one of {allowed}", _quick_category(CATEGORIES[column]))]
     if kind in _PARSE_RULES:
         test, name, plural, singular = _PARSE_RULES[kind]
-        return [_check(pa.Check(test, name=name, error=plural), singular)]
+        return [_check(pa.Check(test, name=name, error=plural), singular, _QUICK_PARSE[kind])]
     return []
 
 
@@ -208,6 +264,7 @@ def _value_checks(table: str, column: str, extract_date: pd.Timestamp) -> list[p
             _check(
                 pa.Check.ge(0, error="are negative (must be >= 0)"),
                 "is negative (must be >= 0)",
+                lambda s: (_cells_pass(s, s >= 0), None),
             )
         )
     if table == "persons" and column == "index_date":
@@ -216,6 +273,7 @@ def _value_checks(table: str, column: str, extract_date: pd.Timestamp) -> list[p
             _check(
                 pa.Check.le(extract_date, error=f"have an index_date after the extract date {day}"),
                 f"has an index_date after the extract date {day}",
+                lambda s: (_cells_pass(s, s <= extract_date), None),
             )
         )
     return checks
@@ -237,6 +295,7 @@ def _row_checks(table: str, version: int, extract_date: pd.Timestamp) -> list[pa
                     ignore_na=False,
                 ),
                 error.replace("have", "has", 1),
+                lambda df: bool(_birth_year_by_extract_date(df, extract_date).all()),
             )
         )
     elif table == "persons":
@@ -248,6 +307,7 @@ def _row_checks(table: str, version: int, extract_date: pd.Timestamp) -> list[pa
                     _birth_year_in_range, name="birth_year_range", error=error, ignore_na=False
                 ),
                 error.replace("have", "has", 1),
+                lambda df: bool(_birth_year_in_range(df).all()),
             )
         )
     if "end_date" in table_columns(table, version):
@@ -261,6 +321,7 @@ def _row_checks(table: str, version: int, extract_date: pd.Timestamp) -> list[pa
                     ignore_na=False,
                 ),
                 "ends before it starts (end_date < start_date)",
+                lambda df: bool(_ends_after_start(df).all()),
             )
         )
     return checks
@@ -342,16 +403,30 @@ def _engine_dtype(dtype: object) -> object:
     return pandas_engine.Engine.dtype(dtype)
 
 
-def _passes(schema: pa.DataFrameSchema, df: pd.DataFrame) -> bool:
+def _passes(
+    schema: pa.DataFrameSchema,
+    df: pd.DataFrame,
+    parsed: dict[str, pd.Series] | None = None,
+    complete: set[str] | None = None,
+) -> bool:
     """Whether ``df`` surely passes ``schema``: its rules checked without pandera's machinery.
 
     The rules a contract schema has, evaluated as pandera evaluates them: columns present,
     no missing value where not ``nullable``, no duplicate where ``unique``, the ``dtype``
-    (pandera's own dtype check) and each :class:`pandera.api.checks.Check` called on the
-    column (or, for the schema's checks, the frame), so with pandera's handling of missing
-    values. ``True`` only if every rule passes; on ``False`` the caller runs pandera, which
-    finds the broken rule and reports it, so a rule or a schema option this function does not
-    know of (or a check that raises) only costs the time of pandera's validation.
+    (pandera's own dtype check) and each :class:`pandera.api.checks.Check` (on the column, or,
+    for the schema's checks, the frame): a check of this module by its quick test (the same
+    rule, vectorised, on the non-missing cells as pandera's ``ignore_na``), any other called
+    as pandera calls it. ``True`` only if every rule passes; on ``False`` the caller runs
+    pandera, which finds the broken rule and reports it, so a rule or a schema option this
+    function does not know of (or a check that raises) only costs the time of pandera's
+    validation. ``parsed`` (given) receives the columns the quick tests parsed, as
+    :func:`normalise_table` makes them (its ``parsed``).
+
+    ``complete`` names columns known to have no missing value, whose ``nullable`` rule is not
+    evaluated again; given for the normalised table (:func:`validate_table`), it names the
+    required columns of the table as read, found complete by the raw schema: once every
+    present cell parses (the raw schema's checks), :func:`normalise_table` gives a missing
+    value exactly where the cell was missing.
     """
     options = (schema.strict, schema.ordered, schema.unique, schema.coerce, schema.parsers)
     if any(options) or schema.dtype is not None or schema.index is not None:
@@ -365,24 +440,49 @@ def _passes(schema: pa.DataFrameSchema, df: pd.DataFrame) -> bool:
             if name not in df.columns:
                 return False
             s = df[name]
-            if (not column.nullable and s.hasnans) or (column.unique and not s.is_unique):
+            if not column.nullable and not (complete is not None and name in complete):
+                if s.hasnans:
+                    return False
+            if column.unique and not s.is_unique:
                 return False
             if column.dtype is not None:
                 same = column.dtype.check(_engine_dtype(s.dtype), s)
                 if not (isinstance(same, bool | np.bool_) and same):
                     return False
-            if not all(bool(check(df, name).check_passed) for check in column.checks):
+            for check in column.checks:
+                quick = _quick_test(check)
+                if quick is None:
+                    if not bool(check(df, name).check_passed):
+                        return False
+                    continue
+                passed, values = quick(s)
+                if not passed:
+                    return False
+                if parsed is not None and values is not None:
+                    parsed[name] = values
+        for check in schema.checks:
+            quick = _quick_test(check)
+            if not (quick(df) if quick is not None else bool(check(df).check_passed)):
                 return False
-        return all(bool(check(df).check_passed) for check in schema.checks)
+        return True
     except Exception:  # a check that cannot run: pandera reports it
         return False
 
 
 def _validate(
-    schema: pa.DataFrameSchema, df: pd.DataFrame, *, file: str, table: str, frame: pd.DataFrame
+    schema: pa.DataFrameSchema,
+    df: pd.DataFrame,
+    *,
+    file: str,
+    table: str,
+    frame: pd.DataFrame,
+    parsed: dict[str, pd.Series] | None = None,
+    complete: set[str] | None = None,
 ) -> None:
-    if _passes(schema, df):
+    if _passes(schema, df, parsed, complete):
         return
+    if parsed is not None:
+        parsed.clear()  # pandera validates: nothing is taken from the quick tests
     try:
         schema.validate(df, lazy=False, inplace=True)
     except SchemaError as exc:
@@ -475,13 +575,18 @@ def validate_table(
     ExtractError
         The first broken rule.
     """
-    _validate(raw_schema(table, version=version), raw, file=file, table=table, frame=raw)
-    typed = normalise_table(raw, table, version=version)
+    schema = raw_schema(table, version=version)
+    parsed: dict[str, pd.Series] = {}  # the columns the raw schema's checks parsed
+    _validate(schema, raw, file=file, table=table, frame=raw, parsed=parsed)
+    typed = normalise_table(raw, table, version=version, parsed=parsed)
+    # passed: the required columns have no missing value, as read and so once normalised
+    complete = {name for name, column in schema.columns.items() if not column.nullable}
     _validate(
         typed_schema(table, extract_date=extract_date, version=version),
         typed,
         file=file,
         table=table,
         frame=raw,
+        complete=complete,
     )
     return typed
