@@ -190,3 +190,74 @@ def test_transforms_and_levels_are_the_callers() -> None:
     logged = fit_propensity(df, treatment="treatment", covariates=COVARIATES, transforms=TRANSFORMS)
     assert logged.coefficients["baseline_charges_log1p"] > 0
     assert "baseline_charges" not in logged.coefficients
+
+
+@pytest.mark.parametrize("case", ["plain", "rare", "separated", "collinear", "tiny"])
+def test_direct_newton_is_statsmodels_to_the_last_bit(case: str) -> None:
+    """``_newton_logit`` gives statsmodels' Newton coefficients exactly (``array_equal``), the
+    same convergence, and the same ``LinAlgError`` where statsmodels raises one."""
+    from analysis.design.propensity import _newton_logit
+
+    rng = np.random.default_rng(["plain", "rare", "separated", "collinear", "tiny"].index(case))
+    n, p = (40, 2) if case == "tiny" else (3000, 8)
+    X = rng.standard_normal((n, p))
+    shift = -4.0 if case == "rare" else 0.0
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X[:, 0] - X[:, 1] + shift)))).astype(float)
+    if case == "separated":
+        y = (X[:, 0] > 0).astype(float)
+    if case == "collinear":
+        X[:, 2] = X[:, 0] + X[:, 1]
+    exog = np.column_stack([np.ones(n), X])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = sm.Logit(y, exog).fit(method="newton", maxiter=100, disp=0)
+        except np.linalg.LinAlgError:
+            with pytest.raises(np.linalg.LinAlgError):
+                _newton_logit(y, exog)
+            return
+        params, converged = _newton_logit(y, exog)
+    assert np.array_equal(params, np.asarray(res.params), equal_nan=True)
+    assert converged == res.mle_retvals["converged"]
+
+
+def _separated_rows_by_loop(X, y, names):
+    """The plain loop ``_separated_rows`` computes by cell counts (its earlier code)."""
+    n, p = X.shape
+    binary = [j for j in range(p) if np.isin(X[:, j], (0.0, 1.0)).all()]
+    active, fixed, reasons, changed = np.ones(n, dtype=bool), np.full(n, np.nan), {}, True
+    while changed:
+        changed = False
+        for j in binary:
+            for v in (1.0, 0.0):
+                rows = active & (X[:, j] == v)
+                if not rows.any() or not active[~rows].any():
+                    continue
+                ys = y[rows]
+                if ys.min() == ys.max():
+                    fixed[rows] = ys[0]
+                    active &= ~rows
+                    group = "treated" if ys[0] == 1 else "controls"
+                    reasons[names[j]] = f"separation: all {group} where {names[j]} == {v:g}"
+                    changed = True
+    return active, fixed, reasons
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_separated_rows_as_the_plain_loop(seed: int) -> None:
+    from analysis.design.propensity import _separated_rows
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    X = np.column_stack(
+        [rng.random(n) < q for q in rng.choice([0.01, 0.05, 0.3, 0.5, 0.97], 6)]
+        + [rng.standard_normal(n)]
+    ).astype(float)
+    y = (rng.random(n) < np.where(X[:, 0] == 1, 0.0, np.where(X[:, 1] == 1, 1.0, 0.3))).astype(
+        float
+    )
+    names = [f"x{j}" for j in range(X.shape[1])]
+    got, expected = _separated_rows(X, y, names), _separated_rows_by_loop(X, y, names)
+    assert np.array_equal(got[0], expected[0])
+    assert np.array_equal(got[1], expected[1], equal_nan=True)
+    assert got[2] == expected[2] and list(got[2]) == list(expected[2])

@@ -141,8 +141,12 @@ def _separated_rows(
     NaN for active rows) and the columns whose cells separated.
     """
     n, p = X.shape
-    binary = [j for j in range(p) if np.isin(X[:, j], (0.0, 1.0)).all()]
+    columns = np.ascontiguousarray(X.T)  # one column at a time: contiguous
+    binary = [j for j in range(p) if np.isin(columns[j], (0.0, 1.0)).all()]
+    cells = {(j, v): columns[j] == v for j in binary for v in (1.0, 0.0)}
+    treated = y == 1  # y is 0/1: a cell is constant when all or none of it is treated
     active = np.ones(n, dtype=bool)
+    n_active = n
     fixed = np.full(n, np.nan)
     reasons: dict[str, str] = {}
     changed = True
@@ -150,14 +154,17 @@ def _separated_rows(
         changed = False
         for j in binary:
             for v in (1.0, 0.0):
-                rows = active & (X[:, j] == v)
-                if not rows.any() or not active[~rows].any():
+                rows = active & cells[j, v]
+                n_rows = np.count_nonzero(rows)
+                if n_rows == 0 or n_rows == n_active:  # empty, or every active row
                     continue
-                ys = y[rows]
-                if ys.min() == ys.max():
-                    fixed[rows] = ys[0]
+                n_treated = np.count_nonzero(rows & treated)
+                if n_treated in (0, n_rows):
+                    value = 1.0 if n_treated else 0.0
+                    fixed[rows] = value
                     active &= ~rows
-                    group = "treated" if ys[0] == 1 else "controls"
+                    n_active -= n_rows
+                    group = "treated" if value == 1 else "controls"
                     reasons[names[j]] = f"separation: all {group} where {names[j]} == {v:g}"
                     changed = True
     return active, fixed, reasons
@@ -197,6 +204,47 @@ def _columns_to_fit(Xa: np.ndarray, names: list[str], dropped: dict[str, str]) -
     return keep
 
 
+#: statsmodels' Newton options for ``Logit.fit(method="newton")``: step tolerance, Hessian ridge
+_NEWTON_TOL, _NEWTON_RIDGE, _NEWTON_MAXITER = 1e-8, 1e-10, 100
+
+
+def _newton_logit(y: np.ndarray, exog: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``statsmodels`` ``Logit(y, exog).fit(method="newton", maxiter=100)``, without its objects.
+
+    The same operations in the same order as statsmodels' Newton–Raphson for ``Logit``
+    (``statsmodels.base.optimizer._fit_newton`` on the score and Hessian of
+    ``Logit`` divided by the number of rows): start at zero, ``1e-10`` added to the Hessian's
+    diagonal, steps ``numpy.linalg.solve(H, score)`` until no coefficient moves by more than
+    ``1e-8`` or 100 iterations; then the final Hessian is inverted as statsmodels does for the
+    covariance (a ``LinAlgError`` when it is singular). So the coefficients are statsmodels'
+    to the last bit (``tests/test_propensity.py``), without building the model (its rank
+    check) and the results. Returns the coefficients and whether it converged.
+    """
+    nobs = y.shape[0]
+
+    def fitted(params: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(np.dot(exog, params) + 0.0)))
+
+    def score(params: np.ndarray) -> np.ndarray:
+        return -np.dot(y - fitted(params), exog) / nobs
+
+    def hess(params: np.ndarray) -> np.ndarray:
+        L = fitted(params)
+        return np.dot(L * (1 - L) * exog.T, exog) / nobs  # minus the (negative) Hessian
+
+    iterations = 0
+    old: np.ndarray | float = np.inf
+    new = np.asarray([0.0] * exog.shape[1])
+    while iterations < _NEWTON_MAXITER and np.any(np.abs(new - old) > _NEWTON_TOL):
+        H = np.asarray(hess(new))
+        H[np.diag_indices(H.shape[0])] += _NEWTON_RIDGE
+        old = new
+        new = old - np.linalg.solve(H, score(old))
+        iterations += 1
+    np.linalg.inv(hess(new))  # statsmodels' covariance: raises when singular
+    return new, iterations != _NEWTON_MAXITER
+
+
 def _fit_mle(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
     exog = np.column_stack([np.ones(len(y)), X])
     with warnings.catch_warnings():
@@ -204,11 +252,15 @@ def _fit_mle(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
             warnings.simplefilter("ignore", w)
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            res = sm.Logit(y, exog).fit(method="newton", maxiter=100, disp=0)
+            if np.isfinite(exog).all() and np.isfinite(y).all():
+                params, converged = _newton_logit(y, exog)
+            else:  # statsmodels refuses the data: its error, as before
+                res = sm.Logit(y, exog).fit(method="newton", maxiter=100, disp=0)
+                params, converged = res.params, res.mle_retvals.get("converged", False)
         except (np.linalg.LinAlgError, ValueError):
             return np.full(exog.shape[1], np.nan), False
-    params = np.asarray(res.params, dtype=np.float64)
-    ok = bool(res.mle_retvals.get("converged", False)) and bool(np.isfinite(params).all())
+    params = np.asarray(params, dtype=np.float64)
+    ok = bool(converged) and bool(np.isfinite(params).all())
     if ok:
         # quasi-separation makes Newton "converge" towards infinity slowly: very
         # large coefficients on standardised columns betray it
@@ -277,7 +329,8 @@ def fit_propensity(
 
     Notes
     -----
-    Unpenalised maximum likelihood (statsmodels ``Logit``, Newton). Separated
+    Unpenalised maximum likelihood (statsmodels' ``Logit`` Newton iterations, computed
+    directly by ``_newton_logit``: the same coefficients to the last bit). Separated
     cells (a region without any treated person) are handled before fitting; see the
     module notes.
     The model is a tool for balance, not an explanation: judge it by the balance it
