@@ -64,7 +64,13 @@ class Design:
 
 
 def _matched_design(
-    name: str, df: pd.DataFrame, *, k: int, caliper: float, config: StudyConfig
+    name: str,
+    df: pd.DataFrame,
+    *,
+    k: int,
+    caliper: float,
+    config: StudyConfig,
+    ids: pd.Index | None = None,
 ) -> Design:
     matched = match(
         df,
@@ -76,7 +82,7 @@ def _matched_design(
         exact=config.matching.exact,
         replace=config.matching.replace,
     )
-    sample = _inner_join(df, matched.data[["person_id", "match_set", "weight"]])
+    sample = _inner_join(df, matched.data[["person_id", "match_set", "weight"]], ids)
     # Control weights rescaled to sum to the number of matched HAT persons, so both arms
     # carry equal total weight, as in the ATT's two potential outcomes of the same treated
     # population. Under non-proportional hazards the Cox estimate depends on the arms'
@@ -107,15 +113,18 @@ def _matched_design(
     return Design(name=name, data=sample, weighted=True, info=info)
 
 
-def _inner_join(df: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
+def _inner_join(df: pd.DataFrame, data: pd.DataFrame, ids: pd.Index | None = None) -> pd.DataFrame:
     """``df.merge(data, on="person_id", how="inner", validate="one_to_one")``, by position.
 
     The rows of ``df`` (in its order, fresh index) whose ``person_id`` is in ``data``, with
     ``data``'s other columns after ``df``'s: what the merge gives, without its hashing and
     copying of every column. Repeated ids fall back to the merge (which refuses them).
+    ``ids``: ``pd.Index(df["person_id"])``, built once for several joins (its hash table is
+    kept by the index).
     """
     try:
-        pos = pd.Index(df["person_id"]).get_indexer(data["person_id"])
+        index = pd.Index(df["person_id"]) if ids is None else ids
+        pos = index.get_indexer(data["person_id"])
     except pd.errors.InvalidIndexError:  # repeated ids in df
         pos = None
     if pos is not None:
@@ -174,9 +183,15 @@ def build_designs(
     carries its weight model, and its outcome variances account for the estimation of
     the propensity model (stacked estimating equations).
     """
+    ids = pd.Index(df["person_id"])  # one hash table of the ids for every design's join
     designs = {
         "matched": _matched_design(
-            "matched", df, k=config.matching.k, caliper=config.matching.caliper, config=config
+            "matched",
+            df,
+            k=config.matching.k,
+            caliper=config.matching.caliper,
+            config=config,
+            ids=ids,
         )
     }
     if designs["matched"].info["n_treated_matched"] == 0:
@@ -189,7 +204,7 @@ def build_designs(
         weighted = att_weights(
             df, treatment="treatment", score="ps", trim=sens.iptw_trim, id="person_id"
         )
-        sample = _inner_join(df, weighted.data[["person_id", "weight"]])  # a new frame
+        sample = _inner_join(df, weighted.data[["person_id", "weight"]], ids)  # a new frame
         sample["cluster"] = _person_codes(sample)
         weight_model = None
         if propensity is not None:
@@ -219,11 +234,11 @@ def build_designs(
     if sens.caliper != config.matching.caliper:
         name = f"matched_caliper{sens.caliper:g}"
         designs[name] = _matched_design(
-            name, df, k=config.matching.k, caliper=sens.caliper, config=config
+            name, df, k=config.matching.k, caliper=sens.caliper, config=config, ids=ids
         )
     if sens.one_to_one and config.matching.k != 1:
         designs["matched_1to1"] = _matched_design(
-            "matched_1to1", df, k=1, caliper=config.matching.caliper, config=config
+            "matched_1to1", df, k=1, caliper=config.matching.caliper, config=config, ids=ids
         )
     if sens.naive:
         designs["naive"] = Design(
