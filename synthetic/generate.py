@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +57,15 @@ def _dates(days: np.ndarray) -> np.ndarray:
     out = (EPOCH + np.where(bad, 0, days).astype(np.int64)).astype("datetime64[s]")
     out[bad] = np.datetime64("NaT")
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _id_strings(n: int, width: int) -> np.ndarray:
+    """``S`` and the person numbers 1..n zero-padded to ``width`` digits (object array, built
+    once per size: every replicate of a setting has the same ids in another order)."""
+    ids = np.array([f"S{number:0{width}d}" for number in range(1, n + 1)], dtype=object)
+    ids.flags.writeable = False
+    return ids
 
 
 def _frame(table: str, columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -122,7 +132,7 @@ def generate(
     order = r_ids.permutation(n)
     number = np.empty(n, dtype=np.int64)
     number[order] = np.arange(1, n + 1)
-    ids = np.char.add("S", np.char.zfill(number.astype(np.str_), width)).astype(object)
+    ids = _id_strings(n, width)[number - 1]
 
     idx = people.index_day
 
