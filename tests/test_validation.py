@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -113,6 +114,22 @@ def test_parse_dates_is_strict() -> None:
     parsed = parse_dates(pd.Series(["2024-02-29", "2023-02-29", "2023-1-5", None, " 2023-01-01"]))
     assert parsed.tolist()[0] == pd.Timestamp("2024-02-29")
     assert parsed.iloc[1:].isna().all()
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_parse_dates_of_timestamps_keeps_whole_days_only(unit: str) -> None:
+    """Timestamps of any unit: whole days kept (before 1970 too), a time of day is invalid,
+    exactly as converting to days and back finds them."""
+    rng = np.random.default_rng(len(unit))
+    days = rng.integers(-40_000, 40_000, 2000)
+    stamps = (days.astype("datetime64[D]") + np.timedelta64(0, unit)).astype(f"datetime64[{unit}]")
+    stamps[::3] += np.timedelta64(1, unit)
+    stamps[::7] = np.datetime64("NaT")
+    expected = stamps.astype("datetime64[D]")
+    expected = np.where(expected.astype(stamps.dtype) == stamps, expected, np.datetime64("NaT"))
+    parsed = parse_dates(pd.Series(stamps)).to_numpy()
+    assert parsed.dtype == np.dtype("datetime64[s]")
+    assert np.array_equal(parsed, expected.astype("datetime64[s]"), equal_nan=True)
 
 
 # ------------------------------------------------------------------ required values

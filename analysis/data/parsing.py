@@ -66,6 +66,8 @@ _BOOLEAN_WORDS = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0, "false": 0.0, "tru
 #: four-digit ISO year (0001-01-01 to 9999-12-31, e.g. 9999-12-31 for an open episode) is
 #: representable, which nanosecond timestamps (1677 to 2262) are not
 DATE_DTYPE = "datetime64[s]"
+#: units of a day, by datetime64 unit
+_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _DAYS_BEFORE_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 
@@ -195,9 +197,14 @@ def parse_dates(s: pd.Series) -> pd.Series:
         s = s.dt.tz_localize(None)
     if pd.api.types.is_datetime64_dtype(s.dtype):
         stamps = s.to_numpy()
-        days = stamps.astype("datetime64[D]")
-        whole_day = days.astype(stamps.dtype) == stamps
-        values = np.where(whole_day, days, np.datetime64("NaT")).astype(DATE_DTYPE)
+        unit = np.datetime_data(stamps.dtype)[0]
+        if unit in _PER_DAY:  # whole days: the count of units is a multiple of a day's
+            whole_day = (stamps.view(np.int64) % _PER_DAY[unit] == 0) & ~np.isnat(stamps)
+            values = np.where(whole_day, stamps, np.datetime64("NaT")).astype(DATE_DTYPE)
+        else:
+            days = stamps.astype("datetime64[D]")
+            whole_day = days.astype(stamps.dtype) == stamps
+            values = np.where(whole_day, days, np.datetime64("NaT")).astype(DATE_DTYPE)
     elif _is_text(s):
         values = _map_unique(s, _dates_from_objects, np.datetime64("NaT", "s"))
     else:

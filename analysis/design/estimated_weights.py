@@ -137,7 +137,8 @@ def att_weight_model(
     odds = np.where(act, np.exp(np.minimum(eta, 700.0)), 0.0)
     # logistic regression: score x (a - e), information X' diag(e (1 - e)) X
     psi = np.where(act[:, None], X * (a - e)[:, None], 0.0)
-    info = (X[act] * (e * (1 - e))[act, None]).T @ X[act]
+    Xa = X[act]
+    info = (Xa * (e * (1 - e))[act, None]).T @ Xa
     if penalty is not None:
         info = info + penalty
     if_alpha = np.linalg.solve(info, psi.T).T
