@@ -89,9 +89,11 @@ def _matched_design(
     # relative weight in the risk sets, so MatchIt's convention (controls summing to their
     # count, 1:k) would target a different average hazard ratio.
     is_control = sample["treatment"].to_numpy() == 0
-    control_total = sample.loc[is_control, "weight"].sum()
+    weight = sample["weight"].to_numpy(dtype=np.float64, copy=True)
+    control_total = pd.Series(weight[is_control]).sum()
     if control_total > 0:
-        sample.loc[is_control, "weight"] *= matched.n_treated_matched / control_total
+        weight[is_control] *= matched.n_treated_matched / control_total
+        sample["weight"] = weight
     sample["cluster"] = _person_codes(sample) if config.matching.replace else sample["match_set"]
     info = {
         "k": k,
@@ -106,9 +108,7 @@ def _matched_design(
             str(k): int(v)
             for k, v in matched.unmatched["reason"].value_counts().sort_index().items()
         },
-        "ess_control": effective_sample_size(
-            sample.loc[sample["treatment"] == 0, "weight"].to_numpy(float)
-        ),
+        "ess_control": effective_sample_size(weight[is_control]),
     }
     return Design(name=name, data=sample, weighted=True, info=info)
 
