@@ -160,7 +160,8 @@ def generate(
     ep_med = np.concatenate([people.prev_med[has_prev], people.current_med[pre_hat], course.ep_med])
 
     # --- persons (every table is ordered by person number, then date, with numpy)
-    by_person = np.argsort(number, kind="stable")
+    by_person = np.empty(n, dtype=np.int64)  # argsort of the person numbers 1..n
+    by_person[number - 1] = np.arange(n)
     people_o = people.take(by_person)
     idx_o = idx[by_person]
     index_dates = _dates(idx_o)

@@ -24,6 +24,7 @@ import numpy as np
 from analysis.data.contract import DAYS_PER_YEAR
 from synthetic.population import HAT_MED, METHADONE, NO_DAY, People, choose
 from synthetic.spec import Scenario
+from synthetic.tables import stable_order
 
 __all__ = [
     "Course",
@@ -210,7 +211,7 @@ def simulate_course(
     end_time = np.where(died, death_time, cens)
     ep = [np.concatenate(x) for x in zip(*eps, strict=True)]
     sg = [np.concatenate(x) for x in zip(*segs, strict=True)]
-    order = np.argsort(sg[0] * float(_SCALE) + sg[1], kind="stable")
+    order = stable_order(sg[0] * float(_SCALE) + sg[1])
     sg = [x[order] for x in sg]
     return Course(
         died=died,

@@ -6,7 +6,7 @@ import numpy as np
 
 from analysis.data.contract import OFFENCES
 
-__all__ = ["offence_codes", "order_rows"]
+__all__ = ["offence_codes", "order_rows", "stable_order"]
 
 
 def order_rows(number: np.ndarray, day: np.ndarray, code: np.ndarray | None = None) -> np.ndarray:
@@ -68,6 +68,16 @@ def _packed_key(keys: list[np.ndarray]) -> np.ndarray | None:
     for key, span in ints:
         packed = packed * span + key
     return packed * n + np.arange(n, dtype=np.int64)
+
+
+def stable_order(key: np.ndarray) -> np.ndarray:
+    """``numpy.argsort(key, kind="stable")``, by the faster unstable sort when the keys are
+    distinct (then every sort gives the same order); a second, stable sort if they are not."""
+    order = np.argsort(key)
+    ordered = key[order]
+    if ordered.size < 2 or bool((ordered[1:] > ordered[:-1]).all()):
+        return order
+    return np.argsort(key, kind="stable")
 
 
 def offence_codes(u: np.ndarray, shares: dict[str, float]) -> np.ndarray:

@@ -592,3 +592,25 @@ def test_switchable_mortality_spike_after_leaving():
 
     off, on = early_deaths(1.0), early_deaths(4.0)
     assert on > 2.5 * off > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_row_orders_are_the_stable_sorts(seed: int) -> None:
+    """``order_rows`` (a packed key when the keys are whole numbers) is the stable lexsort,
+    ``stable_order`` the stable argsort, ties and fractional or missing keys included."""
+    from synthetic.tables import order_rows, stable_order
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 3000))
+    number = rng.integers(1, 60, n)
+    day = rng.integers(-30, 40, n).astype(float if seed % 2 else np.int64)
+    code = rng.integers(0, 4, n)
+    if seed == 3 and n:
+        day = day + 0.5 * (np.arange(n) % 2)  # not whole days: lexsort
+    for c in (None, code):
+        keys = (day,) if c is None else (c, day)
+        assert np.array_equal(order_rows(number, day, c), np.lexsort((*keys, number)))
+    key = rng.integers(0, 20, n).astype(float) if seed % 2 else rng.random(n)
+    if seed == 4 and n:
+        key[0] = np.nan
+    assert np.array_equal(stable_order(key), np.argsort(key, kind="stable"))
