@@ -426,9 +426,11 @@ def _matched_persons(
             "n_sets": np.r_[np.ones(n_t, np.int64), np.bincount(inv, minlength=n_c)],
         }
     )
-    # sorted by set, treated first, then id
-    key = pd.DataFrame({"set": data["match_set"], "arm": 1 - data[treatment], "id": data[id]})
-    order = key.sort_values(["set", "arm", "id"], kind="stable").index
+    # sorted by set, treated first, then id (every person once: the keys are distinct)
+    id_rank = np.empty(len(data), dtype=np.int64)
+    id_rank[np.argsort(data[id].to_numpy(), kind="stable")] = np.arange(len(data))
+    arm = 1 - data[treatment].to_numpy()
+    order = np.lexsort((id_rank, arm, data["match_set"].to_numpy()))
     return data.iloc[order].reset_index(drop=True)
 
 
