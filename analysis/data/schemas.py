@@ -26,9 +26,10 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-from pandera.engines import pandas_engine
 from pandera.errors import SchemaError, SchemaErrorReason
 
+from analysis.data._quick import cells_pass, quick_category, quick_parse, with_quick_test
+from analysis.data._quick import passes as _passes
 from analysis.data.contract import (
     HISTORY_OPTIONAL_COLUMNS,
     HISTORY_VERSION,
@@ -40,7 +41,6 @@ from analysis.data.parsing import (
     CATEGORIES,
     DATE_DTYPE,
     column_kind,
-    encode,
     normalise_table,
     parse_booleans,
     parse_dates,
@@ -102,52 +102,11 @@ _SINGULAR: dict[str, str] = {}
 _ROW_RULES: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
-#: attribute holding a check's quick test (see :func:`_passes`), which pandera's copies of the
-#: check keep: ``test(values)`` of a column check takes the column and returns whether every
-#: non-missing cell passes and, for a check that parses cells, the parsed column (as
-#: :func:`normalise_table` makes it; else ``None``); ``test(frame)`` of a frame check returns
-#: whether every row passes
-_QUICK = "_contract_quick_test"
-
-
 def _check(check: pa.Check, singular: str, quick: Callable | None = None) -> pa.Check:
     _SINGULAR[check.error] = singular
     if quick is not None:
-        setattr(check, _QUICK, quick)
+        with_quick_test(check, quick)
     return check
-
-
-def _quick_test(check: pa.Check) -> Callable | None:
-    return getattr(check, _QUICK, None)
-
-
-def _cells_pass(s: pd.Series, ok: pd.Series | np.ndarray) -> bool:
-    """Every non-missing cell of ``s`` passes (``ok``): pandera's ``ignore_na``."""
-    ok = np.asarray(ok, dtype=bool)
-    return bool(ok.all() or (ok | s.isna().to_numpy()).all())
-
-
-def _quick_parse(parse: Callable[[pd.Series], pd.Series], test: Callable | None = None):
-    """Quick test of a parse rule: the parsed column, and whether every present cell parses."""
-
-    def quick(s: pd.Series) -> tuple[bool, pd.Series]:
-        values = parse(s)
-        return _cells_pass(s, values.notna() if test is None else test(values)), values
-
-    return quick
-
-
-def _quick_category(allowed: tuple[str, ...]):
-    """Quick test of ``Check.isin(allowed)``: on the distinct values; the normalised column
-    (one string object per distinct value, as :func:`normalise_table` makes it)."""
-    allowed_set = frozenset(allowed)
-
-    def quick(s: pd.Series) -> tuple[bool, pd.Series]:
-        codes, uniques = encode(s)
-        passed = all(isinstance(u, str) and u in allowed_set for u in uniques)
-        return passed, pd.Series(np.append(uniques, None)[codes], index=s.index)
-
-    return quick
 
 
 def _integer_values(values: pd.Series) -> pd.Series:
@@ -180,10 +139,10 @@ _PARSE_RULES: dict[str, tuple[Callable[[pd.Series], pd.Series], str, str, str]] 
 
 #: kind -> quick test of its parse rule (the same parse as ``_PARSE_RULES``)
 _QUICK_PARSE: dict[str, Callable] = {
-    "date": _quick_parse(parse_dates),
-    "integer": _quick_parse(parse_numbers, _integer_values),
-    "number": _quick_parse(parse_numbers),
-    "boolean": _quick_parse(parse_booleans),
+    "date": quick_parse(parse_dates),
+    "integer": quick_parse(parse_numbers, _integer_values),
+    "number": quick_parse(parse_numbers),
+    "boolean": quick_parse(parse_booleans),
 }
 
 
@@ -192,7 +151,7 @@ def _format_checks(column: str) -> list[pa.Check]:
     if kind == "category":
         allowed = ", ".join(repr(v) for v in CATEGORIES[column])
         check = pa.Check.isin(CATEGORIES[column], error=f"are not one of {allowed}")
-        return [_check(check, f"is not one of {allowed}", _quick_category(CATEGORIES[column]))]
+        return [_check(check, f"is not one of {allowed}", quick_category(CATEGORIES[column]))]
     if kind in _PARSE_RULES:
         test, name, plural, singular = _PARSE_RULES[kind]
         return [_check(pa.Check(test, name=name, error=plural), singular, _QUICK_PARSE[kind])]
@@ -264,7 +223,7 @@ def _value_checks(table: str, column: str, extract_date: pd.Timestamp) -> list[p
             _check(
                 pa.Check.ge(0, error="are negative (must be >= 0)"),
                 "is negative (must be >= 0)",
-                lambda s: (_cells_pass(s, s >= 0), None),
+                lambda s: (cells_pass(s, s >= 0), None),
             )
         )
     if table == "persons" and column == "index_date":
@@ -273,7 +232,7 @@ def _value_checks(table: str, column: str, extract_date: pd.Timestamp) -> list[p
             _check(
                 pa.Check.le(extract_date, error=f"have an index_date after the extract date {day}"),
                 f"has an index_date after the extract date {day}",
-                lambda s: (_cells_pass(s, s <= extract_date), None),
+                lambda s: (cells_pass(s, s <= extract_date), None),
             )
         )
     return checks
@@ -395,78 +354,6 @@ def _error_from_schema(
         singular=singular,
         show=show,
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _engine_dtype(dtype: object) -> object:
-    """pandera's data type of a pandas dtype (looked up once: the look-up is slow)."""
-    return pandas_engine.Engine.dtype(dtype)
-
-
-def _passes(
-    schema: pa.DataFrameSchema,
-    df: pd.DataFrame,
-    parsed: dict[str, pd.Series] | None = None,
-    complete: set[str] | None = None,
-) -> bool:
-    """Whether ``df`` surely passes ``schema``: its rules checked without pandera's machinery.
-
-    The rules a contract schema has, evaluated as pandera evaluates them: columns present,
-    no missing value where not ``nullable``, no duplicate where ``unique``, the ``dtype``
-    (pandera's own dtype check) and each :class:`pandera.api.checks.Check` (on the column, or,
-    for the schema's checks, the frame): a check of this module by its quick test (the same
-    rule, vectorised, on the non-missing cells as pandera's ``ignore_na``), any other called
-    as pandera calls it. ``True`` only if every rule passes; on ``False`` the caller runs
-    pandera, which finds the broken rule and reports it, so a rule or a schema option this
-    function does not know of (or a check that raises) only costs the time of pandera's
-    validation. ``parsed`` (given) receives the columns the quick tests parsed, as
-    :func:`normalise_table` makes them (its ``parsed``).
-
-    ``complete`` names columns known to have no missing value, whose ``nullable`` rule is not
-    evaluated again; given for the normalised table (:func:`validate_table`), it names the
-    required columns of the table as read, found complete by the raw schema: once every
-    present cell parses (the raw schema's checks), :func:`normalise_table` gives a missing
-    value exactly where the cell was missing.
-    """
-    options = (schema.strict, schema.ordered, schema.unique, schema.coerce, schema.parsers)
-    if any(options) or schema.dtype is not None or schema.index is not None:
-        return False
-    if schema.add_missing_columns or schema.drop_invalid_rows or df.columns.has_duplicates:
-        return False
-    try:
-        for name, column in schema.columns.items():
-            if column.regex or column.coerce or column.parsers or column.default is not None:
-                return False
-            if name not in df.columns:
-                return False
-            s = df[name]
-            if not column.nullable and not (complete is not None and name in complete):
-                if s.hasnans:
-                    return False
-            if column.unique and not s.is_unique:
-                return False
-            if column.dtype is not None:
-                same = column.dtype.check(_engine_dtype(s.dtype), s)
-                if not (isinstance(same, bool | np.bool_) and same):
-                    return False
-            for check in column.checks:
-                quick = _quick_test(check)
-                if quick is None:
-                    if not bool(check(df, name).check_passed):
-                        return False
-                    continue
-                passed, values = quick(s)
-                if not passed:
-                    return False
-                if parsed is not None and values is not None:
-                    parsed[name] = values
-        for check in schema.checks:
-            quick = _quick_test(check)
-            if not (quick(df) if quick is not None else bool(check(df).check_passed)):
-                return False
-        return True
-    except Exception:  # a check that cannot run: pandera reports it
-        return False
 
 
 def _validate(
