@@ -225,23 +225,20 @@ def _newton_logit(y: np.ndarray, exog: np.ndarray) -> tuple[np.ndarray, bool]:
     def fitted(params: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-(np.dot(exog, params) + 0.0)))
 
-    def score(params: np.ndarray) -> np.ndarray:
-        return -np.dot(y - fitted(params), exog) / nobs
-
-    def hess(params: np.ndarray) -> np.ndarray:
-        L = fitted(params)
+    def hess(L: np.ndarray) -> np.ndarray:  # of the fitted values at the parameters
         return np.dot(L * (1 - L) * exog.T, exog) / nobs  # minus the (negative) Hessian
 
     iterations = 0
     old: np.ndarray | float = np.inf
     new = np.asarray([0.0] * exog.shape[1])
     while iterations < _NEWTON_MAXITER and np.any(np.abs(new - old) > _NEWTON_TOL):
-        H = np.asarray(hess(new))
+        L = fitted(new)  # statsmodels evaluates it twice, for the Hessian and the score
+        H = np.asarray(hess(L))
         H[np.diag_indices(H.shape[0])] += _NEWTON_RIDGE
         old = new
-        new = old - np.linalg.solve(H, score(old))
+        new = old - np.linalg.solve(H, -np.dot(y - L, exog) / nobs)
         iterations += 1
-    np.linalg.inv(hess(new))  # statsmodels' covariance: raises when singular
+    np.linalg.inv(hess(fitted(new)))  # statsmodels' covariance: raises when singular
     return new, iterations != _NEWTON_MAXITER
 
 
