@@ -160,6 +160,11 @@ def _check_exact_overlap(df: pd.DataFrame, config: StudyConfig) -> None:
     exact = list(config.matching.exact)
     if not exact:
         return
+    if len(exact) == 1:  # the usual case, by counts per code (missing is a cell of its own)
+        codes = pd.factorize(df[exact[0]], use_na_sentinel=False)[0]
+        treated = np.bincount(codes, weights=df["treatment"].to_numpy(dtype=np.float64))
+        if ((treated > 0) & (treated < np.bincount(codes))).any():
+            return
     counts = df.groupby(exact, dropna=False)["treatment"].agg(["sum", "size"])
     if ((counts["sum"] > 0) & (counts["sum"] < counts["size"])).any():
         return
