@@ -394,7 +394,7 @@ def conform_columns(
     -------
     frame : pandas.DataFrame
         The contract's columns, in contract order; absent optional columns are
-        all missing (``None``).
+        all missing (``None``). ``raw`` itself when it has exactly those columns.
     notes : list of str
         One note per filled or dropped column.
 
@@ -430,6 +430,8 @@ def conform_columns(
         )
     notes = [f"{file}: ignored unknown column '{c}'" for c in raw.columns if c not in expected]
     notes += [f"{file}: optional column '{c}' absent; filled with missing values" for c in absent]
+    if list(raw.columns) == list(expected):
+        return raw, notes  # already the contract's columns in order (a frame as read)
     out = raw.reindex(columns=list(expected))
     for column in absent:
         out[column] = pd.Series(None, index=raw.index, dtype=object)
