@@ -109,8 +109,10 @@ def _table1_evidence(
                 add("women", "%", len(x), float(x.sum()))
                 continue
             if cov == "region":
+                codes, uniques = pd.factorize(df["region"])  # once, not once per region
+                where = {u: i for i, u in enumerate(uniques)}
                 for region in REGIONS:
-                    x = (df["region"] == region).to_numpy(float)
+                    x = (codes == where.get(region, -2)).astype(float)
                     add(f"region: {region}", "%", len(x), float(x.sum()))
                 continue
             x = df[cov].to_numpy(float)
