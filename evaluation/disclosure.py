@@ -109,8 +109,10 @@ def _table1_evidence(
                 add("women", "%", len(x), float(x.sum()))
                 continue
             if cov == "region":
+                codes, uniques = pd.factorize(df["region"])  # once, not once per region
+                where = {u: i for i, u in enumerate(uniques)}
                 for region in REGIONS:
-                    x = (df["region"] == region).to_numpy(float)
+                    x = (codes == where.get(region, -2)).astype(float)
                     add(f"region: {region}", "%", len(x), float(x.sum()))
                 continue
             x = df[cov].to_numpy(float)
@@ -126,16 +128,37 @@ def _table1_evidence(
     return pd.DataFrame(rows)
 
 
+def _reference_rows(
+    sample: pd.DataFrame, reference: pd.DataFrame, ids: pd.Index, covariates: list[str], id: str
+) -> np.ndarray | None:
+    """Row of ``reference`` (whose ``id`` column is ``ids``) holding each row of ``sample``
+    (same ``id``, same covariate values), or ``None`` if some row has no such row there."""
+    if id not in sample.columns or not ids.is_unique:
+        return None
+    rows = ids.get_indexer(sample[id])
+    if (rows < 0).any():
+        return None
+    for c in covariates:
+        a, b = sample[c].to_numpy(), reference[c].to_numpy()[rows]
+        if not (pd.isna(a) == pd.isna(b)).all() or not (a == b)[~pd.isna(a)].all():
+            return None
+    return rows
+
+
 def _balance_evidence(
-    samples: Mapping[str, pd.DataFrame], reference: pd.DataFrame, covariates: Iterable[str]
+    samples: Mapping[str, pd.DataFrame],
+    reference: pd.DataFrame,
+    covariates: Iterable[str],
+    id: str = "person_id",
 ) -> pd.DataFrame:
     """Persons behind each standardised difference: per design column, sample and arm.
 
-    The samples other than ``reference`` itself are expanded together in one
-    :func:`~analysis.design.missing.design_matrix` call (each row's columns depend only on
-    the row and on ``reference``), with the :class:`~analysis.design.missing.DesignSpec`
-    fitted on ``reference`` (:func:`~analysis.design.missing.fit_design`), so the reference
-    is expanded once.
+    A design row depends only on the row and on ``reference``, so ``reference`` is
+    expanded once (:func:`~analysis.design.missing.fit_design`) and a sample whose rows
+    are rows of ``reference`` (same ``id`` and covariate values: the matched and weighted
+    samples of the cohort) reads its rows there. Any other samples are expanded together
+    in one :func:`~analysis.design.missing.design_matrix` call with the
+    :class:`~analysis.design.missing.DesignSpec` fitted on ``reference``.
     """
     covariates = list(covariates)
     spec = {"transforms": TRANSFORMS, "levels": LEVELS, "drop_first": False}
@@ -143,7 +166,16 @@ def _balance_evidence(
     binary = {
         c: set(np.unique(ref[c])) >= {0.0, 1.0} and ref[c].nunique() <= 3 for c in ref.columns
     }
-    others = [name for name, df in samples.items() if df is not reference]
+    X = ref.to_numpy()
+    ones, zeros = X == 1, X == 0
+    ids = pd.Index(reference[id] if id in reference.columns else [])
+    rows_in = {
+        name: np.arange(len(df))
+        if df is reference
+        else _reference_rows(df, reference, ids, covariates, id)
+        for name, df in samples.items()
+    }
+    others = [name for name, rows in rows_in.items() if rows is None]
     stacked = (
         design_matrix(
             pd.concat([samples[name][covariates] for name in others], ignore_index=True),
@@ -154,31 +186,34 @@ def _balance_evidence(
         if others
         else np.empty((0, ref.shape[1]))
     )
-    rows = []
+    out = []
     start = 0
     for sample, df in samples.items():
-        if df is reference:
-            X = ref.to_numpy()
-        else:
-            X = stacked[start : start + len(df)]
-            start += len(df)
         treated = df["treatment"].to_numpy() == 1
+        rows = rows_in[sample]
+        if rows is None:
+            sub = stacked[start : start + len(df)]
+            start += len(df)
+            one, zero = sub == 1, sub == 0
+        elif df is reference:
+            one, zero = ones, zeros
+        else:
+            one, zero = ones[rows], zeros[rows]
         for group, mask in (("HAT", treated), ("OST", ~treated)):
-            sub = X[mask]
-            n_one, n_zero = (sub == 1).sum(axis=0), (sub == 0).sum(axis=0)
+            n_one, n_zero = one[mask].sum(axis=0), zero[mask].sum(axis=0)
             for j, col in enumerate(ref.columns):
-                rows.append(
+                out.append(
                     {
                         "variable": col,
                         "sample": sample,
                         "group": group,
                         "binary": bool(binary.get(col, False)),
-                        "n": int(sub.shape[0]),
+                        "n": int(mask.sum()),
                         "n_one": int(n_one[j]),
                         "n_zero": int(n_zero[j]),
                     }
                 )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(out)
 
 
 def _time_counts(
@@ -285,7 +320,7 @@ def disclosure_evidence(
     balance_samples = {"before": df, "matched": matched}
     if "iptw" in designs:
         d = designs["iptw"].data
-        columns = [*dict.fromkeys([*covariates, "treatment"])]
+        columns = [*dict.fromkeys(["person_id", *covariates, "treatment"])]
         balance_samples["iptw"] = d.loc[d["weight"].to_numpy(float) > 0, columns]
     ret = matched[matched["in_retention"]]
     km_type = ret["discontinued"].to_numpy(float).astype(int)

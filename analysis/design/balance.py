@@ -95,7 +95,8 @@ def _weighted_mean_var(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nda
         nan = np.full(X.shape[1], np.nan)
         return nan, nan
     mean = w @ X / sw
-    ss = w @ (X - mean) ** 2
+    dev = X - mean
+    ss = w @ np.square(dev, out=dev)  # squared in place: one temporary of X's size, not two
     denom = sw - (w @ w) / sw
     var = ss / denom if denom > 0 else np.full(X.shape[1], np.nan)
     return mean, var

@@ -45,8 +45,13 @@ def _covariate_rows(
         shown = levels.get(cov)
         if shown is None:
             shown = sorted(s.dropna().astype(str).unique())
-        # a share of every person: a missing value is in no level's row
-        return [(f"{cov}: {lv}", "%", (s == lv).to_numpy(float), True) for lv in shown]
+        # a share of every person: a missing value is in no level's row (code -1); one
+        # factorisation instead of a comparison of every value per level
+        codes, uniques = pd.factorize(s)
+        where = {u: i for i, u in enumerate(uniques)}
+        return [
+            (f"{cov}: {lv}", "%", (codes == where.get(lv, -2)).astype(float), True) for lv in shown
+        ]
     x = s.to_numpy(float, na_value=np.nan)
     if cov in binary or is_bool_dtype(s):
         rows = [(cov, "%", x, True)]

@@ -298,9 +298,10 @@ def match(
     Notes
     -----
     Deterministic: the same data in any row order give the same sets. Cost: one sort
-    of the controls, ``O(n_c log n_c)``, then per round and block of treated persons a
-    few vectorised passes of ``O(B log n_c)`` (more where many treated compete for few
-    controls); memory ``O(n_c + B)`` (module :mod:`analysis.design._nearest`).
+    of the controls, ``O(n_c log n_c)``, then without replacement a step of a few union-find
+    look-ups per treated person and round (a loop over Python lists), with replacement
+    vectorised blocks of treated persons; memory ``O(n_c)`` (module
+    :mod:`analysis.design._nearest`).
 
     References
     ----------

@@ -248,7 +248,12 @@ def build_designs(
     if sens.naive:
         designs["naive"] = Design(
             name="naive",
-            data=df.assign(weight=1.0, cluster=df["person_id"]),
+            # df's columns shared, not copied (no design's data is written in place)
+            data=pd.concat(
+                [df, pd.DataFrame({"weight": 1.0, "cluster": df["person_id"]}, index=df.index)],
+                axis=1,
+                copy=False,
+            ),
             weighted=False,
             info={
                 "n_treated": int(df["treatment"].sum()),
@@ -278,7 +283,7 @@ def cohort_stage(state: StudyState, config: StudyConfig) -> StudyState:
         A group is empty after exclusions, or no exact-matching cell holds both groups.
     """
     cohort = derive_cohort(state.extract, gap_days=config.gap_days)
-    df = cohort.table.copy()
+    df = cohort.table.copy(deep=False)  # columns added, the cohort's own never written
     df[CALENDAR_COVARIATE] = calendar_years(df["index_date"])
     n_hat = int(df["treatment"].sum())
     n_ost = int(len(df) - n_hat)
