@@ -79,6 +79,7 @@ from evaluation.stages.imputation import (
     OUTCOME_TRANSFORMS,
     not_imputed,
     outcome_predictors,
+    sensitivity_failed,
 )
 from evaluation.stages.outcomes import incidence, outcome_estimates
 from evaluation.stages.secondary import primary_extras
@@ -275,7 +276,10 @@ def with_imputation(
 
     Imputes when ``missing`` is ``mi`` or ``imputation.sensitivity`` is not ``false``, and
     a covariate of the propensity model is missing on some dates (and observed on others);
-    otherwise returns ``study`` with ``design.missing`` saying why it did not.
+    otherwise returns ``study`` with ``design.missing`` saying why it did not. As the
+    sensitivity analysis (``missing: indicator``) a failure of the imputations is a warning
+    and a note in ``design.missing``; with ``missing: mi`` it is a
+    :class:`~evaluation.study.StudyError`.
     """
     if config.missing != "mi" and not config.imputation.reports_other():
         return _skipped(study, config, "configuration")
@@ -285,13 +289,14 @@ def with_imputation(
             return _skipped(study, config, "no_missing_values")
         runs = run_imputations(frame, config)
     except (ValueError, np.linalg.LinAlgError) as exc:
-        raise StudyError(f"multiple imputation failed: {exc}") from None
+        error = StudyError(f"multiple imputation failed: {exc}")
+        return _skipped(study, config, "failed", sensitivity_failed(error, config))
     return amend_study(study, frame, runs, config, truth=history.truth, info=_mean_info(runs))
 
 
-def _skipped(study: Study, config: StudyConfig, reason: str) -> Study:
+def _skipped(study: Study, config: StudyConfig, reason: str, detail: str | None = None) -> Study:
     """``study`` with ``design.missing`` saying why nothing was imputed."""
     results = dict(study.results)
     design = dict(results["design"])
-    design["missing"] = not_imputed(config, design.get("primary"), reason)
+    design["missing"] = not_imputed(config, design.get("primary"), reason, detail)
     return Study(results={**results, "design": design}, tables=study.tables)

@@ -36,6 +36,7 @@ imputation and propensity scores. *Stat Med* 38(26):5120-5132.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -78,6 +79,7 @@ __all__ = [
     "missing_shares",
     "not_imputed",
     "outcome_predictors",
+    "sensitivity_failed",
     "pooled_e_values",
 ]
 
@@ -369,30 +371,51 @@ NOT_IMPUTED = {
     "configuration": "switched off by the study configuration (imputation.sensitivity: false)",
     "no_missing_values": "no covariate of the propensity model has a missing value: multiple "
     "imputation would repeat the missing-indicator analysis, so it was not run",
+    "failed": "the multiple-imputation sensitivity analysis failed and is left out",
 }
 
 
-def not_imputed(config: StudyConfig, primary_design: str | None, reason: str) -> dict[str, Any]:
+def not_imputed(
+    config: StudyConfig, primary_design: str | None, reason: str, detail: str | None = None
+) -> dict[str, Any]:
     """``design.missing`` of a study that did not impute: the method and why (``reason``).
 
     ``reason`` is a key of :data:`NOT_IMPUTED` (``configuration``: ``missing: indicator``
-    with ``imputation.sensitivity: false``; ``no_missing_values``: nothing to impute).
+    with ``imputation.sensitivity: false``; ``no_missing_values``: nothing to impute;
+    ``failed``: the sensitivity analysis failed, ``detail`` says how).
     """
+    note = NOT_IMPUTED[reason] + (f": {detail}" if detail else "")
     return {
         "method": config.missing,
         "primary_design": primary_design,
         "sensitivity": None,
         "not_imputed": reason,
-        "note": NOT_IMPUTED[reason],
+        "note": note,
     }
 
 
-def _imputation_skipped(state: StudyState, config: StudyConfig, reason: str) -> StudyState:
+def sensitivity_failed(exc: Exception, config: StudyConfig) -> str:
+    """The failure of the imputations as text, warned about; re-raised when MI is primary.
+
+    Multiple imputation as the sensitivity analysis (``missing: indicator``) must not
+    stop the study: its failure is a warning and a note in ``design.missing``.
+    """
+    if config.missing == "mi":
+        raise exc from None
+    text = str(exc).removeprefix("multiple imputation failed: ")
+    warnings.warn(f"{NOT_IMPUTED['failed']}: {text}", RuntimeWarning, stacklevel=2)
+    return text
+
+
+def _imputation_skipped(
+    state: StudyState, config: StudyConfig, reason: str, detail: str | None = None
+) -> StudyState:
     """``state`` with ``design.missing`` saying why nothing was imputed."""
     if state.document is None or state.document.design is None:
         return state
     doc = state.document.to_json_dict()
-    doc["design"]["missing"] = not_imputed(config, doc["design"].get("primary"), reason)
+    primary = doc["design"].get("primary")
+    doc["design"]["missing"] = not_imputed(config, primary, reason, detail)
     return replace(state, document=ResultsDocument.model_validate(doc))
 
 
@@ -431,13 +454,18 @@ def imputation_stage(state: StudyState, config: StudyConfig) -> StudyState:
     Raises
     ------
     StudyError
-        An imputation model or an analysis of an imputed dataset failed.
+        With ``missing: mi``, an imputation model or an analysis of an imputed dataset
+        failed (as the sensitivity analysis, a failure is a warning and a note in
+        ``design.missing``: :func:`sensitivity_failed`).
     """
     if config.missing != "mi" and not config.imputation.reports_other():
         return _imputation_skipped(state, config, "configuration")
     if not incomplete(state.data, config):
         return _imputation_skipped(state, config, "no_missing_values")
-    runs, impute, kinds = _run_imputations(state, config)
+    try:
+        runs, impute, kinds = _run_imputations(state, config)
+    except StudyError as exc:
+        return _imputation_skipped(state, config, "failed", sensitivity_failed(exc, config))
     truth = truth_lookup(state.extract.truth)
     primary_mi = config.missing == "mi"
     primary = {(e.method, e.outcome, e.measure) for e in state.estimates if e.primary}
