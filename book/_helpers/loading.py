@@ -229,6 +229,13 @@ def other_missing_method(e: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+def other_missing_label(other: Mapping[str, Any]) -> str:
+    """Column heading of :func:`other_missing_method`'s estimates: which method they are."""
+    if str(other.get("method", "")).endswith("_mi"):
+        return "multiple imputation (sensitivity)"
+    return "missing-indicator method (sensitivity)"
+
+
 def missing_methods_note() -> str:
     """A sentence on the two methods for missing covariates, from ``design.missing``."""
     info = section("design", "missing", default={}) or {}
