@@ -84,10 +84,13 @@ class ImputationConfig(_Frozen):
         "null (default): on in a study run (python -m evaluation.run), off in the replicates "
         "of a simulation, whose configuration decides (true: impute in every replicate); "
         "false: off, and results.json and the report say it was switched off. With m = 20 "
-        "it costs the default study about 20 CPU-seconds (7 s -> 12 s on two cores; "
+        "it costs the default study about 22 CPU-seconds (8 -> 30 CPU-s; on two idle cores "
+        "about 7 s -> 18 s), the version-2 ci extract about 23 CPU-s and the default history "
+        "scenario about 280 CPU-s (58 -> 340 CPU-s; on two idle cores about 1 -> 3.5 min; "
         "benchmarks/README.md). Not run when no covariate of the propensity model has a "
         "missing value (multiple imputation would repeat the missing-indicator analysis; "
-        "results.json says so)",
+        "results.json says so); as the sensitivity analysis, a failure of the imputations is "
+        "a warning and a note in results.json, not a failed study",
     )
     n_jobs: int = Field(
         2,
