@@ -76,12 +76,21 @@ class ImputationConfig(_Frozen):
         10, ge=1, le=200, description="cycles of the chained equations per imputed dataset"
     )
     k_pmm: int = Field(5, ge=1, le=50, description="donors of predictive mean matching")
-    sensitivity: bool = Field(
-        False,
-        description="with missing: indicator, also report the multiple-imputation estimates "
-        "(cox_matched_mi...); with missing: mi the missing-indicator estimates are always "
-        "reported. Off by default: with m = 20 it adds about 20 CPU-seconds to the default "
-        "study (about 11 s on two cores to its 7 s; benchmarks/README.md)",
+    sensitivity: bool | None = Field(
+        None,
+        description="report the other missing-data method beside the primary one: with "
+        "missing: indicator the multiple-imputation estimates (cox_matched_mi...), with "
+        "missing: mi the missing-indicator estimates (always computed, so always reported). "
+        "null (default): on in a study run (python -m evaluation.run), off in the replicates "
+        "of a simulation, whose configuration decides (true: impute in every replicate); "
+        "false: off, and results.json and the report say it was switched off. With m = 20 "
+        "it costs the default study about 22 CPU-seconds (8 -> 30 CPU-s; on two idle cores "
+        "about 7 s -> 18 s), the version-2 ci extract about 23 CPU-s and the default history "
+        "scenario about 280 CPU-s (58 -> 340 CPU-s; on two idle cores about 1 -> 3.5 min; "
+        "benchmarks/README.md). Not run when no covariate of the propensity model has a "
+        "missing value (multiple imputation would repeat the missing-indicator analysis; "
+        "results.json says so); as the sensitivity analysis, a failure of the imputations is "
+        "a warning and a note in results.json, not a failed study",
     )
     n_jobs: int = Field(
         2,
@@ -89,6 +98,20 @@ class ImputationConfig(_Frozen):
         description="processes working on the imputations at once: this one and n_jobs - 1 "
         "worker processes (1 = all in this process); the results do not depend on it",
     )
+
+    def reports_other(self) -> bool:
+        """Whether ``sensitivity`` asks for the other method (``None``: yes, a study run)."""
+        return self.sensitivity is not False
+
+    def for_scope(self, scope: str) -> ImputationConfig:
+        """This configuration with ``sensitivity`` decided for a run's scope.
+
+        ``None`` becomes ``True`` in a full study run and ``False`` in a simulation
+        replicate (``scope="estimates"``); ``True`` and ``False`` stay as they are.
+        """
+        if self.sensitivity is not None:
+            return self
+        return self.model_copy(update={"sensitivity": scope == "full"})
 
 
 class DisclosureConfig(_Frozen):

@@ -4,9 +4,9 @@
 the cohort, the propensity score and the designs (primary 1:k propensity-score matching
 and the sensitivity designs: IPTW, narrower caliper, 1:1, naive), balance, the outcome
 models of every design, and the results document with the tables behind the report
-(:mod:`evaluation.stages`); with ``missing: mi`` (or ``imputation.sensitivity``) the
-designs and outcome models are repeated within multiply imputed datasets and pooled
-(:mod:`evaluation.stages.imputation`). It reads and writes no files. A stage is a function
+(:mod:`evaluation.stages`); then the designs and outcome models are repeated within
+multiply imputed datasets and pooled (:mod:`evaluation.stages.imputation`): the primary
+analysis with ``missing: mi``, else the sensitivity analysis (by default in a full study). It reads and writes no files. A stage is a function
 ``(state, config) -> state``, so the simulation and the benchmarks run the same stages.
 """
 
@@ -132,7 +132,9 @@ def run_study(
         disclosure evidence, E-values or proportional-hazards tests; ``results`` holds
         ``cohort``, ``estimates`` and ``truth``, ``tables`` is empty): what a simulation
         replicate keeps. With multiple imputation configured (``missing: mi`` or
-        ``imputation.sensitivity``) and for a version-2 extract the full study is run.
+        ``imputation.sensitivity: true``) and for a version-2 extract the full study is run.
+        ``imputation.sensitivity: null`` (the default) is on in the full study and off with
+        ``"estimates"``.
 
     Returns
     -------
@@ -164,13 +166,15 @@ def run_study(
 def _run_study(
     extract: Extract | HistoryExtract, config: StudyConfig, *, steps: Steps | None, scope: Scope
 ) -> Study:
+    # imputation.sensitivity: None is on in a full study, off in a replicate's estimates
+    config = config.model_copy(update={"imputation": config.imputation.for_scope(scope)})
     if isinstance(extract, HistoryExtract):
         from evaluation.target_trial import run_target_trial
 
         return run_target_trial(extract, config, steps=steps)
     if scope not in ("full", "estimates"):
         raise ValueError(f"scope must be 'full' or 'estimates', got {scope!r}")
-    imputation = config.missing == "mi" or config.imputation.sensitivity
+    imputation = config.missing == "mi" or config.imputation.reports_other()
     stages = ESTIMATE_STAGES if scope == "estimates" and not imputation else STAGES
     state = run_stages(StudyState(extract=extract), config, stages, steps=steps)
     return Study(results=state.document, tables=state.tables)

@@ -204,6 +204,8 @@ def study_fingerprint(
     study = config.to_dict()
     for key in ("seed", "scenario", "n_hat", "n_ost"):
         study.pop(key)
+    # imputation.sensitivity null is off in a replicate, as false: the same study
+    study["imputation"]["sensitivity"] = bool(config.imputation.for_scope("estimates").sensitivity)
     content: dict[str, Any] = {
         "record_version": RECORD_VERSION,
         "scenario": scenario,

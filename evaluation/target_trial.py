@@ -366,9 +366,7 @@ def run_target_trial(
     )
     tables.update(trial_evidence(matched, covariates=tt.analysis.covariates))
     study = Study(results=results, tables=tables)
-    if config.missing == "mi" or config.imputation.sensitivity:
-        from evaluation.target_trial_mi import with_imputation
+    from evaluation.target_trial_mi import with_imputation
 
-        with steps.step("multiple imputation"):
-            study = with_imputation(study, history, rs, config)
-    return study
+    with steps.step("multiple imputation"):
+        return with_imputation(study, history, rs, config)

@@ -36,8 +36,12 @@ the run time by ``m``.
 :func:`with_imputation` amends the finished :class:`~evaluation.study.Study` of
 :func:`evaluation.target_trial.run_target_trial`, as the version-1 imputation stage amends
 the results document: with ``missing: mi`` the pooled estimates are the primary ones and the
-missing-indicator estimates the sensitivity ones; with ``imputation.sensitivity`` they are
-added as sensitivity estimates.
+missing-indicator estimates the sensitivity ones; with ``missing: indicator`` they are
+added as sensitivity estimates unless ``imputation.sensitivity`` is ``false`` (its default
+``null`` is on in a study run, off in a simulation replicate). When nothing is imputed
+(switched off, or no covariate on the date missing where some are observed)
+``design.missing`` says why, as in version 1
+(:func:`evaluation.stages.imputation.not_imputed`).
 
 References
 ----------
@@ -70,7 +74,13 @@ from evaluation import study_design
 from evaluation.config import StudyConfig
 from evaluation.disclosure_trial import _estimates_evidence
 from evaluation.stages.designs import Design
-from evaluation.stages.imputation import MI_STREAM, OUTCOME_TRANSFORMS, outcome_predictors
+from evaluation.stages.imputation import (
+    MI_STREAM,
+    OUTCOME_TRANSFORMS,
+    not_imputed,
+    outcome_predictors,
+    sensitivity_failed,
+)
 from evaluation.stages.outcomes import incidence, outcome_estimates
 from evaluation.stages.secondary import primary_extras
 from evaluation.study import Study, StudyError
@@ -264,13 +274,29 @@ def with_imputation(
 ) -> Study:
     """The target trial's study with the multiple-imputation estimates (see the module).
 
-    Returns ``study`` unchanged when no covariate of the propensity model is missing.
+    Imputes when ``missing`` is ``mi`` or ``imputation.sensitivity`` is not ``false``, and
+    a covariate of the propensity model is missing on some dates (and observed on others);
+    otherwise returns ``study`` with ``design.missing`` saying why it did not. As the
+    sensitivity analysis (``missing: indicator``) a failure of the imputations is a warning
+    and a note in ``design.missing``; with ``missing: mi`` it is a
+    :class:`~evaluation.study.StudyError`.
     """
+    if config.missing != "mi" and not config.imputation.reports_other():
+        return _skipped(study, config, "configuration")
     try:
         frame = imputation_units(history, rs, config)
         if frame is None:
-            return study
+            return _skipped(study, config, "no_missing_values")
         runs = run_imputations(frame, config)
     except (ValueError, np.linalg.LinAlgError) as exc:
-        raise StudyError(f"multiple imputation failed: {exc}") from None
+        error = StudyError(f"multiple imputation failed: {exc}")
+        return _skipped(study, config, "failed", sensitivity_failed(error, config))
     return amend_study(study, frame, runs, config, truth=history.truth, info=_mean_info(runs))
+
+
+def _skipped(study: Study, config: StudyConfig, reason: str, detail: str | None = None) -> Study:
+    """``study`` with ``design.missing`` saying why nothing was imputed."""
+    results = dict(study.results)
+    design = dict(results["design"])
+    design["missing"] = not_imputed(config, design.get("primary"), reason, detail)
+    return Study(results={**results, "design": design}, tables=study.tables)

@@ -18,12 +18,29 @@ def small_extract(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def previous_results(small_extract, tmp_path_factory) -> Path:
-    """A results folder written by the package (no report) from :func:`small_extract`."""
+def no_mi_config(tmp_path_factory) -> Path:
+    """A study configuration file without the multiple-imputation sensitivity analysis.
+
+    For tests of the command and the results folder: the analysis is on by default (m = 20
+    imputations per study) and is tested in ``tests/test_imputation.py``.
+    """
+    path = tmp_path_factory.mktemp("config") / "no-mi.yml"
+    path.write_text("imputation: {sensitivity: false}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def previous_results(small_extract, no_mi_config, tmp_path_factory) -> Path:
+    """A results folder written by the package (no report) from :func:`small_extract`.
+
+    Without the multiple-imputation sensitivity analysis (on by default; tested in
+    ``tests/test_imputation.py``).
+    """
     from evaluation.run import main
 
     out = tmp_path_factory.mktemp("previous") / "results"
-    assert main(["--no-book", "--quiet", "--data", str(small_extract), "--out", str(out)]) == 0
+    args = ["--no-book", "--quiet", "--data", str(small_extract), "--config", str(no_mi_config)]
+    assert main([*args, "--out", str(out)]) == 0
     return out
 
 

@@ -301,22 +301,99 @@ def test_mi_stage_same_seed_same_bytes_whatever_jobs(small_extract, mi_study):
     assert json.dumps(again.results, sort_keys=True) == json.dumps(mi_study.results, sort_keys=True)
 
 
-def test_default_configuration_runs_no_imputation(small_extract):
+def test_default_study_reports_the_multiple_imputation_sensitivity(small_extract):
+    """End to end on the default configuration: the MI estimates are added, nothing else moves.
+
+    ``imputation.sensitivity`` is ``null`` by default: on in a study run (m = 20 imputations
+    pooled by Rubin's rules, not primary, with the fraction of missing information), off
+    in a simulation replicate's ``scope="estimates"``; ``false`` switches it off, and
+    ``design.missing`` says so.
+    """
     from analysis.data.extract import read_extract
     from evaluation.config import StudyConfig
     from evaluation.pipeline import run_study
 
-    study = run_study(read_extract(small_extract), StudyConfig())
-    assert not [e for e in study.results["estimates"] if e["method"].endswith("_mi")]
-    assert "missing" not in study.results["design"] and "balance_mi" not in study.tables
-    sens = StudyConfig.model_validate(
-        {"imputation": {"m": 2, "iterations": 1, "sensitivity": True, "n_jobs": 1}}
-    )
-    doc = run_study(read_extract(small_extract), sens).document
+    extract = read_extract(small_extract)
+    study = run_study(extract, StudyConfig())
+    doc = study.document
     assert doc.design.primary == "matched"
-    assert doc.select(model="cox", design="matched_mi") and not any(
-        e.primary for e in doc.select(design="matched_mi")
-    )
+    assert doc.design.get("missing") == {
+        "method": "indicator",
+        "primary_design": "matched",
+        "sensitivity": "multiple imputation (matched_mi, iptw_mi)",
+    }
+    assert doc.design.designs["matched_mi"]["imputation"]["m"] == 20
+    assert {"matched_mi", "iptw_mi"} <= set(doc.design.designs)
+    mi = doc.select(design="matched_mi") + doc.select(design="iptw_mi")
+    assert {e.method for e in mi if e.model in ("cox", "rate")} == {
+        "cox_matched_mi", "rate_matched_mi", "cox_iptw_mi", "rate_iptw_mi"
+    }  # fmt: skip
+    assert not any(e.primary for e in mi)
+    for e in mi:
+        if e.estimate is None:
+            continue
+        # Rubin's rules over the imputations that gave an estimate: T = W + (1 + 1/m) B
+        pooling, m = e.details.get("pooling"), e.details.get("pooling")["m"]
+        assert e.details.get("n_imputations") == 20 and 2 <= m <= 20
+        total = pooling["within"] + (1 + 1 / m) * pooling["between"]
+        assert pooling["total"] == pytest.approx(total)
+        assert 0 <= pooling["fmi"] <= 1 and pooling["df"] > 0
+    assert {"missing", "balance_mi", "imputation_trace"} <= set(study.tables)
+
+    # switched off: the same study without the additions, and design.missing says why
+    off = run_study(extract, StudyConfig(imputation={"sensitivity": False}))
+    assert off.results["design"]["missing"]["not_imputed"] == "configuration"
+    kept = [e for e in study.results["estimates"] if not e["method"].endswith("_mi")]
+    assert json.dumps(kept) == json.dumps(off.results["estimates"])
+    assert {
+        k: v
+        for k, v in study.results["design"].items()
+        if k not in ("designs", "max_abs_smd", "missing")
+    } == {
+        k: v
+        for k, v in off.results["design"].items()  # fmt: skip
+        if k not in ("designs", "max_abs_smd", "missing")
+    }
+    # a simulation replicate's scope: off unless its configuration asks for it
+    fast = run_study(extract, StudyConfig(), scope="estimates")
+    assert not [e for e in fast.results["estimates"] if e["method"].endswith("_mi")]
+
+
+def test_nothing_to_impute_is_said(small_extract):
+    """No missing covariate of the propensity model: MI is not run, and results.json says so."""
+    from analysis.data.extract import read_extract
+    from evaluation.config import StudyConfig
+    from evaluation.pipeline import run_study
+
+    config = StudyConfig(covariates=("age", "sex", "region"), calendar_time=False)
+    for missing in ("indicator", "mi"):
+        res = run_study(read_extract(small_extract), config.model_copy(update={"missing": missing}))
+        note = res.results["design"]["missing"]
+        assert note["method"] == missing and note["primary_design"] == "matched"
+        assert note["not_imputed"] == "no_missing_values" and note["sensitivity"] is None
+        assert not [e for e in res.results["estimates"] if e["method"].endswith("_mi")]
+        assert res.results["design"]["primary"] == "matched"
+
+
+def test_a_failed_sensitivity_analysis_is_a_warning_not_a_failed_study(small_extract, monkeypatch):
+    """MI as the sensitivity analysis: its failure is warned about and noted; as primary, fatal."""
+    from analysis.data.extract import read_extract
+    from evaluation.config import StudyConfig
+    from evaluation.pipeline import StudyError, run_study
+    from evaluation.stages import imputation
+
+    def broken(state, config):
+        raise StudyError("multiple imputation failed: singular matrix")
+
+    monkeypatch.setattr(imputation, "_run_imputations", broken)
+    extract = read_extract(small_extract)
+    with pytest.warns(RuntimeWarning, match="sensitivity analysis failed .*singular matrix"):
+        res = run_study(extract, StudyConfig()).results
+    assert res["design"]["missing"]["not_imputed"] == "failed"
+    assert "singular matrix" in res["design"]["missing"]["note"]
+    assert res["design"]["primary"] == "matched"
+    with pytest.raises(StudyError, match="multiple imputation failed: singular matrix"):
+        run_study(extract, StudyConfig(missing="mi"))
 
 
 # --------------------------------------------------------------------------- the scenario

@@ -51,9 +51,21 @@ def tree_hash(root: Path, *, skip: Path | None = None) -> dict[str, str]:
     return out
 
 
+#: ``--config`` of the runs here, set by :func:`_without_imputation` (a test's own ``--config``
+#: comes after it and wins)
+STUDY_CONFIG: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _without_imputation(no_mi_config, monkeypatch):
+    """The command is tested here, not the multiple-imputation sensitivity analysis (on by
+    default, m = 20 imputations per study): the runs switch it off."""
+    monkeypatch.setattr(sys.modules[__name__], "STUDY_CONFIG", ["--config", str(no_mi_config)])
+
+
 def run_main(capsys, *args: str) -> tuple[int, list[str]]:
     """Run the command in-process; return the exit status and the lines on stderr."""
-    status = main(["--no-book", "--quiet", *args])
+    status = main(["--no-book", "--quiet", *STUDY_CONFIG, *args])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return status, err.splitlines()

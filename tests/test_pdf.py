@@ -44,7 +44,10 @@ def built(tmp_path_factory) -> tuple[Path, Path, Path]:
 
     tmp = tmp_path_factory.mktemp("pdf")
     config = tmp / "small.yml"
-    config.write_text("scenario: ci\nseed: 5\nn_hat: 30\nn_ost: 200\n", encoding="utf-8")
+    config.write_text(
+        "scenario: ci\nseed: 5\nn_hat: 30\nn_ost: 200\nimputation: {sensitivity: false}\n",
+        encoding="utf-8",
+    )
     results = tmp / "results"
     assert main(["--quiet", "--no-book", "--config", str(config), "--out", str(results)]) == 0
     html = build_book(results, pdf=True)

@@ -160,7 +160,7 @@ def check_html(html_dir: Path, *, t: int = T) -> list[str]:
 # ----------------------------------------------------------------------------- helpers
 def _results_folder(tmp: Path, data: Path, **config) -> Path:
     """Run the study on ``data`` and write a results folder with its release."""
-    cfg = load_config(**config)
+    cfg = load_config(**{"imputation": {"sensitivity": False}, **config})
     study = run_study(read_extract(data), cfg)
     out = tmp / "results"
     manifest = {"created": "2026-01-01T00:00:00+00:00", "config": cfg.to_dict(),

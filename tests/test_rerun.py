@@ -118,7 +118,10 @@ def reference(tmp_path_factory) -> tuple[Path, Path, bool]:
 
     tmp = tmp_path_factory.mktemp("reference")
     config = tmp / "small.yml"
-    config.write_text("scenario: ci\nseed: 5\nn_hat: 30\nn_ost: 200\n", encoding="utf-8")
+    config.write_text(
+        "scenario: ci\nseed: 5\nn_hat: 30\nn_ost: 200\nimputation: {sensitivity: false}\n",
+        encoding="utf-8",
+    )
     folder = tmp / "results"
     assert main(["--quiet", "--no-book", "--config", str(config), "--out", str(folder)]) == 0
     # the appendix alone, built as the book builds it (the whole book is tested elsewhere)

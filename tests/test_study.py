@@ -18,7 +18,7 @@ from evaluation import study_design
 from evaluation.config import load_config
 from evaluation.pipeline import build_designs, run_study
 from evaluation.results_folder import dumps
-from tests.study_helpers import estimates, study_on_scenario
+from tests.study_helpers import NO_MI, estimates, study_on_scenario
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +58,13 @@ def test_csv_parquet_and_shuffled_rows_give_identical_results(ci_study, tmp_path
             df.to_csv(shuffled / path.name, index=False)
         else:
             (shuffled / path.name).write_bytes(path.read_bytes())
-    again = run_study(read_extract(shuffled), load_config(seed=11))
+    again = run_study(read_extract(shuffled), load_config(seed=11, **NO_MI))
     assert dumps(again.results) == dumps(study.results)
 
 
 def test_same_seed_same_bytes(ci_study):
     study, data = ci_study
-    again = run_study(read_extract(data), load_config(seed=11))
+    again = run_study(read_extract(data), load_config(seed=11, **NO_MI))
     assert dumps(again.results) == dumps(study.results)
 
 
@@ -75,7 +75,7 @@ def test_no_truth_gives_null(ci_study, tmp_path):
     for path in data.iterdir():
         if path.name != "truth.json":
             (bare / path.name).write_bytes(path.read_bytes())
-    study = run_study(read_extract(bare), load_config(seed=11))
+    study = run_study(read_extract(bare), load_config(seed=11, **NO_MI))
     assert study.results["truth"] is None
     assert all(e["truth"] is None for e in study.results["estimates"])
 
@@ -142,7 +142,9 @@ def test_risk_time_beyond_followup_is_not_estimable(ci_study):
     """A horizon past the longest follow-up gives not-estimable absolute measures (with the
     reason), no truth for an estimand the generator does not define, and the study runs."""
     _, data = ci_study
-    study = run_study(read_extract(data), load_config(seed=11, risk_times_days=(730.5, 5000)))
+    study = run_study(
+        read_extract(data), load_config(seed=11, **NO_MI, risk_times_days=(730.5, 5000))
+    )
     est = estimates(study)
     for outcome, method in (
         ("mortality", "km_matched"),
@@ -251,7 +253,7 @@ def test_before_after_crime_uses_the_same_at_risk_rules(ci_study, tmp_path):
     pd.concat([stays, before]).to_csv(folder / "incarcerations.csv", index=False)
     (folder / "truth.json").unlink(missing_ok=True)
     extract = read_extract(folder)
-    config = load_config(seed=11)
+    config = load_config(seed=11, **NO_MI)
     again = run_study(extract, config)
     # the design (and so every follow-up estimate) is the same
     assert again.results["cohort"] == study.results["cohort"]
@@ -290,6 +292,6 @@ def test_calendar_time_in_the_propensity_model_and_balance_table(ci_study, tmp_p
     assert balance.loc["calendar_years", "smd_matched"] == pytest.approx(0, abs=0.25)
     table1 = study.tables["table1"]
     assert (table1["variable"] == "calendar_years").any()
-    off = run_study(read_extract(data), load_config(seed=11, calendar_time=False))
+    off = run_study(read_extract(data), load_config(seed=11, **NO_MI, calendar_time=False))
     assert "calendar_years" not in off.results["design"]["covariates"]
     assert not off.tables["balance"]["variable"].str.startswith("calendar_years").any()

@@ -17,6 +17,7 @@ from analysis.design.risk_set_matching import risk_set_match
 from analysis.outcomes.counting import cox_counting, km_counting
 from evaluation.config import ConfigError, load_config
 from evaluation.pipeline import run_study
+from tests.study_helpers import NO_MI
 
 EXAMPLE = Path(__file__).parent / "data" / "example-history"
 
@@ -265,7 +266,7 @@ def test_itt_and_per_protocol_recover_the_truth(tmp_path, scenario, seed):
 
     folder = generate_extract(scenario, out=tmp_path / "x", seed=seed, contract=2)
     history = read_extract(folder)
-    config = load_config(None, seed=seed).model_copy(deep=True)
+    config = load_config(None, seed=seed, **NO_MI).model_copy(deep=True)
     config = config.model_validate(
         {**config.to_dict(), "target_trial": {"per_protocol": {"bootstrap": 50}}}
     )
@@ -312,7 +313,7 @@ def ci_study(tmp_path_factory):
 
     folder = generate_extract("ci", out=tmp_path_factory.mktemp("ci") / "x", seed=1, contract=2)
     history = read_extract(folder)
-    config = load_config(None, seed=1)
+    config = load_config(None, seed=1, **NO_MI)
     config = config.model_validate({**config.to_dict(), "target_trial": {"contrasts": ["itt"]}})
     return history, run_study(history, config)
 

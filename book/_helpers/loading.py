@@ -211,6 +211,52 @@ def primary_estimate(outcome: str) -> dict[str, Any] | None:
     return None
 
 
+def other_missing_method(e: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``e`` by the other method for missing covariates, or ``None`` if not in the results.
+
+    A missing-indicator estimate's counterpart is the pooled multiple-imputation one
+    (``<method>_mi``, same outcome, measure and estimand), and the other way round.
+    """
+    if not e:
+        return None
+    method = str(e.get("method", ""))
+    other = method.removesuffix("_mi") if method.endswith("_mi") else f"{method}_mi"
+    for _, x in _typed_estimates():
+        if (x.get("method"), x.get("outcome"), x.get("measure"), x.get("estimand")) == (
+            other, e.get("outcome"), e.get("measure"), e.get("estimand")
+        ):  # fmt: skip
+            return x
+    return None
+
+
+def other_missing_label(other: Mapping[str, Any]) -> str:
+    """Column heading of :func:`other_missing_method`'s estimates: which method they are."""
+    if str(other.get("method", "")).endswith("_mi"):
+        return "multiple imputation (sensitivity)"
+    return "missing-indicator method (sensitivity)"
+
+
+def missing_methods_note() -> str:
+    """A sentence on the two methods for missing covariates, from ``design.missing``."""
+    info = section("design", "missing", default={}) or {}
+    if info.get("not_imputed") == "configuration":
+        return ("Missing covariates by the missing-indicator method; the multiple-imputation "
+                "sensitivity analysis was switched off in the study configuration.")  # fmt: skip
+    if info.get("not_imputed") == "failed":
+        return ("Missing covariates by the missing-indicator method; the multiple-imputation "
+                "sensitivity analysis failed (see [Missing covariates](missing.md)).")  # fmt: skip
+    if info.get("not_imputed") == "no_missing_values":
+        return ("No covariate of the propensity model had a missing value, so the two methods "
+                "for missing covariates coincide (multiple imputation was not run).")  # fmt: skip
+    if info.get("method") == "mi":
+        return ("Multiple imputation is primary; the missing-indicator estimates beside it are "
+                "the sensitivity analysis (see [Missing covariates](missing.md)).")  # fmt: skip
+    if info.get("method") == "indicator":
+        return ("The missing-indicator method is primary; the multiple-imputation estimates "
+                "beside it are the sensitivity analysis (see [Missing covariates](missing.md)).")  # fmt: skip
+    return ""
+
+
 def design(name: str = "matched") -> dict[str, Any] | None:
     """``design.designs[name]`` or ``None``."""
     return section("design", "designs", name)

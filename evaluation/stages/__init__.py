@@ -18,7 +18,8 @@ document
 imputation
     ``imputation_stage``: multiple imputation of the missing covariates, the matched and
     IPTW designs and outcome models within each imputed dataset, Rubin's rules; amends the
-    results document (``missing: mi`` or ``imputation.sensitivity``; else does nothing).
+    results document (``missing: mi``, or ``imputation.sensitivity`` not ``false``; else
+    ``design.missing`` says why it did not impute).
 
 :data:`evaluation.pipeline.STAGES` lists them in order; the types they pass on
 (:class:`~evaluation.study.StudyState`) are in :mod:`evaluation.study`.

@@ -13,11 +13,15 @@ Balance is averaged over the imputations.
 
 With ``missing: mi`` the pooled matched estimates are the primary ones and the
 missing-indicator designs (``matched``, ``iptw``...) the sensitivity estimates; with
-``missing: indicator`` and ``imputation.sensitivity`` the pooled estimates are added as
-sensitivity estimates. The stage runs after the document stage and amends the results
-document (estimates, ``design.designs``, ``design.max_abs_smd``, ``design.missing``, the
-E-values of the primary estimates) and adds the tables ``missing``, ``balance_mi`` and
-``imputation_trace``. Each imputation draws from its own child of the stage's generator
+``missing: indicator`` the pooled estimates are added as sensitivity estimates, in every
+study run unless ``imputation.sensitivity`` is ``false`` (its default ``null`` is on in a
+study run, off in a simulation replicate). The stage runs after the document stage and
+amends the results document (estimates, ``design.designs``, ``design.max_abs_smd``,
+``design.missing``, the E-values of the primary estimates) and adds the tables
+``missing``, ``balance_mi`` and ``imputation_trace``. When it does not impute,
+``design.missing`` says why (:func:`not_imputed`): switched off by the configuration, or
+no missing value in the covariates of the propensity model (multiple imputation would
+repeat the missing-indicator analysis). Each imputation draws from its own child of the stage's generator
 (``SeedSequence(seed, spawn_key=(MI_STREAM,))``), so results do not depend on ``n_jobs``.
 
 References
@@ -32,6 +36,7 @@ imputation and propensity scores. *Stat Med* 38(26):5120-5132.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -72,7 +77,9 @@ __all__ = [
     "imputation_stage",
     "incomplete",
     "missing_shares",
+    "not_imputed",
     "outcome_predictors",
+    "sensitivity_failed",
     "pooled_e_values",
 ]
 
@@ -87,11 +94,17 @@ OUTCOME_TRANSFORMS = {"followup_charges": "log1p"}
 
 
 def incomplete(df: pd.DataFrame, config: StudyConfig) -> list[str]:
-    """The propensity covariates with missing values that can be imputed (numeric, boolean)."""
+    """The propensity covariates with missing values that can be imputed.
+
+    Numeric or boolean, missing for some persons and observed for others (the rule of
+    version 2's :func:`evaluation.target_trial_mi.imputation_units` too).
+    """
     return [
         c
         for c in config.propensity_covariates
-        if df[c].isna().any() and (is_numeric_dtype(df[c]) or is_bool_dtype(df[c]))
+        if (is_numeric_dtype(df[c]) or is_bool_dtype(df[c]))
+        and df[c].isna().any()
+        and df[c].notna().any()
     ]
 
 
@@ -353,6 +366,59 @@ def missing_shares(miss: np.ndarray, hat: np.ndarray) -> dict[str, Any]:
     }
 
 
+#: why the other missing-data method was not run -> the text of ``design.missing``
+NOT_IMPUTED = {
+    "configuration": "switched off by the study configuration (imputation.sensitivity: false)",
+    "no_missing_values": "no covariate of the propensity model has a missing value: multiple "
+    "imputation would repeat the missing-indicator analysis, so it was not run",
+    "failed": "the multiple-imputation sensitivity analysis failed and is left out",
+}
+
+
+def not_imputed(
+    config: StudyConfig, primary_design: str | None, reason: str, detail: str | None = None
+) -> dict[str, Any]:
+    """``design.missing`` of a study that did not impute: the method and why (``reason``).
+
+    ``reason`` is a key of :data:`NOT_IMPUTED` (``configuration``: ``missing: indicator``
+    with ``imputation.sensitivity: false``; ``no_missing_values``: nothing to impute;
+    ``failed``: the sensitivity analysis failed, ``detail`` says how).
+    """
+    note = NOT_IMPUTED[reason] + (f": {detail}" if detail else "")
+    return {
+        "method": config.missing,
+        "primary_design": primary_design,
+        "sensitivity": None,
+        "not_imputed": reason,
+        "note": note,
+    }
+
+
+def sensitivity_failed(exc: Exception, config: StudyConfig) -> str:
+    """The failure of the imputations as text, warned about; re-raised when MI is primary.
+
+    Multiple imputation as the sensitivity analysis (``missing: indicator``) must not
+    stop the study: its failure is a warning and a note in ``design.missing``.
+    """
+    if config.missing == "mi":
+        raise exc from None
+    text = str(exc).removeprefix("multiple imputation failed: ")
+    warnings.warn(f"{NOT_IMPUTED['failed']}: {text}", RuntimeWarning, stacklevel=2)
+    return text
+
+
+def _imputation_skipped(
+    state: StudyState, config: StudyConfig, reason: str, detail: str | None = None
+) -> StudyState:
+    """``state`` with ``design.missing`` saying why nothing was imputed."""
+    if state.document is None or state.document.design is None:
+        return state
+    doc = state.document.to_json_dict()
+    primary = doc["design"].get("primary")
+    doc["design"]["missing"] = not_imputed(config, primary, reason, detail)
+    return replace(state, document=ResultsDocument.model_validate(doc))
+
+
 def pooled_e_values(
     pooled: list[EffectEstimate], runs: list, *, estimand: bool = False
 ) -> list[dict]:
@@ -375,8 +441,9 @@ def pooled_e_values(
 def imputation_stage(state: StudyState, config: StudyConfig) -> StudyState:
     """Multiple imputation, the designs within each imputed dataset, Rubin's rules.
 
-    Runs when ``missing`` is ``mi`` or ``imputation.sensitivity`` is on, and the
-    propensity covariates have missing values; otherwise returns ``state`` unchanged.
+    Runs when ``missing`` is ``mi`` or ``imputation.sensitivity`` is not ``false``, and
+    the propensity covariates have missing values; otherwise returns ``state`` with
+    ``design.missing`` saying why it did not (:func:`not_imputed`).
 
     Returns
     -------
@@ -387,13 +454,18 @@ def imputation_stage(state: StudyState, config: StudyConfig) -> StudyState:
     Raises
     ------
     StudyError
-        An imputation model or an analysis of an imputed dataset failed.
+        With ``missing: mi``, an imputation model or an analysis of an imputed dataset
+        failed (as the sensitivity analysis, a failure is a warning and a note in
+        ``design.missing``: :func:`sensitivity_failed`).
     """
-    if config.missing != "mi" and not config.imputation.sensitivity:
-        return state
+    if config.missing != "mi" and not config.imputation.reports_other():
+        return _imputation_skipped(state, config, "configuration")
     if not incomplete(state.data, config):
-        return state
-    runs, impute, kinds = _run_imputations(state, config)
+        return _imputation_skipped(state, config, "no_missing_values")
+    try:
+        runs, impute, kinds = _run_imputations(state, config)
+    except StudyError as exc:
+        return _imputation_skipped(state, config, "failed", sensitivity_failed(exc, config))
     truth = truth_lookup(state.extract.truth)
     primary_mi = config.missing == "mi"
     primary = {(e.method, e.outcome, e.measure) for e in state.estimates if e.primary}
