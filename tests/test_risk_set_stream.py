@@ -110,9 +110,11 @@ def test_streamed_fit_equals_the_whole_table_fit(size: int) -> None:
     assert list(fit.coefficients.index) == list(ps.coefficients.index)
     np.testing.assert_allclose(fit.coefficients, ps.coefficients, rtol=0, atol=1e-10)
     np.testing.assert_allclose(fit.logit(spec.matrix(df)), ps.logit, rtol=0, atol=1e-10)
-    # the start (a subsample fit) changes the path, not the estimate
+    # the start (a subsample fit) changes the path, not the estimate: each is within its
+    # last Newton step (below tol = 1e-10) of the maximum
     again = fit_logit_pieces(pieces, spec.names, start_rows=0)
-    np.testing.assert_allclose(again.coefficients, fit.coefficients, rtol=0, atol=1e-12)
+    assert fit.step < 1e-10 and again.step < 1e-10
+    np.testing.assert_allclose(again.coefficients, fit.coefficients, rtol=0, atol=2e-10)
 
 
 def test_streamed_fit_separated_cell_as_the_whole_table_fit() -> None:
@@ -178,7 +180,8 @@ def test_streamed_matching_equals_the_whole_table_matching(ci_history) -> None:
         np.testing.assert_allclose(
             r.propensity.coefficients, whole.propensity.coefficients, rtol=0, atol=1e-9
         )
-        assert r.caliper_width == pytest.approx(whole.matched.caliper_width, rel=1e-12)
+        # the estimate is within its last Newton step (below 1e-10) of the maximum
+        assert r.caliper_width == pytest.approx(whole.matched.caliper_width, rel=1e-10)
         pd.testing.assert_frame_equal(
             r.pairs.drop(columns="distance"), whole.matched.pairs.drop(columns="distance")
         )

@@ -13,9 +13,11 @@ analysis holding one piece of index dates at a time
    gathered (:class:`analysis.design.streamed_design.DesignAccumulator`);
 2. the propensity model on all stacked rows by Newton-Raphson over sums
    (:func:`analysis.design.streamed_logit.fit_logit_pieces`: exact maximum likelihood,
-   no subsampling), the design matrix rebuilt chunk by chunk at each pass;
-3. the logits of every row, and balance before matching as per-group sums (means and
-   variances by Chan's pairwise update), in one pass;
+   the subsample only its start), the design matrix rebuilt chunk by chunk at each pass,
+   the chunks on ``threads`` threads; its first pass also gathers balance before
+   matching as per-group moments (means and variances by Chan's pairwise update, added
+   in chunk order), and its last pass gives every row's logit at the estimate;
+3. the caliper width from every row's logit;
 4. matching piece by piece: a risk set is an exact stratum, so pieces of index dates are
    independent given the fitted model and the caliper width (from every row's logit, as
    :func:`analysis.design.matching.caliper_width` computes it on the whole). Each piece
@@ -40,6 +42,7 @@ import mmap
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -306,22 +309,6 @@ def _decode(rid: np.ndarray, first_day: int, by_rank: np.ndarray) -> tuple[np.nd
     return by_rank[rank], day + first_day
 
 
-def _scores(pieces: list[_Piece], fit: LogitFit, spec: DesignSpec, bal: DesignSpec,
-            first: pd.Timestamp, covs: tuple[str, ...], chunk_rows: int,
-            ) -> tuple[Moments, Moments]:  # fmt: skip
-    """Step 3: every row's logit; balance before matching as per-group moments."""
-    mt, mc = Moments(), Moments()
-    for p in pieces:
-        p.logit = _off_heap(np.empty(len(p.day)))
-    for _, p, sl in _chunks(pieces, chunk_rows):
-        f = _frame(p, first, covs, sl)
-        p.logit[sl] = fit.logit(spec.matrix(f))
-        B, t = bal.matrix(f), p.treated[sl]
-        mt.add(B[t])
-        mc.add(B[~t])
-    return mt, mc
-
-
 def _moments_table(names: list[str], mt: Moments, mc: Moments) -> pd.DataFrame:
     return pd.DataFrame(
         {"variable": names, "mean_treated": mt.mean, "mean_control": mc.mean,
@@ -438,6 +425,8 @@ def stream_risk_set_match(
     levels: Mapping[str, Sequence[str]] | None = None,
     max_rows: int = 2_000_000,
     chunk_rows: int = 500_000,
+    start_rows: int = 1_000_000,
+    threads: int = 2,
     step: Callable[[str], AbstractContextManager] | None = None,
 ) -> StreamedRiskSetMatch:
     """Risk-set matching with the stacked rows streamed (see the module notes).
@@ -452,6 +441,12 @@ def stream_risk_set_match(
         Rows evaluated per piece of the risk sets (memory of one piece).
     chunk_rows : int, default 500,000
         Rows per design matrix built in the passes of the fit.
+    start_rows : int, default 1,000,000
+        About the size of the subsample the fit's start is fitted on
+        (:func:`analysis.design.streamed_logit.fit_logit_pieces`).
+    threads : int, default 2
+        Threads building the chunks and summing them in the fit's passes; the result does
+        not depend on it.
     step : callable, optional
         ``step(name)`` is entered around each step (``risk sets``, ``propensity``,
         ``scores and balance``, ``matching``, ``matched rows``): a timer, say.
@@ -478,15 +473,34 @@ def stream_risk_set_match(
     if counts["n_candidate_rows"] == 0:
         raise ValueError(f"{counts['n_treated']} initiators and 0 candidate rows: both are needed")
     spec, bal = acc.spec(drop_first=True), acc.spec(drop_first=False)
+    chunks = list(_chunks(pieces, chunk_rows))
+    for p in pieces:
+        p.logit = _off_heap(np.empty(len(p.day)))
+    before: dict[int, tuple[Moments, Moments]] = {}
 
-    def xy():
-        for _, p, sl in _chunks(pieces, chunk_rows):
-            yield spec.matrix(_frame(p, first, covs, sl)), p.treated[sl].astype(np.float64)
+    def build(i: int, p: _Piece, sl: slice) -> tuple[np.ndarray, np.ndarray]:
+        f = _frame(p, first, covs, sl)
+        t = p.treated[sl]
+        if i not in before:  # the first pass: balance before matching, by group
+            B = bal.matrix(f)
+            before[i] = (Moments.of(B[t]), Moments.of(B[~t]))
+        return spec.matrix(f), t.astype(np.float64)
+
+    def put(i: int, eta: np.ndarray) -> None:  # each Newton pass; the last at the estimate
+        _, p, sl = chunks[i]
+        p.logit[sl] = eta
 
     with step("propensity"):
-        fit = fit_logit_pieces(xy, spec.names)
+        fit = fit_logit_pieces(
+            lambda: [partial(build, i, p, sl) for i, (_, p, sl) in enumerate(chunks)],
+            spec.names, start_rows=start_rows, sizes=[len(p.day[sl]) for _, p, sl in chunks],
+            threads=threads, logits=put,
+        )  # fmt: skip
     with step("scores and balance"):
-        mt, mc = _scores(pieces, fit, spec, bal, first, covs, chunk_rows)
+        mt, mc = Moments(), Moments()
+        for i in range(len(chunks)):  # in chunk order, as one pass would add them
+            mt.merge(before[i][0])
+            mc.merge(before.pop(i)[1])
         logits = np.concatenate([p.logit for p in pieces])
         width = caliper_width(logits, np.concatenate([p.treated for p in pieces]), caliper)
         del logits

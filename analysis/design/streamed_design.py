@@ -307,20 +307,31 @@ class Moments:
     mean: np.ndarray | None = None
     m2: np.ndarray | None = None
 
-    def add(self, X: np.ndarray) -> None:
-        """Take in the rows of ``X``."""
+    @classmethod
+    def of(cls, X: np.ndarray) -> Moments:
+        """The moments of the rows of ``X`` alone (to :meth:`merge` later, in order)."""
         if len(X) == 0:
+            return cls()
+        mb = X.mean(axis=0)
+        return cls(float(len(X)), mb, ((X - mb) ** 2).sum(axis=0))
+
+    def merge(self, other: Moments) -> None:
+        """Take in the rows whose moments are ``other`` (Chan's pairwise update)."""
+        if other.mean is None:
             return
-        nb, mb = len(X), X.mean(axis=0)
-        m2b = ((X - mb) ** 2).sum(axis=0)
         if self.mean is None:
-            self.n, self.mean, self.m2 = float(nb), mb, m2b
+            self.n, self.mean, self.m2 = other.n, other.mean, other.m2
             return
+        nb = other.n
         n = self.n + nb
-        delta = mb - self.mean
+        delta = other.mean - self.mean
         self.mean = self.mean + delta * nb / n
-        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
+        self.m2 = self.m2 + other.m2 + delta**2 * self.n * nb / n
         self.n = n
+
+    def add(self, X: np.ndarray) -> None:
+        """Take in the rows of ``X`` (``merge(Moments.of(X))``)."""
+        self.merge(Moments.of(X))
 
     @property
     def var(self) -> np.ndarray:
