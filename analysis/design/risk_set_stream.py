@@ -53,7 +53,7 @@ from analysis.data.contract import CALENDAR_COVARIATE, DAYS_PER_YEAR
 from analysis.data.risk_set_rows import ROLE_CANDIDATE, ROLE_INITIATOR, RiskSetSource
 from analysis.design.matching import REASON_CALIPER, caliper_width, match
 from analysis.design.streamed_design import DesignAccumulator, DesignSpec, Moments, compact_frame
-from analysis.design.streamed_logit import LogitFit, fit_logit_pieces
+from analysis.design.streamed_logit import LogitFit, fit_logit_pieces, ordered_map
 
 __all__ = ["StreamedRiskSetMatch", "stream_risk_set_match"]
 
@@ -205,31 +205,34 @@ class StreamedRiskSetMatch:
 
 def _store(
     source: RiskSetSource, covs: tuple[str, ...], exact: Sequence[str], acc: DesignAccumulator,
-    first: pd.Timestamp, max_rows: int,
+    first: pd.Timestamp, max_rows: int, threads: int = 1,
 ) -> tuple[list[_Piece], dict[str, int]]:  # fmt: skip
-    """Step 1: the analysed rows of every piece, compact; the design's statistics."""
+    """Step 1: the analysed rows of every piece, compact (built on ``threads`` threads);
+    the design's statistics (gathered in piece order)."""
     h = source.histories
+    keep = list(dict.fromkeys([*[c for c in covs if c != CALENDAR_COVARIATE], *exact]))
+
+    def work(_: int, task: Callable[[], Any]) -> _Piece:
+        t = task().table
+        rows = t[t["role"].isin([ROLE_INITIATOR, ROLE_CANDIDATE])]
+        del t
+        treated = (rows["role"] == ROLE_INITIATOR).to_numpy()
+        day = rows["index_date"].to_numpy("datetime64[D]").astype(np.int64)
+        code = rows["person_code"].to_numpy(np.int64)
+        return _Piece.of(rows[keep].reset_index(drop=True), day, code, treated)
+
     pieces: list[_Piece] = []
     seen = np.zeros(h.n, dtype=bool)
     n_cand = 0
     days: set[int] = set()
-    base = [c for c in covs if c != CALENDAR_COVARIATE]
-    keep = list(dict.fromkeys([*base, *exact]))
-    for rs in source.pieces(max_rows=max_rows, with_outcomes=False, with_codes=True):
-        t = rs.table
-        rows = t[t["role"].isin([ROLE_INITIATOR, ROLE_CANDIDATE])]
-        treated = (rows["role"] == ROLE_INITIATOR).to_numpy()
-        day = rows["index_date"].to_numpy("datetime64[D]").astype(np.int64)
-        frame = rows[keep].reset_index(drop=True)
-        if CALENDAR_COVARIATE in covs:
-            frame[CALENDAR_COVARIATE] = _calendar(day, first)
-        acc.add(frame)
-        code = rows["person_code"].to_numpy(np.int64)
-        seen[code[~treated]] = True
-        n_cand += int((~treated).sum())
-        days |= set(np.unique(day[treated]).tolist())
-        pieces.append(_Piece.of(frame[keep], day, code, treated))
-        del t, rows, frame
+    tasks = source.tasks(max_rows=max_rows, with_outcomes=False, with_codes=True)
+    for p in ordered_map(work, tasks, threads):
+        # the compact columns read back exactly: the statistics of the rows themselves
+        acc.add(_frame(p, first, covs, slice(None)))
+        seen[p.code[~p.treated]] = True
+        n_cand += int((~p.treated).sum())
+        days |= set(np.unique(p.day[p.treated]).tolist())
+        pieces.append(p)
     counts = {
         "n_candidate_rows": n_cand,
         "n_candidate_persons": int(seen.sum()),
@@ -469,7 +472,7 @@ def stream_risk_set_match(
     step = step or (lambda name: nullcontext())
     acc = DesignAccumulator(covs, transforms=transforms, levels=levels)
     with step("risk sets"):
-        pieces, counts = _store(source, covs, exact, acc, first, max_rows)
+        pieces, counts = _store(source, covs, exact, acc, first, max_rows, threads)
     if counts["n_candidate_rows"] == 0:
         raise ValueError(f"{counts['n_treated']} initiators and 0 candidate rows: both are needed")
     spec, bal = acc.spec(drop_first=True), acc.spec(drop_first=False)

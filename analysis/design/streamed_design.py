@@ -257,7 +257,7 @@ class DesignSpec:
             if not p["constant"]:
                 cols.append(x)
             if len(p["knots"]) >= 3:
-                cols += list(restricted_cubic_spline(x, p["knots"]).T)
+                cols += list(_spline(x, p["knots"]).T)
             if p["missing"]:
                 cols.append(miss.astype(np.float64))
         # column by column into a Fortran-ordered matrix (np.column_stack writes across
@@ -266,6 +266,18 @@ class DesignSpec:
         for j, col in enumerate(cols):
             out[:, j] = col
         return out
+
+
+def _spline(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """:func:`restricted_cubic_spline` of ``x``; when ``x`` is sorted (the calendar time
+    of risk sets in date order), computed once per run of equal values and repeated: the
+    same numbers (the basis is computed value by value)."""
+    if len(x) > 1 and bool((x[1:] >= x[:-1]).all()):
+        start = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+        if len(start) < len(x) // 4:
+            basis = restricted_cubic_spline(x[start], knots)
+            return np.repeat(basis, np.diff(np.r_[start, len(x)]), axis=0)
+    return restricted_cubic_spline(x, knots)
 
 
 def compact_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -301,6 +301,12 @@ def _newton_pass(
     return grad, info, ll
 
 
+def _share(n: float, start_rows: int) -> int:
+    """``m``: the start's subsample keeps one other row in ``m`` (at least 16, so that
+    the start costs less than a pass); 0 (no subsample) below ``2 * start_rows`` rows."""
+    return max(int(n // start_rows), 16) if start_rows and n > 2 * start_rows else 0
+
+
 def _sample_pass(pieces: Pieces, offsets: np.ndarray, m: int, seed: int, threads: int) -> list:
     def work(i: int, item: Chunk) -> tuple:
         X, y = _load(item)[:2]
@@ -374,8 +380,8 @@ def fit_logit_pieces(
     max_iter : int, default 100
         Newton iterations on all rows at most.
     start_rows : int, default 200,000
-        About the size of the subsample the start is fitted on (0: start from the
-        intercept only).
+        About the size of the subsample the start is fitted on, at most a sixteenth of
+        the rows (0: start from the intercept only; so too below ``2 * start_rows`` rows).
     sizes : sequence of int, optional
         Rows of each chunk, in order, if known: the subsample is then drawn in the first
         pass instead of a pass of its own.
@@ -404,7 +410,7 @@ def fit_logit_pieces(
     cells: list = []
     passes = 0
     rows = None if sizes is None else int(np.sum(sizes))
-    m = rows // start_rows if start_rows and rows and rows > 2 * start_rows else 0
+    m = _share(rows, start_rows) if rows else 0
     offsets = () if sizes is None else np.r_[0, np.cumsum(sizes)[:-1]].tolist()
     with threadpool_limits(limits=1, user_api="blas"):
         sample: list = []
@@ -420,9 +426,9 @@ def fit_logit_pieces(
         if n == 0 or t == 0 or t == n:
             raise ValueError(f"{int(t)} treated among {int(n)} rows fitted: both groups are needed")
         keep = np.asarray(_independent(sums["xtx"], sums["xs"], n), dtype=np.int64)
-        if not sample and start_rows and rows is None and n > 2 * start_rows:
+        if not sample and rows is None and _share(n, start_rows):
             offsets = np.r_[0, np.cumsum(sums["sizes"])[:-1]]
-            sample = _sample_pass(pieces, offsets, int(n // start_rows), seed, threads)
+            sample = _sample_pass(pieces, offsets, _share(n, start_rows), seed, threads)
             passes += 1
         beta = _start(sample, n, t, keep, cells)
         del sample
