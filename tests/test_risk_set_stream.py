@@ -29,7 +29,13 @@ from analysis.design.streamed_design import (
     compact_frame,
     quantile_of_counts,
 )
-from analysis.design.streamed_logit import _draw, fit_logit_pieces, ordered_map
+from analysis.design.streamed_logit import (
+    _draw,
+    fit_logit_pieces,
+    ordered_map,
+    subsample_every,
+    subsample_rows,
+)
 
 TRANSFORMS = {"charges": "log1p", "calendar": "rcs4"}
 LEVELS = {"region": ("south-east", "west", "central", "north")}
@@ -154,6 +160,15 @@ def test_streamed_fit_threads_and_chunks() -> None:
     np.testing.assert_allclose(
         runs[1500, 2].coefficients, runs[700, 1].coefficients, rtol=0, atol=2e-10
     )
+    # a subsample given by the caller: the first pass also sums the first iteration
+    m = subsample_every(len(y), 300)
+    rows = subsample_rows(y == 1, 0, m)
+    given = fit_logit_pieces(
+        lambda: [(X[i : i + 700], y[i : i + 700]) for i in range(0, len(df), 700)],
+        spec.names, threads=2, start=(X[rows], y[rows], np.where(y[rows] == 1, 1.0, m)),
+    )  # fmt: skip
+    assert given.passes == given.iterations
+    np.testing.assert_allclose(given.coefficients, ps.coefficients, rtol=0, atol=1e-10)
     draw = [np.concatenate([_draw(X[i : i + k], y[i : i + k], i, 16, 0)[0]
                             for i in range(0, len(df), k)]) for k in (700, 1500)]  # fmt: skip
     np.testing.assert_array_equal(draw[0], draw[1])

@@ -56,7 +56,7 @@ import pandas as pd
 from scipy.special import expit, log_expit
 from threadpoolctl import threadpool_limits
 
-__all__ = ["LogitFit", "fit_logit_pieces", "ordered_map"]
+__all__ = ["LogitFit", "fit_logit_pieces", "ordered_map", "subsample_every", "subsample_rows"]
 
 #: residual variance share below which a column counts as a combination of earlier ones
 #: (that of :mod:`analysis.design.propensity`)
@@ -169,12 +169,34 @@ def _uniform(position: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def _draw(X: np.ndarray, y: np.ndarray, offset: int, m: int, seed: int) -> tuple:
-    """The start's rows of a chunk whose first row is row ``offset`` of all: every treated
-    row, each other with probability ``1/m`` (weight ``m``)."""
-    other = np.flatnonzero(y == 0)
+def subsample_rows(treated: np.ndarray, offset: int, m: int, seed: int = 0) -> np.ndarray:
+    """Rows of a chunk in the start's subsample: every treated row, each other row with
+    probability ``1/m`` (weight ``m``).
+
+    Parameters
+    ----------
+    treated : ndarray of bool
+        The chunk's rows with ``y == 1``.
+    offset : int
+        Position of the chunk's first row among all rows.
+    m : int
+        :func:`subsample_every`.
+    seed : int, default 0
+
+    Returns
+    -------
+    ndarray of int
+        Sorted row numbers within the chunk; the draw of a row is a hash of ``seed`` and
+        its position, so the same rows are drawn however the rows are chunked.
+    """
+    other = np.flatnonzero(~treated)
     take = other[_uniform(offset + other, seed) < 1.0 / m]
-    rows = np.sort(np.concatenate([np.flatnonzero(y == 1), take]))
+    return np.sort(np.concatenate([np.flatnonzero(treated), take]))
+
+
+def _draw(X: np.ndarray, y: np.ndarray, offset: int, m: int, seed: int) -> tuple:
+    """The start's rows of a chunk (:func:`subsample_rows`), weighted."""
+    rows = subsample_rows(y == 1, offset, m, seed)
     return X[rows], y[rows], np.where(y[rows] == 1, 1.0, float(m))
 
 
@@ -191,21 +213,33 @@ def _cell_sums(X: np.ndarray, y: np.ndarray, cells: list) -> dict[str, Any]:
 
 def _cells_pass(
     pieces: Pieces, p: int, cells: list, *, m: int = 0, offsets: Sequence[int] = (),
-    seed: int = 0, threads: int = 1,
+    seed: int = 0, threads: int = 1, at: tuple | None = None, logits: Logits | None = None,
 ) -> tuple[dict, list, list]:  # fmt: skip
     """One pass: counts of the 0/1 cells and the Gram sums over the active rows (and the
-    chunks' sizes); new separated cells; the start's subsample when ``m`` is given."""
+    chunks' sizes); new separated cells; the start's subsample when ``m`` is given; with
+    ``at = (beta, keep)`` (no cells yet) also the Newton sums there (``sums["newton"]``)."""
 
     def work(i: int, item: Chunk) -> tuple[dict, tuple | None]:
         X, y = _load(item)[:2]
-        return _cell_sums(X, y, cells), (_draw(X, y, offsets[i], m, seed) if m else None)
+        part = _cell_sums(X, y, cells)
+        if at is not None:
+            eta, Xk = _linear_predictor(X, at[0], at[1], [])
+            if logits is not None:
+                logits(i, eta)
+            part["newton"] = _chunk_sums(Xk, y, None, eta, True)
+        return part, (_draw(X, y, offsets[i], m, seed) if m else None)
 
     s = {"rows": 0, "binary": np.ones(p, dtype=bool), "n": 0.0, "t": 0.0, "xs": np.zeros(p),
          "t1": np.zeros(p), "xtx": np.zeros((p, p))}  # fmt: skip
     sample, sizes = [], []
+    if at is not None:
+        q = len(at[1]) + 1
+        s["newton"] = [np.zeros(q), np.zeros((q, q)), 0.0]
     for part, drawn in ordered_map(work, pieces(), threads):
         s["binary"] &= part.pop("binary")
         sizes.append(part["rows"])
+        for k, v in enumerate(part.pop("newton", ())):
+            s["newton"][k] += v
         for key, value in part.items():
             s[key] += value
         if drawn is not None:
@@ -301,9 +335,10 @@ def _newton_pass(
     return grad, info, ll
 
 
-def _share(n: float, start_rows: int) -> int:
-    """``m``: the start's subsample keeps one other row in ``m`` (at least 16, so that
-    the start costs less than a pass); 0 (no subsample) below ``2 * start_rows`` rows."""
+def subsample_every(n: float, start_rows: int) -> int:
+    """``m``: the start's subsample of ``n`` rows keeps one other row in ``m`` (about
+    ``start_rows`` rows, at least 16, so that the start costs less than a pass); 0 (no
+    subsample) below ``2 * start_rows`` rows."""
     return max(int(n // start_rows), 16) if start_rows and n > 2 * start_rows else 0
 
 
@@ -328,18 +363,30 @@ def _start(sample: list, n: float, t: float, keep: np.ndarray, cells: list) -> n
     return beta
 
 
+def _given_start(start: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The start fitted on a subsample given by the caller, and the columns it keeps."""
+    X, y, w = start
+    keep = np.asarray(_independent(X.T @ X, X.sum(axis=0), len(y)), dtype=np.int64)
+    return _start([start], float(w.sum()), float(w @ y), keep, []), keep
+
+
 def _newton(
     pieces: Pieces, beta: np.ndarray, keep: np.ndarray, cells: list, *, tol: float,
-    max_iter: int, logits: Logits | None, threads: int,
+    max_iter: int, logits: Logits | None, threads: int, first: Sequence | None = None,
 ) -> tuple[np.ndarray, bool, int, float, float]:  # fmt: skip
     """Newton passes on all rows: the estimate whose step is below ``tol``, converged,
-    iterations, log-likelihood there, the step."""
+    iterations, log-likelihood there, the step. ``first``: the sums at ``beta`` of the
+    first iteration, already summed (in the pass that found the cells)."""
     info, last, ll, size = None, np.inf, float("nan"), np.inf
     for iteration in range(1, max_iter + 1):
         with_info = info is None or last >= np.sqrt(tol)
-        g, h, ll = _newton_pass(
-            pieces(), beta, keep, cells, with_info=with_info, logits=logits, threads=threads
-        )
+        if iteration == 1 and first is not None:
+            g, h, ll = first
+        else:
+            g, h, ll = _newton_pass(
+                pieces(), beta, keep, cells, with_info=with_info, logits=logits,
+                threads=threads,
+            )  # fmt: skip
         info = h if with_info else info
         step = np.linalg.solve(info, g)
         size = float(np.abs(step).max())
@@ -363,6 +410,7 @@ def fit_logit_pieces(
     seed: int = 0,
     threads: int = 1,
     logits: Logits | None = None,
+    start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> LogitFit:
     """Maximum-likelihood logistic regression over rows given in pieces.
 
@@ -395,6 +443,12 @@ def fit_logit_pieces(
         ``logits(chunk number, eta)`` is called at every Newton pass with the linear
         predictor of the chunk's rows (``+-inf`` in separated cells); the last call of a
         chunk is at the estimate returned (called from the worker threads).
+    start : tuple of ndarray, optional
+        A subsample drawn by the caller, ``(X, y, w)`` (``w`` its weights, e.g. ``m`` for
+        a row drawn with probability ``1/m``), instead of one drawn here: the start is
+        fitted on it before the first pass, which then also sums the first Newton
+        iteration (one pass fewer), unless that pass finds separated cells or columns left
+        out that the subsample did not show.
 
     Returns
     -------
@@ -410,14 +464,17 @@ def fit_logit_pieces(
     cells: list = []
     passes = 0
     rows = None if sizes is None else int(np.sum(sizes))
-    m = _share(rows, start_rows) if rows else 0
+    m = subsample_every(rows, start_rows) if rows else 0
     offsets = () if sizes is None else np.r_[0, np.cumsum(sizes)[:-1]].tolist()
     with threadpool_limits(limits=1, user_api="blas"):
-        sample: list = []
+        sample: list = [] if start is None else [start]
+        at = None if start is None else _given_start(start)
+        m = 0 if start is not None else m
         while True:
             sums, new, drawn = _cells_pass(
-                pieces, p, cells, m=m, offsets=offsets, seed=seed, threads=threads
-            )
+                pieces, p, cells, m=m, offsets=offsets, seed=seed, threads=threads,
+                at=None if cells else at, logits=logits,
+            )  # fmt: skip
             sample, m, passes = sample or drawn, 0, passes + 1
             if not new:
                 break
@@ -426,17 +483,22 @@ def fit_logit_pieces(
         if n == 0 or t == 0 or t == n:
             raise ValueError(f"{int(t)} treated among {int(n)} rows fitted: both groups are needed")
         keep = np.asarray(_independent(sums["xtx"], sums["xs"], n), dtype=np.int64)
-        if not sample and rows is None and _share(n, start_rows):
+        if not sample and rows is None and subsample_every(n, start_rows):
             offsets = np.r_[0, np.cumsum(sums["sizes"])[:-1]]
-            sample = _sample_pass(pieces, offsets, _share(n, start_rows), seed, threads)
+            sample = _sample_pass(pieces, offsets, subsample_every(n, start_rows), seed, threads)
             passes += 1
-        beta = _start(sample, n, t, keep, cells)
+        first = sums.get("newton")
+        if first is not None and not cells and np.array_equal(keep, at[1]):
+            beta = at[0]  # the first pass summed the first iteration at this start
+        else:
+            first = None
+            beta = _start(sample, n, t, keep, cells)
         del sample
         beta, converged, iterations, ll, size = _newton(
             pieces, beta, keep, cells, tol=tol, max_iter=max_iter, logits=logits,
-            threads=threads,
+            threads=threads, first=first,
         )  # fmt: skip
-        passes += iterations
+        passes += iterations - (first is not None)
     sd = np.sqrt(np.maximum(np.diag(sums["xtx"]) / n - (sums["xs"] / n) ** 2, 0.0))[keep]
     if not converged or not np.isfinite(beta).all() or np.abs(beta[1:] * sd).max(initial=0) >= 25:
         raise ValueError(
