@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:  # long: argument parsing and th
     )
     ap.add_argument("--skip-national", action="store_true")
     ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--threads", type=int, default=1, help="threads of the streamed path")
+    ap.add_argument("--threads", type=int, help="threads of the streamed path (default 1)")
     ap.add_argument(
         "--national-before",
         metavar="COMMIT",
@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:  # long: argument parsing and th
     if args.child:
         _child(args.child, str(args.extract), args.max_rows, args.threads)
         return 0
+    # the child of an older tree gets no --threads (its stream_risk_set_match has none)
+    args.threads = 1 if args.threads is None else args.threads
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     before = _before_tree(work / "before")

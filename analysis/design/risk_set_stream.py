@@ -267,6 +267,37 @@ def _subsample(
     return np.vstack(X), yy, np.where(yy == 1, 1.0, float(m))
 
 
+def _propensity(
+    pieces: list[_Piece], spec: DesignSpec, bal: DesignSpec, first: pd.Timestamp,
+    covs: tuple[str, ...], *, chunk_rows: int, start_rows: int, threads: int,
+) -> tuple[LogitFit, dict[int, tuple[Moments, Moments]]]:  # fmt: skip
+    """Step 2 (and 3's logits, stored in the pieces): the fit; balance before matching as
+    each chunk's moments by group (gathered in the first pass)."""
+    chunks = list(_chunks(pieces, chunk_rows))
+    for p in pieces:
+        p.logit = _off_heap(np.empty(len(p.day)))
+    before: dict[int, tuple[Moments, Moments]] = {}
+
+    def build(i: int, p: _Piece, sl: slice) -> tuple[np.ndarray, np.ndarray]:
+        f = _frame(p, first, covs, sl)
+        t = p.treated[sl]
+        if i not in before:  # the first pass: balance before matching, by group
+            B = bal.matrix(f)
+            before[i] = (Moments.of(B[t]), Moments.of(B[~t]))
+        return spec.matrix(f), t.astype(np.float64)
+
+    def put(i: int, eta: np.ndarray) -> None:  # each Newton pass; the last at the estimate
+        _, p, sl = chunks[i]
+        p.logit[sl] = eta
+
+    fit = fit_logit_pieces(
+        lambda: [partial(build, i, p, sl) for i, (_, p, sl) in enumerate(chunks)],
+        spec.names, start_rows=start_rows, threads=threads, logits=put,
+        start=_subsample(pieces, spec, first, covs, start_rows),
+    )  # fmt: skip
+    return fit, before
+
+
 def _calendar(day: np.ndarray, first: pd.Timestamp) -> np.ndarray:
     """:func:`analysis.data.cohort.calendar_years` of day numbers: whole days since
     ``first`` over :data:`DAYS_PER_YEAR`, the same float division, without dates."""
@@ -504,32 +535,14 @@ def stream_risk_set_match(
     if counts["n_candidate_rows"] == 0:
         raise ValueError(f"{counts['n_treated']} initiators and 0 candidate rows: both are needed")
     spec, bal = acc.spec(drop_first=True), acc.spec(drop_first=False)
-    chunks = list(_chunks(pieces, chunk_rows))
-    for p in pieces:
-        p.logit = _off_heap(np.empty(len(p.day)))
-    before: dict[int, tuple[Moments, Moments]] = {}
-
-    def build(i: int, p: _Piece, sl: slice) -> tuple[np.ndarray, np.ndarray]:
-        f = _frame(p, first, covs, sl)
-        t = p.treated[sl]
-        if i not in before:  # the first pass: balance before matching, by group
-            B = bal.matrix(f)
-            before[i] = (Moments.of(B[t]), Moments.of(B[~t]))
-        return spec.matrix(f), t.astype(np.float64)
-
-    def put(i: int, eta: np.ndarray) -> None:  # each Newton pass; the last at the estimate
-        _, p, sl = chunks[i]
-        p.logit[sl] = eta
-
     with step("propensity"):
-        fit = fit_logit_pieces(
-            lambda: [partial(build, i, p, sl) for i, (_, p, sl) in enumerate(chunks)],
-            spec.names, start_rows=start_rows, threads=threads, logits=put,
-            start=_subsample(pieces, spec, first, covs, start_rows),
+        fit, before = _propensity(
+            pieces, spec, bal, first, covs, chunk_rows=chunk_rows, start_rows=start_rows,
+            threads=threads,
         )  # fmt: skip
     with step("scores and balance"):
         mt, mc = Moments(), Moments()
-        for i in range(len(chunks)):  # in chunk order, as one pass would add them
+        for i in range(len(before)):  # in chunk order, as one pass would add them
             mt.merge(before[i][0])
             mc.merge(before.pop(i)[1])
         logits = np.concatenate([p.logit for p in pieces])

@@ -45,6 +45,8 @@ depend on the number of threads, bit for bit.
 
 from __future__ import annotations
 
+# long: the passes of the fit (cells, start, Newton), the start's draw and the ordered
+# thread map, each a few dozen lines
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
