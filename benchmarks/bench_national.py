@@ -14,10 +14,14 @@ the process' peak resident set during the step read (``VmHWM``, reset through
 ``after`` (this tree)
     read the extract; ``risk sets`` (sorting the histories and one pass over the risk
     sets in pieces, the analysed rows kept compact); ``propensity`` (Newton-Raphson over
-    sums on every stacked row, :func:`analysis.design.streamed_logit.fit_logit_pieces`);
-    ``scores and balance``; ``matching`` (piece by piece); ``matched rows`` (their
-    outcomes); ``ITT`` (:func:`evaluation.target_trial._itt_estimates`, the estimators of
-    the primary analysis on the matched rows).
+    sums on every stacked row, :func:`analysis.design.streamed_logit.fit_logit_pieces`;
+    its first pass also gathers balance before matching, its last gives the scores);
+    ``scores and balance`` (the moments added up, the caliper width); ``matching`` (piece
+    by piece); ``matched rows`` (their outcomes); ``ITT``
+    (:func:`evaluation.target_trial._itt_estimates`, the estimators of the primary
+    analysis on the matched rows). ``--threads N``: the streamed path on N threads.
+    ``--national-before COMMIT`` also runs the streamed path of COMMIT on the national
+    extract, first (``git archive``).
 ``before`` (commit 5b04ea3, ``git archive`` into a temporary folder)
     read; ``risk sets`` (``derive_risk_sets(not_eligible=False)``, the whole table);
     ``propensity`` (``stack_risk_sets`` and ``fit_propensity`` on the whole stack);
