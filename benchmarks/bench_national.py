@@ -14,10 +14,14 @@ the process' peak resident set during the step read (``VmHWM``, reset through
 ``after`` (this tree)
     read the extract; ``risk sets`` (sorting the histories and one pass over the risk
     sets in pieces, the analysed rows kept compact); ``propensity`` (Newton-Raphson over
-    sums on every stacked row, :func:`analysis.design.streamed_logit.fit_logit_pieces`);
-    ``scores and balance``; ``matching`` (piece by piece); ``matched rows`` (their
-    outcomes); ``ITT`` (:func:`evaluation.target_trial._itt_estimates`, the estimators of
-    the primary analysis on the matched rows).
+    sums on every stacked row, :func:`analysis.design.streamed_logit.fit_logit_pieces`;
+    its first pass also gathers balance before matching, its last gives the scores);
+    ``scores and balance`` (the moments added up, the caliper width); ``matching`` (piece
+    by piece); ``matched rows`` (their outcomes); ``ITT``
+    (:func:`evaluation.target_trial._itt_estimates`, the estimators of the primary
+    analysis on the matched rows). ``--threads N``: the streamed path on N threads.
+    ``--national-before COMMIT`` also runs the streamed path of COMMIT on the national
+    extract, first (``git archive``).
 ``before`` (commit 5b04ea3, ``git archive`` into a temporary folder)
     read; ``risk sets`` (``derive_risk_sets(not_eligible=False)``, the whole table);
     ``propensity`` (``stack_risk_sets`` and ``fit_propensity`` on the whole stack);
@@ -63,7 +67,7 @@ def _hwm_mb() -> float:
     return float("nan")
 
 
-def _child(mode: str, extract: str, max_rows: int) -> None:  # long: the steps in order
+def _child(mode: str, extract: str, max_rows: int, threads: int | None) -> None:  # long: steps
     import numpy as np
     import pandas as pd
 
@@ -121,9 +125,10 @@ def _child(mode: str, extract: str, max_rows: int) -> None:  # long: the steps i
             n_persons = len(history.persons)
             del history  # the sorted histories are all the rest needs
             gc.collect()
+        more = {} if threads is None else {"threads": threads}  # older trees have no threads
         s = stream_risk_set_match(
             source, k=plan.k, caliper=plan.caliper, calendar_time=plan.calendar_time,
-            max_rows=max_rows, step=step, **kw,
+            max_rows=max_rows, step=step, **kw, **more,
         )  # fmt: skip
         # the source's sorting and the first pass are both "risk sets"
         rs_steps = [x for x in steps if x["step"] == "risk sets"]
@@ -148,6 +153,8 @@ def _child(mode: str, extract: str, max_rows: int) -> None:  # long: the steps i
         "coefficients": [float(x) for x in np.nan_to_num(coef.to_numpy(), nan=0.0)],
         "estimates": {f"{e.outcome}/{e.measure}/{e.method}": e.estimate for e in estimates},
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": threads,
+        "passes": int(info.get("propensity_passes", 0)),
         "pandas": pd.__version__,
     }
     print("RESULT " + json.dumps(out), flush=True)
@@ -173,20 +180,23 @@ def _generate(scenario: str, scale: float | None, out: Path) -> float:
     return time.perf_counter() - t
 
 
-def _before_tree(path: Path) -> Path:
+def _before_tree(path: Path, commit: str = BEFORE_COMMIT) -> Path:
     if not (path / "analysis").exists():
         path.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", BEFORE_COMMIT], check=True, capture_output=True
+            ["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
     return path
 
 
-def _measure(mode: str, code: Path, extract: Path, max_rows: int, timeout: float) -> dict:
+def _measure(
+    mode: str, code: Path, extract: Path, max_rows: int, timeout: float, threads: int | None = None
+) -> dict:
     load = os.getloadavg()
     cmd = ["/usr/bin/time", "-v", sys.executable, str(Path(__file__).resolve()),
            "--child", mode, "--extract", str(extract), "--max-rows", str(max_rows)]  # fmt: skip
+    cmd += [] if threads is None else ["--threads", str(threads)]
     env = {**os.environ, "PYTHONPATH": str(code)}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=code,
@@ -232,10 +242,18 @@ def main(argv: list[str] | None = None) -> int:  # long: argument parsing and th
     )
     ap.add_argument("--skip-national", action="store_true")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--threads", type=int, help="threads of the streamed path (default 1)")
+    ap.add_argument(
+        "--national-before",
+        metavar="COMMIT",
+        help="also run the streamed path of COMMIT on the national extract, first",
+    )
     args = ap.parse_args(argv)
     if args.child:
-        _child(args.child, str(args.extract), args.max_rows)
+        _child(args.child, str(args.extract), args.max_rows, args.threads)
         return 0
+    # the child of an older tree gets no --threads (its stream_risk_set_match has none)
+    args.threads = 1 if args.threads is None else args.threads
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     before = _before_tree(work / "before")
@@ -247,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:  # long: argument parsing and th
     for scale in [float(x) for x in args.compare_scales.split(",") if x]:
         ex = work / f"default-x{scale:g}"
         gen = _generate("default", scale, ex)
-        runs = [_measure(m, c, ex, args.max_rows, args.timeout)
-                for m, c in (("before", before), ("after", ROOT))]  # fmt: skip
+        runs = [_measure(m, c, ex, args.max_rows, args.timeout, t)
+                for m, c, t in (("before", before, None), ("after", ROOT, args.threads))]  # fmt: skip
         ok = [r for r in runs if "error" not in r]
         if len(ok) == 2:
             same_pairs = ok[0]["pairs_sha"] == ok[1]["pairs_sha"]
@@ -264,8 +282,25 @@ def main(argv: list[str] | None = None) -> int:  # long: argument parsing and th
     if not args.skip_national:
         ex = work / "national"
         gen = _generate("national", None, ex)
-        runs = [_measure("after", ROOT, ex, args.max_rows, args.timeout)]
-        r = runs[0]
+        runs = []
+        if args.national_before:
+            old = _before_tree(work / f"before-{args.national_before}", args.national_before)
+            runs.append(_measure("after", old, ex, args.max_rows, args.timeout))
+            runs[-1]["mode"] = f"streamed {args.national_before}"
+        runs.append(_measure("after", ROOT, ex, args.max_rows, args.timeout, args.threads))
+        r = runs[-1]
+        if len(runs) == 2 and "error" not in runs[0] and "error" not in r:
+            o = runs[0]
+            d_itt = max(abs(o["estimates"][k] - r["estimates"][k]) for k in r["estimates"])
+            d_coef = max(
+                abs(a - b) for a, b in zip(o["coefficients"], r["coefficients"], strict=True)
+            )
+            summary.append(
+                f"national, {o['mode']} vs this tree: same matched pairs: "
+                f"{o['pairs_sha'] == r['pairs_sha']}; largest ITT difference {d_itt:.2e}; "
+                f"largest coefficient difference {d_coef:.2e}; propensity passes "
+                f"{o['passes']} -> {r['passes']}"
+            )
         if "error" not in r:
             summary.append(f"national: {r['persons']:,} persons, {r['initiators']:,} analysed "
                            f"initiators, {r['stacked_rows']:,} stacked rows, {r['matched_rows']:,} "

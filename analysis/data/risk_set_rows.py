@@ -11,8 +11,9 @@ with the derivations' documentation, is :mod:`analysis.data.risk_sets`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -326,22 +327,45 @@ class RiskSetSource:
         ------
         RiskSets
         """
+        for task in self.tasks(
+            not_eligible=not_eligible, max_rows=max_rows, with_outcomes=with_outcomes,
+            with_codes=with_codes,
+        ):  # fmt: skip
+            # no local name for the piece: the previous one is freed while the next is built
+            yield task()
+
+    def tasks(
+        self,
+        *,
+        not_eligible: bool = False,
+        max_rows: int = 2_000_000,
+        with_outcomes: bool = True,
+        with_codes: bool = False,
+    ) -> list[Callable[[], RiskSets]]:
+        """:meth:`pieces` as callables, one per piece, that build it when called.
+
+        The callables only read the histories, so they may run on several threads at once
+        (:func:`analysis.design.streamed_logit.ordered_map`). Parameters as :meth:`pieces`.
+
+        Returns
+        -------
+        list of callable
+            In the order of :meth:`pieces`; each returns a :class:`RiskSets`.
+        """
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         h, protocol = self.histories, self.protocol
         dates, analysed = self._dates, self._analysed_date
         piece = _pieces(h, protocol, dates, analysed, not_eligible, max_rows)
-        for k in np.unique(piece):
-            mine = piece == k
-            # no local name for the table: the previous piece is freed while the next is built
-            yield RiskSets(
-                table=_piece(
-                    h, protocol, dates[mine], analysed[mine], self._code, self._day,
-                    not_eligible, with_outcomes=with_outcomes, with_codes=with_codes,
-                ),
-                initiators=self.initiators,
-                protocol=protocol,
+
+        def build(mine: np.ndarray) -> RiskSets:
+            table = _piece(
+                h, protocol, dates[mine], analysed[mine], self._code, self._day,
+                not_eligible, with_outcomes=with_outcomes, with_codes=with_codes,
             )  # fmt: skip
+            return RiskSets(table=table, initiators=self.initiators, protocol=protocol)
+
+        return [partial(build, piece == k) for k in np.unique(piece)]
 
     def rows(self, code: np.ndarray, day: np.ndarray) -> pd.DataFrame:
         """Full rows (:data:`RISK_SET_COLUMNS`) of eligible ``(person code, day)`` pairs.

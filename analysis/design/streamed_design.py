@@ -257,7 +257,7 @@ class DesignSpec:
             if not p["constant"]:
                 cols.append(x)
             if len(p["knots"]) >= 3:
-                cols += list(restricted_cubic_spline(x, p["knots"]).T)
+                cols += list(_spline(x, p["knots"]).T)
             if p["missing"]:
                 cols.append(miss.astype(np.float64))
         # column by column into a Fortran-ordered matrix (np.column_stack writes across
@@ -266,6 +266,18 @@ class DesignSpec:
         for j, col in enumerate(cols):
             out[:, j] = col
         return out
+
+
+def _spline(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """:func:`restricted_cubic_spline` of ``x``; when ``x`` is sorted (the calendar time
+    of risk sets in date order), computed once per run of equal values and repeated: the
+    same numbers (the basis is computed value by value)."""
+    if len(x) > 1 and bool((x[1:] >= x[:-1]).all()):
+        start = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+        if len(start) < len(x) // 4:
+            basis = restricted_cubic_spline(x[start], knots)
+            return np.repeat(basis, np.diff(np.r_[start, len(x)]), axis=0)
+    return restricted_cubic_spline(x, knots)
 
 
 def compact_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -307,20 +319,31 @@ class Moments:
     mean: np.ndarray | None = None
     m2: np.ndarray | None = None
 
-    def add(self, X: np.ndarray) -> None:
-        """Take in the rows of ``X``."""
+    @classmethod
+    def of(cls, X: np.ndarray) -> Moments:
+        """The moments of the rows of ``X`` alone (to :meth:`merge` later, in order)."""
         if len(X) == 0:
+            return cls()
+        mb = X.mean(axis=0)
+        return cls(float(len(X)), mb, ((X - mb) ** 2).sum(axis=0))
+
+    def merge(self, other: Moments) -> None:
+        """Take in the rows whose moments are ``other`` (Chan's pairwise update)."""
+        if other.mean is None:
             return
-        nb, mb = len(X), X.mean(axis=0)
-        m2b = ((X - mb) ** 2).sum(axis=0)
         if self.mean is None:
-            self.n, self.mean, self.m2 = float(nb), mb, m2b
+            self.n, self.mean, self.m2 = other.n, other.mean, other.m2
             return
+        nb = other.n
         n = self.n + nb
-        delta = mb - self.mean
+        delta = other.mean - self.mean
         self.mean = self.mean + delta * nb / n
-        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
+        self.m2 = self.m2 + other.m2 + delta**2 * self.n * nb / n
         self.n = n
+
+    def add(self, X: np.ndarray) -> None:
+        """Take in the rows of ``X`` (``merge(Moments.of(X))``)."""
+        self.merge(Moments.of(X))
 
     @property
     def var(self) -> np.ndarray:
