@@ -1,9 +1,12 @@
 """Coverage table of a history simulation folder (``python -m evaluation.simulate --contract 2``).
 
-``python benchmarks/coverage_v2_table.py DIR [SCENARIO] [--all]`` summarises the replicate
-records found in ``DIR`` (also of a run stopped before its end) against the truth the run
-used, or the truth of the history scenario ``SCENARIO`` (a bundled name or a YAML path; its
-truth is computed here, which takes minutes for a precise truth), and prints a Markdown table of the primaries of both
+``python benchmarks/coverage_v2_table.py DIR [TRUTH] [--all] [--save-truth FILE]``
+summarises the replicate records found in ``DIR`` (also of a run stopped before its end)
+against the truth the run used, or against ``TRUTH``: a history scenario (a bundled name or a
+YAML path; its truth is computed here, which takes minutes, or a quarter of an hour for
+``benchmarks/history_default_truth.yml``; ``--save-truth FILE`` writes it as ``truth.json``)
+or a ``truth.json`` file (such a saved truth, e.g. ``benchmarks/history_default_truth.json``,
+or an extract's), and prints a Markdown table of the primaries of both
 estimands (intention to treat and per protocol): replicates with an estimate, coverage of the
 95% interval, bias, empirical SD, mean model SE and their ratio, each with its Monte Carlo SE
 (Morris, White & Crowther 2019), and the truth with its own Monte Carlo SE. Ratios are on the
@@ -22,21 +25,49 @@ from pathlib import Path
 import pandas as pd
 
 
-def summary(folder: Path, scenario: str | None = None) -> pd.DataFrame:
+def truth_file_values(truth: dict) -> tuple[dict, dict]:
+    """True values and their Monte Carlo SEs from a history ``truth.json``'s contents.
+
+    Returns ``(estimand, outcome, measure) -> value`` (natural scale) and ``-> MC SE`` (log
+    scale for ratios; NaN where unknown), as :func:`evaluation.replicates.truth_values`.
+    """
+    errors = truth["monte_carlo"]["errors"]
+    values, mcse = {}, {}
+    for e in truth["estimands"]:
+        key = (e["estimand"], e["outcome"], e["measure"])
+        values[key] = e["value"]
+        mc = errors.get("/".join(key), {}).get("mc_se")
+        mcse[key] = float("nan") if mc is None else mc
+    return values, mcse
+
+
+def scenario_truth(scenario: str, save: Path | None = None) -> tuple[dict, dict]:
+    """True values and MC SEs of ``scenario``: a ``truth.json`` file, or a history scenario
+    (bundled name or YAML path) whose truth is computed here (and written to ``save``)."""
+    if scenario.endswith(".json"):
+        return truth_file_values(json.loads(Path(scenario).read_text()))
+    from evaluation.replicates import truth_values
+    from synthetic.history_spec import load_history_scenario
+
+    truth, values, mcse = truth_values(load_history_scenario(scenario))
+    if save is not None:
+        save.write_text(json.dumps(truth, indent=2) + "\n")
+    return values, mcse
+
+
+def summary(folder: Path, scenario: str | None = None, save: Path | None = None) -> pd.DataFrame:
     """Performance per (estimand, outcome, measure, method) of the records in ``folder``.
 
-    Against the truth of ``scenario`` (computed here), or, without it, the truth the run
-    used: the ``truth`` of the records' estimates, with the Monte Carlo SEs of the folder's
-    ``summary.json`` when the run has finished (else unknown).
+    Against the truth of ``scenario`` (a ``truth.json`` file, or a history scenario whose
+    truth is computed here and written to ``save`` if given), or, without it, the truth the
+    run used: the ``truth`` of the records' estimates, with the Monte Carlo SEs of the
+    folder's ``summary.json`` when the run has finished (else unknown).
     """
     from evaluation.simulation_summary import summarise
 
     records = [json.loads(f.read_text()) for f in sorted(folder.glob("replicates/*/*.json"))]
     if scenario is not None:
-        from evaluation.replicates import truth_values
-        from synthetic.history_spec import load_history_scenario
-
-        _, values, mcse = truth_values(load_history_scenario(scenario))
+        values, mcse = scenario_truth(scenario, save)
         return summarise(records, truth=values, truth_mcse=mcse)
     values, mcse = {}, {}
     for rec in records:
@@ -74,10 +105,19 @@ def table(s: pd.DataFrame, *, every: bool = False) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("scenario", nargs="?", help="truth of this scenario (default: the run's)")
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        help="truth of this history scenario (name or YAML) or truth.json file (default: the run's)",
+    )
     parser.add_argument("--all", action="store_true", help="every estimate, not the primaries")
+    parser.add_argument(
+        "--save-truth", type=Path, help="write the scenario's computed truth here (truth.json)"
+    )
     args = parser.parse_args(argv)
-    print(table(summary(args.folder, args.scenario), every=args.all))
+    if args.save_truth is not None and (args.scenario is None or args.scenario.endswith(".json")):
+        parser.error("--save-truth needs a scenario whose truth is computed")
+    print(table(summary(args.folder, args.scenario, args.save_truth), every=args.all))
     return 0
 
 
