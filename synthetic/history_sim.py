@@ -12,8 +12,8 @@ switch at the end of the week, and yearly status forms record them.
 Random numbers are *counter-based*: every uniform is a hash of (person key, week, slot),
 so a person's numbers do not depend on who else is simulated or in what order. A course
 can therefore be replayed from any week's state, alone or with others, and two versions
-of the same person (HAT now, or not now) share every random number after the index date:
-common random numbers for the truth (``synthetic/history_truth.py``).
+of the same person (not initiating HAT now, never initiating) share every random number
+after the index date: common random numbers for the truth (``synthetic/history_truth.py``).
 
 Days are integers counted from 1970-01-01; week ``k`` covers days ``t0 + 7k`` to
 ``t0 + 7k + 6``. The state, parameters and population are in :mod:`synthetic.history_state`,

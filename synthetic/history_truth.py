@@ -4,16 +4,24 @@ A large population of the HAT sites' regions (``truth.population_scale`` x Norwa
 capacity scaled alike) is simulated with a fixed seed (:mod:`synthetic.history_sim`),
 keeping each HAT starter's state at the start of its index week. The initiators the
 contract analyses are kept (in OST in the 7 days before, aged 18 or more, the 730-day
-lookback covered; :func:`synthetic.history_derive.initiator_reason`), and each is
-*replayed* from its index date d three times, with the same random numbers (common random
-numbers: every uniform is a hash of person, week and slot; the rest of the index week
-uses one fresh set, shared by the three):
+lookback covered; :func:`synthetic.history_derive.initiator_reason`). Each has three
+potential courses from its index date d:
 
-- ``hat``: initiate HAT on d (the recorded course: the replay repeats it, up to the rest of
-  the index week);
+- ``hat``: initiate HAT on d. For an actual initiator this is what happened (consistency),
+  so the arm is the *recorded* course of the population run, not a replay;
 - ``natural``: do not initiate on d; afterwards the natural course, which may start HAT
   later at the person's own hazard (the population's capacity and weights are kept);
 - ``never``: never initiate HAT.
+
+The last two are *replayed* from the index date with the same random numbers (common
+random numbers: every uniform is a hash of person, week and slot; the rest of the index
+week uses one fresh set, shared by both arms, since the recorded numbers of that week
+drew the HAT start). The recorded course cannot be replayed exactly: in the recorded index
+week the HAT start is the person's one competing event of the week (no death, exit or
+prison in the rest of it), while a replay with fresh numbers could have one. ``hat`` is
+nevertheless replayed as well, only as a check of the replay machinery: the share of
+initiators whose replay repeats the recorded course (``hat_replay_agreement``; below 1
+only through the rest of the index week).
 
 The intention-to-treat truth contrasts ``hat`` with ``natural`` (the comparator is followed
 whatever it does later); the per-protocol truth contrasts ``hat`` with ``never`` (the
@@ -62,7 +70,7 @@ from synthetic.truth import (
 
 __all__ = ["HistoryTruth", "compute_history_truth", "history_truth_json"]
 
-ARMS = ("hat", "natural", "never")
+ARMS = ("hat", "natural", "never")  # replayed ('hat' only as a check of the replay)
 ESTIMANDS = {"itt": "natural", "per_protocol": "never"}
 
 DEFINITIONS = {
@@ -113,7 +121,7 @@ class HistoryTruth:
     n_initiators: int  # analysed (eligible) initiators
     excluded: dict[str, int]
     later_hat_share: float  # natural course: share of comparators starting HAT later
-    replay_agreement: float  # share of 'hat' replays with the recorded death and episodes
+    replay_agreement: float  # share of 'hat' replays repeating the recorded course (a check)
     n_batches: int
     population_scale: float
 
@@ -276,11 +284,10 @@ def _analysed_starters(
 
 def _replay(
     spec: HistoryScenario, sim: Simulation, rates: Rates, state: State, week, day
-) -> tuple[dict[str, Derived], dict[str, np.ndarray], float]:
+) -> tuple[dict[str, Derived], dict[str, np.ndarray]]:
     """Replay the initiators three times from the index date (common random numbers).
 
-    Returns each arm's outcomes, whether each person starts HAT later in each arm, and the
-    agreement of the 'hat' replay with the recorded course.
+    Returns each replayed arm's outcomes and whether each person starts HAT later in it.
     """
     ts = spec.truth
     n = len(state)
@@ -310,16 +317,55 @@ def _replay(
         arms[arm], later[arm] = _arm_outcomes(
             sim, replay, a * n + np.arange(n), orig, week, day, extract
         )
-    # agreement of the 'hat' replay with the recorded course (death and episode count)
-    rec = _arm_outcomes(None, sim, orig, orig, week, day, extract)[0]
+    return arms, later
+
+
+@dataclass(frozen=True)
+class _Initiators:
+    """The analysed initiators' potential outcomes by arm, and the population's counts."""
+
+    arms: dict[str, Derived]  # 'hat': the recorded course; 'natural', 'never': replays
+    later: dict[str, np.ndarray]  # starts HAT after the index date, by arm
+    hat_replay: Derived  # the 'hat' arm replayed: the check of the replay machinery
+    replay_agreement: float  # share of initiators whose 'hat' replay repeats the record
+    week: np.ndarray  # index week
+    day: np.ndarray  # index date
+    n_starters: int
+    excluded: dict[str, int]
+
+
+def _initiator_arms(spec: HistoryScenario) -> _Initiators:
+    """Simulate the truth's population and the analysed initiators' three arms."""
+    ts = spec.truth
+    rng = np.random.default_rng(ts.seed)
+    rates = Rates.of(spec)
+    regions = tuple(sorted({REGIONS.index(s.region) for s in spec.sites}))
+    sim = simulate_population(spec, rng, scale=ts.population_scale, regions=regions, snapshots=True)
+    snap = sim.snapshots()
+    ok, excluded = _analysed_starters(spec, sim, snap)
+    state, week, day = snap.state.take(ok), snap.week[ok], snap.day[ok]
+    replayed, later = _replay(spec, sim, rates, state, week, day)
+    # 'hat' is what the initiators did (consistency): their recorded course
+    orig = state.cols["pid"]
+    rec, rec_later = _arm_outcomes(None, sim, orig, orig, week, day, day_number(spec.extract_date))
+    rep = replayed["hat"]
     agree = float(
         np.mean(
-            (rec.died == arms["hat"].died)
-            & (rec.followup_days == arms["hat"].followup_days)
-            & (rec.retention_days == arms["hat"].retention_days)
+            (rec.died == rep.died)
+            & (rec.followup_days == rep.followup_days)
+            & (rec.retention_days == rep.retention_days)
         )
     )
-    return arms, later, agree
+    return _Initiators(
+        arms={"hat": rec, "natural": replayed["natural"], "never": replayed["never"]},
+        later={"hat": rec_later, "natural": later["natural"], "never": later["never"]},
+        hat_replay=rep,
+        replay_agreement=agree,
+        week=week,
+        day=day,
+        n_starters=len(snap.day),
+        excluded=excluded,
+    )
 
 
 def _errors(
@@ -349,14 +395,9 @@ def _errors(
 def _compute(key: str) -> HistoryTruth:
     spec = HistoryScenario.model_validate_json(key)
     ts = spec.truth
-    rng = np.random.default_rng(ts.seed)
-    rates = Rates.of(spec)
-    regions = tuple(sorted({REGIONS.index(s.region) for s in spec.sites}))
-    sim = simulate_population(spec, rng, scale=ts.population_scale, regions=regions, snapshots=True)
-    snap = sim.snapshots()
-    ok, excluded = _analysed_starters(spec, sim, snap)
-    n = ok.size
-    arms, later, agree = _replay(spec, sim, rates, snap.state.take(ok), snap.week[ok], snap.day[ok])
+    ini = _initiator_arms(spec)
+    arms = ini.arms
+    n = ini.day.size
     batch = np.random.default_rng(ts.seed + 1).permutation(n) % ts.n_batches
     values, mc, study, method = {}, {}, {}, {}
     n_study = max(n / ts.population_scale, 1.0)
@@ -375,11 +416,11 @@ def _compute(key: str) -> HistoryTruth:
         mc_se=mc,
         mc_method=method,
         study_se=study,
-        n_starters=len(snap.day),
+        n_starters=ini.n_starters,
         n_initiators=n,
-        excluded=excluded,
-        later_hat_share=float(later["natural"].mean()),
-        replay_agreement=agree,
+        excluded=ini.excluded,
+        later_hat_share=float(ini.later["natural"].mean()),
+        replay_agreement=ini.replay_agreement,
         n_batches=ts.n_batches,
         population_scale=ts.population_scale,
     )

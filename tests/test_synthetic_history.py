@@ -1,8 +1,8 @@
 """Self-tests of the history-extract generator (data contract version 2).
 
 The outcome definitions reproduce the hand-made example (``tests/data/example-history``);
-the extract follows the contract; same seed, same bytes; the replays behind the truth
-repeat the recorded course; realised figures match ``shared/calibration.md`` within
+the extract follows the contract; same seed, same bytes; the truth's 'HAT now' arm is the
+initiators' recorded course and its replay repeats it outside the index week; realised figures match ``shared/calibration.md`` within
 sampling noise (default scenario, slow); and HAT uptake is confounded in time: crude
 comparisons of initiators with OST patients miss the truth by several standard errors.
 """
@@ -25,8 +25,16 @@ from synthetic.history_generate import COLUMNS_V2, generate_history, write_histo
 from synthetic.history_realised import history_figures
 from synthetic.history_sim import Simulation
 from synthetic.history_spec import HistoryScenario, history_scenario_names, load_history_scenario
-from synthetic.history_state import IN_HAT, IN_OST, NONE, Rates, linear_predictor, new_persons
-from synthetic.history_truth import compute_history_truth
+from synthetic.history_state import (
+    IN_HAT,
+    IN_OST,
+    NONE,
+    WEEK,
+    Rates,
+    linear_predictor,
+    new_persons,
+)
+from synthetic.history_truth import _initiator_arms, compute_history_truth
 
 EXAMPLE = "tests/data/example-history"
 DAY = np.timedelta64(1, "D")
@@ -269,7 +277,8 @@ def test_truth_fields_and_replays(ci):
             assert (est, *om) in keys
     assert all(set(e) >= {"estimand", "outcome", "measure", "value", "definition"} for e in entries)
     res = compute_history_truth(spec)
-    # the 'HAT now' replay repeats the recorded course (up to the rest of the index week)
+    # the check of the replay machinery: replaying 'HAT now' repeats the recorded course
+    # (up to the rest of the index week)
     assert res.replay_agreement > 0.95
     # those from outside treatment are excluded, with the reason
     assert res.excluded.get("not in OST in the week before", 0) > 0
@@ -281,6 +290,30 @@ def test_truth_fields_and_replays(ci):
     for est in ("itt", "per_protocol"):
         assert v[est][("crime", "IRR")] < 0.85
         assert v[est][("retention", "RD_12m")] > 0
+
+
+def test_truth_hat_arm_is_the_recorded_course():
+    """The truth's 'HAT now' arm is what the initiators did (consistency), not a replay.
+
+    In the recorded index week the HAT start is the person's one competing event, so no
+    initiator dies or discontinues in the rest of that week; a replay with fresh numbers
+    for that week can (it did for one of the ci truth's 446 initiators).
+    """
+    spec = HistoryScenario.model_validate_json(load_history_scenario("ci").truth_key())
+    ini = _initiator_arms(spec)
+    rates = Rates.of(spec)
+    left = rates.t0 + WEEK * (ini.week + 1) - ini.day  # days from d to the next week
+
+    def early(a):
+        died = a.died & (a.followup_days < left)
+        left_tx = a.in_retention & (a.discontinued == 1) & (a.retention_days < left)
+        return died | left_tx
+
+    assert not early(ini.arms["hat"]).any()
+    assert early(ini.hat_replay).any()
+    # the comparators' arms are replays and may leave in the rest of the index week
+    assert {"natural", "never"} <= set(ini.arms)
+    assert ini.replay_agreement > 0.95
 
 
 def test_ci_figures_are_plausible(ci):
