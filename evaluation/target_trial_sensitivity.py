@@ -13,7 +13,12 @@ the methods ``<model>_<design>``:
   OST comparator; a propensity model on the persons (initiators on their index dates,
   comparators on their random dates, the same covariates and calendar time) and greedy 1:k
   matching with the caliper, exact on region, without replacement; variances clustered on
-  the matched set as in version 1;
+  the matched set as in version 1. Its comparator rule (never an initiator) looks into
+  the future: who dies or leaves OST before a place in HAT comes free cannot start, so the
+  comparators are enriched with early deaths and discontinuations (immortal-time bias;
+  Suissa 2008). The bias grows with the share of comparators who would start HAT later:
+  small where uptake is rare, large where it is frequent (``tests/test_prevalent_user.py``,
+  ``benchmarks/coverage_v2.md``);
 - ``matched_1to<k>``, ``matched_caliper<c>`` (and both): the risk-set matching of the
   primary analysis done again with another ``k`` or caliper (``sensitivity.matching``):
   the same risk sets, propensity model and exact strata
