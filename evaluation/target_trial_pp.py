@@ -22,6 +22,14 @@ hazard ratio on counting-process data (Breslow ties), Kaplan-Meier risk differen
 retention ratios and RMST differences, Aalen-Johansen cumulative incidence differences,
 and ratios of weighted charge rates for crime.
 
+No negative-binomial model per protocol: the censoring weights change from interval to
+interval, so a weighted count model has to be fitted to the person-intervals, where a
+negative binomial's gamma term would describe variation between intervals rather than the
+persons' overdispersion (the reason version 1 and the intention-to-treat analysis fit it to
+persons); the ratio of weighted rates (a weighted Poisson model with the arm only, on the
+same intervals) targets the ratio of total charges to total person-time, the truth's
+definition, and the bootstrap over persons makes its variance robust to the overdispersion.
+
 Variance: a bootstrap over persons (the clusters: a person may be in several matched sets
 and in both arms), refitting both censoring models in every replicate, so the estimation of
 the weights is accounted for; the matched sets are kept as they are (as the
