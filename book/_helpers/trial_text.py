@@ -317,11 +317,10 @@ def _status_form_limit() -> str | None:
     lookback = (protocol().get("eligibility") or {}).get("lookback_days")
     return (
         f"The status-form covariates ({_names(used)}) come only from status forms (for "
-        "example the yearly treatment status form): the latest form "
-        + (f"of the {integer(lookback)} days " if finite(lookback) else "")
-        + "before the date, however old, and missing when there is none. A change since "
-        "the last form (starting to inject, losing housing) is not seen on the day of the "
-        "risk set."
+        "example the yearly treatment status form): the latest form dated before the date"
+        + (f" (within {integer(lookback)} days, so it may be that old)" if finite(lookback) else "")
+        + ", missing when there is none. A change since the last form (starting to inject, "
+        "losing housing) is not seen on the day of the risk set."
     )
 
 
