@@ -153,6 +153,7 @@ def protocol_table(rs: RiskSets, config: StudyConfig) -> pd.DataFrame:
     elig, plan, pp = tt.eligibility, tt.analysis, tt.per_protocol
     regions = ", ".join(rs.protocol.regions or ()) or "none"
     in_ost, strategy_grace, time_zero_grace = _grace_texts(config)
+    per = "per_protocol" in tt.contrasts  # the contrast may be switched off
     rows = [
         (
             "Eligibility criteria",
@@ -185,8 +186,10 @@ def protocol_table(rs: RiskSets, config: StudyConfig) -> pd.DataFrame:
         (
             "Follow-up",
             "from time zero to death, emigration or the end of the study",
-            "from the index date to death, emigration or the extract date; per protocol a "
-            "comparator is also censored on its first HAT start",
+            "from the index date to death, emigration or the extract date"
+            + (
+                "; per protocol a comparator is also censored on its first HAT start" if per else ""
+            ),
         ),
         (
             "Outcomes",
@@ -196,19 +199,29 @@ def protocol_table(rs: RiskSets, config: StudyConfig) -> pd.DataFrame:
         ),
         (
             "Causal contrasts",
-            "intention to treat (primary); per protocol",
+            "intention to treat (primary)" + ("; per protocol" if per else ""),
             "intention to treat: matched comparison, comparators followed whatever they do "
-            "later; per protocol: comparators censored when they start HAT, inverse "
-            "probability of censoring weights",
+            "later"
+            + (
+                "; per protocol: comparators censored when they start HAT, inverse "
+                "probability of censoring weights"
+                if per
+                else ""
+            ),
         ),
         (
             "Statistical analysis",
             "effect in the treated: hazard ratios, rate ratios, risk and RMST differences",
             "Cox, Kaplan-Meier, Aalen-Johansen, ratio of charge rates on the matched rows, "
-            "variances clustered on the person; per protocol: weighted by censoring weights "
-            f"from a pooled logistic model on {pp.interval_days}-day intervals, truncated at "
-            f"the {pp.truncate:g} quantile, bootstrap over persons ({pp.bootstrap} replicates, "
-            "censoring model refitted)",
+            "variances clustered on the person"
+            + (
+                "; per protocol: weighted by censoring weights from a pooled logistic model "
+                f"on {pp.interval_days}-day intervals, truncated at the {pp.truncate:g} "
+                f"quantile, bootstrap over persons ({pp.bootstrap} replicates, censoring "
+                "model refitted)"
+                if per
+                else ""
+            ),
         ),
         (
             "Sensitivity analyses",

@@ -274,6 +274,10 @@ def test_full_book(tmp_path, monkeypatch):
         assert (out / f"{page}.html").is_file(), page
         text = main_text(out, page)
         assert "Traceback" not in text and "Error" not in text, page
+        # the emulated target trial's sections belong to a history extract's report only
+        for heading in ("Identifying assumptions", "Limitations of the emulation"):
+            assert heading not in text, (page, heading)
+    assert not (out / "target_trial.html").exists()
     h = load_helpers(results, monkeypatch)
     summary = main_text(out, "summary")
     for outcome in PRIMARY:
@@ -439,3 +443,127 @@ def test_run_writes_release_and_the_trial_book(trial_book, monkeypatch):
         assert "Estimand: intention to treat" in main_text(out, page), page
     assert "clustered on persons" in main_text(out, "retention")
     assert main_text(out, "target_trial").count("<img") >= 1  # balance on the day
+
+
+def _flat(html_text: str) -> str:
+    """Words of a page: tags dropped, entities decoded, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", html_text)).split())
+
+
+def _as_shown(text: str) -> str:
+    """A helper's Markdown as the page shows it: no emphasis marks, typographic apostrophes."""
+    return " ".join(text.replace("*", "").replace("'", "\u2019").split())
+
+
+def test_trial_chapter_follows_target(trial_book, monkeypatch):
+    """TARGET items: data source, estimands, identifying assumptions, follow-up, limitations."""
+    folder, out = trial_book
+    h = load_helpers(folder, monkeypatch)
+    chapter = main_text(out, "target_trial")
+    flat = _flat(chapter)
+    for heading in ("Estimands", "Identifying assumptions", "Follow-up",
+                    "Limitations of the emulation"):  # fmt: skip
+        assert f">{heading}<" in chapter.replace("\n", ""), heading
+    assert h.has_per_protocol() and h.contrasts() == ["itt", "per_protocol"]
+    # every assumption, with the covariates of the propensity model as run
+    rows = h.identifying_assumptions()
+    assert [r["contrast"] for r in rows].count("per protocol") == 2
+    for row in rows:
+        for cell in row.values():
+            assert _as_shown(cell).lower() in flat.lower(), cell
+    for cov in h.protocol()["analysis"]["covariates"]:
+        assert h.variable_label(cov) in rows[0]["what it requires here"], cov
+    for cov in h.protocol()["per_protocol"]["covariates"]:
+        assert h.variable_label(cov) in rows[-2]["what it requires here"], cov
+    # one estimand per contrast, each naming its measures
+    estimands = h.estimand_rows()
+    assert [r["estimand"] for r in estimands] == ["intention to treat (primary)", "per protocol"]
+    for row in estimands:
+        for cell in row.values():
+            assert _as_shown(cell).lower() in flat.lower(), cell
+    matched = h.design("matched")
+    assert f"{h.integer(matched['n_treated_matched'])} of {h.integer(matched['n_treated'])}" in flat
+    # follow-up: start, end, the time at risk of each arm from the mortality table
+    rates = pd.read_csv(folder / "tables" / "mortality_rates.csv")
+    rates = rates[rates["outcome"] == "all-cause mortality"].set_index("group")["person_years"]
+    assert f"{h.num(rates['HAT'], 1)} person-years in the matched initiators" in flat
+    assert f"{h.num(rates['OST'], 1)} weighted person-years" in flat
+    assert _as_shown(h.follow_up_text()) in flat
+    # the data source and the limitations, each one
+    assert _as_shown(h.data_source_sentence()) in flat
+    assert "extract date (" + h.manifest()["extract_date"] + ")" in flat
+    limits = h.limitations()
+    assert any("waiting list" in x for x in limits) and any("status forms" in x for x in limits)
+    for item in limits:
+        assert _as_shown(item) in flat, item
+    # the summary identifies the study as an emulated target trial and points to the assumptions
+    summary = _flat(main_text(out, "summary_trial"))
+    assert "Summary of the emulated target trial" in page_text(out, "summary_trial")
+    assert "identifying assumptions" in summary and "Identifying assumptions" in summary
+
+
+@pytest.fixture(scope="module")
+def trial_itt_only(trial_results, tmp_path_factory) -> tuple[Path, Path]:
+    """The same extract with intention to treat only and no sensitivity analysis, and its report."""
+    from evaluation.config import load_config
+    from evaluation.run import run
+
+    extract = trial_results.parent / f"{trial_results.name}-extract"
+    folder = tmp_path_factory.mktemp("trial-itt-only") / "results"
+    config = load_config(
+        target_trial={
+            "contrasts": ["itt"],
+            "sensitivity": {
+                "naive": False,
+                "prevalent": False,
+                "grace_period_days": None,
+                "matching": [],
+            },  # fmt: skip
+        },
+        imputation={"sensitivity": False},
+    )
+    run(data=extract, out=folder, config=config, book=False, quiet=True)
+    return folder, build_book(folder, output_dir=folder.parent / "book", read="full")
+
+
+def test_trial_chapter_without_per_protocol_or_sensitivity(trial_itt_only, monkeypatch):
+    """Per protocol switched off, no sensitivity analysis: nothing claims either was done."""
+    folder, out = trial_itt_only
+    h = load_helpers(folder, monkeypatch)
+    assert not h.has_per_protocol() and h.contrasts() == ["itt"]
+    assert [r["estimand"] for r in h.estimand_rows()] == ["intention to treat (primary)"]
+    assert all(r["contrast"] == "both" for r in h.identifying_assumptions())
+    assert not any("Per protocol" in x or "grace-period" in x for x in h.limitations())
+    protocol = pd.read_csv(folder / "tables" / "protocol.csv").set_index("component")
+    for component in ("Follow-up", "Causal contrasts", "Statistical analysis"):
+        assert "per protocol" not in " ".join(protocol.loc[component]), component
+    chapter = _flat(main_text(out, "target_trial"))
+    assert (
+        "per protocol (95% CI)" not in chapter and "censored, on the day it starts" not in chapter
+    )
+    assert "The per-protocol contrast was not run" in chapter
+    assert "No sensitivity comparison is in this results folder" in chapter
+    assert "naive comparison" not in chapter and "prevalent-user comparison" not in chapter
+    summary = _flat(main_text(out, "summary_trial"))
+    assert "The per-protocol contrast was not run" in summary
+    assert "Per protocol :" not in summary and "per-protocol row" not in summary
+    for page in TRIAL_PAGES:
+        text = main_text(out, page)
+        assert "Traceback" not in text and "Error" not in text, page
+        assert not re.search(r"\bnan\b", re.sub(r"<[^>]+>", " ", text), flags=re.I), page
+
+
+def test_trial_text_tolerates_a_minimal_results_folder(tmp_path, monkeypatch):
+    """No protocol, designs, tables or manifest: the words still come, without a number."""
+    import json
+
+    folder = write_results_fixture(tmp_path / "results", minimal=True)
+    doc = json.loads((folder / "results.json").read_text())
+    doc["cohort"]["extract_version"] = 2
+    (folder / "results.json").write_text(json.dumps(doc))
+    h = load_helpers(folder, monkeypatch)
+    texts = [h.data_source_sentence(), h.follow_up_text(), *h.limitations()]
+    texts += [v for r in h.identifying_assumptions() + h.estimand_rows() for v in r.values()]
+    for text in texts:
+        assert not re.search(r"\b(nan|None)\b", text), text
+    assert h.follow_up_sentence() is None and h.extract_tables() is None

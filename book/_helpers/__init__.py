@@ -17,7 +17,9 @@ the modules below (and ``pd``):
 - ``display``: Markdown, tables, figures, the banners and notes shared by the pages;
 - ``absolute``: the hazard ratio beside the absolute measures;
 - ``trial``: the emulated target trial of a version-2 (history) extract (estimands,
-  intention-to-treat beside per-protocol estimates, the sensitivity comparisons).
+  intention-to-treat beside per-protocol estimates, the sensitivity comparisons);
+- ``trial_text``: its words read against the TARGET guideline (data source, estimands,
+  identifying assumptions, follow-up, limitations of the emulation).
 """
 
 import pandas as pd  # noqa: F401  (the pages use it)
@@ -28,5 +30,6 @@ from .formatting import *  # noqa: F403
 from .labels import *  # noqa: F403
 from .loading import *  # noqa: F403
 from .trial import *  # noqa: F403
+from .trial_text import *  # noqa: F403
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -103,6 +103,9 @@ def design_label(name: Any, *, short: bool = False, primary: Any = None) -> str:
             return DESIGN_LABELS[name]
         if name.startswith("matched_caliper"):
             return f"matching, caliper {name.removeprefix('matched_caliper')} SD"
+        if name.startswith("matched_grace") and name.removeprefix("matched_grace").isdigit():
+            days = name.removeprefix("matched_grace")
+            return f"risk-set matching with a grace period of {days} days"  # target trial
         return name.replace("_", " ")
     short_names = {"matched": "matched 1:k (primary)", "iptw": "IPTW", "matched_1to1": "matched 1:1",
                    "naive": "naive (unadjusted)", "ipcw": "per protocol (IPCW)",
@@ -114,6 +117,8 @@ def design_label(name: Any, *, short: bool = False, primary: Any = None) -> str:
         return f"matched 1:{k} (primary)" if k else short_names[name]
     if name.startswith("matched_caliper"):
         return f"caliper {name.removeprefix('matched_caliper')} SD"
+    if name.startswith("matched_grace") and name.removeprefix("matched_grace").isdigit():
+        return f"grace period {name.removeprefix('matched_grace')} days"  # target trial
     return name.replace("_", " ")
 
 

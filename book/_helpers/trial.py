@@ -136,8 +136,8 @@ def itt_pp_table(outcomes: Iterable[str] | None = None) -> bool:
     """Intention-to-treat beside per-protocol estimates, with the true values when known.
 
     One row per estimate of the intention-to-treat primary design (in the results' order);
-    the per-protocol estimate of the same outcome and measure beside it. Returns whether a
-    table was shown.
+    the per-protocol estimate of the same outcome and measure beside it (no per-protocol
+    columns when that contrast was not run). Returns whether a table was shown.
     """
     itt, per = main_analyses()
     typed = {id(e): t for t, e in _typed_pairs()}
@@ -164,11 +164,13 @@ def itt_pp_table(outcomes: Iterable[str] | None = None) -> bool:
             "outcome": label(outcome=e["outcome"]),
             "measure": _measure_name(named, keys.count(key) > 1),
             f"intention to treat ({ci_label()})": _cell(e, notes),
-            f"per protocol ({ci_label()})": _cell(pp, notes),
         }
+        if per:  # a column of dashes when the per-protocol contrast was not run
+            row[f"per protocol ({ci_label()})"] = _cell(pp, notes)
         if with_truth:
             row["true value, ITT"] = _truth(e)
-            row["true value, per protocol"] = _truth(pp)
+            if per:
+                row["true value, per protocol"] = _truth(pp)
         rows.append(row)
     for key, e in pp_by.items():  # per-protocol estimates without an ITT counterpart
         if key not in used and (wanted is None or key[0] in wanted):
@@ -196,6 +198,15 @@ def primary_pairs() -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
             )
             out.append((e, pp))
     return out
+
+
+#: short names of designs in the target trial's sensitivity table (else ``design_label``)
+TRIAL_DESIGN_SHORT = {"matched_mi": "multiple imputation"}
+
+
+def trial_design_label(name: Any) -> str:
+    """Short name of a design in the sensitivity comparisons of the emulated trial."""
+    return TRIAL_DESIGN_SHORT.get(str(name)) or design_label(name, short=True)
 
 
 def design_note(name: str) -> str | None:
@@ -227,7 +238,7 @@ def sensitivity_table() -> bool:
         row = {
             "outcome": label(outcome=e["outcome"]),
             "measure": MEASURE_SHORT.get(e["measure"], e["measure"]),
-            "comparison": design_label(e["design"], short=True),
+            "comparison": trial_design_label(e["design"]),
             "estimand": estimand_label(e.get("estimand")),
             f"estimate ({ci_label()})": _cell(e, notes),
             "main analysis": _cell(main, notes),
@@ -241,7 +252,7 @@ def sensitivity_table() -> bool:
     notes.show()
     designs = list(dict.fromkeys(e["design"] for e in rows_in))
     described = [
-        f"- **{design_label(d, short=True)}**: {design_note(d) or design_label(d)}" for d in designs
+        f"- **{trial_design_label(d)}**: {design_note(d) or design_label(d)}" for d in designs
     ]
     md(
         "The *main analysis* column repeats the estimate of the same estimand, outcome and "
