@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.data.contract import HISTORY_TABLES
 from analysis.data.extract import read_extract
 from analysis.data.risk_sets import derive_risk_sets
 from evaluation.run import main
@@ -39,15 +40,7 @@ from tests.extract_factory import (
 from tests.test_misuse import tree_hash
 
 EXAMPLE = Path(__file__).parent / "data" / "example-history"
-TABLES = (
-    "persons",
-    "treatment_episodes",
-    "deaths",
-    "charges",
-    "incarcerations",
-    "assessments",
-    "overdoses",
-)
+TABLES = HISTORY_TABLES
 EXTRACT_DATE = "2026-12-31"  # of the small synthetic extract; history_start 2015-01-01
 
 
@@ -77,7 +70,7 @@ def copy_extract(src: Path, dest: Path) -> Path:
     """The tables and ``extract.yml`` of ``src`` (no truth, no README) in ``dest``."""
     dest.mkdir(parents=True)
     for path in src.iterdir():
-        if path.suffix == ".csv" and path.stem in TABLES or path.name == "extract.yml":
+        if (path.suffix == ".csv" and path.stem in TABLES) or path.name == "extract.yml":
             shutil.copyfile(path, dest / path.name)
     return dest
 
@@ -154,6 +147,14 @@ UNUSUAL = {
     # death after the extract date (registries with different lags)
     "Z17": {"episodes": (("2018-01-01", "", MD), ("2024-03-01", "", HAT)),
             "death": ("2027-02-01", "other")},
+    # dies, or emigrates, on the day HAT starts (rule 2: not dead or emigrated *before* it)
+    "Z18": {"episodes": (("2019-01-01", "2024-02-15", MD), ("2024-02-16", "", HAT)),
+            "death": ("2024-02-16", "overdose")},
+    "Z19": {"emigration": "2024-02-16",
+            "episodes": (("2019-01-01", "2024-02-15", MD), ("2024-02-16", "", HAT))},
+    # last OST day 7 days before the HAT start (in the window), and 8 days before
+    "Z20": {"episodes": (("2019-01-01", "2024-03-08", MD), ("2024-03-15", "", HAT))},
+    "Z21": {"episodes": (("2019-01-01", "2024-03-07", MD), ("2024-03-15", "", HAT))},
 }  # fmt: skip
 
 
@@ -203,8 +204,10 @@ def test_unusual_extract_runs_and_counts_every_excluded_initiator(unusual):
     assert reasons["Z04"] == "registry history shorter than the lookback"
     assert reasons["Z11"] == "age below minimum"
     assert reasons["Z12"] == "died or emigrated before the date"
+    assert reasons["Z21"] == "not in OST in the week before"
     assert "Z13" not in reasons.index  # HAT after the extract date: no initiation
-    for pid in ("Z01", "Z02", "Z03", "Z05", "Z06", "Z07", "Z08", "Z10", "Z14", "Z17"):
+    for pid in ("Z01", "Z02", "Z03", "Z05", "Z06", "Z07", "Z08", "Z10", "Z14", "Z17", "Z18",
+                "Z19", "Z20"):  # fmt: skip
         assert pd.isna(reasons[pid]), pid
     # the command's counts are the derivation's: nobody lost between them
     table = pd.read_csv(out / "tables" / "exclusions.csv")
@@ -277,6 +280,9 @@ def test_death_and_emigration_end_follow_up_and_later_events_are_not_counted(unu
     assert z08["crime_days"] == 144
     z17 = initiator_row(sets, "Z17")  # death after the extract date: censored there
     assert (z17["died"], z17["followup_end"]) == (0, pd.Timestamp(EXTRACT_DATE))
+    z18, z19 = initiator_row(sets, "Z18"), initiator_row(sets, "Z19")  # on the HAT start day
+    assert (z18["followup_days"], z18["died"], z18["overdose_death"]) == (0, 1, 1)
+    assert (z19["followup_days"], z19["emigrated"], z19["died"]) == (0, 1, 0)
 
 
 def test_hat_before_the_pilot_and_persons_without_episodes(unusual):
@@ -491,6 +497,13 @@ def test_broken_extract_leaves_a_previous_results_folder_untouched(unusual, no_m
     status, lines = cli(no_mi_config, data, out)
     assert status == 2 and len(lines) == 1, lines
     assert "treatment_episodes.csv, column 'medication'" in lines[0] and "row 7" in lines[0]
+    assert tree_hash(out) == before
+    assert not list(tmp_path.glob(".results*"))
+    # a valid extract on which the study cannot be done leaves it untouched too
+    data = copy_extract(unusual["data"], tmp_path / "valid")
+    set_meta(data, history_start="2025-06-01")
+    status, lines = cli(no_mi_config, data, out)
+    assert status == 2 and lines[0].startswith("error: the study cannot be done"), lines
     assert tree_hash(out) == before
     assert not list(tmp_path.glob(".results*"))
 
