@@ -155,6 +155,9 @@ UNUSUAL = {
     # last OST day 7 days before the HAT start (in the window), and 8 days before
     "Z20": {"episodes": (("2019-01-01", "2024-03-08", MD), ("2024-03-15", "", HAT))},
     "Z21": {"episodes": (("2019-01-01", "2024-03-07", MD), ("2024-03-15", "", HAT))},
+    # HAT in a region where no other initiator lives: by default it becomes a HAT region
+    "Z22": {"region": "north",
+            "episodes": (("2018-01-01", "2024-02-29", MD), ("2024-03-01", "", HAT))},
 }  # fmt: skip
 
 
@@ -207,7 +210,7 @@ def test_unusual_extract_runs_and_counts_every_excluded_initiator(unusual):
     assert reasons["Z21"] == "not in OST in the week before"
     assert "Z13" not in reasons.index  # HAT after the extract date: no initiation
     for pid in ("Z01", "Z02", "Z03", "Z05", "Z06", "Z07", "Z08", "Z10", "Z14", "Z17", "Z18",
-                "Z19", "Z20"):  # fmt: skip
+                "Z19", "Z20", "Z22"):  # fmt: skip
         assert pd.isna(reasons[pid]), pid
     # the command's counts are the derivation's: nobody lost between them
     table = pd.read_csv(out / "tables" / "exclusions.csv")
@@ -287,6 +290,7 @@ def test_death_and_emigration_end_follow_up_and_later_events_are_not_counted(unu
 
 def test_hat_before_the_pilot_and_persons_without_episodes(unusual):
     sets = unusual["sets"]
+    assert "north" in sets.protocol.regions  # Z22's region: an analysed initiator lives there
     z06 = initiator_row(sets, "Z06")
     assert (z06["role"], z06["index_date"]) == ("initiator", pd.Timestamp("2019-03-01"))
     z09 = rows_of(sets, "Z09")
@@ -305,7 +309,10 @@ def test_hat_before_the_pilot_and_persons_without_episodes(unusual):
         "every status-form answer missing",
     ],
 )
-def test_empty_tables_and_missing_answers_run(small_history, no_mi_config, tmp_path, edit):
+def test_empty_tables_and_missing_answers_run(small_history, tmp_path, edit):
+    """With the multiple-imputation sensitivity analysis on (the default): without a status
+    form, or without an answer, nothing is missing on some rows only, so it is not run, and
+    ``design.missing`` says so and names the covariates missing everywhere."""
     data = copy_extract(small_history, tmp_path / "extract")
     if edit == "empty optional tables and charges":
         header_only(data, "assessments", "overdoses", "incarcerations", "charges")
@@ -317,7 +324,9 @@ def test_empty_tables_and_missing_answers_run(small_history, no_mi_config, tmp_p
         for column in forms.columns[2:]:
             forms[column] = ""
         write_text_table(forms, data, "assessments")
-    status, lines = cli(no_mi_config, data, tmp_path / "results")
+    config = tmp_path / "study.yml"
+    config.write_text("imputation: {sensitivity: true}\n")
+    status, lines = cli(config, data, tmp_path / "results")
     assert status == 0, lines
     assert all(line.startswith(("warning: ", "not estimable: ")) for line in lines), lines
     # the package's own sentences, not numpy's: a per-protocol bootstrap replicate without
@@ -325,6 +334,11 @@ def test_empty_tables_and_missing_answers_run(small_history, no_mi_config, tmp_p
     assert not [line for line in lines if "encountered in" in line], lines
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert results["cohort"]["n_hat"] == results["cohort"]["n_initiators"] > 0
+    missing = results["design"]["missing"]
+    assert missing["not_imputed"] == "never_observed"  # was "no_missing_values": untrue
+    never = "years_opioid_use, injecting, psychiatric_dx, homeless, benzodiazepine_use"
+    never += ", prior_overdose" if edit == "optional tables absent" else ""
+    assert missing["note"].endswith(f"left out of the propensity model: {never}")
     if edit == "empty optional tables and charges":
         crime = [e for e in results["estimates"] if e["primary"] and e["outcome"] == "crime"]
         assert crime[0]["estimate"] is None  # no charges: said, not hidden
