@@ -233,6 +233,8 @@ def test_events_after_the_extract_date_are_noted(unusual):
     assert "treatment_episodes: 1 row dated after extract_date 2026-12-31 (start_date); " \
         "ignored: a HAT start after it makes no initiator" in notes  # fmt: skip
     assert any(n.startswith("deaths: 1 row dated after extract_date 2026-12-31") for n in notes)
+    # episodes before history_start (Z04's, the generator's) are kept as known events, noted
+    assert any(n.startswith("treatment_episodes: ") and "before history_start" in n for n in notes)
 
 
 def test_same_day_initiators_are_not_candidates_of_each_other(unusual):
