@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.data.contract import PRIMARY_OUTCOMES, SCHEMA_VERSION
+from analysis.data.contract import PRIMARY_OUTCOMES, REGIONS, SCHEMA_VERSION
+from analysis.data.eligibility import ELIGIBILITY_REASONS, eligibility_on
 from analysis.data.extract import HistoryExtract
 from analysis.data.risk_sets import RiskSets, derive_risk_sets
 from analysis.design.risk_set_matching import RiskSetMatch
@@ -59,17 +60,39 @@ def _risk_sets(history: HistoryExtract, config: StudyConfig) -> RiskSets:
         raise StudyError(f"the risk sets could not be derived: {exc}") from None
 
 
-def _match(rs: RiskSets, config: StudyConfig) -> RiskSetMatch:
-    plan = config.target_trial.analysis
-    n_init = int(rs.initiators["analysed"].sum())
-    if n_init == 0:
-        reasons = rs.exclusions().query("n > 0")
-        raise StudyError(
-            f"no HAT initiator is eligible on its own index date ({len(rs.initiators)} "
-            "initiators; "
-            + ("; ".join(f"{r.reason}: {r.n}" for r in reasons.itertuples()) or "none found")
-            + ")"
+def _no_initiator(history: HistoryExtract, rs: RiskSets, config: StudyConfig) -> StudyError:
+    """Why no initiator is analysed, each initiator counted under the first rule it fails.
+
+    With the default regions (those of the analysed initiators) none is a HAT region when
+    nobody is analysed, so every initiator would fail the region rule; the reasons are
+    then counted with every region allowed: the rules that left nobody to analyse.
+    """
+    if rs.initiators.empty:
+        return StudyError(
+            "the extract has no HAT initiator (no diacetylmorphine episode starting on or "
+            "before the extract date)"
         )
+    elig = config.target_trial.eligibility
+    reason = rs.initiators["reason"]
+    if elig.regions is None:
+        reason = eligibility_on(
+            history, rs.initiators, min_age=elig.min_age, lookback_days=elig.lookback_days,
+            recent_ost_days=elig.recent_ost_days, gap_days=config.gap_days, regions=REGIONS,
+            grace_days=config.target_trial.grace_period_days,
+        )  # fmt: skip
+    counts = reason.value_counts()
+    return StudyError(
+        f"no HAT initiator is eligible on its own index date ({len(rs.initiators)} "
+        "initiators; "
+        + "; ".join(f"{r}: {counts[r]}" for r in ELIGIBILITY_REASONS if counts.get(r, 0))
+        + ")"
+    )
+
+
+def _match(history: HistoryExtract, rs: RiskSets, config: StudyConfig) -> RiskSetMatch:
+    plan = config.target_trial.analysis
+    if not rs.initiators["analysed"].any():
+        raise _no_initiator(history, rs, config)
     try:
         matched = match_on_plan(rs.table, config)
     except ValueError as exc:
@@ -262,7 +285,7 @@ def run_target_trial(
     with steps.step("derive risk sets"):
         rs = _risk_sets(history, config)
     with steps.step("risk-set matching"):
-        matched = _match(rs, config)
+        matched = _match(history, rs, config)
         info = matched.info()
         balance = matched.balance()
     itt = Design(name="matched", data=outcome_frame(matched.data), weighted=True, info=info)

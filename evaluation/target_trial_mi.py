@@ -286,12 +286,22 @@ def with_imputation(
     try:
         frame = imputation_units(history, rs, config)
         if frame is None:
+            never = _never_observed(rs, config)
+            if never:
+                return _skipped(study, config, "never_observed", ", ".join(never))
             return _skipped(study, config, "no_missing_values")
         runs = run_imputations(frame, config)
     except (ValueError, np.linalg.LinAlgError) as exc:
         error = StudyError(f"multiple imputation failed: {exc}")
         return _skipped(study, config, "failed", sensitivity_failed(error, config))
     return amend_study(study, frame, runs, config, truth=history.truth, info=_mean_info(runs))
+
+
+def _never_observed(rs: RiskSets, config: StudyConfig) -> list[str]:
+    """Covariates of the propensity model missing on every analysed row (initiators and
+    candidates), e.g. every status-form answer of an extract without status forms."""
+    rows = rs.table[rs.table["reason"].isna()]
+    return [c for c in config.target_trial.analysis.covariates if rows[c].isna().all()]
 
 
 def _skipped(study: Study, config: StudyConfig, reason: str, detail: str | None = None) -> Study:

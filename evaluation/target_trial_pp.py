@@ -340,7 +340,9 @@ def per_protocol_estimates(
     for (outcome, measure), value in point.items():
         ratio = measure in _RATIOS or measure.startswith("RR")
         r = np.asarray(reps[(outcome, measure)], dtype=float)
-        r = np.log(r) if ratio else r
+        if ratio:  # a replicate without events in a group gives a ratio of 0: not finite
+            with np.errstate(divide="ignore"):
+                r = np.log(r)
         ok = np.isfinite(r)
         common = {
             "outcome": outcome,

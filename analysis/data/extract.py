@@ -352,6 +352,7 @@ def _validated(
             notes=tuple(notes),
         )
     notes += _before_history_notes(tables, history_start)
+    notes += _after_extract_notes(tables, extract_date)
     return HistoryExtract(
         **{t: tables[t] for t in HISTORY_TABLES if t != "overdoses"},
         overdoses=tables["overdoses"] if "overdoses" in files else None,
@@ -433,5 +434,33 @@ def _before_history_notes(
             notes.append(
                 f"{table}: {n} row{'s' if n > 1 else ''} dated before history_start {day} "
                 f"({column}); kept as known events: {effect}"
+            )
+    return notes
+
+
+#: what events dated after ``extract_date`` change, by table (for the notes)
+_AFTER_EXTRACT = {
+    "persons": "follow-up is censored at the extract date, not ended by emigration",
+    "treatment_episodes": "ignored: a HAT start after it makes no initiator",
+    "deaths": "follow-up is censored at the extract date, not ended by death",
+    "charges": "ignored (after every follow-up)",
+    "incarcerations": "ignored (after every follow-up)",
+    "assessments": "ignored (after every eligible date)",
+    "overdoses": "ignored (after every eligible date)",
+}
+
+
+def _after_extract_notes(tables: dict[str, pd.DataFrame], extract_date: pd.Timestamp) -> list[str]:
+    """One note per table with events dated after ``extract_date`` (past the registries'
+    last day: read as data, but nothing after that day is analysed)."""
+    day = extract_date.strftime("%Y-%m-%d")
+    notes = []
+    for table, effect in _AFTER_EXTRACT.items():
+        column = HISTORY_DATE_COLUMNS[table][0]
+        n = int((tables[table][column] > extract_date).sum())
+        if n:
+            notes.append(
+                f"{table}: {n} row{'s' if n > 1 else ''} dated after extract_date {day} "
+                f"({column}); {effect}"
             )
     return notes

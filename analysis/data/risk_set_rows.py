@@ -150,7 +150,8 @@ def _runs(
     code = cover.index.keys // cover.index.span
     lo = np.searchsorted(grid_dates, cover.start, side="right")
     hi = np.searchsorted(grid_dates, cover.end + window, side="left")
-    same = np.r_[False, code[1:] == code[:-1]]
+    same = np.zeros(len(code), dtype=bool)  # no OST interval at all: nothing to do
+    same[1:] = code[1:] == code[:-1]
     lo[same] = np.maximum(lo[same], hi[:-1][same[1:]])
     allowed = np.isin(h.region.astype(str), np.asarray(list(protocol.regions or ()), dtype=str))
     return code, lo, np.where(allowed[code], np.maximum(hi - lo, 0), 0)
@@ -240,6 +241,8 @@ def _pieces(
     """Piece number of each date: consecutive dates whose evaluated rows stay within
     ``max_rows`` (at least one analysed date per piece; dates without one ride along)."""
     grid = dates[analysed_date]
+    if not len(grid):  # no analysed initiator: the excluded initiators in one piece
+        return np.zeros(len(dates), dtype=np.int64)
     if not_eligible:
         rows = np.full(len(grid), h.n, dtype=np.int64)
     else:

@@ -421,9 +421,12 @@ def conform_columns(
     required_absent = [c for c in absent if c not in _optional_columns(version)]
     if required_absent:
         column = required_absent[0]
+        hint = ""
+        if version != HISTORY_VERSION and table == "persons" and column in ("group", "index_date"):
+            hint = "; a history extract (contract version 2) declares contract_version: 2"
         raise ExtractError(
             f"{file}: required column '{column}' is absent"
-            f" (columns found: {', '.join(map(str, raw.columns)) or 'none'})",
+            f" (columns found: {', '.join(map(str, raw.columns)) or 'none'}){hint}",
             file=file,
             table=table,
             column=column,

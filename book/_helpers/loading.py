@@ -245,6 +245,10 @@ def missing_methods_note() -> str:
     if info.get("not_imputed") == "failed":
         return ("Missing covariates by the missing-indicator method; the multiple-imputation "
                 "sensitivity analysis failed (see [Missing covariates](missing.md)).")  # fmt: skip
+    if info.get("not_imputed") == "never_observed":
+        return ("Missing covariates by the missing-indicator method; multiple imputation was "
+                "not run: every covariate with missing values is missing on every row "
+                "(see [Missing covariates](missing.md)).")  # fmt: skip
     if info.get("not_imputed") == "no_missing_values":
         return ("No covariate of the propensity model had a missing value, so the two methods "
                 "for missing covariates coincide (multiple imputation was not run).")  # fmt: skip

@@ -372,6 +372,9 @@ NOT_IMPUTED = {
     "no_missing_values": "no covariate of the propensity model has a missing value: multiple "
     "imputation would repeat the missing-indicator analysis, so it was not run",
     "failed": "the multiple-imputation sensitivity analysis failed and is left out",
+    "never_observed": "no covariate of the propensity model is missing on some rows only: "
+    "multiple imputation has nothing to fill in and was not run; covariates missing on "
+    "every row carry no information and are left out of the propensity model",
 }
 
 
@@ -382,6 +385,7 @@ def not_imputed(
 
     ``reason`` is a key of :data:`NOT_IMPUTED` (``configuration``: ``missing: indicator``
     with ``imputation.sensitivity: false``; ``no_missing_values``: nothing to impute;
+    ``never_observed``: nothing to impute, ``detail`` names the covariates missing everywhere;
     ``failed``: the sensitivity analysis failed, ``detail`` says how).
     """
     note = NOT_IMPUTED[reason] + (f": {detail}" if detail else "")
