@@ -324,6 +324,20 @@ def _status_form_limit() -> str | None:
     )
 
 
+def _recent_ost_limit() -> str:
+    """The recent-OST window admits comparators in an interruption of OST (retention)."""
+    days = (protocol().get("eligibility") or {}).get("recent_ost_days")
+    if not finite(days):
+        return ""
+    return (
+        f" Requiring OST on one of the {integer(days)} days before lets in initiators "
+        "who switch with a few days without medication, and also comparators a few days "
+        "into an interruption of OST, whose treatment spell may already have ended (0 days "
+        "of retention); the propensity model does not know whether a person was in OST the "
+        "day before, which can lean the retention estimate in favour of HAT."
+    )
+
+
 def limitations() -> list[str]:
     """The limitations of the emulation, each a sentence or two; true for any results folder."""
     out = [
@@ -340,7 +354,7 @@ def limitations() -> list[str]:
     out.append(
         "**Eligibility.** Only the registry rules of the protocol are checked; HAT's own "
         "clinical admission criteria are not in the registries, so some comparators would "
-        "not have been admitted to HAT had they asked."
+        "not have been admitted to HAT had they asked." + _recent_ost_limit()
     )
     later = (design("matched") or {}).get("comparators_later_hat_rows")
     out.append(
