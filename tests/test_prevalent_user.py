@@ -58,6 +58,10 @@ def test_prevalent_users_off_where_risk_sets_are_not(null_study):
         itt = est[(outcome, f"{method}_matched")]
         z = _log_z(itt)
         assert abs(z) < 3, (outcome, z, itt)
+    # the naive comparison's variances are clustered on persons (an initiator is also in OST
+    # on the fixed date: two rows of one person, positively correlated)
+    naive = est[("crime", "rate_naive")]
+    assert naive["details"]["n_clusters"] < naive["n_treated"] + naive["n_control"], naive
     for outcome in ("mortality", "retention"):
         prevalent = est[(outcome, "cox_prevalent")]
         # HAT does nothing, yet the never-initiators die and leave sooner

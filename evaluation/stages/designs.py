@@ -54,6 +54,11 @@ class Design:
         For estimated weights (IPTW): the weights as a function of the propensity
         model, rows in the order of ``data``, so the outcome models' variances can
         account for the propensity model's estimation.
+    clustered : bool, default True
+        Whether the outcome models' variances are clustered on ``cluster``. ``False`` for
+        version 1's unweighted naive design, one row per person, whose variances are
+        model-based; a design in which a person can have several rows (version 2's naive
+        comparison: an initiator is also in OST on the fixed date) must keep it.
     """
 
     name: str
@@ -61,6 +66,7 @@ class Design:
     weighted: bool
     info: dict[str, Any] = field(default_factory=dict)
     weight_model: EstimatedWeights | None = None
+    clustered: bool = True
 
 
 def _matched_design(
@@ -255,6 +261,7 @@ def build_designs(
                 copy=False,
             ),
             weighted=False,
+            clustered=False,
             info={
                 "n_treated": int(df["treatment"].sum()),
                 "n_control": int((1 - df["treatment"]).sum()),

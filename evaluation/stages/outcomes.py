@@ -50,7 +50,7 @@ def outcome_estimates(
     """The four HR/IRR estimates of a design (``ph_test``: with the Cox models' PH tests)."""
     df = design.data
     weights = "weight" if design.weighted else None
-    cluster = "cluster" if design.name != "naive" else None
+    cluster = "cluster" if design.clustered else None
     out = []
     in_retention = df["in_retention"].to_numpy(dtype=bool)
     for outcome, (model, a, b) in OUTCOME_MODELS.items():
