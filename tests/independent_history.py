@@ -51,8 +51,14 @@ truth compares "initiate now" with "do not initiate now", the per-protocol truth
 initiate": the marginal hazard ratio is a Cox fit of the strategy on the pooled copies (Efron
 ties; lifelines), the rate ratio the ratio of total charges to total person-time. The Monte Carlo
 SE on the log scale is the SD over ``batches`` disjoint batches of copies divided by
-sqrt(``batches``).
+sqrt(``batches``). That truth is conditional on the extract's own initiators;
+:func:`population_truth` computes it in a large population of initiators (batches of
+initiators, so its MC SE also counts their sampling), the estimand a study's SE describes;
+:data:`POPULATION_TRUTH` holds it for the default effects. ``uptake`` multiplies the HAT-start
+hazard (more comparators start HAT later, so ITT and per protocol differ more).
 """
+
+# long: one generator and its truth kept in one file (the contract-only check of issue 15)
 
 from __future__ import annotations
 

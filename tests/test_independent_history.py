@@ -48,6 +48,13 @@ def test_extract_follows_the_contract(small):
     assert (ep["end_date"] == "").any()  # open episodes
     persons = pd.read_csv(folder / "persons.csv", keep_default_na=False)
     assert set(persons["region"]) == {"south-east", "west", "central", "north"}
+    assert set(persons["sex"]) == {"F", "M"} and persons["person_id"].is_unique
+    deaths = pd.read_csv(folder / "deaths.csv")
+    assert set(deaths["cause"]) <= {"overdose", "other"} and deaths["person_id"].is_unique
+    offences = set(pd.read_csv(folder / "charges.csv")["offence"])
+    assert offences <= {"property", "drug", "violence", "other"}
+    forms = pd.read_csv(folder / "assessments.csv")
+    assert not forms.duplicated(["person_id", "assessment_date"]).any()
     assert (persons["emigration_date"] != "").any()
     # a few HAT starts from outside treatment: initiators the contract's rule 4 excludes
     assert 0 < truth["n_analysed"] < truth["n_initiators"]
