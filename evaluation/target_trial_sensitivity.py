@@ -16,9 +16,10 @@ the methods ``<model>_<design>``:
   the matched set as in version 1. Its comparator rule (never an initiator) looks into
   the future: who dies or leaves OST before a place in HAT comes free cannot start, so the
   comparators are enriched with early deaths and discontinuations (immortal-time bias;
-  Suissa 2008). The bias grows with the share of comparators who would start HAT later:
-  small where uptake is rare, large where it is frequent (``tests/test_prevalent_user.py``,
-  ``benchmarks/coverage_v2.md``);
+  Suissa 2008); and where those who start later are those whose treatment was failing, the
+  never-initiators are the ones who do well. The bias grows with the share of comparators
+  who would start HAT later: small where uptake is rare, large where it is frequent
+  (``tests/test_prevalent_user.py``, ``benchmarks/coverage_v2.md``);
 - ``matched_1to<k>``, ``matched_caliper<c>`` (and both): the risk-set matching of the
   primary analysis done again with another ``k`` or caliper (``sensitivity.matching``):
   the same risk sets, propensity model and exact strata
