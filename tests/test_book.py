@@ -544,6 +544,10 @@ def test_trial_chapter_without_per_protocol_or_sensitivity(trial_itt_only, monke
     assert "The per-protocol contrast was not run" in chapter
     assert "No sensitivity comparison is in this results folder" in chapter
     assert "naive comparison" not in chapter and "prevalent-user comparison" not in chapter
+    sensitivity = _flat(main_text(out, "sensitivity"))
+    assert (
+        "per-protocol analysis" not in sensitivity and "per-protocol estimates" not in sensitivity
+    )
     summary = _flat(main_text(out, "summary_trial"))
     assert "The per-protocol contrast was not run" in summary
     assert "Per protocol :" not in summary and "per-protocol row" not in summary
