@@ -18,7 +18,7 @@ of persons across sets.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import pandas as pd
@@ -72,14 +72,10 @@ def _no_initiator(history: HistoryExtract, rs: RiskSets, config: StudyConfig) ->
             "the extract has no HAT initiator (no diacetylmorphine episode starting on or "
             "before the extract date)"
         )
-    elig = config.target_trial.eligibility
     reason = rs.initiators["reason"]
-    if elig.regions is None:
-        reason = eligibility_on(
-            history, rs.initiators, min_age=elig.min_age, lookback_days=elig.lookback_days,
-            recent_ost_days=elig.recent_ost_days, gap_days=config.gap_days, regions=REGIONS,
-            grace_days=config.target_trial.grace_period_days,
-        )  # fmt: skip
+    if config.target_trial.eligibility.regions is None:
+        every_region = replace(rs.protocol, regions=REGIONS)
+        reason = eligibility_on(history, rs.initiators, **asdict(every_region))
     counts = reason.value_counts()
     return StudyError(
         f"no HAT initiator is eligible on its own index date ({len(rs.initiators)} "

@@ -39,6 +39,7 @@ OST window), for which the generator gives no truth.
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -82,11 +83,7 @@ def truth_applies(method: str) -> bool:
 def _rows_on(history: HistoryExtract, pairs: pd.DataFrame, rs: RiskSets) -> pd.DataFrame:
     """Eligible (person, date) pairs with their covariates and outcomes."""
     p = rs.protocol
-    reason = eligibility_on(
-        history, pairs, min_age=p.min_age, lookback_days=p.lookback_days,
-        recent_ost_days=p.recent_ost_days, gap_days=p.gap_days, regions=p.regions,
-        grace_days=p.grace_days,
-    )  # fmt: skip
+    reason = eligibility_on(history, pairs, **asdict(p))
     pairs = pairs[reason.isna().to_numpy()].reset_index(drop=True)
     cov = covariates_on(history, pairs, lookback_days=p.lookback_days, gap_days=p.gap_days)
     out = outcomes_from(history, pairs, lookback_days=p.lookback_days, gap_days=p.gap_days)
@@ -202,11 +199,7 @@ def _grace(
     p, plan = rs.protocol, config.target_trial.analysis
     label = f"{GRACE_PREFIX}{grace}"
     try:
-        rs_g = derive_risk_sets(
-            history, min_age=p.min_age, lookback_days=p.lookback_days,
-            recent_ost_days=p.recent_ost_days, gap_days=p.gap_days, regions=p.regions,
-            not_eligible=False, grace_days=grace,
-        )  # fmt: skip
+        rs_g = derive_risk_sets(history, **asdict(replace(p, grace_days=grace)), not_eligible=False)
         m = risk_set_match(
             rs_g.table, covariates=plan.covariates, k=plan.k, caliper=plan.caliper,
             exact=plan.exact, calendar_time=plan.calendar_time,
