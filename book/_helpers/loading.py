@@ -236,29 +236,35 @@ def other_missing_label(other: Mapping[str, Any]) -> str:
     return "missing-indicator method (sensitivity)"
 
 
+#: the methods sentence when multiple imputation was not run, by ``design.missing.not_imputed``
+_NOT_IMPUTED_NOTES = {
+    "configuration": "Missing covariates by the missing-indicator method; the multiple-imputation "
+    "sensitivity analysis was switched off in the study configuration.",
+    "failed": "Missing covariates by the missing-indicator method; the multiple-imputation "
+    "sensitivity analysis failed (see [Missing covariates](missing.md)).",
+    "never_observed": "Missing covariates by the missing-indicator method; multiple imputation "
+    "was not run: every covariate with missing values is missing on every row "
+    "(see [Missing covariates](missing.md)).",
+    "no_missing_values": "No covariate of the propensity model had a missing value, so the two "
+    "methods for missing covariates coincide (multiple imputation was not run).",
+}
+#: the methods sentence when both were run, by the primary method (``design.missing.method``)
+_PRIMARY_METHOD_NOTES = {
+    "mi": "Multiple imputation is primary; the missing-indicator estimates beside it are the "
+    "sensitivity analysis (see [Missing covariates](missing.md)).",
+    "indicator": "The missing-indicator method is primary; the multiple-imputation estimates "
+    "beside it are the sensitivity analysis (see [Missing covariates](missing.md)).",
+}
+
+
 def missing_methods_note() -> str:
     """A sentence on the two methods for missing covariates, from ``design.missing``."""
     info = section("design", "missing", default={}) or {}
-    if info.get("not_imputed") == "configuration":
-        return ("Missing covariates by the missing-indicator method; the multiple-imputation "
-                "sensitivity analysis was switched off in the study configuration.")  # fmt: skip
-    if info.get("not_imputed") == "failed":
-        return ("Missing covariates by the missing-indicator method; the multiple-imputation "
-                "sensitivity analysis failed (see [Missing covariates](missing.md)).")  # fmt: skip
-    if info.get("not_imputed") == "never_observed":
-        return ("Missing covariates by the missing-indicator method; multiple imputation was "
-                "not run: every covariate with missing values is missing on every row "
-                "(see [Missing covariates](missing.md)).")  # fmt: skip
-    if info.get("not_imputed") == "no_missing_values":
-        return ("No covariate of the propensity model had a missing value, so the two methods "
-                "for missing covariates coincide (multiple imputation was not run).")  # fmt: skip
-    if info.get("method") == "mi":
-        return ("Multiple imputation is primary; the missing-indicator estimates beside it are "
-                "the sensitivity analysis (see [Missing covariates](missing.md)).")  # fmt: skip
-    if info.get("method") == "indicator":
-        return ("The missing-indicator method is primary; the multiple-imputation estimates "
-                "beside it are the sensitivity analysis (see [Missing covariates](missing.md)).")  # fmt: skip
-    return ""
+    return (
+        _NOT_IMPUTED_NOTES.get(info.get("not_imputed"))
+        or _PRIMARY_METHOD_NOTES.get(info.get("method"))
+        or ""
+    )
 
 
 def design(name: str = "matched") -> dict[str, Any] | None:

@@ -57,7 +57,7 @@ def contrasts() -> list[str]:
 
 def has_per_protocol() -> bool:
     """Whether the results hold the per-protocol contrast (it may be switched off)."""
-    return "per_protocol" in contrasts() and per_protocol_design() is not None
+    return per_protocol_design() is not None
 
 
 def _names(columns: Any) -> str:
