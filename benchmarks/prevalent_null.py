@@ -3,12 +3,12 @@
 ``python -m benchmarks.prevalent_null [--replicates R] [--first-seed S]`` (from the
 repository root) writes R hand-built history extracts
 (:func:`tests.null_history.write_null_history`: no effect of HAT, no confounding, frequent
-uptake), runs the study on each (intention to treat; no
-multiple imputation, no matching or grace-period variants) and prints, for the primary
-design (``matched``), the prevalent-user and the naive comparisons, the bias of the log
-hazard or rate ratio against the truth 0, the empirical SD, the mean SE and the coverage of
-the 95% interval, each with its Monte Carlo SE (Morris, White & Crowther 2019), and the
-share of the matched comparator rows whose person starts HAT later.
+uptake), runs the study on each (intention to treat; no multiple imputation, no matching or
+grace-period variants) and prints, for the primary design (``matched``), the prevalent-user
+and the naive comparisons, the bias of the log hazard or rate ratio against the truth 0,
+the empirical SD, the model SE (root mean square) and the coverage of the 95% interval,
+each with its Monte Carlo SE (Morris, White & Crowther 2019), and the share of the matched
+comparator rows whose person starts HAT later.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pandas as pd
 from analysis.data.extract import read_extract
 from evaluation.config import load_config
 from evaluation.pipeline import run_study
+from evaluation.simulation_summary import performance
 from tests.null_history import write_null_history
 
 WANTED = {
@@ -49,24 +50,24 @@ def one(seed: int, folder: Path) -> tuple[list[dict], float]:
                 rows.append({
                     "seed": seed, "outcome": e["outcome"], "design": design,
                     "log": math.log(e["estimate"]), "se": e["se"],
+                    "log_low": math.log(e["ci_low"]), "log_high": math.log(e["ci_high"]),
                 })  # fmt: skip
     m = res["design"]["designs"]["matched"]
     return rows, m["comparators_later_initiators"] / m["n_control_rows_matched"]
 
 
 def table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Bias, SD, mean SE and coverage against the truth 0 (log scale), with MC SEs."""
+    """Bias, empirical and model SE and coverage against the truth 0 (log scale), with MC SEs
+    (:func:`evaluation.simulation_summary.performance`)."""
 
     def summary(g: pd.DataFrame) -> pd.Series:
-        n = len(g)
-        cover = (np.abs(g["log"]) <= 1.959964 * g["se"]).mean()
-        sd = g["log"].std(ddof=1)
+        p = performance(g["log"], truth=0.0, se=g["se"], ci_low=g["log_low"], ci_high=g["log_high"])
         return pd.Series({
-            "n": n,
-            "bias (MCSE)": f"{g['log'].mean():+.3f} ({sd / math.sqrt(n):.3f})",
-            "emp. SD": f"{sd:.3f}",
-            "mean SE": f"{g['se'].mean():.3f}",
-            "coverage % (MCSE)": f"{100 * cover:.1f} ({100 * math.sqrt(cover * (1 - cover) / n):.1f})",
+            "n": p["n_estimates"],
+            "bias (MCSE)": f"{p['bias']:+.3f} ({p['bias_mcse']:.3f})",
+            "emp. SD": f"{p['empse']:.3f}",
+            "model SE": f"{p['modse']:.3f}",
+            "coverage % (MCSE)": f"{100 * p['coverage']:.1f} ({100 * p['coverage_mcse']:.1f})",
         })  # fmt: skip
 
     return rows.groupby(["outcome", "design"]).apply(summary, include_groups=False)
